@@ -1,0 +1,65 @@
+"""The one place where petcd's errors become gRPC statuses, with etcd's codes
+and messages (so etcdctl and client libraries recognise them).
+
+Service handlers call ``abort_with`` from their ``except`` clause; anything
+unknown becomes UNKNOWN with its text, and is logged.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import NoReturn
+
+import grpc
+from petcd.mvcc import errors as mvcc_errors
+
+from petcd.api import validation
+from petcd.server import errors as server_errors
+
+log = logging.getLogger("petcd.api")
+
+_C = grpc.StatusCode
+
+# exception type -> (status code, message override or None for str(exc))
+_STATUS: dict[type[BaseException], tuple[grpc.StatusCode, str | None]] = {
+    validation.ErrEmptyKey: (_C.INVALID_ARGUMENT, None),
+    validation.ErrKeyNotFound: (_C.INVALID_ARGUMENT, None),
+    validation.ErrValueProvided: (_C.INVALID_ARGUMENT, None),
+    validation.ErrLeaseProvided: (_C.INVALID_ARGUMENT, None),
+    validation.ErrTooManyOps: (_C.INVALID_ARGUMENT, None),
+    validation.ErrDuplicateKey: (_C.INVALID_ARGUMENT, None),
+    mvcc_errors.ErrCompacted: (_C.OUT_OF_RANGE, "etcdserver: mvcc: required revision has been compacted"),
+    mvcc_errors.ErrFutureRev: (_C.OUT_OF_RANGE, "etcdserver: mvcc: required revision is a future revision"),
+    mvcc_errors.ErrKeyNotFound: (_C.INVALID_ARGUMENT, "etcdserver: key not found"),
+    mvcc_errors.ErrLeaseNotFound: (_C.NOT_FOUND, "etcdserver: requested lease not found"),
+    server_errors.ErrNoLeader: (_C.UNAVAILABLE, None),
+    server_errors.ErrNotLeader: (_C.FAILED_PRECONDITION, None),
+    server_errors.ErrLeaderChanged: (_C.UNAVAILABLE, None),
+    server_errors.ErrStopped: (_C.UNAVAILABLE, None),
+    server_errors.ErrTimeout: (_C.UNAVAILABLE, None),
+    server_errors.ErrTimeoutDueToLeaderFail: (_C.UNAVAILABLE, None),
+    server_errors.ErrRequestTooLarge: (_C.INVALID_ARGUMENT, None),
+    server_errors.ErrTooManyRequests: (_C.RESOURCE_EXHAUSTED, None),
+    server_errors.ErrNoSpace: (_C.RESOURCE_EXHAUSTED, None),
+    server_errors.ErrCorrupt: (_C.DATA_LOSS, None),
+    server_errors.ErrBadLeaderTransferee: (_C.FAILED_PRECONDITION, None),
+    server_errors.ErrUnhealthy: (_C.UNAVAILABLE, None),
+    server_errors.ErrNotSupported: (_C.UNIMPLEMENTED, None),
+}
+
+
+def status_of(exc: BaseException) -> tuple[grpc.StatusCode, str]:
+    for cls in type(exc).__mro__:
+        hit = _STATUS.get(cls)
+        if hit is not None:
+            code, message = hit
+            return code, message if message is not None else str(exc)
+    return _C.UNKNOWN, str(exc)
+
+
+async def abort_with(context: grpc.aio.ServicerContext, exc: BaseException) -> NoReturn:
+    code, message = status_of(exc)
+    if code == _C.UNKNOWN:
+        log.error("unexpected error serving a request: %r", exc, exc_info=exc)
+    await context.abort(code, message)
+    raise AssertionError("unreachable")  # context.abort always raises

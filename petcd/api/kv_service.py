@@ -1,0 +1,41 @@
+"""etcdserverpb.KV over gRPC: validate the request, then call the server."""
+
+from __future__ import annotations
+
+import grpc
+
+from petcd.api import validation
+from petcd.api.handler import unary
+from petcd.proto import rpc_pb2, rpc_pb2_grpc
+from petcd.server.etcd_server import EtcdServer
+
+Ctx = grpc.aio.ServicerContext
+
+
+class KVService(rpc_pb2_grpc.KVServicer):
+    def __init__(self, server: EtcdServer) -> None:
+        self.s = server
+
+    @unary
+    async def Range(self, request: rpc_pb2.RangeRequest, context: Ctx) -> rpc_pb2.RangeResponse:
+        validation.check_range(request)
+        return await self.s.range(request)
+
+    @unary
+    async def Put(self, request: rpc_pb2.PutRequest, context: Ctx) -> rpc_pb2.PutResponse:
+        validation.check_put(request)
+        return await self.s.put(request)
+
+    @unary
+    async def DeleteRange(self, request: rpc_pb2.DeleteRangeRequest, context: Ctx) -> rpc_pb2.DeleteRangeResponse:
+        validation.check_delete(request)
+        return await self.s.delete_range(request)
+
+    @unary
+    async def Txn(self, request: rpc_pb2.TxnRequest, context: Ctx) -> rpc_pb2.TxnResponse:
+        validation.check_txn(request, self.s.cfg.max_txn_ops)
+        return await self.s.txn(request)
+
+    @unary
+    async def Compact(self, request: rpc_pb2.CompactionRequest, context: Ctx) -> rpc_pb2.CompactionResponse:
+        return await self.s.compact(request)

@@ -1,0 +1,102 @@
+"""etcdserverpb.Maintenance over gRPC."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from collections.abc import AsyncIterator
+
+import grpc
+
+from petcd.api.errors import abort_with
+from petcd.api.handler import unary
+from petcd.proto import rpc_pb2, rpc_pb2_grpc
+from petcd.server.errors import ErrBadLeaderTransferee, ErrNoLeader, ErrNotLeader, ErrNotSupported
+from petcd.server.etcd_server import ETCD_VERSION, EtcdServer
+
+Ctx = grpc.aio.ServicerContext
+
+# etcd streams snapshots in 32 KiB blobs, then one blob with the sha256 of all.
+SNAPSHOT_CHUNK = 32 * 1024
+
+
+class MaintenanceService(rpc_pb2_grpc.MaintenanceServicer):
+    def __init__(self, server: EtcdServer) -> None:
+        self.s = server
+
+    @unary
+    async def Alarm(self, request: rpc_pb2.AlarmRequest, context: Ctx) -> rpc_pb2.AlarmResponse:
+        return await self.s.alarm(request)
+
+    @unary
+    async def Status(self, request: rpc_pb2.StatusRequest, context: Ctx) -> rpc_pb2.StatusResponse:
+        s = self.s
+        resp = rpc_pb2.StatusResponse(
+            version=ETCD_VERSION,
+            dbSize=s.backend.size(),
+            dbSizeInUse=s.backend.size_in_use(),
+            leader=s.leader,
+            raftIndex=s.node.commit,
+            raftTerm=s.term,
+            raftAppliedIndex=s.applied_index,
+            isLearner=False,
+        )
+        if s.leader == 0:
+            resp.errors.append(ErrNoLeader().args[0])
+        for a in s.alarms.list():
+            resp.errors.append(f"memberID:{a.memberID} alarm:{rpc_pb2.AlarmType.Name(a.alarm)} ")
+        return resp
+
+    @unary
+    async def Defragment(self, request: rpc_pb2.DefragmentRequest, context: Ctx) -> rpc_pb2.DefragmentResponse:
+        self.s.backend.defrag()
+        return rpc_pb2.DefragmentResponse()
+
+    @unary
+    async def Hash(self, request: rpc_pb2.HashRequest, context: Ctx) -> rpc_pb2.HashResponse:
+        return rpc_pb2.HashResponse(hash=self.s.kv.hash())
+
+    @unary
+    async def HashKV(self, request: rpc_pb2.HashKVRequest, context: Ctx) -> rpc_pb2.HashKVResponse:
+        h, rev, compact_rev = self.s.kv.hash_kv(request.revision)
+        resp = rpc_pb2.HashKVResponse(hash=h, compact_revision=compact_rev, hash_revision=rev)
+        resp.header.revision = rev
+        return resp
+
+    async def Snapshot(
+        self, request: rpc_pb2.SnapshotRequest, context: Ctx
+    ) -> AsyncIterator[rpc_pb2.SnapshotResponse]:
+        try:
+            self.s.backend.commit()
+            snap = await asyncio.to_thread(self.s.backend.snapshot)
+        except Exception as exc:
+            await abort_with(context, exc)
+        try:
+            digest = hashlib.sha256()
+            remaining = snap.size
+            while remaining > 0:
+                blob = await asyncio.to_thread(snap.read, min(SNAPSHOT_CHUNK, remaining))
+                if not blob:
+                    break
+                remaining -= len(blob)
+                digest.update(blob)
+                yield rpc_pb2.SnapshotResponse(remaining_bytes=remaining, blob=blob)
+            yield rpc_pb2.SnapshotResponse(remaining_bytes=0, blob=digest.digest())
+        finally:
+            snap.close()
+
+    @unary
+    async def MoveLeader(self, request: rpc_pb2.MoveLeaderRequest, context: Ctx) -> rpc_pb2.MoveLeaderResponse:
+        s = self.s
+        if s.leader != s.member_id:
+            raise ErrNotLeader()
+        target = s.membership.members.get(request.targetID)
+        if target is None or target.is_learner:
+            raise ErrBadLeaderTransferee()
+        if request.targetID != s.member_id:
+            raise ErrNotSupported("petcd: moving the leader to another member is not supported yet")
+        return rpc_pb2.MoveLeaderResponse()
+
+    @unary
+    async def Downgrade(self, request: rpc_pb2.DowngradeRequest, context: Ctx) -> rpc_pb2.DowngradeResponse:
+        raise ErrNotSupported("petcd: Downgrade is not supported yet")

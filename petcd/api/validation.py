@@ -1,0 +1,155 @@
+"""Checks on client requests made before anything is proposed, as etcd's
+v3rpc layer makes them, with etcd's errors."""
+
+from __future__ import annotations
+
+from petcd.proto import rpc_pb2
+
+
+class RequestError(Exception):
+    """A request refused before it reaches the server; str() is etcd's message."""
+
+    message = "etcdserver: invalid request"
+
+    def __init__(self) -> None:
+        super().__init__(self.message)
+
+
+class ErrEmptyKey(RequestError):
+    message = "etcdserver: key is not provided"
+
+
+class ErrKeyNotFound(RequestError):
+    message = "etcdserver: key not found"
+
+
+class ErrValueProvided(RequestError):
+    message = "etcdserver: value is provided"
+
+
+class ErrLeaseProvided(RequestError):
+    message = "etcdserver: lease is provided"
+
+
+class ErrTooManyOps(RequestError):
+    message = "etcdserver: too many operations in txn request"
+
+
+class ErrDuplicateKey(RequestError):
+    message = "etcdserver: duplicate key given in txn request"
+
+
+def check_range(r: rpc_pb2.RangeRequest) -> None:
+    if not r.key:
+        raise ErrEmptyKey()
+
+
+def check_put(r: rpc_pb2.PutRequest) -> None:
+    if not r.key:
+        raise ErrEmptyKey()
+    if r.ignore_value and r.value:
+        raise ErrValueProvided()
+    if r.ignore_lease and r.lease != 0:
+        raise ErrLeaseProvided()
+
+
+def check_delete(r: rpc_pb2.DeleteRangeRequest) -> None:
+    if not r.key:
+        raise ErrEmptyKey()
+
+
+def check_txn(r: rpc_pb2.TxnRequest, max_txn_ops: int) -> None:
+    """Op counts and keys of a txn and (recursively) of its nested txns, then
+    the put/delete overlap rule on the top level's branches."""
+    _check_txn_ops(r, max_txn_ops)
+    _collect_writes(r.success)
+    _collect_writes(r.failure)
+
+
+def _check_txn_ops(r: rpc_pb2.TxnRequest, max_txn_ops: int) -> None:
+    opc = max(len(r.compare), len(r.success), len(r.failure))
+    if opc > max_txn_ops:
+        raise ErrTooManyOps()
+    for c in r.compare:
+        if not c.key:
+            raise ErrEmptyKey()
+    for op in (*r.success, *r.failure):
+        _check_op(op, max_txn_ops - opc)
+
+
+def _check_op(op: rpc_pb2.RequestOp, max_txn_ops: int) -> None:
+    which = op.WhichOneof("request")
+    if which == "request_range":
+        check_range(op.request_range)
+    elif which == "request_put":
+        check_put(op.request_put)
+    elif which == "request_delete_range":
+        check_delete(op.request_delete_range)
+    elif which == "request_txn":
+        _check_txn_ops(op.request_txn, max_txn_ops)
+    else:
+        raise ErrKeyNotFound()
+
+
+class _Interval:
+    """A key interval [begin, end) compared as etcd's affine strings do: an
+    empty end is +infinity; a single key k is [k, k + b"\\0")."""
+
+    __slots__ = ("begin", "end")
+
+    def __init__(self, begin: bytes, end: bytes) -> None:
+        self.begin = begin
+        self.end = end
+
+    def intersects_point(self, key: bytes) -> bool:
+        point_end = key + b"\x00"
+        return _lt(self.begin, point_end) and _lt(key, self.end)
+
+
+def _lt(a: bytes, b: bytes) -> bool:
+    """a < b where the empty string stands for +infinity."""
+    if not a:
+        return False
+    if not b:
+        return True
+    return a < b
+
+
+def _intersects(dels: list[_Interval], key: bytes) -> bool:
+    return any(iv.intersects_point(key) for iv in dels)
+
+
+def _collect_writes(ops: list[rpc_pb2.RequestOp]) -> tuple[set[bytes], list[_Interval]]:
+    """The keys put and the ranges deleted by ops (nested txns included);
+    raises ErrDuplicateKey when one write would overlap another in one txn."""
+    dels: list[_Interval] = []
+    for op in ops:
+        if op.WhichOneof("request") == "request_delete_range":
+            d = op.request_delete_range
+            end = d.range_end if d.range_end else d.key + b"\x00"
+            dels.append(_Interval(d.key, end))
+    puts: set[bytes] = set()
+    for op in ops:
+        if op.WhichOneof("request") != "request_txn":
+            continue
+        puts_then, dels_then = _collect_writes(op.request_txn.success)
+        puts_else, dels_else = _collect_writes(op.request_txn.failure)
+        for k in puts_then:
+            if k in puts or _intersects(dels, k):
+                raise ErrDuplicateKey()
+            puts.add(k)
+        for k in puts_else:
+            # then and else exclude each other, so the same key in both is fine
+            if (k in puts and k not in puts_then) or _intersects(dels, k):
+                raise ErrDuplicateKey()
+            puts.add(k)
+        dels.extend(dels_then)
+        dels.extend(dels_else)
+    for op in ops:
+        if op.WhichOneof("request") != "request_put":
+            continue
+        k = op.request_put.key
+        if k in puts or _intersects(dels, k):
+            raise ErrDuplicateKey()
+        puts.add(k)
+    return puts, dels

@@ -1,0 +1,69 @@
+"""Etcd: one petcd member (server + gRPC on its client URLs) inside the
+caller's asyncio loop; ``serve`` runs one as a program until SIGINT/SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+
+import grpc
+
+from petcd.api import grpc_server
+from petcd.server.config import ServerConfig
+from petcd.server.etcd_server import EtcdServer
+
+log = logging.getLogger("petcd.embed")
+
+
+class Etcd:
+    def __init__(self, cfg: ServerConfig) -> None:
+        self.cfg = cfg
+        self.server = EtcdServer(cfg)
+        self._grpc: grpc.aio.Server | None = None
+
+    async def start(self) -> None:
+        await self.server.start()
+        g, hs = grpc_server.build(self.server, list(self.cfg.listen_client_urls))
+        await g.start()
+        await grpc_server.set_serving(hs)
+        self._grpc = g
+        log.info("ready to serve client requests on %s", ", ".join(self.cfg.listen_client_urls))
+
+    async def stop(self) -> None:
+        if self._grpc is not None:
+            await self._grpc.stop(grace=1.0)
+            self._grpc = None
+        await self.server.stop()
+
+
+async def _serve(cfg: ServerConfig) -> int:
+    etcd = Etcd(cfg)
+    await etcd.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    failed = asyncio.create_task(_watch_node(etcd))
+    waiter = asyncio.create_task(stop.wait())
+    done, _ = await asyncio.wait({failed, waiter}, return_when=asyncio.FIRST_COMPLETED)
+    log.info("received stop request, shutting down")
+    failed.cancel()
+    waiter.cancel()
+    await etcd.stop()
+    return 1 if failed in done else 0
+
+
+async def _watch_node(etcd: Etcd) -> None:
+    """Returns when the node loop has failed (a fsync error, say)."""
+    while etcd.server.node.failed is None:
+        await asyncio.sleep(0.5)
+
+
+def serve(cfg: ServerConfig) -> int:
+    """Run one member until SIGINT or SIGTERM; returns the exit code."""
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
+        return asyncio.run(_serve(cfg))
+    return uvloop.run(_serve(cfg))

@@ -1,0 +1,46 @@
+"""Active alarms (NOSPACE, CORRUPT) per member, persisted in the backend's
+`alarm` bucket so they survive restarts, as etcd keeps them."""
+
+from __future__ import annotations
+
+from petcd.proto import rpc_pb2
+
+ALARM_BUCKET = "alarm"
+
+
+class AlarmStore:
+    def __init__(self) -> None:
+        self._active: set[tuple[int, int]] = set()
+
+    def load(self, items: list[tuple[bytes, bytes]]) -> None:
+        for key, _ in items:
+            am = rpc_pb2.AlarmMember()
+            am.ParseFromString(key)
+            self._active.add((am.memberID, am.alarm))
+
+    @staticmethod
+    def key(member_id: int, alarm: int) -> bytes:
+        return rpc_pb2.AlarmMember(memberID=member_id, alarm=alarm).SerializeToString()
+
+    def activate(self, member_id: int, alarm: int) -> bool:
+        """True when the alarm was not active before."""
+        if (member_id, alarm) in self._active:
+            return False
+        self._active.add((member_id, alarm))
+        return True
+
+    def deactivate(self, member_id: int, alarm: int) -> bool:
+        if (member_id, alarm) not in self._active:
+            return False
+        self._active.discard((member_id, alarm))
+        return True
+
+    def is_active(self, alarm: int) -> bool:
+        return any(a == alarm for _, a in self._active)
+
+    def list(self, alarm: int = rpc_pb2.NONE) -> list[rpc_pb2.AlarmMember]:
+        return [
+            rpc_pb2.AlarmMember(memberID=m, alarm=a)
+            for m, a in sorted(self._active)
+            if alarm == rpc_pb2.NONE or a == alarm
+        ]

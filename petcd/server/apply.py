@@ -1,0 +1,108 @@
+"""The applier: carries out one committed InternalRaftRequest against the
+state machine (mvcc, alarms) and returns the response or the error.
+
+Every member applies the same entries in the same order, so everything here
+is deterministic: no clocks, no randomness, no reads of local-only state
+beyond what the log itself built.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from petcd.mvcc.kvstore import Compaction, KVStore
+from petcd.storage.backend import Backend
+
+from petcd.proto import raft_internal_pb2, rpc_pb2
+from petcd.server.alarms import ALARM_BUCKET, AlarmStore
+from petcd.server.errors import ErrNoSpace, ErrNotSupported
+
+log = logging.getLogger("petcd.server.apply")
+
+
+@dataclass(slots=True)
+class CompactResult:
+    """A compaction's response, with the backend job the server finishes."""
+
+    response: rpc_pb2.CompactionResponse
+    job: Compaction | None
+
+
+class Applier:
+    def __init__(self, kv: KVStore, backend: Backend, alarms: AlarmStore) -> None:
+        self.kv = kv
+        self.backend = backend
+        self.alarms = alarms
+
+    def apply(self, r: raft_internal_pb2.InternalRaftRequest) -> Any:
+        """The response message (or CompactResult), or the exception to
+        hand back to the caller. Never raises for a client's error."""
+        try:
+            return self._dispatch(r)
+        except Exception as exc:  # the request's own failure, for its caller
+            return exc
+
+    def _dispatch(self, r: raft_internal_pb2.InternalRaftRequest) -> Any:
+        which = _which(r)
+        if which == "put":
+            self._check_space()
+            return self.kv.put(r.put)
+        if which == "delete_range":
+            return self.kv.delete_range(r.delete_range)
+        if which == "txn":
+            if _txn_puts(r.txn):  # deletes free space, so etcd lets them through
+                self._check_space()
+            return self.kv.txn(r.txn)
+        if which == "range":
+            return self.kv.range(r.range)
+        if which == "compaction":
+            job = self.kv.compact(r.compaction.revision)
+            resp = rpc_pb2.CompactionResponse()
+            resp.header.revision = self.kv.rev
+            return CompactResult(resp, job)
+        if which == "alarm":
+            return self._alarm(r.alarm)
+        raise ErrNotSupported(f"petcd: {which or 'empty request'} is not supported yet")
+
+    def _check_space(self) -> None:
+        if self.alarms.is_active(rpc_pb2.NOSPACE):
+            raise ErrNoSpace()
+
+    def _alarm(self, a: rpc_pb2.AlarmRequest) -> rpc_pb2.AlarmResponse:
+        resp = rpc_pb2.AlarmResponse()
+        resp.header.revision = self.kv.rev
+        if a.action == rpc_pb2.AlarmRequest.GET:
+            resp.alarms.extend(self.alarms.list(a.alarm))
+        elif a.action == rpc_pb2.AlarmRequest.ACTIVATE:
+            if a.alarm == rpc_pb2.NONE:
+                return resp
+            if self.alarms.activate(a.memberID, a.alarm):
+                self.backend.put(ALARM_BUCKET, AlarmStore.key(a.memberID, a.alarm), b"")
+            resp.alarms.append(rpc_pb2.AlarmMember(memberID=a.memberID, alarm=a.alarm))
+        elif a.action == rpc_pb2.AlarmRequest.DEACTIVATE:
+            if self.alarms.deactivate(a.memberID, a.alarm):
+                self.backend.delete(ALARM_BUCKET, AlarmStore.key(a.memberID, a.alarm))
+                resp.alarms.append(rpc_pb2.AlarmMember(memberID=a.memberID, alarm=a.alarm))
+        return resp
+
+
+_REQUEST_FIELDS = ("put", "range", "delete_range", "txn", "compaction", "alarm", "lease_grant", "lease_revoke")
+
+
+def _which(r: raft_internal_pb2.InternalRaftRequest) -> str:
+    for name in _REQUEST_FIELDS:
+        if r.HasField(name):
+            return name
+    return ""
+
+
+def _txn_puts(t: rpc_pb2.TxnRequest) -> bool:
+    for op in (*t.success, *t.failure):
+        which = op.WhichOneof("request")
+        if which == "request_put":
+            return True
+        if which == "request_txn" and _txn_puts(op.request_txn):
+            return True
+    return False

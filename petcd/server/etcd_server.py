@@ -1,0 +1,419 @@
+"""EtcdServer: raft, storage and the state machine joined into one member.
+
+A write: the api hands an InternalRaftRequest to ``raft_request``; it gets a
+unique id, is proposed to raft, and the caller waits on the id until the
+applier has applied the committed entry (after the WAL fsync). A
+linearizable read: ``linearizable_read`` joins the next ReadIndex round, then
+waits until the applied index reaches the round's index.
+
+Everything runs on one asyncio loop; only fsyncs and big copies go to threads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import random
+import time
+from typing import Any
+
+from petcd.mvcc.kvstore import Compaction, KVStore
+from petcd.server.config import ServerConfig
+from petcd.storage.backend import Backend
+
+from petcd.proto import raft_internal_pb2, rpc_pb2
+from petcd.raft import (
+    Config,
+    ConfState,
+    Entry,
+    EntryType,
+    Message,
+    ProposalDropped,
+    RawNode,
+    ReadState,
+    Snapshot,
+)
+from petcd.server import ids
+from petcd.server.alarms import ALARM_BUCKET, AlarmStore
+from petcd.server.apply import Applier, CompactResult
+from petcd.server.errors import ErrNoLeader, ErrStopped, ErrTimeout
+from petcd.server.membership import MEMBERS_BUCKET, Member, Membership
+from petcd.server.raft_node import NodeHooks, RaftNode
+from petcd.server.raft_storage import RaftStorage, WalIdentity
+from petcd.server.wait import AppliedWait, Wait
+
+log = logging.getLogger("petcd.server")
+
+# The etcd release whose API and behaviour petcd reproduces; clients read it
+# from Status and decide what they may use.
+ETCD_VERSION = "3.4.23"
+
+# Keys of a compaction step: small enough that a step never holds the loop long.
+COMPACTION_STEP_KEYS = 1000
+
+
+class RequestIds:
+    """Unique request ids: the member id's low 16 bits, then a millisecond
+    timestamp and a counter (etcd's idutil scheme), unique across restarts."""
+
+    def __init__(self, member_id: int) -> None:
+        self._prefix = (member_id & 0xFFFF) << 48
+        self._suffix = (int(time.time() * 1000) << 8) & ((1 << 48) - 1)
+
+    def next(self) -> int:
+        self._suffix = (self._suffix + 1) & ((1 << 48) - 1)
+        return self._prefix | self._suffix
+
+
+class EtcdServer:
+    def __init__(self, cfg: ServerConfig) -> None:
+        self.cfg = cfg
+        self.wait = Wait()
+        self.applied_wait = AppliedWait()
+        self.alarms = AlarmStore()
+        self._read_next: asyncio.Future[None] | None = None
+        self._read_rounds: dict[bytes, asyncio.Future[None]] = {}
+        self._read_seq = 0
+        self._compactions: list[asyncio.Task[None]] = []
+        self._tasks: list[asyncio.Task[None]] = []
+        self._stopped = False
+        self.request_timeout = 5.0 + 2 * cfg.election_timeout_ms / 1000.0
+        self.snapshot_index = 0
+        self.conf_state = ConfState()
+
+    # ---- life cycle -------------------------------------------------------
+
+    async def start(self) -> None:
+        cfg = self.cfg
+        os.makedirs(cfg.member_dir(), exist_ok=True)
+        self.backend = Backend(cfg.backend_path())
+        self.kv = KVStore(self.backend)
+        self.alarms.load(self.backend.items(ALARM_BUCKET))
+        peers: list[int] = []
+        applied = 0
+        if RaftStorage.exists(cfg.wal_dir()):
+            self.raft_storage, rec = RaftStorage.open(cfg.wal_dir(), cfg.snap_dir())
+            self.membership = self._load_membership(rec.identity)
+            if rec.snapshot is not None:
+                applied = rec.snapshot.metadata.index
+                self.snapshot_index = applied
+                self.conf_state = rec.snapshot.metadata.conf_state
+            log.info("restarting member %x in cluster %x at commit %d", rec.identity.member_id,
+                     rec.identity.cluster_id, rec.hard_state.commit)
+        else:
+            self.membership = self._new_membership()
+            identity = WalIdentity(self.membership.local_id, self.membership.cluster_id)
+            self.raft_storage = RaftStorage.create(cfg.wal_dir(), cfg.snap_dir(), identity)
+            for m in self.membership.members.values():
+                self.backend.put(MEMBERS_BUCKET, f"{m.id:x}".encode(), m.to_json())
+            self.backend.commit()
+            peers = self.membership.voter_ids()
+            log.info("starting new member %x in cluster %x", self.membership.local_id, self.membership.cluster_id)
+        self.member_id = self.membership.local_id
+        self.cluster_id = self.membership.cluster_id
+        self.ids = RequestIds(self.member_id)
+        self.consistent_index = self.backend.consistent_index()[0]
+        self.applied_index = max(applied, self.consistent_index)
+        self.applied_wait.applied = self.applied_index
+        self.applier = Applier(self.kv, self.backend, self.alarms)
+        election_tick = max(1, cfg.election_timeout_ms // cfg.heartbeat_interval_ms)
+        raw = RawNode(
+            Config(
+                id=self.member_id,
+                peers=peers,
+                election_tick=election_tick,
+                heartbeat_tick=1,
+                storage=self.raft_storage.log,
+                applied=applied,
+                rng=random.Random(),
+                pre_vote=True,
+                check_quorum=True,
+                max_inflight_msgs=512,
+                max_size_per_msg=1 << 20,
+            )
+        )
+        hooks = NodeHooks(
+            apply_entries=self._apply_entries,
+            apply_snapshot=self._apply_snapshot,
+            read_states=self._on_read_states,
+            leader_changed=self._on_leader_changed,
+            send=self._send,
+        )
+        self.node = RaftNode(raw, self.raft_storage, hooks, cfg.heartbeat_interval_ms / 1000.0)
+        if len(self.membership.voter_ids()) == 1:
+            raw.campaign()  # a cluster of one need not wait out an election timeout
+        self.node.start()
+        self.node.notify()
+        self._tasks.append(asyncio.create_task(self._backend_committer(), name="backend-commit"))
+
+    async def stop(self) -> None:
+        """Finish the WAL write and apply in progress, commit the backend, close."""
+        if self._stopped:
+            return
+        self._stopped = True
+        for t in self._tasks + self._compactions:
+            t.cancel()
+        await self.node.stop()
+        self.wait.fail_all(ErrStopped())
+        self.applied_wait.fail_all(ErrStopped())
+        self.backend.commit()
+        self.backend.close()
+        self.raft_storage.close()
+
+    def _new_membership(self) -> Membership:
+        cfg = self.cfg
+        cluster = cfg.initial_cluster_map()
+        token = cfg.initial_cluster_token
+        members = {}
+        for name, urls in cluster.items():
+            mid = ids.member_id(urls, token)
+            members[mid] = Member(mid, name, urls)
+        local_id = ids.member_id(cluster[cfg.name], token)
+        members[local_id].client_urls = list(cfg.advertise_client_urls)
+        return Membership(ids.cluster_id(list(members)), local_id, members)
+
+    def _load_membership(self, identity: WalIdentity) -> Membership:
+        members = {}
+        for _, raw in self.backend.items(MEMBERS_BUCKET):
+            m = Member.from_json(raw)
+            members[m.id] = m
+        if not members:  # a data dir from before members were stored
+            return self._new_membership()
+        local = members.get(identity.member_id)
+        if local is not None:
+            local.name = self.cfg.name
+            local.client_urls = list(self.cfg.advertise_client_urls)
+        return Membership(identity.cluster_id, identity.member_id, members)
+
+    async def _backend_committer(self) -> None:
+        interval = 0.1
+        while not self._stopped:
+            await asyncio.sleep(interval)
+            self.backend.commit_if_due()
+
+    # ---- raft hooks -------------------------------------------------------
+
+    def _apply_entries(self, entries: list[Entry]) -> None:
+        backend = self.backend
+        for e in entries:
+            if e.index <= self.consistent_index:
+                continue  # already in the backend before a restart
+            if e.type == EntryType.EntryNormal:
+                if e.data:
+                    self._apply_request(e)
+            else:
+                self._apply_conf_change(e)
+            backend.set_consistent_index(e.index, e.term)
+            self.consistent_index = e.index
+        if entries:
+            self.applied_index = max(self.applied_index, entries[-1].index)
+            self.applied_wait.advance(self.applied_index)
+            if self.applied_index - self.snapshot_index > self.cfg.snapshot_count:
+                self._snapshot()
+
+    def _apply_request(self, e: Entry) -> None:
+        req = raft_internal_pb2.InternalRaftRequest()
+        req.ParseFromString(e.data)
+        result = self.applier.apply(req)
+        if isinstance(result, CompactResult):
+            if result.job is not None:
+                self._run_compaction(result.job)
+            result = result.response
+        req_id = req.header.ID
+        if isinstance(result, BaseException):
+            self.wait.fail(req_id, result)
+        else:
+            self.wait.trigger(req_id, result)
+
+    def _apply_conf_change(self, e: Entry) -> None:
+        from petcd.raft import ConfChange  # conf changes of a cluster of many come with the clustering work
+
+        cc = ConfChange.from_bytes(e.data)
+        self.conf_state = self.node.raw.apply_conf_change(cc)
+
+    def _apply_snapshot(self, snap: Snapshot) -> None:
+        self.snapshot_index = snap.metadata.index
+        self.conf_state = snap.metadata.conf_state
+
+    def _snapshot(self) -> None:
+        self.backend.commit()  # the snapshot must not be ahead of the backend
+        self.raft_storage.snapshot_at(self.applied_index, self.conf_state, b"")
+        self.snapshot_index = self.applied_index
+        log.info("saved raft snapshot at index %d", self.applied_index)
+
+    def _run_compaction(self, job: Compaction) -> None:
+        async def run() -> None:
+            while not job.step(COMPACTION_STEP_KEYS):
+                await asyncio.sleep(0)
+        task = asyncio.create_task(run(), name="compaction")
+        self._compactions = [t for t in self._compactions if not t.done()] + [task]
+
+    def _on_read_states(self, states: list[ReadState]) -> None:
+        for rs in states:
+            fut = self._read_rounds.pop(rs.request_ctx, None)
+            if fut is None:
+                continue
+            waiter = self.applied_wait.wait(rs.index)
+            waiter.add_done_callback(lambda w, f=fut: _chain(w, f))
+        self._start_read_round()
+
+    def _on_leader_changed(self, old: int, new: int) -> None:
+        log.info("raft leader changed from %x to %x", old, new)
+        if self._read_rounds:  # rounds sent to the old leader may never be answered
+            rounds, self._read_rounds = self._read_rounds, {}
+            for fut in rounds.values():
+                if not fut.done():
+                    fut.set_exception(ErrNoLeader() if new == 0 else ErrTimeout())
+
+    def _send(self, msgs: list[Message]) -> None:
+        pass  # a member of a cluster of one has no peers; the transport comes with clustering
+
+    # ---- client entry points ----------------------------------------------
+
+    @property
+    def leader(self) -> int:
+        return self.node.lead
+
+    @property
+    def term(self) -> int:
+        return self.node.term
+
+    def header(self, revision: int | None = None) -> rpc_pb2.ResponseHeader:
+        return rpc_pb2.ResponseHeader(
+            cluster_id=self.cluster_id,
+            member_id=self.member_id,
+            revision=self.kv.rev if revision is None else revision,
+            raft_term=self.node.term,
+        )
+
+    def _check_running(self) -> None:
+        if self._stopped:
+            raise ErrStopped()
+        if self.node.failed is not None:
+            raise ErrStopped()
+
+    async def raft_request(self, req: raft_internal_pb2.InternalRaftRequest) -> Any:
+        self._check_running()
+        req_id = self.ids.next()
+        req.header.ID = req_id
+        data = req.SerializeToString()
+        if len(data) > self.cfg.max_request_bytes:
+            from petcd.server.errors import ErrRequestTooLarge
+
+            raise ErrRequestTooLarge()
+        fut = self.wait.register(req_id)
+        try:
+            self.node.raw.propose(data)
+        except ProposalDropped:
+            self.wait.cancel(req_id)
+            raise ErrNoLeader() from None
+        self.node.notify()
+        try:
+            return await asyncio.wait_for(fut, self.request_timeout)
+        except TimeoutError:
+            self.wait.cancel(req_id)
+            raise ErrTimeout() from None
+
+    async def linearizable_read(self) -> None:
+        """Returns once a read of the local store is linearizable: a ReadIndex
+        round that started after this call has been confirmed by a quorum and
+        applied. Reads arriving together share one round."""
+        self._check_running()
+        if self._read_next is None:
+            self._read_next = asyncio.get_running_loop().create_future()
+        fut = self._read_next
+        if not self._read_rounds:
+            self._start_read_round()
+        try:
+            await asyncio.wait_for(asyncio.shield(fut), self.request_timeout)
+        except TimeoutError:
+            raise ErrTimeout() from None
+
+    def _start_read_round(self) -> None:
+        fut, self._read_next = self._read_next, None
+        if fut is None:
+            return
+        self._read_seq += 1
+        ctx = self._read_seq.to_bytes(8, "big")
+        try:
+            self.node.raw.read_index(ctx)
+        except ProposalDropped:
+            fut.set_exception(ErrNoLeader())
+            return
+        self._read_rounds[ctx] = fut
+        self.node.notify()
+
+    # ---- KV ---------------------------------------------------------------
+
+    async def range(self, req: rpc_pb2.RangeRequest) -> rpc_pb2.RangeResponse:
+        if not req.serializable:
+            await self.linearizable_read()
+        resp: rpc_pb2.RangeResponse = self.kv.range(req)
+        return resp
+
+    async def put(self, req: rpc_pb2.PutRequest) -> rpc_pb2.PutResponse:
+        resp: rpc_pb2.PutResponse = await self.raft_request(raft_internal_pb2.InternalRaftRequest(put=req))
+        return resp
+
+    async def delete_range(self, req: rpc_pb2.DeleteRangeRequest) -> rpc_pb2.DeleteRangeResponse:
+        resp: rpc_pb2.DeleteRangeResponse = await self.raft_request(
+            raft_internal_pb2.InternalRaftRequest(delete_range=req)
+        )
+        return resp
+
+    async def txn(self, req: rpc_pb2.TxnRequest) -> rpc_pb2.TxnResponse:
+        if _txn_read_only(req):
+            if not _txn_serializable(req):
+                await self.linearizable_read()
+            ro: rpc_pb2.TxnResponse = self.kv.txn(req)
+            return ro
+        resp: rpc_pb2.TxnResponse = await self.raft_request(raft_internal_pb2.InternalRaftRequest(txn=req))
+        return resp
+
+    async def compact(self, req: rpc_pb2.CompactionRequest) -> rpc_pb2.CompactionResponse:
+        resp: rpc_pb2.CompactionResponse = await self.raft_request(
+            raft_internal_pb2.InternalRaftRequest(compaction=req)
+        )
+        if req.physical:
+            await self.wait_compactions()
+        return resp
+
+    async def wait_compactions(self) -> None:
+        pending = [t for t in self._compactions if not t.done()]
+        if pending:
+            await asyncio.gather(*pending, return_exceptions=True)
+
+    async def alarm(self, req: rpc_pb2.AlarmRequest) -> rpc_pb2.AlarmResponse:
+        resp: rpc_pb2.AlarmResponse = await self.raft_request(raft_internal_pb2.InternalRaftRequest(alarm=req))
+        return resp
+
+
+def _chain(src: asyncio.Future[None], dst: asyncio.Future[None]) -> None:
+    if dst.done():
+        return
+    exc = src.exception()
+    if exc is not None:
+        dst.set_exception(exc)
+    else:
+        dst.set_result(None)
+
+
+def _txn_read_only(t: rpc_pb2.TxnRequest) -> bool:
+    for op in (*t.success, *t.failure):
+        which = op.WhichOneof("request")
+        if which in ("request_put", "request_delete_range"):
+            return False
+        if which == "request_txn" and not _txn_read_only(op.request_txn):
+            return False
+    return True
+
+
+def _txn_serializable(t: rpc_pb2.TxnRequest) -> bool:
+    for op in (*t.success, *t.failure):
+        which = op.WhichOneof("request")
+        if which == "request_range" and not op.request_range.serializable:
+            return False
+        if which == "request_txn" and not _txn_serializable(op.request_txn):
+            return False
+    return True

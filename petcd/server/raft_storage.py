@@ -1,0 +1,120 @@
+"""Raft's durable state on disk: the WAL and the raft snapshot files, and the
+in-memory raft log (MemoryStorage) rebuilt from them.
+
+``persist`` is the durability point of every write: it runs in a worker
+thread and returns once the batch is fsync'd. Everything else runs on the
+server's loop.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import struct
+from dataclasses import dataclass
+
+from petcd.storage.snap import Snapshotter
+from petcd.storage.wal import WAL, WalSnapshot
+
+from petcd.raft import ConfState, Entry, HardState, MemoryStorage, Snapshot
+
+log = logging.getLogger("petcd.server.storage")
+
+# Entries kept in the raft log behind a snapshot, so a slow follower can catch
+# up from the log instead of a whole snapshot (etcd's snapshotCatchUpEntries).
+CATCH_UP_ENTRIES = 5000
+
+
+@dataclass(slots=True)
+class WalIdentity:
+    """What the WAL's metadata record holds: who wrote it, for which cluster."""
+
+    member_id: int
+    cluster_id: int
+
+    def to_bytes(self) -> bytes:
+        return struct.pack(">QQ", self.member_id, self.cluster_id)
+
+    @classmethod
+    def from_bytes(cls, raw: bytes) -> WalIdentity:
+        member_id, cluster_id = struct.unpack(">QQ", raw[:16])
+        return cls(member_id, cluster_id)
+
+
+@dataclass(slots=True)
+class Recovered:
+    """What a restart finds on disk."""
+
+    identity: WalIdentity
+    hard_state: HardState
+    snapshot: Snapshot | None
+
+
+class RaftStorage:
+    def __init__(self, wal: WAL, snapshotter: Snapshotter, log_store: MemoryStorage) -> None:
+        self.wal = wal
+        self.snapshotter = snapshotter
+        self.log = log_store
+
+    @staticmethod
+    def exists(wal_dir: str) -> bool:
+        return WAL.exists(wal_dir)
+
+    @classmethod
+    def create(cls, wal_dir: str, snap_dir: str, identity: WalIdentity, *, unsafe_no_fsync: bool = False) -> RaftStorage:
+        os.makedirs(snap_dir, exist_ok=True)
+        wal = WAL.create(wal_dir, identity.to_bytes(), unsafe_no_fsync=unsafe_no_fsync)
+        return cls(wal, Snapshotter(snap_dir), MemoryStorage())
+
+    @classmethod
+    def open(cls, wal_dir: str, snap_dir: str, *, unsafe_no_fsync: bool = False) -> tuple[RaftStorage, Recovered]:
+        os.makedirs(snap_dir, exist_ok=True)
+        snapshotter = Snapshotter(snap_dir)
+        snap = snapshotter.load()
+        walsnap = None
+        if snap is not None:
+            md = snap.metadata
+            walsnap = WalSnapshot(index=md.index, term=md.term, conf_state=md.conf_state)
+        wal = WAL.open(wal_dir, walsnap, unsafe_no_fsync=unsafe_no_fsync)
+        contents = wal.read_all()
+        mem = MemoryStorage()
+        if snap is not None:
+            mem.apply_snapshot(snap)
+        mem.set_hard_state(contents.hard_state)
+        mem.append(contents.entries)
+        recovered = Recovered(WalIdentity.from_bytes(contents.metadata), contents.hard_state, snap)
+        return cls(wal, snapshotter, mem), recovered
+
+    def persist(self, hard_state: HardState | None, entries: list[Entry], snapshot: Snapshot | None) -> None:
+        """Make a Ready durable (worker thread): the snapshot file first, so a
+        WAL marker never points at a snapshot that is not on disk."""
+        if snapshot is not None:
+            self.snapshotter.save_snap(snapshot)
+            md = snapshot.metadata
+            self.wal.save_snapshot(WalSnapshot(index=md.index, term=md.term, conf_state=md.conf_state))
+        self.wal.save(hard_state, entries)
+
+    def append_to_log(self, hard_state: HardState | None, entries: list[Entry], snapshot: Snapshot | None) -> None:
+        if snapshot is not None:
+            self.log.apply_snapshot(snapshot)
+        if hard_state is not None:
+            self.log.set_hard_state(hard_state)
+        if entries:
+            self.log.append(entries)
+
+    def snapshot_at(self, index: int, conf_state: ConfState, data: bytes) -> Snapshot:
+        """Record a raft snapshot of the applied state at index, then compact
+        the raft log and release WAL segments behind it."""
+        snap = self.log.create_snapshot(index, conf_state, data)
+        self.snapshotter.save_snap(snap)
+        md = snap.metadata
+        self.wal.save_snapshot(WalSnapshot(index=md.index, term=md.term, conf_state=md.conf_state))
+        compact_to = index - CATCH_UP_ENTRIES
+        if compact_to > self.log.first_index():
+            self.log.compact(compact_to)
+        self.wal.release_lock_to(index)
+        self.snapshotter.purge()
+        return snap
+
+    def close(self) -> None:
+        self.wal.close()
