@@ -14,6 +14,7 @@ import grpc
 from petcd.mvcc import errors as mvcc_errors
 
 from petcd.api import validation
+from petcd.lease import lessor as lease_errors
 from petcd.server import errors as server_errors
 
 log = logging.getLogger("petcd.api")
@@ -32,6 +33,9 @@ _STATUS: dict[type[BaseException], tuple[grpc.StatusCode, str | None]] = {
     mvcc_errors.ErrFutureRev: (_C.OUT_OF_RANGE, "etcdserver: mvcc: required revision is a future revision"),
     mvcc_errors.ErrKeyNotFound: (_C.INVALID_ARGUMENT, "etcdserver: key not found"),
     mvcc_errors.ErrLeaseNotFound: (_C.NOT_FOUND, "etcdserver: requested lease not found"),
+    lease_errors.ErrLeaseNotFound: (_C.NOT_FOUND, None),
+    lease_errors.ErrLeaseExists: (_C.FAILED_PRECONDITION, None),
+    lease_errors.ErrLeaseTTLTooLarge: (_C.OUT_OF_RANGE, None),
     server_errors.ErrNoLeader: (_C.UNAVAILABLE, None),
     server_errors.ErrNotLeader: (_C.FAILED_PRECONDITION, None),
     server_errors.ErrLeaderChanged: (_C.UNAVAILABLE, None),

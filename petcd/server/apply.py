@@ -15,6 +15,7 @@ from typing import Any
 from petcd.mvcc.kvstore import Compaction, KVStore
 from petcd.storage.backend import Backend
 
+from petcd.lease.lessor import Lessor
 from petcd.proto import raft_internal_pb2, rpc_pb2
 from petcd.server.alarms import ALARM_BUCKET, AlarmStore
 from petcd.server.errors import ErrNoSpace, ErrNotSupported
@@ -31,10 +32,11 @@ class CompactResult:
 
 
 class Applier:
-    def __init__(self, kv: KVStore, backend: Backend, alarms: AlarmStore) -> None:
+    def __init__(self, kv: KVStore, backend: Backend, alarms: AlarmStore, lessor: Lessor) -> None:
         self.kv = kv
         self.backend = backend
         self.alarms = alarms
+        self.lessor = lessor
 
     def apply(self, r: raft_internal_pb2.InternalRaftRequest) -> Any:
         """The response message (or CompactResult), or the exception to
@@ -64,11 +66,35 @@ class Applier:
             return CompactResult(resp, job)
         if which == "alarm":
             return self._alarm(r.alarm)
+        if which == "lease_grant":
+            self._check_space()
+            lease = self.lessor.grant(r.lease_grant.ID, r.lease_grant.TTL)
+            grant = rpc_pb2.LeaseGrantResponse(ID=lease.id, TTL=lease.ttl)
+            grant.header.revision = self.kv.rev
+            return grant
+        if which == "lease_revoke":
+            return self._lease_revoke(r.lease_revoke.ID)
+        if which == "lease_checkpoint":
+            for cp in r.lease_checkpoint.checkpoints:
+                self.lessor.checkpoint(cp.ID, cp.remaining_TTL)
+            return rpc_pb2.LeaseCheckpointResponse()
         raise ErrNotSupported(f"petcd: {which or 'empty request'} is not supported yet")
 
     def _check_space(self) -> None:
         if self.alarms.is_active(rpc_pb2.NOSPACE):
             raise ErrNoSpace()
+
+    def _lease_revoke(self, lease_id: int) -> rpc_pb2.LeaseRevokeResponse:
+        keys = self.lessor.revoke(lease_id)
+        if keys:  # all of a lease's keys go in one revision
+            self.kv.txn(
+                rpc_pb2.TxnRequest(
+                    success=[rpc_pb2.RequestOp(request_delete_range=rpc_pb2.DeleteRangeRequest(key=k)) for k in keys]
+                )
+            )
+        resp = rpc_pb2.LeaseRevokeResponse()
+        resp.header.revision = self.kv.rev
+        return resp
 
     def _alarm(self, a: rpc_pb2.AlarmRequest) -> rpc_pb2.AlarmResponse:
         resp = rpc_pb2.AlarmResponse()
@@ -88,7 +114,17 @@ class Applier:
         return resp
 
 
-_REQUEST_FIELDS = ("put", "range", "delete_range", "txn", "compaction", "alarm", "lease_grant", "lease_revoke")
+_REQUEST_FIELDS = (
+    "put",
+    "range",
+    "delete_range",
+    "txn",
+    "compaction",
+    "alarm",
+    "lease_grant",
+    "lease_revoke",
+    "lease_checkpoint",
+)
 
 
 def _which(r: raft_internal_pb2.InternalRaftRequest) -> str:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import os
 import random
 import time
@@ -22,8 +23,10 @@ from petcd.mvcc.kvstore import Compaction, KVStore
 from petcd.server.config import ServerConfig
 from petcd.storage.backend import Backend
 
+from petcd.lease.lessor import ErrLeaseNotFound, Lessor
 from petcd.proto import raft_internal_pb2, rpc_pb2
 from petcd.raft import (
+    ConfChange,
     Config,
     ConfState,
     Entry,
@@ -37,7 +40,7 @@ from petcd.raft import (
 from petcd.server import ids
 from petcd.server.alarms import ALARM_BUCKET, AlarmStore
 from petcd.server.apply import Applier, CompactResult
-from petcd.server.errors import ErrNoLeader, ErrStopped, ErrTimeout
+from petcd.server.errors import ErrNoLeader, ErrNotSupported, ErrRequestTooLarge, ErrStopped, ErrTimeout
 from petcd.server.membership import MEMBERS_BUCKET, Member, Membership
 from petcd.server.raft_node import NodeHooks, RaftNode
 from petcd.server.raft_storage import RaftStorage, WalIdentity
@@ -90,6 +93,8 @@ class EtcdServer:
         self.backend = Backend(cfg.backend_path())
         self.kv = KVStore(self.backend)
         self.alarms.load(self.backend.items(ALARM_BUCKET))
+        self.lessor = Lessor(self.backend, min_lease_ttl(cfg))
+        self._restore_lease_keys()
         peers: list[int] = []
         applied = 0
         if RaftStorage.exists(cfg.wal_dir()):
@@ -116,7 +121,7 @@ class EtcdServer:
         self.consistent_index = self.backend.consistent_index()[0]
         self.applied_index = max(applied, self.consistent_index)
         self.applied_wait.applied = self.applied_index
-        self.applier = Applier(self.kv, self.backend, self.alarms)
+        self.applier = Applier(self.kv, self.backend, self.alarms, self.lessor)
         election_tick = max(1, cfg.election_timeout_ms // cfg.heartbeat_interval_ms)
         raw = RawNode(
             Config(
@@ -146,6 +151,7 @@ class EtcdServer:
         self.node.start()
         self.node.notify()
         self._tasks.append(asyncio.create_task(self._backend_committer(), name="backend-commit"))
+        self._tasks.append(asyncio.create_task(self._lease_expirer(), name="lease-expiry"))
 
     async def stop(self) -> None:
         """Finish the WAL write and apply in progress, commit the backend, close."""
@@ -227,8 +233,6 @@ class EtcdServer:
             self.wait.trigger(req_id, result)
 
     def _apply_conf_change(self, e: Entry) -> None:
-        from petcd.raft import ConfChange  # conf changes of a cluster of many come with the clustering work
-
         cc = ConfChange.from_bytes(e.data)
         self.conf_state = self.node.raw.apply_conf_change(cc)
 
@@ -260,6 +264,12 @@ class EtcdServer:
 
     def _on_leader_changed(self, old: int, new: int) -> None:
         log.info("raft leader changed from %x to %x", old, new)
+        if new == self.member_id:
+            # a new leader gives every lease a whole TTL, so none expires
+            # merely because leadership moved
+            self.lessor.promote(self.cfg.election_timeout_ms / 1000.0)
+        else:
+            self.lessor.demote()
         if self._read_rounds:  # rounds sent to the old leader may never be answered
             rounds, self._read_rounds = self._read_rounds, {}
             for fut in rounds.values():
@@ -268,6 +278,34 @@ class EtcdServer:
 
     def _send(self, msgs: list[Message]) -> None:
         pass  # a member of a cluster of one has no peers; the transport comes with clustering
+
+    def _restore_lease_keys(self) -> None:
+        """Re-attach every live key to its lease (attachments are not stored)."""
+        resp = self.kv.range(rpc_pb2.RangeRequest(key=b"\0", range_end=b"\0"))
+        for kv in resp.kvs:
+            if kv.lease:
+                self.lessor.attach(kv.lease, kv.key)
+
+    async def _lease_expirer(self) -> None:
+        """The leader revokes expired leases through raft, so every member
+        deletes their keys at the same revision."""
+        revoking: set[int] = set()
+        while not self._stopped:
+            await asyncio.sleep(0.5)
+            if not self.node.is_leader():
+                continue
+            for lease_id in self.lessor.expired():
+                if lease_id in revoking:
+                    continue
+                revoking.add(lease_id)
+                task = asyncio.create_task(self._revoke_expired(lease_id))
+                task.add_done_callback(lambda _t, i=lease_id: revoking.discard(i))
+
+    async def _revoke_expired(self, lease_id: int) -> None:
+        try:
+            await self.lease_revoke(rpc_pb2.LeaseRevokeRequest(ID=lease_id))
+        except Exception as exc:  # tried again on the next pass while it is still expired
+            log.warning("revoking expired lease %x failed: %s", lease_id, exc)
 
     # ---- client entry points ----------------------------------------------
 
@@ -299,8 +337,6 @@ class EtcdServer:
         req.header.ID = req_id
         data = req.SerializeToString()
         if len(data) > self.cfg.max_request_bytes:
-            from petcd.server.errors import ErrRequestTooLarge
-
             raise ErrRequestTooLarge()
         fut = self.wait.register(req_id)
         try:
@@ -387,6 +423,51 @@ class EtcdServer:
     async def alarm(self, req: rpc_pb2.AlarmRequest) -> rpc_pb2.AlarmResponse:
         resp: rpc_pb2.AlarmResponse = await self.raft_request(raft_internal_pb2.InternalRaftRequest(alarm=req))
         return resp
+
+    # ---- Lease ------------------------------------------------------------
+
+    async def lease_grant(self, req: rpc_pb2.LeaseGrantRequest) -> rpc_pb2.LeaseGrantResponse:
+        if req.ID == 0:  # the id is chosen here, once, so every member applies the same
+            req = rpc_pb2.LeaseGrantRequest(TTL=req.TTL, ID=self.ids.next() & ((1 << 63) - 1))
+        resp: rpc_pb2.LeaseGrantResponse = await self.raft_request(
+            raft_internal_pb2.InternalRaftRequest(lease_grant=req)
+        )
+        return resp
+
+    async def lease_revoke(self, req: rpc_pb2.LeaseRevokeRequest) -> rpc_pb2.LeaseRevokeResponse:
+        resp: rpc_pb2.LeaseRevokeResponse = await self.raft_request(
+            raft_internal_pb2.InternalRaftRequest(lease_revoke=req)
+        )
+        return resp
+
+    async def lease_renew(self, lease_id: int) -> int:
+        self._check_running()
+        if not self.node.is_leader():
+            raise ErrNoLeader() if self.leader == 0 else ErrNotSupported(
+                "petcd: lease keep-alive on a follower is not supported yet"
+            )
+        return self.lessor.renew(lease_id)
+
+    async def lease_time_to_live(self, req: rpc_pb2.LeaseTimeToLiveRequest) -> rpc_pb2.LeaseTimeToLiveResponse:
+        await self.linearizable_read()
+        lease = self.lessor.lookup(req.ID)
+        if lease is None:
+            raise ErrLeaseNotFound()
+        resp = rpc_pb2.LeaseTimeToLiveResponse(ID=lease.id, TTL=self.lessor.remaining(lease.id), grantedTTL=lease.ttl)
+        if req.keys:
+            resp.keys.extend(sorted(lease.keys))
+        return resp
+
+    async def lease_leases(self) -> rpc_pb2.LeaseLeasesResponse:
+        await self.linearizable_read()
+        return rpc_pb2.LeaseLeasesResponse(leases=[rpc_pb2.LeaseStatus(ID=i) for i in sorted(self.lessor.leases)])
+
+
+def min_lease_ttl(cfg: ServerConfig) -> int:
+    """etcd's minimum lease TTL: 1.5 election timeouts, in whole seconds,
+    rounded up, so a lease outlives a leader election."""
+    election_ticks = max(1, cfg.election_timeout_ms // cfg.heartbeat_interval_ms)
+    return math.ceil((3 * election_ticks // 2) * cfg.heartbeat_interval_ms / 1000.0)
 
 
 def _chain(src: asyncio.Future[None], dst: asyncio.Future[None]) -> None:

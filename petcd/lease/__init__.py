@@ -1,0 +1,1 @@
+"""Leases: grant, revoke, renew, expire (etcd's lessor)."""
