@@ -19,6 +19,7 @@ import math
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from petcd.proto import kv_pb2, lease_pb2
 
@@ -59,18 +60,14 @@ class Lease:
         return lease_pb2.Lease(ID=self.id, TTL=self.ttl, RemainingTTL=self.remaining_ttl)
 
 
-class LeaseStore:
+class Buckets(Protocol):
     """Where leases persist: the backend's lease bucket."""
 
-    def __init__(
-        self,
-        put: Callable[[str, bytes, bytes], None],
-        delete: Callable[[str, bytes], None],
-        items: Callable[[str], Iterable[tuple[bytes, bytes]]],
-    ) -> None:
-        self.put = put
-        self.delete = delete
-        self.items = items
+    def put(self, bucket: str, key: bytes, value: bytes) -> None: ...
+
+    def delete(self, bucket: str, key: bytes) -> None: ...
+
+    def items(self, bucket: str) -> Iterable[tuple[bytes, bytes]]: ...
 
 
 def lease_key(lease_id: int) -> bytes:
@@ -78,7 +75,7 @@ def lease_key(lease_id: int) -> bytes:
 
 
 class Lessor:
-    def __init__(self, store: LeaseStore, min_ttl: int, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, store: Buckets, min_ttl: int, clock: Callable[[], float] = time.monotonic) -> None:
         self.store = store
         self.min_ttl = min_ttl
         self.clock = clock
