@@ -11,6 +11,7 @@ from petcd.api.cluster_service import ClusterService
 from petcd.api.kv_service import KVService
 from petcd.api.lease_service import LeaseService
 from petcd.api.maintenance_service import MaintenanceService
+from petcd.api.watch_service import WatchService
 from petcd.proto import rpc_pb2_grpc
 from petcd.server.etcd_server import EtcdServer
 
@@ -46,6 +47,7 @@ def build(server: EtcdServer, listen_urls: list[str]) -> tuple[grpc.aio.Server, 
     rpc_pb2_grpc.add_MaintenanceServicer_to_server(MaintenanceService(server), g)
     rpc_pb2_grpc.add_ClusterServicer_to_server(ClusterService(server), g)
     rpc_pb2_grpc.add_LeaseServicer_to_server(LeaseService(server), g)
+    rpc_pb2_grpc.add_WatchServicer_to_server(WatchService(server), g)
     hs = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(hs, g)
     for url in listen_urls:

@@ -19,12 +19,14 @@ import random
 import time
 from typing import Any
 
+from petcd.mvcc.history import StoreHistory
 from petcd.mvcc.kvstore import Compaction, KVStore
 from petcd.server.config import ServerConfig
 from petcd.storage.backend import Backend
 
 from petcd.lease.lessor import ErrLeaseNotFound, Lessor
-from petcd.proto import raft_internal_pb2, rpc_pb2
+from petcd.mvcc.watchable_store import WatchableStore
+from petcd.proto import kv_pb2, raft_internal_pb2, rpc_pb2
 from petcd.raft import (
     ConfChange,
     Config,
@@ -95,6 +97,9 @@ class EtcdServer:
         self.alarms.load(self.backend.items(ALARM_BUCKET))
         self.lessor = Lessor(self.backend, min_lease_ttl(cfg))
         self._restore_lease_keys()
+        self.watchable = WatchableStore(StoreHistory(self.kv))
+        self.kv.on_events = self._on_events
+        self.watchable.start()
         peers: list[int] = []
         applied = 0
         if RaftStorage.exists(cfg.wal_dir()):
@@ -161,6 +166,7 @@ class EtcdServer:
         for t in self._tasks + self._compactions:
             t.cancel()
         await self.node.stop()
+        await self.watchable.stop()
         self.wait.fail_all(ErrStopped())
         self.applied_wait.fail_all(ErrStopped())
         self.backend.commit()
@@ -217,6 +223,10 @@ class EtcdServer:
             self.applied_wait.advance(self.applied_index)
             if self.applied_index - self.snapshot_index > self.cfg.snapshot_count:
                 self._snapshot()
+
+    def _on_events(self, events: list[kv_pb2.Event], rev: int) -> None:
+        self.lessor.on_events(events)
+        self.watchable.notify(events, rev)
 
     def _apply_request(self, e: Entry) -> None:
         req = raft_internal_pb2.InternalRaftRequest()

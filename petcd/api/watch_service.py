@@ -1,0 +1,221 @@
+"""etcdserverpb.Watch over gRPC: one bidirectional stream carries many
+watchers; creates, cancels and progress requests come in, created/canceled
+responses and event batches go out, in order."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+from collections.abc import AsyncIterator
+
+import grpc
+
+from petcd.api.handler import fill_header
+from petcd.mvcc.watchable_store import WatchableStore, WatchBatch, Watcher, WatchSink
+from petcd.proto import rpc_pb2, rpc_pb2_grpc
+from petcd.server.etcd_server import EtcdServer
+
+Ctx = grpc.aio.ServicerContext
+
+# Event batches a stream may hold unsent before its watchers are parked
+# (they then catch up from the backend when the client reads again).
+STREAM_BUFFER = 1024
+
+ERR_DUPLICATE_WATCH_ID = "mvcc: duplicate watch ID provided on the WatchStream"
+ERR_EMPTY_WATCHER_RANGE = "mvcc: watcher range is empty"
+
+
+class _Outbox(WatchSink):
+    """A stream's outgoing messages: control responses always fit; event
+    batches only while fewer than STREAM_BUFFER are waiting."""
+
+    def __init__(self, store: WatchableStore) -> None:
+        self.store = store
+        self.items: collections.deque[rpc_pb2.WatchResponse | WatchBatch] = collections.deque()
+        self.batches = 0
+        self.refused = False
+        self.ready = asyncio.Event()
+
+    def offer(self, batch: WatchBatch) -> bool:
+        if self.batches >= STREAM_BUFFER:
+            self.refused = True
+            return False
+        self.batches += 1
+        self.items.append(batch)
+        self.ready.set()
+        return True
+
+    def control(self, resp: rpc_pb2.WatchResponse) -> None:
+        self.items.append(resp)
+        self.ready.set()
+
+    async def take(self) -> rpc_pb2.WatchResponse | WatchBatch:
+        while not self.items:
+            self.ready.clear()
+            await self.ready.wait()
+        item = self.items.popleft()
+        if isinstance(item, WatchBatch):
+            self.batches -= 1
+            if self.refused and self.batches <= STREAM_BUFFER // 2:
+                self.refused = False
+                self.store.resume()
+        return item
+
+
+class _Stream:
+    """One client's Watch stream: its watchers by id and its outbox."""
+
+    def __init__(self, server: EtcdServer) -> None:
+        self.s = server
+        self.store = server.watchable
+        self.out = _Outbox(self.store)
+        self.watchers: dict[int, Watcher] = {}
+        self.fragment: set[int] = set()
+        self.next_id = 0
+
+    def response(self, watch_id: int, revision: int | None = None) -> rpc_pb2.WatchResponse:
+        resp = rpc_pb2.WatchResponse(watch_id=watch_id)
+        if revision is not None:
+            resp.header.revision = revision
+        fill_header(self.s, resp.header)
+        return resp
+
+    def create(self, c: rpc_pb2.WatchCreateRequest) -> None:
+        key = c.key or b"\0"  # an empty key watches from the smallest key
+        end = c.range_end
+        if end and end != b"\0" and key >= end:
+            resp = self.response(-1)
+            resp.created = True
+            resp.canceled = True
+            resp.cancel_reason = ERR_EMPTY_WATCHER_RANGE
+            self.out.control(resp)
+            return
+        if c.watch_id != 0:
+            if c.watch_id in self.watchers:
+                resp = self.response(-1)
+                resp.created = True
+                resp.canceled = True
+                resp.cancel_reason = ERR_DUPLICATE_WATCH_ID
+                self.out.control(resp)
+                return
+            wid = c.watch_id
+        else:
+            while self.next_id in self.watchers:
+                self.next_id += 1
+            wid = self.next_id
+            self.next_id += 1
+        filters = set(c.filters)
+        w = Watcher(
+            id=wid,
+            key=key,
+            end=end,
+            sink=self.out,
+            next_rev=0,
+            prev_kv=c.prev_kv,
+            no_put=rpc_pb2.WatchCreateRequest.NOPUT in filters,
+            no_delete=rpc_pb2.WatchCreateRequest.NODELETE in filters,
+            progress_notify=c.progress_notify,
+        )
+        self.watchers[wid] = w
+        if c.fragment:
+            self.fragment.add(wid)
+        created = self.response(wid)
+        created.created = True
+        # The created response must go out before any event of this watcher.
+        self.out.control(created)
+        self.store.watch(w, c.start_revision)
+
+    def cancel(self, watch_id: int) -> None:
+        w = self.watchers.pop(watch_id, None)
+        if w is None:
+            return
+        self.fragment.discard(watch_id)
+        self.store.cancel(w)
+        resp = self.response(watch_id)
+        resp.canceled = True
+        self.out.control(resp)
+
+    def progress_all(self) -> None:
+        self.out.control(self.response(-1))
+
+    def progress_notify(self) -> None:
+        for w in self.watchers.values():
+            if w.progress_notify and w.synced:
+                self.out.control(self.response(w.id))
+
+    def close(self) -> None:
+        for w in self.watchers.values():
+            self.store.cancel(w)
+        self.watchers.clear()
+
+    def render(self, item: rpc_pb2.WatchResponse | WatchBatch) -> list[rpc_pb2.WatchResponse]:
+        if isinstance(item, rpc_pb2.WatchResponse):
+            return [item]
+        w = item.watcher
+        resp = self.response(w.id, item.revision)
+        if item.compact_revision:
+            resp.compact_revision = item.compact_revision
+            resp.canceled = True
+            self.watchers.pop(w.id, None)
+            return [resp]
+        resp.events.extend(item.events)
+        limit = self.s.cfg.max_request_bytes
+        if w.id not in self.fragment or resp.ByteSize() <= limit:
+            return [resp]
+        return _fragments(resp, limit)
+
+
+def _fragments(resp: rpc_pb2.WatchResponse, limit: int) -> list[rpc_pb2.WatchResponse]:
+    """Split a response whose events exceed limit; every part but the last
+    says fragment=true (at least one event per part)."""
+    parts: list[rpc_pb2.WatchResponse] = []
+    cur = rpc_pb2.WatchResponse(header=resp.header, watch_id=resp.watch_id, fragment=True)
+    for ev in resp.events:
+        if cur.events and cur.ByteSize() + ev.ByteSize() > limit:
+            parts.append(cur)
+            cur = rpc_pb2.WatchResponse(header=resp.header, watch_id=resp.watch_id, fragment=True)
+        cur.events.append(ev)
+    cur.fragment = False
+    parts.append(cur)
+    return parts
+
+
+class WatchService(rpc_pb2_grpc.WatchServicer):
+    def __init__(self, server: EtcdServer) -> None:
+        self.s = server
+
+    async def Watch(
+        self, request_iterator: AsyncIterator[rpc_pb2.WatchRequest], context: Ctx
+    ) -> AsyncIterator[rpc_pb2.WatchResponse]:
+        stream = _Stream(self.s)
+        reader = asyncio.create_task(self._read(stream, request_iterator))
+        ticker = asyncio.create_task(self._progress(stream))
+        try:
+            while True:
+                take = asyncio.ensure_future(stream.out.take())
+                done, _ = await asyncio.wait({take, reader}, return_when=asyncio.FIRST_COMPLETED)
+                if take not in done:
+                    take.cancel()
+                    break  # the client closed its side
+                for resp in stream.render(take.result()):
+                    yield resp
+        finally:
+            reader.cancel()
+            ticker.cancel()
+            stream.close()
+
+    async def _read(self, stream: _Stream, requests: AsyncIterator[rpc_pb2.WatchRequest]) -> None:
+        async for req in requests:
+            which = req.WhichOneof("request_union")
+            if which == "create_request":
+                stream.create(req.create_request)
+            elif which == "cancel_request":
+                stream.cancel(req.cancel_request.watch_id)
+            elif which == "progress_request":
+                stream.progress_all()
+
+    async def _progress(self, stream: _Stream) -> None:
+        interval = self.s.cfg.watch_progress_notify_interval_s
+        while True:
+            await asyncio.sleep(interval)
+            stream.progress_notify()

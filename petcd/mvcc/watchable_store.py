@@ -1,0 +1,253 @@
+"""The watchable store: delivers the store's events to watchers, in revision
+order, each event exactly once.
+
+A watcher is either *synced* (it has seen everything up to the current
+revision and gets each new revision's events as they are applied) or
+*unsynced* (it starts in the past, or its client fell behind): the sync loop
+reads its missing revisions from the backend in chunks and moves it to
+synced once caught up. A watcher whose stream is full is not given more
+events and not dropped: it simply becomes unsynced at the first revision it
+did not get, holding no events in memory, and catches up from the backend
+when its client reads again. That bounds memory per slow watcher and never
+blocks writes or other watchers.
+
+A watcher that starts at or below the compact revision (or falls that far
+behind) is cancelled with the compact revision, as etcd does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from petcd.proto import kv_pb2
+
+log = logging.getLogger("petcd.mvcc.watch")
+
+PUT = kv_pb2.Event.PUT
+DELETE = kv_pb2.Event.DELETE
+
+
+@dataclass(slots=True)
+class WatchBatch:
+    """What a watcher is sent: events of whole revisions, or a compaction."""
+
+    watcher: Watcher
+    events: list[kv_pb2.Event]
+    revision: int
+    compact_revision: int = 0
+
+
+class WatchSink:
+    """A watch stream's outbox, as the store sees it: ``offer`` takes a batch
+    or refuses it when the stream is full; the stream calls the store's
+    ``resume`` hook when it has room again."""
+
+    def offer(self, batch: WatchBatch) -> bool:  # pragma: no cover - interface
+        raise NotImplementedError
+
+
+@dataclass(slots=True, eq=False)
+class Watcher:
+    id: int
+    key: bytes
+    end: bytes  # b"": the key alone; b"\0": every key from key on; else [key, end)
+    sink: WatchSink
+    next_rev: int  # the first revision this watcher has not been sent
+    prev_kv: bool = False
+    no_put: bool = False
+    no_delete: bool = False
+    progress_notify: bool = False
+    synced: bool = False
+    canceled: bool = False
+
+    def matches(self, key: bytes) -> bool:
+        if not self.end:
+            return key == self.key
+        if self.end == b"\0":
+            return key >= self.key
+        return self.key <= key < self.end
+
+    def select(self, events: list[kv_pb2.Event]) -> list[kv_pb2.Event]:
+        out = []
+        for ev in events:
+            if not self.matches(ev.kv.key):
+                continue
+            if (ev.type == PUT and self.no_put) or (ev.type == DELETE and self.no_delete):
+                continue
+            if not self.prev_kv and ev.HasField("prev_kv"):
+                slim = kv_pb2.Event(type=ev.type)
+                slim.kv.CopyFrom(ev.kv)
+                ev = slim
+            out.append(ev)
+        return out
+
+
+@dataclass(slots=True)
+class _Group:
+    """Synced watchers on one identical range: matched against an event once."""
+
+    key: bytes
+    end: bytes
+    watchers: set[Watcher] = field(default_factory=set)
+
+
+class History:
+    """What the watchable store needs from the store beneath it."""
+
+    def current_revision(self) -> int:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def compact_revision(self) -> int:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def events(self, start_rev: int, end_rev: int, key: bytes, end: bytes, prev_kv: bool) -> list[kv_pb2.Event]:
+        """Events of revisions [start_rev, end_rev) on keys in [key, end)."""
+        raise NotImplementedError  # pragma: no cover - interface
+
+
+class WatchableStore:
+    # Revisions read from the backend per unsynced watcher per pass: bounds
+    # both the time a pass holds the loop and the memory it uses.
+    SYNC_CHUNK_REVS = 1000
+
+    def __init__(self, history: History, sync_interval: float = 0.1) -> None:
+        self.history = history
+        self.sync_interval = sync_interval
+        self._groups: dict[tuple[bytes, bytes], _Group] = {}
+        self._unsynced: set[Watcher] = set()
+        self._kick = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._sync_loop(), name="watch-sync")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+
+    # ---- watchers ------------------------------------------------------------
+
+    def watch(self, watcher: Watcher, start_rev: int) -> None:
+        """Register a watcher; start_rev 0 means "from the next revision"."""
+        cur = self.history.current_revision()
+        if start_rev == 0 or start_rev > cur:
+            watcher.next_rev = start_rev if start_rev > cur else cur + 1
+            self._add_synced(watcher)
+        else:
+            watcher.next_rev = start_rev
+            self._unsynced.add(watcher)
+            self._kick.set()
+
+    def cancel(self, watcher: Watcher) -> None:
+        watcher.canceled = True
+        if watcher.synced:
+            self._remove_synced(watcher)
+        self._unsynced.discard(watcher)
+
+    def resume(self) -> None:
+        """A stream has room again: let its parked watchers catch up."""
+        self._kick.set()
+
+    def synced_watchers(self) -> list[Watcher]:
+        return [w for g in self._groups.values() for w in g.watchers]
+
+    def _add_synced(self, w: Watcher) -> None:
+        w.synced = True
+        g = self._groups.get((w.key, w.end))
+        if g is None:
+            g = self._groups[(w.key, w.end)] = _Group(w.key, w.end)
+        g.watchers.add(w)
+
+    def _remove_synced(self, w: Watcher) -> None:
+        w.synced = False
+        g = self._groups.get((w.key, w.end))
+        if g is not None:
+            g.watchers.discard(w)
+            if not g.watchers:
+                del self._groups[(w.key, w.end)]
+
+    def _park(self, w: Watcher, rev: int) -> None:
+        """The stream is full: stop live delivery; catch up from rev later."""
+        self._remove_synced(w)
+        w.next_rev = rev
+        self._unsynced.add(w)
+
+    # ---- live events -----------------------------------------------------------
+
+    def notify(self, events: list[kv_pb2.Event], rev: int) -> None:
+        """The events of revision rev, just applied."""
+        if not self._groups:
+            return
+        for g in list(self._groups.values()):
+            probe = g.watchers and next(iter(g.watchers))
+            if not probe or not any(probe.matches(ev.kv.key) for ev in events):
+                continue
+            for w in list(g.watchers):
+                if rev < w.next_rev:
+                    continue
+                selected = w.select(events)
+                if not selected:
+                    w.next_rev = rev + 1
+                    continue
+                if w.sink.offer(WatchBatch(w, selected, rev)):
+                    w.next_rev = rev + 1
+                else:
+                    self._park(w, rev)
+
+    # ---- catching up -------------------------------------------------------------
+
+    async def _sync_loop(self) -> None:
+        while True:
+            try:
+                await asyncio.wait_for(self._kick.wait(), self.sync_interval)
+            except TimeoutError:
+                pass
+            self._kick.clear()
+            if self._unsynced:
+                try:
+                    self.sync_once()
+                except Exception:  # keep syncing the others; this is logged loudly
+                    log.exception("watch sync pass failed")
+                await asyncio.sleep(0)
+
+    def sync_once(self) -> None:
+        """One pass over the unsynced watchers: each gets at most a chunk."""
+        cur = self.history.current_revision()
+        compact = self.history.compact_revision()
+        for w in list(self._unsynced):
+            if w.canceled:
+                self._unsynced.discard(w)
+                continue
+            if w.next_rev <= compact:
+                if w.sink.offer(WatchBatch(w, [], cur, compact_revision=compact)):
+                    self._unsynced.discard(w)
+                    w.canceled = True
+                continue
+            end_rev = min(cur + 1, w.next_rev + self.SYNC_CHUNK_REVS)
+            events = self.history.events(w.next_rev, end_rev, w.key, _scan_end(w), w.prev_kv)
+            selected = w.select(events) if events else []
+            if selected and not w.sink.offer(WatchBatch(w, selected, cur if end_rev > cur else end_rev - 1)):
+                continue  # still full; try again on a later pass
+            w.next_rev = end_rev
+            if end_rev > cur:
+                self._unsynced.discard(w)
+                self._add_synced(w)
+            else:
+                self._kick.set()
+
+
+def _scan_end(w: Watcher) -> bytes:
+    """The end of the key range to read for a watcher, as a range_end."""
+    if not w.end:
+        return w.key + b"\0"
+    return w.end
+
+
+ProgressCallback = Callable[[Watcher, int], None]
