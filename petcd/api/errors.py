@@ -11,10 +11,10 @@ import logging
 from typing import NoReturn
 
 import grpc
-from petcd.mvcc import errors as mvcc_errors
 
 from petcd.api import validation
 from petcd.lease import lessor as lease_errors
+from petcd.mvcc import errors as mvcc_errors
 from petcd.server import errors as server_errors
 
 log = logging.getLogger("petcd.api")

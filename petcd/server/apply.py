@@ -12,13 +12,12 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from petcd.mvcc.kvstore import Compaction, KVStore
-from petcd.storage.backend import Backend
-
 from petcd.lease.lessor import Lessor
+from petcd.mvcc.kvstore import Compaction, KVStore
 from petcd.proto import raft_internal_pb2, rpc_pb2
 from petcd.server.alarms import ALARM_BUCKET, AlarmStore
 from petcd.server.errors import ErrNoSpace, ErrNotSupported
+from petcd.storage.backend import Backend
 
 log = logging.getLogger("petcd.server.apply")
 

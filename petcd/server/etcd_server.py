@@ -19,12 +19,9 @@ import random
 import time
 from typing import Any
 
+from petcd.lease.lessor import ErrLeaseNotFound, Lessor
 from petcd.mvcc.history import StoreHistory
 from petcd.mvcc.kvstore import Compaction, KVStore
-from petcd.server.config import ServerConfig
-from petcd.storage.backend import Backend
-
-from petcd.lease.lessor import ErrLeaseNotFound, Lessor
 from petcd.mvcc.watchable_store import WatchableStore
 from petcd.proto import kv_pb2, raft_internal_pb2, rpc_pb2
 from petcd.raft import (
@@ -42,11 +39,13 @@ from petcd.raft import (
 from petcd.server import ids
 from petcd.server.alarms import ALARM_BUCKET, AlarmStore
 from petcd.server.apply import Applier, CompactResult
+from petcd.server.config import ServerConfig
 from petcd.server.errors import ErrNoLeader, ErrNotSupported, ErrRequestTooLarge, ErrStopped, ErrTimeout
 from petcd.server.membership import MEMBERS_BUCKET, Member, Membership
 from petcd.server.raft_node import NodeHooks, RaftNode
 from petcd.server.raft_storage import RaftStorage, WalIdentity
 from petcd.server.wait import AppliedWait, Wait
+from petcd.storage.backend import Backend
 
 log = logging.getLogger("petcd.server")
 

@@ -13,10 +13,9 @@ import os
 import struct
 from dataclasses import dataclass
 
+from petcd.raft import ConfState, Entry, HardState, MemoryStorage, Snapshot
 from petcd.storage.snap import Snapshotter
 from petcd.storage.wal import WAL, WalSnapshot
-
-from petcd.raft import ConfState, Entry, HardState, MemoryStorage, Snapshot
 
 log = logging.getLogger("petcd.server.storage")
 
