@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import IntEnum
+from typing import cast
 
 from petcd.proto import raft_pb2 as pb
 
@@ -66,7 +67,7 @@ class Entry:
     data: bytes = b""
 
     def to_pb(self) -> pb.Entry:
-        return pb.Entry(Type=int(self.type), Term=self.term, Index=self.index, Data=self.data)
+        return pb.Entry(Type=cast(pb.EntryType, int(self.type)), Term=self.term, Index=self.index, Data=self.data)
 
     @classmethod
     def from_pb(cls, m: pb.Entry) -> Entry:
@@ -190,7 +191,7 @@ class ConfChange:
     id: int = 0
 
     def to_pb(self) -> pb.ConfChange:
-        return pb.ConfChange(id=self.id, type=int(self.type), node_id=self.node_id, context=self.context)
+        return pb.ConfChange(id=self.id, type=cast(pb.ConfChangeType, int(self.type)), node_id=self.node_id, context=self.context)
 
     @classmethod
     def from_pb(cls, m: pb.ConfChange) -> ConfChange:
@@ -224,7 +225,7 @@ class Message:
 
     def to_pb(self) -> pb.Message:
         m = pb.Message(
-            type=int(self.type),
+            type=cast(pb.MessageType, int(self.type)),
             to=self.to,
             term=self.term,
             logTerm=self.log_term,
