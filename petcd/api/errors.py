@@ -29,6 +29,7 @@ _STATUS: dict[type[BaseException], tuple[grpc.StatusCode, str | None]] = {
     validation.ErrLeaseProvided: (_C.INVALID_ARGUMENT, None),
     validation.ErrTooManyOps: (_C.INVALID_ARGUMENT, None),
     validation.ErrDuplicateKey: (_C.INVALID_ARGUMENT, None),
+    validation.ErrInvalidSortOption: (_C.INVALID_ARGUMENT, None),
     mvcc_errors.ErrCompacted: (_C.OUT_OF_RANGE, "etcdserver: mvcc: required revision has been compacted"),
     mvcc_errors.ErrFutureRev: (_C.OUT_OF_RANGE, "etcdserver: mvcc: required revision is a future revision"),
     mvcc_errors.ErrKeyNotFound: (_C.INVALID_ARGUMENT, "etcdserver: key not found"),

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator, Callable
+from typing import Any
 from urllib.parse import urlsplit
 
 import grpc
+from google.protobuf.descriptor import ServiceDescriptor
+from google.protobuf.message import DecodeError, Message
+from google.protobuf.message_factory import GetMessageClass
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from petcd.api.cluster_service import ClusterService
@@ -12,7 +17,7 @@ from petcd.api.kv_service import KVService
 from petcd.api.lease_service import LeaseService
 from petcd.api.maintenance_service import MaintenanceService
 from petcd.api.watch_service import WatchService
-from petcd.proto import rpc_pb2_grpc
+from petcd.proto import rpc_pb2
 from petcd.server.etcd_server import EtcdServer
 
 # etcd lets gRPC frames exceed --max-request-bytes by this much, so that the
@@ -43,11 +48,12 @@ def build(server: EtcdServer, listen_urls: list[str]) -> tuple[grpc.aio.Server, 
             ("grpc.http2.min_ping_interval_without_data_ms", 5000),
         ]
     )
-    rpc_pb2_grpc.add_KVServicer_to_server(KVService(server), g)
-    rpc_pb2_grpc.add_MaintenanceServicer_to_server(MaintenanceService(server), g)
-    rpc_pb2_grpc.add_ClusterServicer_to_server(ClusterService(server), g)
-    rpc_pb2_grpc.add_LeaseServicer_to_server(LeaseService(server), g)
-    rpc_pb2_grpc.add_WatchServicer_to_server(WatchService(server), g)
+    services = rpc_pb2.DESCRIPTOR.services_by_name
+    add_service(g, services["KV"], KVService(server))
+    add_service(g, services["Maintenance"], MaintenanceService(server))
+    add_service(g, services["Cluster"], ClusterService(server))
+    add_service(g, services["Lease"], LeaseService(server))
+    add_service(g, services["Watch"], WatchService(server))
     hs = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(hs, g)
     for url in listen_urls:
@@ -55,6 +61,86 @@ def build(server: EtcdServer, listen_urls: list[str]) -> tuple[grpc.aio.Server, 
         if g.add_insecure_port(addr) == 0:
             raise OSError(f"cannot listen on {url}")
     return g, hs
+
+
+def add_service(g: grpc.aio.Server, service: ServiceDescriptor, servicer: object) -> None:
+    """Register servicer's methods for service. Requests are decoded here,
+    not by grpc, so that a malformed one gets etcd's answer (INTERNAL,
+    "grpc: error unmarshalling request: ...") instead of grpc's UNKNOWN."""
+    handlers: dict[str, grpc.RpcMethodHandler] = {}
+    for m in service.methods:
+        impl = getattr(servicer, m.name, None)
+        if impl is None:
+            continue
+        decode = _decoder(GetMessageClass(m.input_type))
+        encode = GetMessageClass(m.output_type).SerializeToString
+        if m.client_streaming:
+            behaviour = _decoding_stream(impl, decode)
+            make = grpc.stream_stream_rpc_method_handler if m.server_streaming else grpc.stream_unary_rpc_method_handler
+        elif m.server_streaming:
+            behaviour = _decoding_unary_stream(impl, decode)
+            make = grpc.unary_stream_rpc_method_handler
+        else:
+            behaviour = _decoding_unary(impl, decode)
+            make = grpc.unary_unary_rpc_method_handler
+        handlers[m.name] = make(behaviour, response_serializer=encode)
+    g.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service.full_name, handlers),))
+
+
+class _BadRequest(Exception):
+    pass
+
+
+def _decoder(cls: type[Message]) -> Callable[[bytes], Message]:
+    def decode(raw: bytes) -> Message:
+        msg = cls()
+        try:
+            msg.ParseFromString(raw)
+        except DecodeError as exc:
+            raise _BadRequest(f"grpc: error unmarshalling request: {exc}") from None
+        return msg
+
+    return decode
+
+
+def _decoding_unary(impl: Any, decode: Callable[[bytes], Message]) -> Any:
+    async def behaviour(raw: bytes, context: grpc.aio.ServicerContext) -> Any:
+        try:
+            request = decode(raw)
+        except _BadRequest as exc:
+            await context.abort(grpc.StatusCode.INTERNAL, str(exc))
+        return await impl(request, context)
+
+    return behaviour
+
+
+def _decoding_unary_stream(impl: Any, decode: Callable[[bytes], Message]) -> Any:
+    async def behaviour(raw: bytes, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+        try:
+            request = decode(raw)
+        except _BadRequest as exc:
+            await context.abort(grpc.StatusCode.INTERNAL, str(exc))
+        async for item in impl(request, context):
+            yield item
+
+    return behaviour
+
+
+def _decoding_stream(impl: Any, decode: Callable[[bytes], Message]) -> Any:
+    """For bidi streams (Watch, LeaseKeepAlive), whose impls are async generators."""
+
+    async def behaviour(requests: AsyncIterator[bytes], context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+        async def decoded() -> AsyncIterator[Message]:
+            async for raw in requests:
+                try:
+                    yield decode(raw)
+                except _BadRequest as exc:
+                    await context.abort(grpc.StatusCode.INTERNAL, str(exc))
+
+        async for item in impl(decoded(), context):
+            yield item
+
+    return behaviour
 
 
 async def set_serving(hs: health.aio.HealthServicer) -> None:

@@ -39,9 +39,17 @@ class ErrDuplicateKey(RequestError):
     message = "etcdserver: duplicate key given in txn request"
 
 
+class ErrInvalidSortOption(RequestError):
+    message = "etcdserver: invalid sort option"
+
+
 def check_range(r: rpc_pb2.RangeRequest) -> None:
     if not r.key:
         raise ErrEmptyKey()
+    # etcd 3.4 crashes on an unknown sort target; later releases refuse it
+    # with this error, and so do we. (An unknown sort order 3.4 accepts.)
+    if r.sort_target not in rpc_pb2.RangeRequest.SortTarget.values():
+        raise ErrInvalidSortOption()
 
 
 def check_put(r: rpc_pb2.PutRequest) -> None:

@@ -15,6 +15,7 @@ from typing import Any
 from petcd.lease.lessor import Lessor
 from petcd.mvcc.kvstore import Compaction, KVStore
 from petcd.proto import raft_internal_pb2, rpc_pb2
+from petcd.server import txn_ops
 from petcd.server.alarms import ALARM_BUCKET, AlarmStore
 from petcd.server.errors import ErrNoSpace, ErrNotSupported
 from petcd.storage.backend import Backend
@@ -53,7 +54,7 @@ class Applier:
         if which == "delete_range":
             return self.kv.delete_range(r.delete_range)
         if which == "txn":
-            if _txn_puts(r.txn):  # deletes free space, so etcd lets them through
+            if txn_ops.has_puts(r.txn):  # deletes free space, so etcd lets them through
                 self._check_space()
             return self.kv.txn(r.txn)
         if which == "range":
@@ -131,13 +132,3 @@ def _which(r: raft_internal_pb2.InternalRaftRequest) -> str:
         if r.HasField(name):
             return name
     return ""
-
-
-def _txn_puts(t: rpc_pb2.TxnRequest) -> bool:
-    for op in (*t.success, *t.failure):
-        which = op.WhichOneof("request")
-        if which == "request_put":
-            return True
-        if which == "request_txn" and _txn_puts(op.request_txn):
-            return True
-    return False

@@ -17,6 +17,7 @@ import math
 import os
 import random
 import time
+from collections.abc import Callable
 from typing import Any
 
 from petcd.lease.lessor import ErrLeaseNotFound, Lessor
@@ -36,11 +37,18 @@ from petcd.raft import (
     ReadState,
     Snapshot,
 )
-from petcd.server import ids
+from petcd.server import ids, txn_ops
 from petcd.server.alarms import ALARM_BUCKET, AlarmStore
 from petcd.server.apply import Applier, CompactResult
 from petcd.server.config import ServerConfig
-from petcd.server.errors import ErrNoLeader, ErrNotSupported, ErrRequestTooLarge, ErrStopped, ErrTimeout
+from petcd.server.errors import (
+    ErrNoLeader,
+    ErrNotSupported,
+    ErrRequestTooLarge,
+    ErrStopped,
+    ErrTimeout,
+    ErrTimeoutDueToLeaderFail,
+)
 from petcd.server.membership import MEMBERS_BUCKET, Member, Membership
 from petcd.server.raft_node import NodeHooks, RaftNode
 from petcd.server.raft_storage import RaftStorage, WalIdentity
@@ -79,6 +87,7 @@ class EtcdServer:
         self._read_next: asyncio.Future[None] | None = None
         self._read_rounds: dict[bytes, asyncio.Future[None]] = {}
         self._read_seq = 0
+        self._has_leader = asyncio.Event()
         self._compactions: list[asyncio.Task[None]] = []
         self._tasks: list[asyncio.Task[None]] = []
         self._stopped = False
@@ -95,6 +104,7 @@ class EtcdServer:
         self.kv = KVStore(self.backend)
         self.alarms.load(self.backend.items(ALARM_BUCKET))
         self.lessor = Lessor(self.backend, min_lease_ttl(cfg))
+        self.kv.lease_exists = self.lessor.exists
         self._restore_lease_keys()
         self.watchable = WatchableStore(StoreHistory(self.kv))
         self.kv.on_events = self._on_events
@@ -208,13 +218,14 @@ class EtcdServer:
     def _apply_entries(self, entries: list[Entry]) -> None:
         backend = self.backend
         for e in entries:
+            if e.type != EntryType.EntryNormal:
+                # membership lives in raft's memory too, so it is rebuilt on
+                # every restart, even from entries the backend already has
+                self._apply_conf_change(e)
             if e.index <= self.consistent_index:
                 continue  # already in the backend before a restart
-            if e.type == EntryType.EntryNormal:
-                if e.data:
-                    self._apply_request(e)
-            else:
-                self._apply_conf_change(e)
+            if e.type == EntryType.EntryNormal and e.data:
+                self._apply_request(e)
             backend.set_consistent_index(e.index, e.term)
             self.consistent_index = e.index
         if entries:
@@ -244,6 +255,15 @@ class EtcdServer:
     def _apply_conf_change(self, e: Entry) -> None:
         cc = ConfChange.from_bytes(e.data)
         self.conf_state = self.node.raw.apply_conf_change(cc)
+        if self.conf_state.voters == [self.member_id] and self.node.lead == 0:
+            # a cluster of one need not wait out an election timeout, on
+            # restart either; campaign once this Ready is done
+            asyncio.get_running_loop().call_soon(self._campaign_alone)
+
+    def _campaign_alone(self) -> None:
+        if self.node.lead == 0 and not self._stopped:
+            self.node.raw.campaign()
+            self.node.notify()
 
     def _apply_snapshot(self, snap: Snapshot) -> None:
         self.snapshot_index = snap.metadata.index
@@ -279,11 +299,15 @@ class EtcdServer:
             self.lessor.promote(self.cfg.election_timeout_ms / 1000.0)
         else:
             self.lessor.demote()
+        if new == 0:
+            self._has_leader.clear()
+        else:
+            self._has_leader.set()
         if self._read_rounds:  # rounds sent to the old leader may never be answered
             rounds, self._read_rounds = self._read_rounds, {}
             for fut in rounds.values():
                 if not fut.done():
-                    fut.set_exception(ErrNoLeader() if new == 0 else ErrTimeout())
+                    fut.set_exception(_RoundLost())
 
     def _send(self, msgs: list[Message]) -> None:
         pass  # a member of a cluster of one has no peers; the transport comes with clustering
@@ -347,33 +371,67 @@ class EtcdServer:
         data = req.SerializeToString()
         if len(data) > self.cfg.max_request_bytes:
             raise ErrRequestTooLarge()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.request_timeout
         fut = self.wait.register(req_id)
         try:
-            self.node.raw.propose(data)
-        except ProposalDropped:
+            await self._until_taken(lambda: self.node.raw.propose(data), deadline)
+        except BaseException:
             self.wait.cancel(req_id)
-            raise ErrNoLeader() from None
+            raise
         self.node.notify()
         try:
-            return await asyncio.wait_for(fut, self.request_timeout)
+            return await asyncio.wait_for(fut, max(0.0, deadline - loop.time()))
         except TimeoutError:
             self.wait.cancel(req_id)
-            raise ErrTimeout() from None
+            raise (ErrTimeoutDueToLeaderFail() if self.node.lead == 0 else ErrTimeout()) from None
+
+    async def _until_taken(self, feed: Callable[[], None], deadline: float) -> None:
+        """Feed a proposal or read request to raft; while raft cannot take it
+        (no leader yet, a leadership transfer) wait and retry, as etcd's
+        proposals wait for a leader, until the deadline."""
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                feed()
+                return
+            except ProposalDropped:
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    raise ErrTimeoutDueToLeaderFail() from None
+                if self.node.lead == 0:
+                    try:
+                        await asyncio.wait_for(self._has_leader.wait(), remaining)
+                    except TimeoutError:
+                        raise ErrTimeoutDueToLeaderFail() from None
+                else:
+                    await asyncio.sleep(min(remaining, self.cfg.heartbeat_interval_ms / 1000.0))
 
     async def linearizable_read(self) -> None:
         """Returns once a read of the local store is linearizable: a ReadIndex
         round that started after this call has been confirmed by a quorum and
-        applied. Reads arriving together share one round."""
+        applied. Reads arriving together share one round; a round lost to a
+        leader change is retried."""
         self._check_running()
-        if self._read_next is None:
-            self._read_next = asyncio.get_running_loop().create_future()
-        fut = self._read_next
-        if not self._read_rounds:
-            self._start_read_round()
-        try:
-            await asyncio.wait_for(asyncio.shield(fut), self.request_timeout)
-        except TimeoutError:
-            raise ErrTimeout() from None
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.request_timeout
+        while True:
+            if self._read_next is None:
+                self._read_next = loop.create_future()
+            fut = self._read_next
+            if not self._read_rounds:
+                self._start_read_round()
+            try:
+                await asyncio.wait_for(asyncio.shield(fut), max(0.0, deadline - loop.time()))
+                return
+            except _RoundLost:
+                if self.node.lead == 0:
+                    try:
+                        await asyncio.wait_for(self._has_leader.wait(), max(0.0, deadline - loop.time()))
+                    except TimeoutError:
+                        raise ErrTimeoutDueToLeaderFail() from None
+            except TimeoutError:
+                raise (ErrTimeoutDueToLeaderFail() if self.node.lead == 0 else ErrTimeout()) from None
 
     def _start_read_round(self) -> None:
         fut, self._read_next = self._read_next, None
@@ -384,7 +442,7 @@ class EtcdServer:
         try:
             self.node.raw.read_index(ctx)
         except ProposalDropped:
-            fut.set_exception(ErrNoLeader())
+            fut.set_exception(_RoundLost())
             return
         self._read_rounds[ctx] = fut
         self.node.notify()
@@ -408,8 +466,8 @@ class EtcdServer:
         return resp
 
     async def txn(self, req: rpc_pb2.TxnRequest) -> rpc_pb2.TxnResponse:
-        if _txn_read_only(req):
-            if not _txn_serializable(req):
+        if txn_ops.is_read_only(req):
+            if not txn_ops.is_serializable(req):
                 await self.linearizable_read()
             ro: rpc_pb2.TxnResponse = self.kv.txn(req)
             return ro
@@ -472,6 +530,11 @@ class EtcdServer:
         return rpc_pb2.LeaseLeasesResponse(leases=[rpc_pb2.LeaseStatus(ID=i) for i in sorted(self.lessor.leases)])
 
 
+class _RoundLost(Exception):
+    """A read index round that will never be answered (no leader, or the
+    leader changed); the reads in it start a new one."""
+
+
 def min_lease_ttl(cfg: ServerConfig) -> int:
     """etcd's minimum lease TTL: 1.5 election timeouts, in whole seconds,
     rounded up, so a lease outlives a leader election."""
@@ -487,23 +550,3 @@ def _chain(src: asyncio.Future[None], dst: asyncio.Future[None]) -> None:
         dst.set_exception(exc)
     else:
         dst.set_result(None)
-
-
-def _txn_read_only(t: rpc_pb2.TxnRequest) -> bool:
-    for op in (*t.success, *t.failure):
-        which = op.WhichOneof("request")
-        if which in ("request_put", "request_delete_range"):
-            return False
-        if which == "request_txn" and not _txn_read_only(op.request_txn):
-            return False
-    return True
-
-
-def _txn_serializable(t: rpc_pb2.TxnRequest) -> bool:
-    for op in (*t.success, *t.failure):
-        which = op.WhichOneof("request")
-        if which == "request_range" and not op.request_range.serializable:
-            return False
-        if which == "request_txn" and not _txn_serializable(op.request_txn):
-            return False
-    return True

@@ -1,0 +1,293 @@
+"""ServerConfig: everything one petcd member is started with.
+
+The field names are what the server reads; the defaults are etcd 3.4's (the
+data directory is ``<name>.petcd`` instead of ``<name>.etcd``, and the client
+and peer listeners bind 127.0.0.1 rather than localhost). ``validate`` turns a
+bad combination into a ``ConfigError`` carrying etcd's message for the same
+mistake, so people and scripts that know etcd recognise it.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit
+
+# etcd's DefaultQuotaBytes: the backend quota when --quota-backend-bytes is 0.
+DEFAULT_QUOTA_BYTES = 2 * 1024 * 1024 * 1024
+# etcd refuses election timeouts longer than this (maxElectionMs).
+MAX_ELECTION_MS = 50000
+# etcd's default --snapshot-count, also used when 0 is given.
+DEFAULT_SNAPSHOT_COUNT = 100000
+
+LOG_LEVELS = ("debug", "info", "warn", "error", "panic", "fatal")
+CLUSTER_STATES = ("new", "existing")
+COMPACTION_MODES = ("periodic", "revision")
+
+
+class ConfigError(Exception):
+    """A configuration petcd cannot start with; str() is the message for the user."""
+
+
+@dataclass(slots=True)
+class ServerConfig:
+    """One member's configuration (etcd's embed.Config, the parts petcd has).
+
+    ``data_dir`` holds the resolved directory once constructed: an empty value
+    becomes ``<name>.petcd``. An empty ``initial_cluster`` means this member
+    alone, at its advertised peer URLs; ``initial_cluster_map`` applies that.
+    """
+
+    name: str = "default"
+    data_dir: str = ""
+    listen_client_urls: list[str] = field(default_factory=lambda: ["http://127.0.0.1:2379"])
+    advertise_client_urls: list[str] = field(default_factory=lambda: ["http://localhost:2379"])
+    listen_peer_urls: list[str] = field(default_factory=lambda: ["http://127.0.0.1:2380"])
+    initial_advertise_peer_urls: list[str] = field(default_factory=lambda: ["http://localhost:2380"])
+    initial_cluster: str = ""
+    initial_cluster_state: str = "new"
+    initial_cluster_token: str = "etcd-cluster"
+    heartbeat_interval_ms: int = 100
+    election_timeout_ms: int = 1000
+    snapshot_count: int = DEFAULT_SNAPSHOT_COUNT
+    max_request_bytes: int = 1572864
+    quota_backend_bytes: int = 0
+    max_txn_ops: int = 128
+    auto_compaction_mode: str = "periodic"
+    auto_compaction_retention: str = "0"
+    log_level: str = "info"
+    log_outputs: list[str] = field(default_factory=lambda: ["stderr"])
+    watch_progress_notify_interval_s: float = 600.0
+    unsafe_no_fsync: bool = False
+    # Accepted for etcd compatibility; the gateway's presence does not depend on it yet.
+    enable_grpc_gateway: bool = True
+
+    def __post_init__(self) -> None:
+        if not self.data_dir:
+            self.data_dir = f"{self.name}.petcd"
+
+    # ---- on-disk layout (etcd's) --------------------------------------------
+
+    def member_dir(self) -> str:
+        return os.path.join(self.data_dir, "member")
+
+    def wal_dir(self) -> str:
+        return os.path.join(self.member_dir(), "wal")
+
+    def snap_dir(self) -> str:
+        return os.path.join(self.member_dir(), "snap")
+
+    def backend_path(self) -> str:
+        return os.path.join(self.snap_dir(), "db")
+
+    # ---- derived values -------------------------------------------------------
+
+    def initial_cluster_map(self) -> dict[str, list[str]]:
+        """Member name -> its peer URLs (sorted, as etcd stores them).
+
+        A name repeated in ``initial_cluster`` collects several URLs. Raises
+        ConfigError on a malformed entry.
+        """
+        if not self.initial_cluster.strip():
+            return {self.name: sorted(self.initial_advertise_peer_urls)}
+        return parse_initial_cluster(self.initial_cluster)
+
+    def quota_bytes(self) -> int:
+        """The backend quota in bytes: 0 selects etcd's 2 GiB default; a
+        negative setting disables the quota, which is returned as 0."""
+        if self.quota_backend_bytes == 0:
+            return DEFAULT_QUOTA_BYTES
+        return max(0, self.quota_backend_bytes)
+
+    def compaction_retention(self) -> float | int:
+        """The auto-compaction retention: seconds (float) in periodic mode,
+        where a bare number means hours; a revision count (int) in revision
+        mode. 0 means auto compaction is off."""
+        return parse_compaction_retention(self.auto_compaction_mode, self.auto_compaction_retention)
+
+    # ---- checks -----------------------------------------------------------------
+
+    def validate(self, *, bootstrapping: bool | None = None) -> None:
+        """Raise ConfigError, with etcd's message where etcd has one, for a
+        configuration a member cannot start with.
+
+        The cluster checks (local name present, advertised peer URLs matching
+        the initial cluster, no duplicate URLs) only apply when bootstrapping a
+        new data directory, as in etcd: a restarting member takes its
+        membership from disk. ``bootstrapping`` None means "no WAL yet".
+        """
+        if bootstrapping is None:
+            bootstrapping = not os.path.isdir(self.wal_dir())
+        for u in self.listen_client_urls:
+            check_url(u, "--listen-client-urls", bind=True)
+        for u in self.listen_peer_urls:
+            check_url(u, "--listen-peer-urls", bind=True)
+        for u in self.advertise_client_urls:
+            check_url(u, "--advertise-client-urls")
+        for u in self.initial_advertise_peer_urls:
+            check_url(u, "--initial-advertise-peer-urls")
+        if not self.listen_client_urls:
+            raise ConfigError("--listen-client-urls must name at least one URL")
+        if self.initial_cluster_state not in CLUSTER_STATES:
+            raise ConfigError(f"unexpected clusterState {self.initial_cluster_state!r}")
+        if self.heartbeat_interval_ms <= 0:
+            raise ConfigError(f"--heartbeat-interval must be >0 (set to {self.heartbeat_interval_ms}ms)")
+        if self.election_timeout_ms <= 0:
+            raise ConfigError(f"--election-timeout must be >0 (set to {self.election_timeout_ms}ms)")
+        if 5 * self.heartbeat_interval_ms > self.election_timeout_ms:
+            raise ConfigError(
+                f"--election-timeout[{self.election_timeout_ms}ms] should be at least as 5 times as "
+                f"--heartbeat-interval[{self.heartbeat_interval_ms}ms]"
+            )
+        if self.election_timeout_ms > MAX_ELECTION_MS:
+            raise ConfigError(
+                f"--election-timeout[{self.election_timeout_ms}ms] is too long, "
+                f"and should be set less than {MAX_ELECTION_MS}ms"
+            )
+        if self.snapshot_count <= 0:
+            raise ConfigError(f"--snapshot-count must be >0 (set to {self.snapshot_count})")
+        if self.max_request_bytes <= 0:
+            raise ConfigError(f"--max-request-bytes must be >0 (set to {self.max_request_bytes})")
+        if self.max_txn_ops <= 0:
+            raise ConfigError(f"--max-txn-ops must be >0 (set to {self.max_txn_ops})")
+        if self.watch_progress_notify_interval_s <= 0:
+            raise ConfigError("--experimental-watch-progress-notify-interval must be >0")
+        if self.log_level not in LOG_LEVELS:
+            raise ConfigError(f"unknown log level {self.log_level!r} (only supports {', '.join(LOG_LEVELS)})")
+        self.compaction_retention()
+        cluster = self.initial_cluster_map()
+        for urls in cluster.values():
+            for u in urls:
+                check_url(u, "--initial-cluster")
+        if bootstrapping:
+            self._check_bootstrap(cluster)
+
+    def _check_bootstrap(self, cluster: dict[str, list[str]]) -> None:
+        if self.name not in cluster:
+            raise ConfigError(f"couldn't find local name {self.name!r} in the initial cluster configuration")
+        seen: set[str] = set()
+        for urls in cluster.values():
+            for u in urls:
+                if u in seen:
+                    raise ConfigError(f"initial cluster {format_initial_cluster(cluster)} has duplicate url")
+                seen.add(u)
+        mine = cluster[self.name]
+        advertised = sorted(self.initial_advertise_peer_urls)
+        if mine != advertised:
+            listed = ",".join(f"{self.name}={u}" for u in mine)
+            raise ConfigError(
+                f"--initial-cluster has {listed} but missing from "
+                f"--initial-advertise-peer-urls={','.join(advertised)}"
+            )
+
+
+def parse_initial_cluster(text: str) -> dict[str, list[str]]:
+    """Parse etcd's ``name=url,name=url,...``; a repeated name gathers URLs.
+    The URLs of each member come back sorted."""
+    out: dict[str, list[str]] = {}
+    for item in text.split(","):
+        item = item.strip()
+        if not item:
+            continue
+        name, sep, url = item.partition("=")
+        name, url = name.strip(), url.strip()
+        if not sep or not name or not url:
+            raise ConfigError(f"--initial-cluster: {item!r} is not of the form name=url")
+        out.setdefault(name, []).append(url)
+    for urls in out.values():
+        urls.sort()
+    return out
+
+
+def format_initial_cluster(cluster: dict[str, list[str]]) -> str:
+    return ",".join(f"{name}={u}" for name, urls in cluster.items() for u in urls)
+
+
+def check_url(url: str, flag: str, *, bind: bool = False) -> None:
+    """Raise ConfigError unless url is an http://host:port URL without a path.
+    For listeners (bind=True) the host must be an IP address or localhost,
+    as etcd requires."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as exc:
+        raise ConfigError(f"{flag}: invalid URL {url!r}: {exc}") from None
+    if parts.scheme in ("https", "unix", "unixs"):
+        raise ConfigError(f"{flag}: {parts.scheme} URLs are not supported yet: {url}")
+    if parts.scheme != "http":
+        raise ConfigError(f"URL scheme must be http, https, unix, or unixs: {url}")
+    if not parts.hostname or port is None:
+        raise ConfigError(f'URL address does not have the form "host:port": {url}')
+    if parts.path not in ("", "/") or parts.query or parts.fragment:
+        raise ConfigError(f"URL must not contain a path: {url}")
+    if bind and parts.hostname != "localhost":
+        try:
+            ipaddress.ip_address(parts.hostname)
+        except ValueError:
+            raise ConfigError(f"expected IP in URL for binding ({url})") from None
+
+
+_DURATION_UNITS = {
+    "ns": 1e-9,
+    "us": 1e-6,
+    "µs": 1e-6,
+    "μs": 1e-6,
+    "ms": 1e-3,
+    "s": 1.0,
+    "m": 60.0,
+    "h": 3600.0,
+}
+_DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|μs|ms|s|m|h)")
+
+
+def parse_go_duration(text: str) -> float:
+    """Parse a Go duration ("10m", "1h30m", "500ms", "1.5s", "0") into seconds.
+    Raises ValueError with Go's wording for anything else."""
+    s = text.strip()
+    sign = 1.0
+    if s[:1] in ("+", "-"):
+        sign = -1.0 if s[0] == "-" else 1.0
+        s = s[1:]
+    if s == "0":
+        return 0.0
+    if not s:
+        raise ValueError(f"time: invalid duration {text!r}")
+    total = 0.0
+    pos = 0
+    while pos < len(s):
+        m = _DURATION_PART.match(s, pos)
+        if m is None:
+            if re.match(r"(\d+(?:\.\d*)?|\.\d+)$", s[pos:]):
+                raise ValueError(f"time: missing unit in duration {text!r}")
+            raise ValueError(f"time: invalid duration {text!r}")
+        total += float(m.group(1)) * _DURATION_UNITS[m.group(2)]
+        pos = m.end()
+    return sign * total
+
+
+def parse_compaction_retention(mode: str, retention: str) -> float | int:
+    """etcd's reading of --auto-compaction-retention: an integer is hours in
+    periodic mode and revisions in revision mode; periodic mode also takes a
+    Go duration. Returns seconds (periodic) or revisions (revision)."""
+    if mode not in COMPACTION_MODES:
+        raise ConfigError(f"unknown auto-compaction-mode {mode!r}")
+    text = (retention or "0").strip()
+    try:
+        n = int(text)
+    except ValueError:
+        n = None
+    if n is not None:
+        if n < 0:
+            raise ConfigError(f"invalid auto-compaction-retention {retention!r}: must not be negative")
+        return float(n * 3600) if mode == "periodic" else n
+    if mode == "revision":
+        raise ConfigError(f"invalid auto-compaction-retention {retention!r} (revision mode takes an integer)")
+    try:
+        seconds = parse_go_duration(text)
+    except ValueError as exc:
+        raise ConfigError(f"invalid auto-compaction-retention {retention!r}: {exc}") from None
+    if seconds < 0:
+        raise ConfigError(f"invalid auto-compaction-retention {retention!r}: must not be negative")
+    return seconds

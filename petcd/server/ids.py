@@ -1,0 +1,26 @@
+"""Member and cluster ids, derived exactly as etcd derives them.
+
+Members bootstrapped from the same --initial-cluster and token compute the
+same ids independently, without talking to each other; a petcd member gets
+the very ids an etcd member with the same configuration would get.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import struct
+
+
+def member_id(peer_urls: list[str], token: str) -> int:
+    """A member's id: the first 8 bytes (big-endian) of the SHA-1 of its peer
+    URLs, sorted and concatenated, followed by the cluster token."""
+    data = "".join(sorted(peer_urls)).encode() + token.encode()
+    return int.from_bytes(hashlib.sha1(data).digest()[:8], "big")
+
+
+def cluster_id(member_ids: list[int]) -> int:
+    """The cluster's id: the first 8 bytes (big-endian) of the SHA-1 of the
+    sorted member ids, each as 8 big-endian bytes."""
+    ids = sorted(member_ids)
+    data = struct.pack(f">{len(ids)}Q", *ids)
+    return int.from_bytes(hashlib.sha1(data).digest()[:8], "big")

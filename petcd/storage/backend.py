@@ -1,0 +1,521 @@
+"""The backend: one LMDB file holding etcd's buckets (named LMDB databases).
+
+What it is for: everything the state machine keeps (mvcc revisions, leases,
+auth, members, alarms, the applied raft index) lives here, written in *batch
+transactions*: the applier's writes go into one long LMDB write transaction
+that is committed every ``batch_interval`` seconds or ``batch_limit`` writes
+(etcd's backend batch). The WAL, not this file, is the durability point of a
+write; after a crash the server replays WAL entries above
+:meth:`Backend.consistent_index`, which is written in the same transaction as
+the data it describes, so the two can never disagree.
+
+Guarantees:
+
+- Reads (``get``/``items``/``range``) see the open batch's uncommitted writes.
+- A batch is never lost to a full memory map and ``lmdb.MapFullError`` never
+  reaches the caller: the map is doubled ahead of need at the start of every
+  batch, and if one batch still outgrows it, the batch's operations (kept in
+  a Python list until commit) are replayed into a fresh transaction on a
+  doubled map.
+- Iterators are safe across interleaved writes, commits and map growth:
+  they read in chunks and re-seek after the last key they returned, so they
+  never hold an LMDB cursor across a ``yield``.
+- ``snapshot()`` may run in a worker thread while the loop thread keeps
+  writing: it uses LMDB's compacting copy, which reads through a read-only
+  transaction and never waits for the writer lock.
+
+Threading: every method except ``snapshot()`` (and the returned
+:class:`BackendSnapshot`) must be called from one thread, the one that owns
+the batch write transaction (LMDB write transactions are bound to a thread).
+A map growth or defrag that coincides with a running snapshot copy waits for
+the copy to finish (the map cannot be replaced under a reader).
+
+Limits inherited from LMDB: keys are 1..511 bytes (values are unbounded).
+"""
+
+from __future__ import annotations
+
+import bisect
+import logging
+import os
+import struct
+import tempfile
+import threading
+import time
+import zlib
+from collections.abc import Iterable, Iterator
+from itertools import islice
+from operator import itemgetter
+from typing import Any
+
+import lmdb
+
+from petcd.storage.errors import BackendClosedError, BackendError, UnknownBucketError
+
+log = logging.getLogger("petcd.storage.backend")
+
+# etcd's buckets, in etcd's names.
+BUCKETS: tuple[str, ...] = (
+    "key",
+    "meta",
+    "lease",
+    "auth",
+    "authUsers",
+    "authRoles",
+    "members",
+    "members_removed",
+    "cluster",
+    "alarm",
+)
+META_BUCKET = "meta"
+CONSISTENT_INDEX_KEY = b"consistent_index"
+_CI = struct.Struct(">QQ")
+
+# Room for buckets added later without a format change.
+_MAX_DBS = 32
+# Grow the map (doubling) at batch start once the high-water mark passes this
+# fraction of it; a batch that still outgrows the map is replayed.
+_GROW_AT = 0.75
+# Far beyond any sane etcd quota (etcd suggests <= 8 GiB); only a guard
+# against doubling forever when something else is wrong.
+_MAX_MAP_SIZE = 1 << 42
+# Iterators read this many items per chunk, first small (a range that the
+# caller abandons after one item stays cheap), then larger.
+_FIRST_CHUNK = 64
+_MAX_CHUNK = 4096
+
+_PUT, _DEL, _DEL_RANGE = 0, 1, 2
+_Op = tuple[int, Any, bytes, bytes | None]
+_key0 = itemgetter(0)
+
+
+def _fsync_dir(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _delete_range(txn: lmdb.Transaction[bytes], db: Any, start: bytes, end: bytes) -> int:
+    n = 0
+    with txn.cursor(db) as cur:
+        found = cur.set_range(start) if start else cur.first()
+        if not found:
+            return 0
+        key = cur.key()
+        # After delete() the cursor sits on the next item; past the last one
+        # it is unpositioned and key() is b"" (LMDB keys are never empty).
+        while key and key < end:
+            cur.delete()
+            n += 1
+            key = cur.key()
+    return n
+
+
+def _apply(txn: lmdb.Transaction[bytes], op: _Op) -> int:
+    kind, db, a, b = op
+    if kind == _PUT:
+        assert b is not None
+        txn.put(a, b, db=db)
+        return 1
+    if kind == _DEL:
+        return 1 if txn.delete(a, db=db) else 0
+    assert b is not None
+    return _delete_range(txn, db, a, b)
+
+
+class BackendSnapshot:
+    """A consistent copy of the committed backend, read once front to back.
+
+    The copy is an unlinked temporary file: it disappears when ``close()``
+    closes it, or when the process dies, so nothing is left behind.
+    ``read`` may be called from any thread (one at a time).
+    """
+
+    def __init__(self, fd: int, size: int) -> None:
+        self._fd = fd
+        self.size = size
+        self._offset = 0
+
+    def read(self, n: int) -> bytes:
+        """Up to n bytes; b"" at the end."""
+        if self._fd < 0:
+            raise BackendClosedError("backend snapshot is closed")
+        want = min(n, self.size - self._offset)
+        if want <= 0:
+            return b""
+        data = os.pread(self._fd, want, self._offset)
+        self._offset += len(data)
+        return data
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+    def __enter__(self) -> BackendSnapshot:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class Backend:
+    """etcd's backend on LMDB: named buckets in one file, batched writes."""
+
+    def __init__(
+        self,
+        path: str,
+        *,
+        batch_interval: float = 0.1,
+        batch_limit: int = 10_000,
+        unsafe_no_fsync: bool = False,
+        initial_map_size: int = 64 << 20,
+        buckets: Iterable[str] = BUCKETS,
+    ) -> None:
+        self.path = os.path.abspath(path)
+        self.batch_interval = batch_interval
+        self.batch_limit = batch_limit
+        self._sync = not unsafe_no_fsync
+        self._bucket_names = tuple(dict.fromkeys([*BUCKETS, *buckets]))
+        # Held while the environment is copied (snapshot, in a worker thread)
+        # and while it is remapped or replaced (growth, defrag, close), so a
+        # copy never reads a map that is being torn down.
+        self._env_lock = threading.Lock()
+        self._txn: lmdb.Transaction[bytes] | None = None
+        # The open batch's operations, replayed if its transaction is lost
+        # (map full, failed commit); cleared by a successful commit.
+        self._ops: list[_Op] = []
+        self._pending = 0
+        self._batch_started = 0.0
+        self._closed = False
+        os.makedirs(os.path.dirname(self.path), exist_ok=True)
+        self._env = self._open_env(initial_map_size)
+        self._dbs = self._open_dbs()
+        self._psize = int(self._env.stat()["psize"])
+
+    # --- environment ------------------------------------------------------
+
+    def _open_env(self, map_size: int) -> lmdb.Environment:
+        try:
+            env = self._lmdb_open(map_size)
+        except lmdb.Error as exc:
+            raise BackendError(f"backend: cannot open {self.path}: {exc}") from exc
+        # Clear reader slots left by dead processes (a killed `snapshot save`).
+        env.reader_check()
+        return env
+
+    def _lmdb_open(self, map_size: int) -> lmdb.Environment:
+        return lmdb.open(
+            self.path,
+            map_size=map_size,
+            subdir=False,
+            metasync=self._sync,
+            sync=self._sync,
+            map_async=False,
+            writemap=False,
+            lock=True,
+            max_dbs=_MAX_DBS,
+            mode=0o600,
+        )
+
+    def _open_dbs(self) -> dict[str, Any]:
+        return {name: self._env.open_db(name.encode()) for name in self._bucket_names}
+
+    def _db(self, bucket: str) -> Any:
+        try:
+            return self._dbs[bucket]
+        except KeyError:
+            raise UnknownBucketError(f"backend: unknown bucket {bucket!r}") from None
+
+    def _set_mapsize(self, new_size: int) -> None:
+        if new_size > _MAX_MAP_SIZE:
+            raise BackendError(f"backend: map size would exceed {_MAX_MAP_SIZE} bytes")
+        with self._env_lock:
+            self._env.set_mapsize(new_size)
+        log.info("backend %s: memory map grown to %d bytes", self.path, new_size)
+
+    def _grow_if_needed(self) -> None:
+        """Double the map until the high-water mark is under _GROW_AT of it."""
+        info = self._env.info()
+        used = (int(info["last_pgno"]) + 1) * self._psize
+        size = new = int(info["map_size"])
+        while used > new * _GROW_AT:
+            new *= 2
+        if new != size:
+            self._set_mapsize(new)
+
+    def _double(self) -> None:
+        self._set_mapsize(int(self._env.info()["map_size"]) * 2)
+
+    # --- the batch transaction --------------------------------------------
+
+    def _begin(self) -> lmdb.Transaction[bytes]:
+        """Open the batch transaction, replaying operations of a batch whose
+        transaction was lost."""
+        if self._closed:
+            raise BackendClosedError("backend is closed")
+        self._grow_if_needed()
+        while True:
+            txn = self._env.begin(write=True)
+            try:
+                for op in self._ops:
+                    _apply(txn, op)
+            except lmdb.MapFullError:
+                txn.abort()
+                self._double()
+                continue
+            except lmdb.Error as exc:
+                txn.abort()
+                raise BackendError(f"backend: replaying the open batch failed: {exc}") from exc
+            except BaseException:
+                txn.abort()
+                raise
+            self._txn = txn
+            return txn
+
+    def _run(self, op: _Op) -> int:
+        """Apply one write to the batch, surviving a full map."""
+        txn = self._txn or self._begin()
+        while True:
+            try:
+                result = _apply(txn, op)
+                break
+            except lmdb.MapFullError:
+                # LMDB has poisoned the transaction: drop it, grow, replay.
+                self._txn = None
+                txn.abort()
+                self._double()
+                txn = self._begin()
+            except lmdb.BadValsizeError as exc:
+                # Rejected before any change: the transaction is intact.
+                raise BackendError(f"backend: LMDB refuses a {len(op[2])}-byte key (1..511 bytes)") from exc
+            except lmdb.Error as exc:
+                # Anything else may have poisoned the transaction; the batch's
+                # earlier operations are replayed on the next access.
+                self._txn = None
+                txn.abort()
+                raise BackendError(f"backend: write failed: {exc}") from exc
+        if not self._ops:
+            self._batch_started = time.monotonic()
+        self._ops.append(op)
+        self._pending += result if op[0] == _DEL_RANGE else 1
+        return result
+
+    def _end_read_only(self) -> None:
+        txn = self._txn
+        if txn is not None and not self._ops:
+            self._txn = None
+            txn.abort()
+
+    # --- writes -------------------------------------------------------------
+
+    def put(self, bucket: str, key: bytes, value: bytes) -> None:
+        """Write key=value into the batch."""
+        self._run((_PUT, self._db(bucket), key, value))
+
+    def delete(self, bucket: str, key: bytes) -> None:
+        """Delete key (absent is fine) in the batch."""
+        self._run((_DEL, self._db(bucket), key, None))
+
+    def delete_range(self, bucket: str, start: bytes, end: bytes) -> int:
+        """Delete keys in [start, end); returns how many were deleted."""
+        return self._run((_DEL_RANGE, self._db(bucket), start, end))
+
+    def set_consistent_index(self, index: int, term: int) -> None:
+        """Record the applied raft (index, term), in the batch that holds the
+        data it describes."""
+        self._run((_PUT, self._dbs[META_BUCKET], CONSISTENT_INDEX_KEY, _CI.pack(index, term)))
+
+    # --- reads --------------------------------------------------------------
+
+    def get(self, bucket: str, key: bytes) -> bytes | None:
+        txn = self._txn or self._begin()
+        try:
+            value: bytes | None = txn.get(key, db=self._db(bucket))
+        except lmdb.BadValsizeError:
+            return None  # an empty or over-long key can never have been stored
+        return value
+
+    def items(self, bucket: str) -> Iterator[tuple[bytes, bytes]]:
+        """Every (key, value) of the bucket, in key order."""
+        return self._iter(self._db(bucket), b"", None)
+
+    def range(self, bucket: str, start: bytes, end: bytes | None) -> Iterator[tuple[bytes, bytes]]:
+        """(key, value) pairs with start <= key < end (end None: to the last key), in key order."""
+        return self._iter(self._db(bucket), start, end)
+
+    def _iter(self, db: Any, start: bytes, end: bytes | None) -> Iterator[tuple[bytes, bytes]]:
+        key = start
+        after = False  # True once `key` was already returned and must be skipped
+        chunk_size = _FIRST_CHUNK
+        while True:
+            txn = self._txn or self._begin()
+            with txn.cursor(db) as cur:
+                found = cur.set_range(key) if key else cur.first()
+                if not found:
+                    return
+                chunk: list[tuple[bytes, bytes]] = list(islice(cur.iternext(), chunk_size))
+            exhausted = len(chunk) < chunk_size
+            if after and chunk[0][0] == key:
+                del chunk[0]
+            if end is not None:
+                cut = bisect.bisect_left(chunk, end, key=_key0)
+                if cut < len(chunk):
+                    yield from chunk[:cut]
+                    return
+            if not chunk:
+                return
+            key = chunk[-1][0]
+            after = True
+            yield from chunk
+            if exhausted:
+                return
+            chunk_size = min(chunk_size * 4, _MAX_CHUNK)
+
+    def consistent_index(self) -> tuple[int, int]:
+        """The applied raft (index, term); (0, 0) on a new backend."""
+        raw = self.get(META_BUCKET, CONSISTENT_INDEX_KEY)
+        if raw is None:
+            return 0, 0
+        index, term = _CI.unpack(raw)
+        return index, term
+
+    def hash(self) -> int:
+        """crc32 over every bucket's name and (key, value) pairs, buckets in
+        name order, including the open batch's writes."""
+        h = 0
+        for name in sorted(self._dbs):
+            h = zlib.crc32(name.encode(), h)
+            for k, v in self.items(name):
+                h = zlib.crc32(_CI.pack(len(k), len(v)), h)
+                h = zlib.crc32(k, h)
+                h = zlib.crc32(v, h)
+        return h
+
+    # --- commit -------------------------------------------------------------
+
+    def commit(self) -> None:
+        """Commit the batch now (fsync'd unless unsafe_no_fsync)."""
+        txn = self._txn
+        if not self._ops:
+            self._end_read_only()
+            return
+        if txn is None:
+            txn = self._begin()  # an earlier commit failed: replay and retry
+        while True:
+            self._txn = None
+            try:
+                txn.commit()
+                break
+            except lmdb.MapFullError:
+                # Commit can need pages (the free list); the txn is gone.
+                self._double()
+                txn = self._begin()
+            except lmdb.Error as exc:
+                # Keep _ops: the next access replays them into a new batch.
+                raise BackendError(f"backend: commit failed: {exc}") from exc
+        self._ops = []
+        self._pending = 0
+
+    def commit_if_due(self) -> None:
+        """Commit when the batch is batch_interval old or holds batch_limit writes."""
+        if not self._ops:
+            # Only reads: release the writer lock while idle.
+            self._end_read_only()
+            return
+        if self._pending >= self.batch_limit or time.monotonic() - self._batch_started >= self.batch_interval:
+            self.commit()
+
+    # --- sizes, maintenance -------------------------------------------------
+
+    def size(self) -> int:
+        """Bytes on disk of the db file."""
+        return os.stat(self.path).st_size
+
+    def size_in_use(self) -> int:
+        """Bytes of the pages the data actually occupies: the two meta pages
+        and every bucket's B+tree pages (free pages excluded), as seen by the
+        open batch. size() - size_in_use() is roughly what defrag() gains."""
+        txn = self._txn or self._begin()
+        pages = 2
+        for db in (None, *self._dbs.values()):
+            st = txn.stat(db) if db is not None else txn.stat()
+            pages += int(st["branch_pages"]) + int(st["leaf_pages"]) + int(st["overflow_pages"])
+        return pages * self._psize
+
+    def defrag(self) -> None:
+        """Commit, then replace the file by a compacted copy of itself and
+        reopen it; the data is identical afterwards."""
+        self.commit()
+        self._end_read_only()
+        if self._closed:
+            raise BackendClosedError("backend is closed")
+        dirname = os.path.dirname(self.path)
+        map_size = int(self._env.info()["map_size"])
+        fd, tmp = tempfile.mkstemp(prefix=os.path.basename(self.path) + ".defrag-", suffix=".tmp", dir=dirname)
+        replaced = False
+        try:
+            with self._env_lock:
+                self._env.copyfd(fd, compact=True)
+                os.fsync(fd)
+                self._env.close()
+                try:
+                    os.replace(tmp, self.path)
+                    replaced = True
+                    _fsync_dir(dirname)
+                finally:
+                    self._env = self._open_env(map_size)
+                    self._dbs = self._open_dbs()
+        finally:
+            os.close(fd)
+            if not replaced:
+                try:
+                    os.unlink(tmp)
+                except FileNotFoundError:
+                    pass
+
+    def snapshot(self) -> BackendSnapshot:
+        """A consistent copy of the committed state (call after commit()).
+
+        Safe to call from a worker thread while the owning thread writes. The
+        copy is compacted, and is itself a valid backend file.
+        """
+        if self._closed:
+            raise BackendClosedError("backend is closed")
+        fd, tmp = tempfile.mkstemp(
+            prefix=os.path.basename(self.path) + ".snapshot-", suffix=".tmp", dir=os.path.dirname(self.path)
+        )
+        try:
+            # Unlinked at once: the copy lives exactly as long as the descriptor.
+            os.unlink(tmp)
+            with self._env_lock:
+                if self._closed:
+                    raise BackendClosedError("backend is closed")
+                self._env.copyfd(fd, compact=True)
+            size = os.fstat(fd).st_size
+        except BaseException:
+            os.close(fd)
+            raise
+        return BackendSnapshot(fd, size)
+
+    def close(self) -> None:
+        """Commit the batch, then close the file. Idempotent."""
+        if self._closed:
+            return
+        try:
+            self.commit()
+        finally:
+            if self._txn is not None:
+                self._txn.abort()
+                self._txn = None
+            with self._env_lock:
+                self._closed = True
+                self._env.close()
+
+    def __enter__(self) -> Backend:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,684 @@
+"""The write-ahead log: raft's hard state and entries, durable before use.
+
+What it is for: every raft ``Ready`` is made durable here with ONE write and
+ONE fdatasync (``save``) before the server acknowledges anything; after a
+crash ``open`` + ``read_all`` give back the hard state and the entries above
+the newest raft snapshot.
+
+On-disk format (petcd's own; not etcd's byte format)
+----------------------------------------------------
+A WAL is a directory of segment files named like etcd's,
+``%016x-%016x.wal`` = (sequence number, index of the first entry expected in
+the segment), plus a ``wal.lock`` file held with ``flock`` while a WAL object
+has the directory open. Segments are preallocated (``posix_fallocate``) so
+the unwritten tail reads as zeros.
+
+A segment is a sequence of *frames*; one ``save()`` or ``save_snapshot()``
+writes exactly one frame with one ``pwritev`` and one ``fdatasync``::
+
+    frame   = magic "\\xc3\\x9bWL" | u32 payload length | u32 crc32(payload) | u32 crc32(previous 12 bytes) | payload
+    payload = record*
+    record  = u8 type | u32 length | body
+
+Record types: METADATA (opaque bytes given to ``create``), ENTRY (u64 term,
+u64 index, u8 type, data), STATE (u64 term, u64 vote, u64 commit), SNAPSHOT
+(u64 index, u64 term, u8 has-conf-state, ConfState protobuf) and CRC (u32).
+The first frame of every segment starts with a CRC record holding the
+*chain* value: crc32 folded over the payload CRCs of every earlier frame in
+every earlier segment. A missing, reordered or foreign segment breaks the
+chain. Each new segment's first frame also repeats the metadata and the
+latest hard state, so releasing old segments loses neither.
+
+Entries are encoded with ``struct`` rather than raftpb protobuf: building a
+protobuf message per entry costs several microseconds, ``struct.pack`` a
+fraction of one, and the format is private to this module.
+
+Torn tail versus corruption (the rule)
+--------------------------------------
+Frames are decoded from the start of each segment. At the first offset F
+where a frame is incomplete, has a bad magic or header CRC, or a payload
+CRC mismatch:
+
+1. if every byte from F to the end of the file is zero, F is the clean end
+   of the log (the preallocated tail);
+2. otherwise, if a *valid frame* (good header CRC, fits in the file, good
+   payload CRC) starts anywhere after F (after the bad frame's claimed end,
+   when its header is intact), the damage is in the middle of durable data:
+   ``WalCorruptError`` naming the file and F; the file is not touched;
+3. otherwise, in the LAST segment, the bytes from F on are the remains of
+   the one write that was in flight when the process died (its ``save``
+   never returned, so nothing in it was acknowledged): the file is
+   truncated at F (and re-preallocated) and the log opens at the last whole
+   frame. In any other segment this is corruption too (a segment is sealed
+   and fsync'd before the next one is created).
+
+Because a whole ``save`` is one frame, reordered sector writes within the
+in-flight write cannot produce a valid frame after a bad one. A bit flip in
+the very last frame is indistinguishable from a torn write and is repaired
+as one; a flip anywhere before it is reported.
+
+Threading: every public method takes the WAL's lock, so ``save`` running in
+a worker thread and ``save_snapshot``/``release_lock_to`` on the event loop
+do not interleave.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import gc
+import logging
+import os
+import re
+import shutil
+import struct
+import threading
+import zlib
+from dataclasses import dataclass, field
+
+from petcd.raft.types import ConfState, Entry, EntryType, HardState
+from petcd.storage.errors import (
+    WalClosedError,
+    WalCorruptError,
+    WalError,
+    WalExistsError,
+    WalLockedError,
+    WalNotFoundError,
+    WalSnapshotMismatchError,
+)
+
+log = logging.getLogger("petcd.storage.wal")
+
+MAGIC = b"\xc3\x9bWL"
+_HDR12 = struct.Struct("<4sII")  # magic, payload length, payload crc
+_HCRC = struct.Struct("<I")
+_HDR = struct.Struct("<4sIII")
+HEADER_SIZE = _HDR.size
+
+REC_METADATA = 1
+REC_ENTRY = 2
+REC_STATE = 3
+REC_CRC = 4
+REC_SNAPSHOT = 5
+
+_REC = struct.Struct("<BI")
+_ENTRY_REC = struct.Struct("<BIQQB")  # record header + entry header, packed in one call
+_ENTRY = struct.Struct("<QQB")
+_STATE_REC = struct.Struct("<BIQQQ")
+_STATE = struct.Struct("<QQQ")
+_SNAP = struct.Struct("<QQB")
+_CRC = struct.Struct("<I")
+_ENTRY_TYPES = {int(t): t for t in EntryType}
+
+_SEGMENT_RE = re.compile(r"^([0-9a-f]{16})-([0-9a-f]{16})\.wal$")
+LOCK_NAME = "wal.lock"
+_ZERO_CHUNK = bytes(1 << 20)
+
+
+@dataclass(slots=True)
+class WalSnapshot:
+    """A snapshot marker: the raft snapshot at (index, term) was saved."""
+
+    index: int = 0
+    term: int = 0
+    conf_state: ConfState | None = None
+
+
+@dataclass(slots=True)
+class WalContents:
+    """What read_all() recovers."""
+
+    metadata: bytes
+    hard_state: HardState
+    entries: list[Entry]
+    snapshot: WalSnapshot = field(default_factory=WalSnapshot)
+
+
+@dataclass(slots=True)
+class _Segment:
+    seq: int
+    index: int
+    path: str
+
+
+def segment_name(seq: int, index: int) -> str:
+    return f"{seq:016x}-{index:016x}.wal"
+
+
+def _list_segments(dirpath: str) -> list[_Segment]:
+    segs = []
+    for name in os.listdir(dirpath):
+        m = _SEGMENT_RE.match(name)
+        if m:
+            segs.append(_Segment(int(m.group(1), 16), int(m.group(2), 16), os.path.join(dirpath, name)))
+    segs.sort(key=lambda s: s.seq)
+    return segs
+
+
+def _fsync_dir(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _preallocate(fd: int, size: int) -> None:
+    try:
+        os.posix_fallocate(fd, 0, size)
+    except OSError as exc:
+        if exc.errno not in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):
+            raise
+        if os.fstat(fd).st_size < size:
+            os.ftruncate(fd, size)
+
+
+def _pwrite_all(fd: int, bufs: list[bytes], offset: int) -> None:
+    total = sum(len(b) for b in bufs)
+    n = os.pwritev(fd, bufs, offset)
+    if n < total:  # short writes are rare on regular files; finish with one buffer
+        rest = b"".join(bufs)[n:]
+        offset += n
+        while rest:
+            k = os.pwrite(fd, rest, offset)
+            rest = rest[k:]
+            offset += k
+
+
+def _frame(payload: bytes) -> tuple[bytes, int]:
+    """The frame header for payload, and the payload's crc."""
+    pcrc = zlib.crc32(payload)
+    hdr = _HDR12.pack(MAGIC, len(payload), pcrc)
+    return hdr + _HCRC.pack(zlib.crc32(hdr)), pcrc
+
+
+def _chain(chain: int, pcrc: int) -> int:
+    return zlib.crc32(_CRC.pack(pcrc), chain)
+
+
+def _lock_dir(dirpath: str) -> int:
+    fd = os.open(os.path.join(dirpath, LOCK_NAME), os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise WalLockedError(f"wal: {dirpath} is locked by another WAL (this or another process)") from None
+    return fd
+
+
+# --- reading ------------------------------------------------------------------
+
+
+def _check_frame(data: bytes, mv: memoryview, off: int) -> tuple[int, int, str]:
+    """Validate the frame at off: (end, skip_to, problem). problem == "" means
+    valid; otherwise skip_to is where a search for later frames may start."""
+    size = len(data)
+    if off + HEADER_SIZE > size:
+        return -1, off + 1, "incomplete frame header"
+    magic, length, pcrc, hcrc = _HDR.unpack_from(data, off)
+    if magic != MAGIC:
+        return -1, off + 1, "bad frame magic"
+    if zlib.crc32(mv[off : off + 12]) != hcrc:
+        return -1, off + 1, "frame header crc mismatch"
+    end = off + HEADER_SIZE + length
+    if end > size:
+        return -1, end, "frame runs past the end of the file"
+    if zlib.crc32(mv[off + HEADER_SIZE : end]) != pcrc:
+        return -1, end, "frame payload crc mismatch"
+    return end, end, ""
+
+
+def _data_end(data: bytes, start: int) -> int:
+    """Offset just after the last non-zero byte at or after start (start if none)."""
+    end = len(data)
+    step = len(_ZERO_CHUNK)
+    while end > start:
+        lo = max(start, end - step)
+        chunk = data[lo:end]
+        if chunk != _ZERO_CHUNK[: end - lo]:
+            return lo + len(chunk.rstrip(b"\0"))
+        end = lo
+    return start
+
+
+def _valid_frame_after(data: bytes, mv: memoryview, pos: int, limit: int) -> bool:
+    while True:
+        pos = data.find(MAGIC, pos, limit)
+        if pos < 0:
+            return False
+        end, _, problem = _check_frame(data, mv, pos)
+        if not problem:
+            return True
+        pos += 1
+
+
+class _Replay:
+    """Folds decoded records, in log order, into what read_all returns."""
+
+    def __init__(self, snap: WalSnapshot) -> None:
+        self.snap = snap
+        self.base = snap.index
+        self.entries: list[Entry] = []
+        self.state = HardState()
+        self.metadata: bytes | None = None
+        self.chain: int | None = None
+
+    def frame(self, data: bytes, start: int, end: int, path: str, off: int, first: bool) -> None:
+        pos = start
+        if first:
+            rtype, rlen = _REC.unpack_from(data, pos) if end - pos >= _REC.size else (0, 0)
+            if rtype != REC_CRC or rlen != _CRC.size:
+                raise WalCorruptError("wal: segment does not start with a crc record", path, off)
+            (value,) = _CRC.unpack_from(data, pos + _REC.size)
+            if self.chain is None:
+                self.chain = value
+            elif value != self.chain:
+                raise WalCorruptError("wal: crc chain broken (a segment is missing or foreign)", path, off)
+            pos += _REC.size + _CRC.size
+        entries = self.entries
+        base = self.base
+        while pos < end:
+            if end - pos < _REC.size:
+                raise WalCorruptError("wal: truncated record inside a frame", path, off)
+            rtype, rlen = _REC.unpack_from(data, pos)
+            body = pos + _REC.size
+            pos = body + rlen
+            if pos > end:
+                raise WalCorruptError("wal: record runs past its frame", path, off)
+            if rtype == REC_ENTRY:
+                term, index, etype = _ENTRY.unpack_from(data, body)
+                if index <= base:
+                    continue
+                at = index - base - 1
+                n = len(entries)
+                if at < n:
+                    del entries[at:]  # a later write of an index overrides it and everything after
+                elif at > n:
+                    raise WalCorruptError(
+                        f"wal: entry {index} follows entry {base + n}; entries are missing", path, off
+                    )
+                try:
+                    et = _ENTRY_TYPES[etype]
+                except KeyError:
+                    raise WalCorruptError(f"wal: unknown entry type {etype}", path, off) from None
+                entries.append(Entry(term, index, et, data[body + _ENTRY.size : pos]))
+            elif rtype == REC_STATE:
+                self.state = HardState(*_STATE.unpack_from(data, body))
+            elif rtype == REC_SNAPSHOT:
+                index, term, _ = _SNAP.unpack_from(data, body)
+                if index == self.snap.index and self.snap.index != 0 and term != self.snap.term:
+                    raise WalSnapshotMismatchError(
+                        f"wal: snapshot {index} has term {self.snap.term} but the WAL marker has term {term}"
+                    )
+            elif rtype == REC_METADATA:
+                meta = data[body:pos]
+                if self.metadata is None:
+                    self.metadata = meta
+                elif meta != self.metadata:
+                    raise WalCorruptError("wal: segment metadata differs from the first segment's", path, off)
+            elif rtype == REC_CRC:
+                raise WalCorruptError("wal: crc record in the middle of a segment", path, off)
+            else:
+                raise WalCorruptError(f"wal: unknown record type {rtype}", path, off)
+
+
+@dataclass(slots=True)
+class _ScanResult:
+    end: int  # where the next frame goes
+    header_end: int  # end of the segment's first frame
+    torn: bool  # bytes after `end` must be discarded
+
+
+def _scan_segment(seg: _Segment, is_last: bool, replay: _Replay) -> _ScanResult:
+    with open(seg.path, "rb") as f:
+        data = f.read()
+    mv = memoryview(data)
+    off = 0
+    header_end = 0
+    while True:
+        end, skip_to, problem = _check_frame(data, mv, off)
+        if problem:
+            break
+        assert replay.chain is not None or off == 0
+        replay.frame(data, off + HEADER_SIZE, end, seg.path, off, first=(off == 0))
+        replay.chain = _chain(replay.chain or 0, _HDR.unpack_from(data, off)[2])
+        if off == 0:
+            header_end = end
+        off = end
+    if off == 0:
+        raise WalCorruptError(f"wal: segment has no valid first frame ({problem})", seg.path, 0)
+    data_end = _data_end(data, off)
+    if data_end == off:
+        return _ScanResult(off, header_end, torn=False)
+    if _valid_frame_after(data, mv, max(skip_to, off + 1), data_end):
+        raise WalCorruptError(f"wal: {problem}, followed by valid records", seg.path, off)
+    if not is_last:
+        raise WalCorruptError(f"wal: {problem} in a sealed segment", seg.path, off)
+    return _ScanResult(off, header_end, torn=True)
+
+
+# --- the WAL ----------------------------------------------------------------------
+
+
+class WAL:
+    """A segmented, CRC-checked, append-only log; see the module docstring."""
+
+    SEGMENT_SIZE = 64 << 20
+
+    def __init__(
+        self,
+        dirpath: str,
+        lock_fd: int,
+        segments: list[_Segment],
+        fd: int,
+        offset: int,
+        header_end: int,
+        chain: int,
+        metadata: bytes,
+        state: HardState,
+        last_index: int,
+        contents: WalContents | None,
+        unsafe_no_fsync: bool,
+        segment_size: int,
+    ) -> None:
+        """Use create() or open()."""
+        self.dir = dirpath
+        self._lock_fd = lock_fd
+        self._segments = segments
+        self._fd = fd
+        self._offset = offset
+        self._header_end = header_end
+        self._chain = chain
+        self._metadata = metadata
+        self._state = state
+        self._last_index = last_index
+        self._contents = contents
+        self._sync = not unsafe_no_fsync
+        self._segment_size = segment_size
+        self._lock = threading.Lock()
+        self._closed = False
+        self._failed: BaseException | None = None
+
+    # --- construction -------------------------------------------------------
+
+    @staticmethod
+    def exists(dirpath: str) -> bool:
+        """True when dirpath holds at least one WAL segment."""
+        try:
+            return any(_SEGMENT_RE.match(n) for n in os.listdir(dirpath))
+        except (FileNotFoundError, NotADirectoryError):
+            return False
+
+    @classmethod
+    def create(
+        cls, dirpath: str, metadata: bytes, *, unsafe_no_fsync: bool = False, segment_size: int = SEGMENT_SIZE
+    ) -> WAL:
+        """A new WAL in dirpath (which must not hold one), built in a
+        temporary directory and renamed into place, so a crash leaves either
+        no WAL or a whole one."""
+        dirpath = os.path.abspath(dirpath)
+        if cls.exists(dirpath):
+            raise WalExistsError(f"wal: {dirpath} already holds a WAL")
+        if os.path.isdir(dirpath) and os.listdir(dirpath):
+            raise WalError(f"wal: {dirpath} is not empty")
+        parent = os.path.dirname(dirpath)
+        os.makedirs(parent, exist_ok=True)
+        tmpdir = dirpath + ".tmp"
+        shutil.rmtree(tmpdir, ignore_errors=True)
+        os.makedirs(tmpdir)
+        sync = not unsafe_no_fsync
+        lock_fd = _lock_dir(tmpdir)
+        try:
+            fd, header_end, chain = _write_new_segment(
+                os.path.join(tmpdir, segment_name(0, 0)), 0, metadata, HardState(), segment_size, sync
+            )
+            if sync:
+                _fsync_dir(tmpdir)
+            if os.path.isdir(dirpath):
+                os.rmdir(dirpath)  # empty (checked above)
+            os.rename(tmpdir, dirpath)
+            if sync:
+                _fsync_dir(parent)
+        except BaseException:
+            os.close(lock_fd)
+            shutil.rmtree(tmpdir, ignore_errors=True)
+            raise
+        segs = [_Segment(0, 0, os.path.join(dirpath, segment_name(0, 0)))]
+        contents = WalContents(metadata, HardState(), [], WalSnapshot())
+        return cls(
+            dirpath, lock_fd, segs, fd, header_end, header_end, chain, metadata, HardState(), 0, contents,
+            unsafe_no_fsync, segment_size,
+        )  # fmt: skip
+
+    @classmethod
+    def open(
+        cls,
+        dirpath: str,
+        snap: WalSnapshot | None,
+        *,
+        unsafe_no_fsync: bool = False,
+        segment_size: int = SEGMENT_SIZE,
+    ) -> WAL:
+        """Open the WAL at dirpath for reading from snap (None: from the
+        start) and then appending. Reads and verifies every segment from the
+        one holding snap.index to the end, repairs a torn tail (see the module
+        docstring) and raises WalCorruptError for anything else."""
+        dirpath = os.path.abspath(dirpath)
+        if not cls.exists(dirpath):
+            raise WalNotFoundError(f"wal: no WAL in {dirpath}")
+        snap = snap if snap is not None else WalSnapshot()
+        lock_fd = _lock_dir(dirpath)
+        try:
+            return cls._open_locked(dirpath, lock_fd, snap, unsafe_no_fsync, segment_size)
+        except BaseException:
+            os.close(lock_fd)
+            raise
+
+    @classmethod
+    def _open_locked(
+        cls, dirpath: str, lock_fd: int, snap: WalSnapshot, unsafe_no_fsync: bool, segment_size: int
+    ) -> WAL:
+        for name in os.listdir(dirpath):
+            if name.endswith(".wal.tmp"):  # a segment cut that never completed
+                os.unlink(os.path.join(dirpath, name))
+        segs = _list_segments(dirpath)
+        for a, b in zip(segs, segs[1:], strict=False):
+            if b.seq != a.seq + 1:
+                raise WalCorruptError(f"wal: segment {a.seq + 1:016x} is missing", b.path)
+        # The last segment (in sequence order) whose first index <= snap.index
+        # holds every live entry above it (see _cut).
+        start = 0
+        for i, s in enumerate(segs):
+            if s.index <= snap.index:
+                start = i
+        if segs[start].index > snap.index:
+            raise WalError(f"wal: no segment in {dirpath} reaches back to index {snap.index} (released?)")
+        segs = segs[start:]
+        replay = _Replay(snap)
+        result = _ScanResult(0, 0, False)
+        # Decoding allocates an Entry per record and none of them can form a
+        # cycle: pausing the cyclic GC makes a long replay ~1.5x faster.
+        gc_was_enabled = gc.isenabled()
+        gc.disable()
+        try:
+            for i, seg in enumerate(segs):
+                result = _scan_segment(seg, i == len(segs) - 1, replay)
+        finally:
+            if gc_was_enabled:
+                gc.enable()
+        last = segs[-1]
+        fd = os.open(last.path, os.O_RDWR)
+        try:
+            if result.torn:
+                size = os.fstat(fd).st_size
+                log.warning(
+                    "wal: %s: discarding a torn write at byte %d (%d bytes)", last.path, result.end, size - result.end
+                )
+                os.ftruncate(fd, result.end)
+                _preallocate(fd, max(segment_size, result.end))
+                if not unsafe_no_fsync:
+                    os.fsync(fd)
+        except BaseException:
+            os.close(fd)
+            raise
+        metadata = replay.metadata if replay.metadata is not None else b""
+        contents = WalContents(metadata, replay.state, replay.entries, snap)
+        last_index = snap.index + len(replay.entries)
+        return cls(
+            dirpath, lock_fd, segs, fd, result.end, result.header_end, replay.chain or 0, metadata, replay.state,
+            last_index, contents, unsafe_no_fsync, segment_size,
+        )  # fmt: skip
+
+    # --- reading ------------------------------------------------------------
+
+    def read_all(self) -> WalContents:
+        """The metadata, the last hard state and the entries after the
+        snapshot given to open(). Call once; the WAL is then ready to append."""
+        with self._lock:
+            self._check()
+            if self._contents is None:
+                raise WalError("wal: read_all() may be called only once")
+            contents, self._contents = self._contents, None
+            return contents
+
+    # --- writing ------------------------------------------------------------
+
+    def _check(self) -> None:
+        if self._closed:
+            raise WalClosedError("wal: closed")
+        if self._failed is not None:
+            raise WalError(f"wal: unusable after an earlier write failure: {self._failed}")
+
+    def save(self, hard_state: HardState | None, entries: list[Entry]) -> None:
+        """Append entries and the hard state in one frame with one fsync.
+        Entries whose index is already in the log replace it and everything
+        after it. Nothing to write (no entries, hard state None, empty or
+        unchanged) is a no-op."""
+        parts: list[bytes] = []
+        pack = _ENTRY_REC.pack
+        for e in entries:
+            parts.append(pack(REC_ENTRY, _ENTRY.size + len(e.data), e.term, e.index, e.type))
+            parts.append(e.data)
+        with self._lock:
+            self._check()
+            new_state = None
+            if hard_state is not None and not hard_state.is_empty() and hard_state != self._state:
+                new_state = HardState(hard_state.term, hard_state.vote, hard_state.commit)
+                parts.append(_STATE_REC.pack(REC_STATE, _STATE.size, new_state.term, new_state.vote, new_state.commit))
+            if not parts:
+                return
+            self._append(b"".join(parts))
+            if entries:
+                self._last_index = entries[-1].index
+            if new_state is not None:
+                self._state = new_state
+
+    def save_snapshot(self, snap: WalSnapshot) -> None:
+        """Append a snapshot marker, fsync'd."""
+        cs = snap.conf_state.to_bytes() if snap.conf_state is not None else b""
+        body = _SNAP.pack(snap.index, snap.term, 1 if snap.conf_state is not None else 0) + cs
+        with self._lock:
+            self._check()
+            self._append(_REC.pack(REC_SNAPSHOT, len(body)) + body)
+            self._last_index = max(self._last_index, snap.index)
+
+    def _append(self, payload: bytes) -> None:
+        header, pcrc = _frame(payload)
+        n = len(header) + len(payload)
+        try:
+            if self._offset + n > self._segment_size and self._offset > self._header_end:
+                self._cut()
+            _pwrite_all(self._fd, [header, payload], self._offset)
+            if self._sync:
+                os.fdatasync(self._fd)
+        except BaseException as exc:
+            # The file may now hold part of this frame and the page cache's
+            # state after a failed fsync is unknown: refuse further writes.
+            self._failed = exc
+            raise
+        self._offset += n
+        self._chain = _chain(self._chain, pcrc)
+
+    def _cut(self) -> None:
+        """Seal the current segment and continue in a new one, named after
+        the next entry index: every live entry above that index is written
+        after the cut, which is what open() relies on."""
+        seq = self._segments[-1].seq + 1
+        index = self._last_index + 1
+        path = os.path.join(self.dir, segment_name(seq, index))
+        fd, header_end, chain = _write_new_segment(
+            path, self._chain, self._metadata, self._state, self._segment_size, self._sync
+        )
+        if self._sync:
+            _fsync_dir(self.dir)
+        os.close(self._fd)
+        self._fd = fd
+        self._offset = self._header_end = header_end
+        self._chain = chain
+        self._segments.append(_Segment(seq, index, path))
+
+    def release_lock_to(self, index: int) -> None:
+        """Delete the segments before the one holding index (the last segment
+        whose first index <= index); that one and later ones stay."""
+        with self._lock:
+            self._check()
+            keep = 0
+            for i, s in enumerate(self._segments):
+                if s.index <= index:
+                    keep = i
+            if keep == 0:
+                return
+            for s in self._segments[:keep]:
+                os.unlink(s.path)
+            del self._segments[:keep]
+            if self._sync:
+                _fsync_dir(self.dir)
+
+    def segments(self) -> list[str]:
+        """Paths of the live segments, oldest first (for tests and tools)."""
+        with self._lock:
+            return [s.path for s in self._segments]
+
+    def close(self) -> None:
+        """Close the segment and release the directory lock. Idempotent."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            os.close(self._fd)
+            os.close(self._lock_fd)
+
+    def __enter__(self) -> WAL:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _write_new_segment(
+    path: str, chain: int, metadata: bytes, state: HardState, segment_size: int, sync: bool
+) -> tuple[int, int, int]:
+    """Create a preallocated segment at path holding its first frame (crc
+    chain, metadata, hard state), written under a temporary name, fsync'd and
+    renamed. Returns (fd open for writing, end of the first frame, chain
+    after it)."""
+    payload = _REC.pack(REC_CRC, _CRC.size) + _CRC.pack(chain) + _REC.pack(REC_METADATA, len(metadata)) + metadata
+    if not state.is_empty():
+        payload += _STATE_REC.pack(REC_STATE, _STATE.size, state.term, state.vote, state.commit)
+    header, pcrc = _frame(payload)
+    tmp = path + ".tmp"
+    fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        _preallocate(fd, segment_size)
+        _pwrite_all(fd, [header, payload], 0)
+        if sync:
+            os.fsync(fd)
+        os.rename(tmp, path)
+    except BaseException:
+        os.close(fd)
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    return fd, len(header) + len(payload), _chain(chain, pcrc)

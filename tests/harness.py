@@ -1,0 +1,185 @@
+"""Real processes for integration tests: petcd members, real etcd (the
+oracle), and the real etcdctl. Ports come from the OS, data lives in the
+test's temp dir, processes are stopped by PID."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TypeVar
+
+import grpc
+import pytest
+
+from petcd.proto import rpc_pb2, rpc_pb2_grpc
+
+READY_TIMEOUT = 60.0
+T = TypeVar("T")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def require_binary(name: str) -> str:
+    """The path of a tool the test needs: a failure in CI, a skip elsewhere."""
+    path = shutil.which(name)
+    if path is None:
+        msg = f"{name} is not installed (apt-get install etcd-server etcd-client)"
+        if os.environ.get("CI") == "true":
+            pytest.fail(msg)
+        pytest.skip(msg)
+    return path
+
+
+def wait_for(cond: Callable[[], T | None], timeout: float, what: str, interval: float = 0.05) -> T:
+    """Poll cond until it returns something truthy; fail after timeout."""
+    deadline = time.monotonic() + timeout
+    last_exc: BaseException | None = None
+    while time.monotonic() < deadline:
+        try:
+            got = cond()
+            if got:
+                return got
+        except Exception as exc:  # not ready yet
+            last_exc = exc
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last error: {last_exc!r})")
+
+
+@dataclass
+class Server:
+    """A running petcd or etcd process with one client URL."""
+
+    kind: str
+    args: list[str]
+    data_dir: Path
+    client_url: str
+    log_path: Path
+    proc: subprocess.Popen[bytes] | None = None
+    channels: list[grpc.Channel] = field(default_factory=list)
+
+    @property
+    def endpoint(self) -> str:
+        return self.client_url.removeprefix("http://")
+
+    def start(self) -> Server:
+        logf = open(self.log_path, "ab")  # noqa: SIM115 - kept open for the process's life
+        self.proc = subprocess.Popen(self.args, stdout=logf, stderr=subprocess.STDOUT, start_new_session=True)
+        logf.close()
+        self.wait_ready()
+        return self
+
+    def channel(self) -> grpc.Channel:
+        ch = grpc.insecure_channel(self.endpoint)
+        self.channels.append(ch)
+        return ch
+
+    def kv(self) -> rpc_pb2_grpc.KVStub:
+        return rpc_pb2_grpc.KVStub(self.channel())
+
+    def maintenance(self) -> rpc_pb2_grpc.MaintenanceStub:
+        return rpc_pb2_grpc.MaintenanceStub(self.channel())
+
+    def wait_ready(self, timeout: float = READY_TIMEOUT) -> None:
+        stub = rpc_pb2_grpc.MaintenanceStub(grpc.insecure_channel(self.endpoint))
+
+        def has_leader() -> bool:
+            assert self.proc is not None
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"{self.kind} exited with {self.proc.returncode}: {self.log_tail()}")
+            return stub.Status(rpc_pb2.StatusRequest(), timeout=2).leader != 0
+
+        try:
+            wait_for(has_leader, timeout, f"{self.kind} at {self.client_url} to elect a leader")
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}\n--- {self.kind} log ---\n{self.log_tail()}") from None
+
+    def log_tail(self, n: int = 40) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-n:])
+        except OSError:
+            return ""
+
+    def kill(self) -> None:
+        """SIGKILL: the process gets no chance to flush anything."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=30)
+        self._close_channels()
+
+    def stop(self) -> int:
+        """SIGTERM and wait for a clean exit; the exit code."""
+        self._close_channels()
+        if self.proc is None:
+            return 0
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=30)
+        return self.proc.returncode
+
+    def _close_channels(self) -> None:
+        for ch in self.channels:
+            ch.close()
+        self.channels = []
+
+
+def petcd_args(data_dir: Path, client_url: str, peer_url: str, name: str = "default") -> list[str]:
+    return [
+        sys.executable, "-m", "petcd",
+        "--name", name,
+        "--data-dir", str(data_dir),
+        "--listen-client-urls", client_url,
+        "--advertise-client-urls", client_url,
+        "--listen-peer-urls", peer_url,
+        "--initial-advertise-peer-urls", peer_url,
+        "--initial-cluster", f"{name}={peer_url}",
+    ]
+
+
+def petcd_server(tmp: Path, name: str = "default", extra: list[str] | None = None,
+                 data_dir: Path | None = None) -> Server:
+    client = f"http://127.0.0.1:{free_port()}"
+    peer = f"http://127.0.0.1:{free_port()}"
+    data = data_dir or tmp / f"{name}.petcd"
+    args = petcd_args(data, client, peer, name) + (extra or [])
+    return Server("petcd", args, data, client, tmp / f"petcd-{name}-{client.rsplit(':', 1)[1]}.log")
+
+
+def etcd_server(tmp: Path, extra: list[str] | None = None) -> Server:
+    binary = require_binary("etcd")
+    client = f"http://127.0.0.1:{free_port()}"
+    peer = f"http://127.0.0.1:{free_port()}"
+    data = tmp / "etcd.data"
+    args = [
+        binary, "--name", "default", "--data-dir", str(data),
+        "--listen-client-urls", client, "--advertise-client-urls", client,
+        "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
+        "--initial-cluster", f"default={peer}",
+    ] + (extra or [])
+    return Server("etcd", args, data, client, tmp / "etcd.log")
+
+
+def etcdctl(endpoint: str, *args: str, stdin: str | None = None, check: bool = True,
+            timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    binary = require_binary("etcdctl")
+    env = dict(os.environ, ETCDCTL_API="3")
+    cmd = [binary, f"--endpoints={endpoint}", "--dial-timeout=10s", "--command-timeout=20s", *args]
+    cp = subprocess.run(cmd, input=stdin, capture_output=True, text=True, env=env, timeout=timeout)
+    if check and cp.returncode != 0:
+        raise AssertionError(f"etcdctl {' '.join(args)} failed ({cp.returncode}): {cp.stderr}{cp.stdout}")
+    return cp

@@ -1,0 +1,292 @@
+"""Backend: buckets, batch visibility, consistent index, defrag, snapshot, map growth."""
+
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+
+import pytest
+
+from petcd.storage.backend import BUCKETS, Backend
+from petcd.storage.errors import BackendClosedError, BackendError, UnknownBucketError
+
+
+def k(i: int) -> bytes:
+    return i.to_bytes(8, "big")
+
+
+def restore(snap_path: Path, b: Backend) -> Backend:
+    """Write b's snapshot to snap_path and open it as a backend."""
+    snap = b.snapshot()
+    try:
+        with open(snap_path, "wb") as f:
+            while chunk := snap.read(100_000):
+                f.write(chunk)
+            assert f.tell() == snap.size
+    finally:
+        snap.close()
+    return Backend(str(snap_path))
+
+
+@pytest.fixture
+def backend(tmp_path: Path):
+    b = Backend(str(tmp_path / "member" / "snap" / "db"), unsafe_no_fsync=True)
+    yield b
+    b.close()
+
+
+def test_buckets_are_separate_and_put_get_delete_work(backend: Backend) -> None:
+    for name in BUCKETS:
+        backend.put(name, b"k", name.encode())
+    for name in BUCKETS:
+        assert backend.get(name, b"k") == name.encode()
+    backend.delete("lease", b"k")
+    backend.delete("lease", b"absent")  # deleting a missing key is not an error
+    assert backend.get("lease", b"k") is None
+    assert backend.get("auth", b"k") == b"auth"
+
+
+def test_reads_see_the_uncommitted_batch(backend: Backend) -> None:
+    backend.put("key", b"a", b"1")
+    backend.commit()
+    backend.put("key", b"b", b"2")
+    backend.delete("key", b"a")
+    assert backend.get("key", b"b") == b"2"
+    assert backend.get("key", b"a") is None
+    assert list(backend.items("key")) == [(b"b", b"2")]
+    assert list(backend.range("key", b"a", b"c")) == [(b"b", b"2")]
+
+
+def test_range_is_half_open_sorted_and_end_none_reaches_the_last_key(backend: Backend) -> None:
+    for i in reversed(range(1000)):
+        backend.put("key", k(i), str(i).encode())
+    got = [int.from_bytes(key, "big") for key, _ in backend.range("key", k(10), k(900))]
+    assert got == list(range(10, 900))
+    assert [int.from_bytes(key, "big") for key, _ in backend.range("key", k(995), None)] == [995, 996, 997, 998, 999]
+    assert list(backend.range("key", k(5000), None)) == []
+    assert list(backend.range("key", k(3), k(3))) == []
+    assert len(list(backend.items("key"))) == 1000
+    assert list(backend.items("meta")) == []
+
+
+def test_delete_range_removes_exactly_the_range_and_counts(backend: Backend) -> None:
+    for i in range(100):
+        backend.put("key", k(i), b"v")
+    assert backend.delete_range("key", k(20), k(30)) == 10
+    assert backend.delete_range("key", k(20), k(30)) == 0
+    assert backend.delete_range("key", k(95), k(10_000)) == 5
+    left = [int.from_bytes(key, "big") for key, _ in backend.items("key")]
+    assert left == [*range(20), *range(30, 95)]
+
+
+def test_iteration_survives_writes_and_commits_between_items(backend: Backend) -> None:
+    for i in range(0, 10_000, 2):
+        backend.put("key", k(i), b"old")
+    backend.commit()
+    seen = []
+    for n, (key, _) in enumerate(backend.items("key")):
+        seen.append(int.from_bytes(key, "big"))
+        backend.delete("key", key)  # the caller mutates while iterating
+        if n % 997 == 0:
+            backend.commit()
+    assert seen == list(range(0, 10_000, 2))
+    assert list(backend.items("key")) == []
+
+
+def test_consistent_index_round_trips_across_close_and_reopen(tmp_path: Path) -> None:
+    path = str(tmp_path / "db")
+    b = Backend(path)
+    assert b.consistent_index() == (0, 0)
+    b.put("key", b"x", b"y")
+    b.set_consistent_index(12345, 7)
+    assert b.consistent_index() == (12345, 7)
+    b.close()  # close commits the open batch
+    b = Backend(path)
+    try:
+        assert b.consistent_index() == (12345, 7)
+        assert b.get("key", b"x") == b"y"
+        assert b.get("meta", b"consistent_index") == (12345).to_bytes(8, "big") + (7).to_bytes(8, "big")
+    finally:
+        b.close()
+
+
+def test_commit_if_due_commits_at_batch_limit_only(tmp_path: Path) -> None:
+    b = Backend(str(tmp_path / "db"), batch_interval=3600.0, batch_limit=10, unsafe_no_fsync=True)
+    try:
+        for i in range(9):
+            b.put("key", k(i), b"v")
+        b.commit_if_due()
+        r = restore(tmp_path / "s1", b)  # a snapshot holds only committed data
+        assert list(r.items("key")) == []
+        r.close()
+        b.put("key", k(9), b"v")
+        b.commit_if_due()
+        r = restore(tmp_path / "s2", b)
+        assert len(list(r.items("key"))) == 10
+        r.close()
+    finally:
+        b.close()
+
+
+def test_commit_if_due_commits_once_the_interval_elapsed(tmp_path: Path) -> None:
+    b = Backend(str(tmp_path / "db"), batch_interval=0.0, unsafe_no_fsync=True)
+    try:
+        b.put("key", b"a", b"1")
+        b.commit_if_due()
+        r = restore(tmp_path / "s", b)
+        assert r.get("key", b"a") == b"1"
+        r.close()
+    finally:
+        b.close()
+
+
+def test_defrag_keeps_the_data_and_shrinks_the_file_after_deletes(tmp_path: Path) -> None:
+    b = Backend(str(tmp_path / "db"), unsafe_no_fsync=True)
+    try:
+        for i in range(5000):
+            b.put("key", k(i), os.urandom(1000))
+        b.put("lease", b"l", b"lease")
+        b.commit()
+        assert b.delete_range("key", k(0), k(4900)) == 4900
+        b.put("key", b"pending", b"uncommitted before defrag")
+        before = dict(b.items("key"))
+        h = b.hash()
+        size_before = b.size()
+        assert b.size_in_use() < size_before // 4
+        b.defrag()
+        assert dict(b.items("key")) == before
+        assert b.get("lease", b"l") == b"lease"
+        assert b.hash() == h
+        assert b.size() < size_before // 4
+        b.put("key", b"after", b"defrag")  # still writable
+        b.commit()
+    finally:
+        b.close()
+    b = Backend(str(tmp_path / "db"))
+    try:
+        assert b.get("key", b"after") == b"defrag"
+        assert len(list(b.items("key"))) == 102
+    finally:
+        b.close()
+
+
+def test_snapshot_bytes_open_as_a_backend_with_the_same_data(tmp_path: Path, backend: Backend) -> None:
+    for i in range(3000):
+        backend.put("key", k(i), os.urandom(100))
+    backend.put("members", b"m1", b"{}")
+    backend.set_consistent_index(77, 3)
+    backend.commit()
+    r = restore(tmp_path / "restored.db", backend)
+    try:
+        assert r.hash() == backend.hash()
+        assert r.consistent_index() == (77, 3)
+        assert list(r.items("key")) == list(backend.items("key"))
+    finally:
+        r.close()
+
+
+def test_snapshot_in_a_worker_thread_does_not_wait_for_the_open_batch(tmp_path: Path, backend: Backend) -> None:
+    backend.put("key", b"committed", b"1")
+    backend.commit()
+    backend.put("key", b"pending", b"2")  # the batch write txn stays open
+    result: dict[str, object] = {}
+
+    def worker() -> None:
+        try:
+            result["snap"] = backend.snapshot()
+        except BaseException as exc:  # pragma: no cover - reported below
+            result["error"] = exc
+
+    t = threading.Thread(target=worker)
+    t.start()
+    t.join(timeout=30)
+    assert not t.is_alive(), "snapshot() blocked on the open batch"
+    assert "error" not in result
+    snap = result["snap"]
+    data = b""
+    while chunk := snap.read(4096):  # type: ignore[attr-defined]
+        data += chunk
+    snap.close()  # type: ignore[attr-defined]
+    (tmp_path / "copy.db").write_bytes(data)
+    r = Backend(str(tmp_path / "copy.db"))
+    try:
+        assert r.get("key", b"committed") == b"1"
+        assert r.get("key", b"pending") is None
+    finally:
+        r.close()
+    # The temp copy was never left in the directory.
+    assert [p for p in os.listdir(os.path.dirname(backend.path)) if ".snapshot-" in p] == []
+
+
+def test_map_grows_from_1mib_to_20mib_of_writes_in_one_batch_and_across_batches(tmp_path: Path) -> None:
+    path = str(tmp_path / "db")
+    b = Backend(path, initial_map_size=1 << 20, unsafe_no_fsync=True)
+    value = b"v" * 4000
+    try:
+        for i in range(5200):  # ~20 MiB in a single batch: forces replay on MapFullError
+            b.put("key", k(i), value)
+        assert b.get("key", k(0)) == value
+        b.commit()
+        for i in range(5200, 10_400):  # and ~20 MiB more over many commits
+            b.put("key", k(i), value)
+            if i % 500 == 0:
+                b.commit()
+        b.put("key", b"huge", os.urandom(8 << 20))  # a single value bigger than the map ever was
+        b.commit()
+    finally:
+        b.close()
+    b = Backend(path, initial_map_size=1 << 20)
+    try:
+        assert len(list(b.items("key"))) == 10_401
+        assert b.get("key", k(10_399)) == value
+        assert b.size() > 40 << 20
+    finally:
+        b.close()
+
+
+def test_hash_depends_on_contents_only(tmp_path: Path) -> None:
+    a = Backend(str(tmp_path / "a"), unsafe_no_fsync=True)
+    b = Backend(str(tmp_path / "b"), unsafe_no_fsync=True)
+    try:
+        for i in range(100):
+            a.put("key", k(i), b"v")
+        for i in reversed(range(100)):
+            b.put("key", k(i), b"v")
+        assert a.hash() == b.hash()
+        b.put("auth", b"x", b"")
+        assert a.hash() != b.hash()
+    finally:
+        a.close()
+        b.close()
+
+
+def test_unknown_bucket_and_use_after_close_raise(tmp_path: Path) -> None:
+    b = Backend(str(tmp_path / "db"))
+    with pytest.raises(UnknownBucketError):
+        b.put("nope", b"k", b"v")
+    b.put("key", b"k", b"v")
+    b.close()
+    b.close()  # idempotent
+    with pytest.raises(BackendClosedError):
+        b.get("key", b"k")
+    with pytest.raises(BackendClosedError):
+        b.snapshot()
+
+
+def test_a_key_lmdb_rejects_raises_backend_error_and_keeps_the_batch(backend: Backend) -> None:
+    backend.put("key", b"a", b"1")
+    with pytest.raises(BackendError):
+        backend.put("key", b"x" * 600, b"v")
+    with pytest.raises(BackendError):
+        backend.put("key", b"", b"v")
+    assert backend.get("key", b"") is None
+    assert backend.get("key", b"a") == b"1"
+    backend.commit()
+    assert list(backend.items("key")) == [(b"a", b"1")]
+
+
+def test_opening_a_file_that_is_not_a_backend_raises_backend_error(tmp_path: Path) -> None:
+    (tmp_path / "garbage").write_bytes(b"not lmdb" * 1000)
+    with pytest.raises(BackendError, match="garbage"):
+        Backend(str(tmp_path / "garbage"))
