@@ -112,8 +112,10 @@ class RaftNode:
         if rd.hard_state is not None:
             self.term = rd.hard_state.term
             self.commit = rd.hard_state.commit
-        if rd.snapshot is not None or rd.entries or rd.hard_state is not None:
+        if rd.snapshot is not None or rd.entries or rd.must_sync:
             await asyncio.to_thread(self.storage.persist, rd.hard_state, rd.entries, rd.snapshot)
+        elif rd.hard_state is not None:  # only the commit index moved: no fsync needed
+            self.storage.persist(rd.hard_state, [], None, sync=False)
         self.storage.append_to_log(rd.hard_state, rd.entries, rd.snapshot)
         if rd.snapshot is not None:
             self.hooks.apply_snapshot(rd.snapshot)

@@ -84,14 +84,17 @@ class RaftStorage:
         recovered = Recovered(WalIdentity.from_bytes(contents.metadata), contents.hard_state, snap)
         return cls(wal, snapshotter, mem), recovered
 
-    def persist(self, hard_state: HardState | None, entries: list[Entry], snapshot: Snapshot | None) -> None:
-        """Make a Ready durable (worker thread): the snapshot file first, so a
-        WAL marker never points at a snapshot that is not on disk."""
+    def persist(
+        self, hard_state: HardState | None, entries: list[Entry], snapshot: Snapshot | None, sync: bool = True
+    ) -> None:
+        """Make a Ready durable (in a worker thread when it fsyncs): the
+        snapshot file first, so a WAL marker never points at a snapshot that
+        is not on disk."""
         if snapshot is not None:
             self.snapshotter.save_snap(snapshot)
             md = snapshot.metadata
             self.wal.save_snapshot(WalSnapshot(index=md.index, term=md.term, conf_state=md.conf_state))
-        self.wal.save(hard_state, entries)
+        self.wal.save(hard_state, entries, sync=sync)
 
     def append_to_log(self, hard_state: HardState | None, entries: list[Entry], snapshot: Snapshot | None) -> None:
         if snapshot is not None:

@@ -549,11 +549,12 @@ class WAL:
         if self._failed is not None:
             raise WalError(f"wal: unusable after an earlier write failure: {self._failed}")
 
-    def save(self, hard_state: HardState | None, entries: list[Entry]) -> None:
+    def save(self, hard_state: HardState | None, entries: list[Entry], sync: bool = True) -> None:
         """Append entries and the hard state in one frame with one fsync.
         Entries whose index is already in the log replace it and everything
         after it. Nothing to write (no entries, hard state None, empty or
-        unchanged) is a no-op."""
+        unchanged) is a no-op. ``sync=False`` skips the fsync: raft allows
+        it when only the commit index moved (it is recomputed after a crash)."""
         parts: list[bytes] = []
         pack = _ENTRY_REC.pack
         for e in entries:
@@ -567,7 +568,7 @@ class WAL:
                 parts.append(_STATE_REC.pack(REC_STATE, _STATE.size, new_state.term, new_state.vote, new_state.commit))
             if not parts:
                 return
-            self._append(b"".join(parts))
+            self._append(b"".join(parts), sync=sync or bool(entries))
             if entries:
                 self._last_index = entries[-1].index
             if new_state is not None:
@@ -582,14 +583,14 @@ class WAL:
             self._append(_REC.pack(REC_SNAPSHOT, len(body)) + body)
             self._last_index = max(self._last_index, snap.index)
 
-    def _append(self, payload: bytes) -> None:
+    def _append(self, payload: bytes, sync: bool = True) -> None:
         header, pcrc = _frame(payload)
         n = len(header) + len(payload)
         try:
             if self._offset + n > self._segment_size and self._offset > self._header_end:
                 self._cut()
             _pwrite_all(self._fd, [header, payload], self._offset)
-            if self._sync:
+            if self._sync and sync:
                 os.fdatasync(self._fd)
         except BaseException as exc:
             # The file may now hold part of this frame and the page cache's

@@ -290,3 +290,41 @@ def test_opening_a_file_that_is_not_a_backend_raises_backend_error(tmp_path: Pat
     (tmp_path / "garbage").write_bytes(b"not lmdb" * 1000)
     with pytest.raises(BackendError, match="garbage"):
         Backend(str(tmp_path / "garbage"))
+
+
+def test_snapshots_in_a_worker_thread_while_the_map_grows(tmp_path: Path) -> None:
+    b = Backend(str(tmp_path / "db"), initial_map_size=1 << 20, unsafe_no_fsync=True)
+    stop = threading.Event()
+    sizes: list[int] = []
+    errors: list[BaseException] = []
+
+    def snapshotter() -> None:
+        try:
+            while not stop.is_set():
+                with b.snapshot() as snap:
+                    n = 0
+                    while chunk := snap.read(1 << 20):
+                        n += len(chunk)
+                    sizes.append(n)
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    t = threading.Thread(target=snapshotter)
+    t.start()
+    try:
+        for i in range(3000):
+            b.put("key", k(i), os.urandom(3000))
+            if i % 100 == 99:
+                b.commit()
+    finally:
+        stop.set()
+        t.join(timeout=60)
+    assert not t.is_alive() and not errors
+    assert len(sizes) >= 1
+    b.commit()
+    r = restore(tmp_path / "final", b)
+    try:
+        assert r.hash() == b.hash()
+    finally:
+        r.close()
+        b.close()

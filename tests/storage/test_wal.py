@@ -199,7 +199,7 @@ def test_a_flipped_bit_before_the_tail_raises_naming_file_and_offset_and_changes
     tmp_path: Path, where: str
 ) -> None:
     d = str(tmp_path / "wal")
-    w = WAL.create(d, b"m")
+    w = WAL.create(d, b"m", segment_size=1 << 20)
     for i in range(1, 6):
         w.save(HardState(1, 1, i), ents(i, i))
     w.close()
