@@ -10,6 +10,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -183,3 +184,43 @@ def etcdctl(endpoint: str, *args: str, stdin: str | None = None, check: bool = T
     if check and cp.returncode != 0:
         raise AssertionError(f"etcdctl {' '.join(args)} failed ({cp.returncode}): {cp.stderr}{cp.stdout}")
     return cp
+
+
+class Background:
+    """A long-running etcdctl (watch, lock, elect, keep-alive): its output
+    lines are collected by a thread so tests can wait for them."""
+
+    def __init__(self, endpoint: str, *args: str, stdin: bool = False) -> None:
+        binary = require_binary("etcdctl")
+        env = dict(os.environ, ETCDCTL_API="3")
+        self.proc = subprocess.Popen(
+            [binary, f"--endpoints={endpoint}", "--dial-timeout=10s", *args],
+            stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, start_new_session=True,
+        )
+        self.lines: list[str] = []
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.lines.append(line.rstrip("\n"))
+
+    def send(self, text: str) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(text)
+        self.proc.stdin.flush()
+
+    def wait_lines(self, n: int, timeout: float = 30.0) -> list[str]:
+        wait_for(lambda: len(self.lines) >= n, timeout, f"{n} lines of output (have {self.lines})")
+        return list(self.lines)
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=30)
