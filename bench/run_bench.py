@@ -30,7 +30,8 @@ class Workload:
     op: str
     clients: int
     conns: int
-    metric: str  # "ops/s" (higher is better) or "p50_ms" (lower is better)
+    metric: str  # "ops/s" or "events/s" (higher is better), or "p50_ms" (lower is better)
+    watchers: int = 0
 
 
 WORKLOADS = [
@@ -39,12 +40,16 @@ WORKLOADS = [
     Workload("range64", "range", 64, 8, "ops/s"),
     Workload("range-s64", "range-s", 64, 8, "ops/s"),
     Workload("txn64", "txn", 64, 8, "ops/s"),
+    Workload("watch100", "watch", 8, 4, "events/s", watchers=100),
+    Workload("watch1000", "watch", 8, 4, "events/s", watchers=1000),
 ]
 
 
 def run_gobench(gobench: str, server: Server, w: Workload, duration: str, keys: int) -> dict[str, float]:
     cmd = [gobench, "-endpoints", server.endpoint, "-op", w.op, "-clients", str(w.clients), "-conns", str(w.conns),
            "-duration", duration, "-keys", str(keys), "-val", "256"]
+    if w.watchers:
+        cmd += ["-watchers", str(w.watchers)]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=600).stdout.strip().splitlines()
     line = out[-1] if out else ""
     return {k: float(v) for k, v in re.findall(r"([\w/]+)=([\d.]+)", line)}
