@@ -6,20 +6,23 @@ from __future__ import annotations
 
 import asyncio
 import collections
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 
 import grpc
 
 from petcd.api.handler import fill_header
 from petcd.mvcc.watchable_store import WatchableStore, WatchBatch, Watcher, WatchSink
-from petcd.proto import rpc_pb2, rpc_pb2_grpc
+from petcd.proto import kv_pb2, rpc_pb2, rpc_pb2_grpc
 from petcd.server.etcd_server import EtcdServer
 
 Ctx = grpc.aio.ServicerContext
 
 # Event batches a stream may hold unsent before its watchers are parked
 # (they then catch up from the backend when the client reads again).
-STREAM_BUFFER = 1024
+STREAM_BUFFER = 8192
+# Events at most in one response made by merging a watcher's queued batches.
+MERGE_EVENTS = 1000
+MERGE_BYTES = 1 << 20
 
 ERR_DUPLICATE_WATCH_ID = "mvcc: duplicate watch ID provided on the WatchStream"
 ERR_EMPTY_WATCHER_RANGE = "mvcc: watcher range is empty"
@@ -49,17 +52,18 @@ class _Outbox(WatchSink):
         self.items.append(resp)
         self.ready.set()
 
-    async def take(self) -> rpc_pb2.WatchResponse | WatchBatch:
+    async def take_all(self) -> list[rpc_pb2.WatchResponse | WatchBatch]:
+        """Everything queued, in order, once there is something."""
         while not self.items:
             self.ready.clear()
             await self.ready.wait()
-        item = self.items.popleft()
-        if isinstance(item, WatchBatch):
-            self.batches -= 1
-            if self.refused and self.batches <= STREAM_BUFFER // 2:
-                self.refused = False
-                self.store.resume()
-        return item
+        items = list(self.items)
+        self.items.clear()
+        self.batches = 0
+        if self.refused:
+            self.refused = False
+            self.store.resume()
+        return items
 
 
 class _Stream:
@@ -148,6 +152,41 @@ class _Stream:
             self.store.cancel(w)
         self.watchers.clear()
 
+    def render_all(self, items: list[rpc_pb2.WatchResponse | WatchBatch]) -> list[rpc_pb2.WatchResponse]:
+        """The responses for a run of queued items. A watcher's batches that
+        queued up behind each other go out as one response (fewer, larger
+        messages when the client or the network is slower than the writes);
+        never across a control response for that watcher, so created,
+        canceled and progress responses keep their place."""
+        out: list[rpc_pb2.WatchResponse] = []
+        merging: dict[int, rpc_pb2.WatchResponse] = {}
+        sizes: dict[int, int] = {}
+        for item in items:
+            if isinstance(item, rpc_pb2.WatchResponse):
+                merging.pop(item.watch_id, None)
+                out.append(item)
+                continue
+            wid = item.watcher.id
+            resp = merging.get(wid)
+            if resp is not None and not item.compact_revision and len(resp.events) + len(item.events) <= MERGE_EVENTS:
+                size = sizes.get(wid)
+                if size is None:
+                    size = _approx_size(resp.events)
+                size += _approx_size(item.events)
+                if size <= MERGE_BYTES:
+                    resp.events.extend(item.events)
+                    resp.header.revision = item.revision
+                    sizes[wid] = size
+                    continue
+            sizes.pop(wid, None)
+            parts = self.render(item)
+            out.extend(parts)
+            if len(parts) == 1 and not item.compact_revision and wid not in self.fragment:
+                merging[wid] = parts[0]
+            else:
+                merging.pop(wid, None)
+        return out
+
     def render(self, item: rpc_pb2.WatchResponse | WatchBatch) -> list[rpc_pb2.WatchResponse]:
         if isinstance(item, rpc_pb2.WatchResponse):
             return [item]
@@ -163,6 +202,11 @@ class _Stream:
         if w.id not in self.fragment or resp.ByteSize() <= limit:
             return [resp]
         return _fragments(resp, limit)
+
+
+def _approx_size(events: Iterable[kv_pb2.Event]) -> int:
+    """Roughly the encoded size of events, cheaply: keys and values only."""
+    return sum(len(ev.kv.key) + len(ev.kv.value) + len(ev.prev_kv.value) for ev in events)
 
 
 def _fragments(resp: rpc_pb2.WatchResponse, limit: int) -> list[rpc_pb2.WatchResponse]:
@@ -192,12 +236,12 @@ class WatchService(rpc_pb2_grpc.WatchServicer):
         ticker = asyncio.create_task(self._progress(stream))
         try:
             while True:
-                take = asyncio.ensure_future(stream.out.take())
+                take = asyncio.ensure_future(stream.out.take_all())
                 done, _ = await asyncio.wait({take, reader}, return_when=asyncio.FIRST_COMPLETED)
                 if take not in done:
                     take.cancel()
                     break  # the client closed its side
-                for resp in stream.render(take.result()):
+                for resp in stream.render_all(take.result()):
                     yield resp
         finally:
             reader.cancel()

@@ -189,10 +189,16 @@ class WatchableStore:
             probe = g.watchers and next(iter(g.watchers))
             if not probe or not any(probe.matches(ev.kv.key) for ev in events):
                 continue
+            # watchers of one range with the same options see the same events:
+            # select (and strip prev_kv) once per option set, not per watcher
+            selections: dict[tuple[bool, bool, bool], list[kv_pb2.Event]] = {}
             for w in list(g.watchers):
                 if rev < w.next_rev:
                     continue
-                selected = w.select(events)
+                opts = (w.prev_kv, w.no_put, w.no_delete)
+                selected = selections.get(opts)
+                if selected is None:
+                    selected = selections[opts] = w.select(events)
                 if not selected:
                     w.next_rev = rev + 1
                     continue
@@ -218,29 +224,49 @@ class WatchableStore:
                 await asyncio.sleep(0)
 
     def sync_once(self) -> None:
-        """One pass over the unsynced watchers: each gets at most a chunk."""
+        """One pass over the unsynced watchers. They share one read of the
+        history (at most SYNC_CHUNK_REVS revisions from the oldest one's next
+        revision, every key), which each then filters for itself: the cost
+        of a pass grows with the history read, not with the watcher count."""
         cur = self.history.current_revision()
         compact = self.history.compact_revision()
+        pending: list[Watcher] = []
         for w in list(self._unsynced):
             if w.canceled:
                 self._unsynced.discard(w)
-                continue
-            if w.next_rev <= compact:
+            elif w.next_rev <= compact:
                 if w.sink.offer(WatchBatch(w, [], cur, compact_revision=compact)):
                     self._unsynced.discard(w)
                     w.canceled = True
-                continue
-            end_rev = min(cur + 1, w.next_rev + self.SYNC_CHUNK_REVS)
-            events = self.history.events(w.next_rev, end_rev, w.key, _scan_end(w), w.prev_kv)
-            selected = w.select(events) if events else []
-            if selected and not w.sink.offer(WatchBatch(w, selected, cur if end_rev > cur else end_rev - 1)):
+            elif w.next_rev > cur:
+                self._unsynced.discard(w)
+                self._add_synced(w)
+            else:
+                pending.append(w)
+        if not pending:
+            return
+        start = min(w.next_rev for w in pending)
+        end_rev = min(cur + 1, start + self.SYNC_CHUNK_REVS)
+        events = self.history.events(start, end_rev, b"\0", b"\0", any(w.prev_kv for w in pending))
+        last = cur if end_rev > cur else end_rev - 1
+        # watchers alike (same range, options and position) select alike
+        selections: dict[tuple[int, bytes, bytes, bool, bool, bool], list[kv_pb2.Event]] = {}
+        for w in pending:
+            if w.next_rev >= end_rev:
+                continue  # ahead of this chunk: a later pass
+            like = (w.next_rev, w.key, w.end, w.prev_kv, w.no_put, w.no_delete)
+            selected = selections.get(like)
+            if selected is None:
+                mine = events if w.next_rev == start else [ev for ev in events if ev.kv.mod_revision >= w.next_rev]
+                selected = selections[like] = w.select(mine)
+            if selected and not w.sink.offer(WatchBatch(w, selected, last)):
                 continue  # still full; try again on a later pass
             w.next_rev = end_rev
             if end_rev > cur:
                 self._unsynced.discard(w)
                 self._add_synced(w)
-            else:
-                self._kick.set()
+        if self._unsynced:
+            self._kick.set()
 
 
 def _scan_end(w: Watcher) -> bytes:
