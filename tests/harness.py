@@ -75,10 +75,15 @@ class Server:
         return self.client_url.removeprefix("http://")
 
     def start(self) -> Server:
+        self.launch()
+        self.wait_ready()
+        return self
+
+    def launch(self) -> Server:
+        """Start the process without waiting for it to serve."""
         logf = open(self.log_path, "ab")  # noqa: SIM115 - kept open for the process's life
         self.proc = subprocess.Popen(self.args, stdout=logf, stderr=subprocess.STDOUT, start_new_session=True)
         logf.close()
-        self.wait_ready()
         return self
 
     def channel(self) -> grpc.Channel:
@@ -159,6 +164,30 @@ def petcd_server(tmp: Path, name: str = "default", extra: list[str] | None = Non
     data = data_dir or tmp / f"{name}.petcd"
     args = petcd_args(data, client, peer, name) + (extra or [])
     return Server("petcd", args, data, client, tmp / f"petcd-{name}-{client.rsplit(':', 1)[1]}.log")
+
+
+def petcd_cluster(tmp: Path, size: int, extra: list[str] | None = None) -> list[Server]:
+    """size members of one new cluster, started together; returns once
+    every member knows the leader."""
+    names = [f"m{i}" for i in range(size)]
+    clients = {n: f"http://127.0.0.1:{free_port()}" for n in names}
+    peers = {n: f"http://127.0.0.1:{free_port()}" for n in names}
+    initial = ",".join(f"{n}={peers[n]}" for n in names)
+    members = []
+    for n in names:
+        args = [
+            sys.executable, "-m", "petcd", "--name", n, "--data-dir", str(tmp / f"{n}.petcd"),
+            "--listen-client-urls", clients[n], "--advertise-client-urls", clients[n],
+            "--listen-peer-urls", peers[n], "--initial-advertise-peer-urls", peers[n],
+            "--initial-cluster", initial, "--initial-cluster-token", f"test-{tmp.name}",
+            *(extra or []),
+        ]
+        members.append(Server("petcd", args, tmp / f"{n}.petcd", clients[n], tmp / f"{n}.log"))
+    for m in members:
+        m.launch()
+    for m in members:
+        m.wait_ready()
+    return members
 
 
 def etcd_server(tmp: Path, extra: list[str] | None = None) -> Server:

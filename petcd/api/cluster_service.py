@@ -1,4 +1,4 @@
-"""etcdserverpb.Cluster over gRPC (membership changes come with clustering)."""
+"""etcdserverpb.Cluster over gRPC: the member list and membership changes."""
 
 from __future__ import annotations
 
@@ -6,7 +6,6 @@ import grpc
 
 from petcd.api.handler import unary
 from petcd.proto import rpc_pb2, rpc_pb2_grpc
-from petcd.server.errors import ErrNotSupported
 from petcd.server.etcd_server import EtcdServer
 
 Ctx = grpc.aio.ServicerContext
@@ -24,18 +23,22 @@ class ClusterService(rpc_pb2_grpc.ClusterServicer):
 
     @unary
     async def MemberAdd(self, request: rpc_pb2.MemberAddRequest, context: Ctx) -> rpc_pb2.MemberAddResponse:
-        raise ErrNotSupported("petcd: MemberAdd is not supported yet")
+        m = await self.s.member_add(list(request.peerURLs), request.isLearner)
+        return rpc_pb2.MemberAddResponse(member=m.to_pb(), members=self.s.membership.to_pb_list())
 
     @unary
     async def MemberRemove(self, request: rpc_pb2.MemberRemoveRequest, context: Ctx) -> rpc_pb2.MemberRemoveResponse:
-        raise ErrNotSupported("petcd: MemberRemove is not supported yet")
+        await self.s.member_remove(request.ID)
+        return rpc_pb2.MemberRemoveResponse(members=self.s.membership.to_pb_list())
 
     @unary
     async def MemberUpdate(self, request: rpc_pb2.MemberUpdateRequest, context: Ctx) -> rpc_pb2.MemberUpdateResponse:
-        raise ErrNotSupported("petcd: MemberUpdate is not supported yet")
+        await self.s.member_update(request.ID, list(request.peerURLs))
+        return rpc_pb2.MemberUpdateResponse(members=self.s.membership.to_pb_list())
 
     @unary
     async def MemberPromote(
         self, request: rpc_pb2.MemberPromoteRequest, context: Ctx
     ) -> rpc_pb2.MemberPromoteResponse:
-        raise ErrNotSupported("petcd: MemberPromote is not supported yet")
+        await self.s.member_promote(request.ID)
+        return rpc_pb2.MemberPromoteResponse(members=self.s.membership.to_pb_list())

@@ -16,6 +16,7 @@ from petcd.api import validation
 from petcd.lease import lessor as lease_errors
 from petcd.mvcc import errors as mvcc_errors
 from petcd.server import errors as server_errors
+from petcd.server import membership
 
 log = logging.getLogger("petcd.api")
 
@@ -50,6 +51,15 @@ _STATUS: dict[type[BaseException], tuple[grpc.StatusCode, str | None]] = {
     server_errors.ErrBadLeaderTransferee: (_C.FAILED_PRECONDITION, None),
     server_errors.ErrUnhealthy: (_C.UNAVAILABLE, None),
     server_errors.ErrNotSupported: (_C.UNIMPLEMENTED, None),
+    server_errors.ErrTimeoutLeaderTransfer: (_C.UNAVAILABLE, None),
+    server_errors.ErrNotSupportedForLearner: (_C.UNAVAILABLE, None),
+    membership.ErrMemberNotFound: (_C.NOT_FOUND, None),
+    membership.ErrPeerURLExists: (_C.FAILED_PRECONDITION, None),
+    membership.ErrMemberNotLearner: (_C.FAILED_PRECONDITION, None),
+    membership.ErrLearnerNotReady: (_C.FAILED_PRECONDITION, None),
+    membership.ErrTooManyLearners: (_C.FAILED_PRECONDITION, None),
+    membership.ErrNotEnoughStartedMembers: (_C.FAILED_PRECONDITION, None),
+    membership.ErrBadURLs: (_C.INVALID_ARGUMENT, None),
 }
 
 

@@ -11,7 +11,7 @@ import grpc
 from petcd.api.errors import abort_with
 from petcd.api.handler import unary
 from petcd.proto import rpc_pb2, rpc_pb2_grpc
-from petcd.server.errors import ErrBadLeaderTransferee, ErrNoLeader, ErrNotLeader, ErrNotSupported
+from petcd.server.errors import ErrNoLeader, ErrNotSupported
 from petcd.server.etcd_server import ETCD_VERSION, EtcdServer
 
 Ctx = grpc.aio.ServicerContext
@@ -87,14 +87,7 @@ class MaintenanceService(rpc_pb2_grpc.MaintenanceServicer):
 
     @unary
     async def MoveLeader(self, request: rpc_pb2.MoveLeaderRequest, context: Ctx) -> rpc_pb2.MoveLeaderResponse:
-        s = self.s
-        if s.leader != s.member_id:
-            raise ErrNotLeader()
-        target = s.membership.members.get(request.targetID)
-        if target is None or target.is_learner:
-            raise ErrBadLeaderTransferee()
-        if request.targetID != s.member_id:
-            raise ErrNotSupported("petcd: moving the leader to another member is not supported yet")
+        await self.s.move_leader(request.targetID)
         return rpc_pb2.MoveLeaderResponse()
 
     @unary

@@ -49,6 +49,10 @@ def version_text() -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     """The console script: returns the exit status."""
     args = list(sys.argv[1:] if argv is None else argv)
+    if args and args[0] == "cluster":
+        from petcd.cli import cluster
+
+        return cluster.main(args[1:])
     try:
         inv = flags.parse(args, os.environ)
     except flags.UsageError as exc:

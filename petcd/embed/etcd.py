@@ -51,13 +51,17 @@ async def _serve(cfg: ServerConfig) -> int:
     failed.cancel()
     waiter.cancel()
     await etcd.stop()
+    if etcd.server.removed:
+        log.warning("the member has been permanently removed from the cluster; exiting")
+        return 0
     return 1 if failed in done else 0
 
 
 async def _watch_node(etcd: Etcd) -> None:
-    """Returns when the node loop has failed (a fsync error, say)."""
-    while etcd.server.node.failed is None:
-        await asyncio.sleep(0.5)
+    """Returns when the node loop has failed (a fsync error, say) or this
+    member was removed from the cluster."""
+    while etcd.server.node.failed is None and not etcd.server.removed:
+        await asyncio.sleep(0.2)
 
 
 def serve(cfg: ServerConfig) -> int:

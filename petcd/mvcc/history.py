@@ -19,5 +19,7 @@ class StoreHistory(History):
     def compact_revision(self) -> int:
         return self.kv.compact_rev
 
-    def events(self, start_rev: int, end_rev: int, key: bytes, end: bytes, prev_kv: bool) -> list[kv_pb2.Event]:
+    def events(
+        self, start_rev: int, end_rev: int, key: bytes, end: bytes, prev_kv: bool
+    ) -> list[kv_pb2.Event]:
         return self.kv.events(start_rev, end_rev, key, end, prev_kv)

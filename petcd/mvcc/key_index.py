@@ -91,7 +91,9 @@ class KeyIndex(list[int]):
             self.extend((1, rev, 1, rev))
             return
         if rev <= self.modified():
-            raise ErrRevisionNotFound(f"mvcc: put at revision {rev >> SUB_BITS} not after the key's last revision")
+            raise ErrRevisionNotFound(
+                f"mvcc: put at revision {rev >> SUB_BITS} not after the key's last revision"
+            )
         g = self._last_offset()
         if self[g + 2] == 0:
             self[g + 1] = rev
@@ -262,7 +264,9 @@ class Index:
         it: Iterator[bytes] = keys.irange(start, end, inclusive=(True, False))
         return it
 
-    def range_latest(self, start: bytes, end: bytes | None, limit: int = 0) -> tuple[list[tuple[bytes, Found]], int]:
+    def range_latest(
+        self, start: bytes, end: bytes | None, limit: int = 0
+    ) -> tuple[list[tuple[bytes, Found]], int]:
         """Live keys in [start, end) with their state, at most limit of them
         (0: all), and how many there are in all."""
         keys = self._live

@@ -155,6 +155,14 @@ class WatchableStore:
         """A stream has room again: let its parked watchers catch up."""
         self._kick.set()
 
+    def resync_all(self) -> None:
+        """The store beneath was replaced (a snapshot from the leader): every
+        synced watcher catches up from the new history."""
+        for g in list(self._groups.values()):
+            for w in list(g.watchers):
+                self._park(w, w.next_rev)
+        self._kick.set()
+
     def synced_watchers(self) -> list[Watcher]:
         return [w for g in self._groups.values() for w in g.watchers]
 

@@ -18,6 +18,7 @@ from petcd.proto import raft_internal_pb2, rpc_pb2
 from petcd.server import txn_ops
 from petcd.server.alarms import ALARM_BUCKET, AlarmStore
 from petcd.server.errors import ErrNoSpace, ErrNotSupported
+from petcd.server.membership import MEMBERS_BUCKET, Member, Membership, member_key
 from petcd.storage.backend import Backend
 
 log = logging.getLogger("petcd.server.apply")
@@ -32,11 +33,14 @@ class CompactResult:
 
 
 class Applier:
-    def __init__(self, kv: KVStore, backend: Backend, alarms: AlarmStore, lessor: Lessor) -> None:
+    def __init__(
+        self, kv: KVStore, backend: Backend, alarms: AlarmStore, lessor: Lessor, membership: Membership
+    ) -> None:
         self.kv = kv
         self.backend = backend
         self.alarms = alarms
         self.lessor = lessor
+        self.membership = membership
 
     def apply(self, r: raft_internal_pb2.InternalRaftRequest) -> Any:
         """The response message (or CompactResult), or the exception to
@@ -74,11 +78,22 @@ class Applier:
             return grant
         if which == "lease_revoke":
             return self._lease_revoke(r.lease_revoke.ID)
+        if which == "cluster_member_attr_set":
+            return self._member_attr_set(r.cluster_member_attr_set)
         if which == "lease_checkpoint":
             for cp in r.lease_checkpoint.checkpoints:
                 self.lessor.checkpoint(cp.ID, cp.remaining_TTL)
             return rpc_pb2.LeaseCheckpointResponse()
         raise ErrNotSupported(f"petcd: {which or 'empty request'} is not supported yet")
+
+    def _member_attr_set(self, r: raft_internal_pb2.ClusterMemberAttrSetRequest) -> Member | None:
+        m = self.membership.members.get(r.member_ID)
+        if m is None:  # removed meanwhile
+            return None
+        m.name = r.member_attributes.name
+        m.client_urls = list(r.member_attributes.client_urls)
+        self.backend.put(MEMBERS_BUCKET, member_key(m.id), m.to_json())
+        return m
 
     def _check_space(self) -> None:
         if self.alarms.is_active(rpc_pb2.NOSPACE):
@@ -124,6 +139,7 @@ _REQUEST_FIELDS = (
     "lease_grant",
     "lease_revoke",
     "lease_checkpoint",
+    "cluster_member_attr_set",
 )
 
 

@@ -74,3 +74,11 @@ class ErrBadSnapshot(ServerError):
     """A snapshot file that is not whole (checksum mismatch, truncated)."""
 
     message = "snapshot file integrity check failed"
+
+
+class ErrTimeoutLeaderTransfer(ServerError):
+    message = "etcdserver: request timed out, leader transfer took too long"
+
+
+class ErrNotSupportedForLearner(ServerError):
+    message = "etcdserver: rpc not supported for learner"

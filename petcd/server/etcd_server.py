@@ -17,8 +17,11 @@ import math
 import os
 import random
 import time
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+from urllib.parse import urlsplit
+
+import grpc
 
 from petcd.lease.lessor import ErrLeaseNotFound, Lessor
 from petcd.mvcc.history import StoreHistory
@@ -27,11 +30,13 @@ from petcd.mvcc.watchable_store import WatchableStore
 from petcd.proto import kv_pb2, raft_internal_pb2, rpc_pb2
 from petcd.raft import (
     ConfChange,
+    ConfChangeType,
     Config,
     ConfState,
     Entry,
     EntryType,
     Message,
+    MessageType,
     ProposalDropped,
     RawNode,
     ReadState,
@@ -42,18 +47,41 @@ from petcd.server.alarms import ALARM_BUCKET, AlarmStore
 from petcd.server.apply import Applier, CompactResult
 from petcd.server.config import ServerConfig
 from petcd.server.errors import (
+    ErrBadLeaderTransferee,
     ErrNoLeader,
-    ErrNotSupported,
+    ErrNotLeader,
+    ErrNotSupportedForLearner,
     ErrRequestTooLarge,
     ErrStopped,
     ErrTimeout,
     ErrTimeoutDueToLeaderFail,
+    ErrTimeoutLeaderTransfer,
+    ServerError,
 )
-from petcd.server.membership import MEMBERS_BUCKET, Member, Membership
+from petcd.server.leader_client import LeaderClient
+from petcd.server.membership import (
+    MAX_LEARNERS,
+    MEMBERS_BUCKET,
+    MEMBERS_REMOVED_BUCKET,
+    ErrBadURLs,
+    ErrLearnerNotReady,
+    ErrMemberNotFound,
+    ErrMemberNotLearner,
+    ErrNotEnoughStartedMembers,
+    ErrPeerURLExists,
+    ErrTooManyLearners,
+    Member,
+    Membership,
+    apply_change,
+    member_key,
+)
 from petcd.server.raft_node import NodeHooks, RaftNode
 from petcd.server.raft_storage import RaftStorage, WalIdentity
+from petcd.server.transport import PeerTransport
 from petcd.server.wait import AppliedWait, Wait
 from petcd.storage.backend import Backend
+
+T = TypeVar("T")
 
 log = logging.getLogger("petcd.server")
 
@@ -91,6 +119,9 @@ class EtcdServer:
         self._compactions: list[asyncio.Task[None]] = []
         self._tasks: list[asyncio.Task[None]] = []
         self._stopped = False
+        self._state_opened = False
+        self.removed = False  # this member was removed from the cluster
+        self.leader_client = LeaderClient()
         self.request_timeout = 5.0 + 2 * cfg.election_timeout_ms / 1000.0
         self.snapshot_index = 0
         self.conf_state = ConfState()
@@ -100,42 +131,34 @@ class EtcdServer:
     async def start(self) -> None:
         cfg = self.cfg
         os.makedirs(cfg.member_dir(), exist_ok=True)
-        self.backend = Backend(cfg.backend_path())
-        self.kv = KVStore(self.backend)
-        self.alarms.load(self.backend.items(ALARM_BUCKET))
-        self.lessor = Lessor(self.backend, min_lease_ttl(cfg))
-        self.kv.lease_exists = self.lessor.exists
-        self._restore_lease_keys()
-        self.watchable = WatchableStore(StoreHistory(self.kv))
-        self.kv.on_events = self._on_events
-        self.watchable.start()
         peers: list[int] = []
         applied = 0
         if RaftStorage.exists(cfg.wal_dir()):
             self.raft_storage, rec = RaftStorage.open(cfg.wal_dir(), cfg.snap_dir())
-            self.membership = self._load_membership(rec.identity)
             if rec.snapshot is not None:
                 applied = rec.snapshot.metadata.index
                 self.snapshot_index = applied
                 self.conf_state = rec.snapshot.metadata.conf_state
+            self._open_state(rec.snapshot)
+            self.membership = self._load_membership(rec.identity)
             log.info("restarting member %x in cluster %x at commit %d", rec.identity.member_id,
                      rec.identity.cluster_id, rec.hard_state.commit)
         else:
+            self._open_state(None)
             self.membership = self._new_membership()
             identity = WalIdentity(self.membership.local_id, self.membership.cluster_id)
             self.raft_storage = RaftStorage.create(cfg.wal_dir(), cfg.snap_dir(), identity)
             for m in self.membership.members.values():
-                self.backend.put(MEMBERS_BUCKET, f"{m.id:x}".encode(), m.to_json())
+                self.backend.put(MEMBERS_BUCKET, member_key(m.id), m.to_json())
             self.backend.commit()
             peers = self.membership.voter_ids()
             log.info("starting new member %x in cluster %x", self.membership.local_id, self.membership.cluster_id)
         self.member_id = self.membership.local_id
         self.cluster_id = self.membership.cluster_id
         self.ids = RequestIds(self.member_id)
-        self.consistent_index = self.backend.consistent_index()[0]
         self.applied_index = max(applied, self.consistent_index)
         self.applied_wait.applied = self.applied_index
-        self.applier = Applier(self.kv, self.backend, self.alarms, self.lessor)
+        self.applier = Applier(self.kv, self.backend, self.alarms, self.lessor, self.membership)
         election_tick = max(1, cfg.election_timeout_ms // cfg.heartbeat_interval_ms)
         raw = RawNode(
             Config(
@@ -160,12 +183,48 @@ class EtcdServer:
             send=self._send,
         )
         self.node = RaftNode(raw, self.raft_storage, hooks, cfg.heartbeat_interval_ms / 1000.0)
+        self.transport = PeerTransport(
+            self.member_id,
+            self.cluster_id,
+            list(cfg.listen_peer_urls),
+            on_message=self._on_peer_message,
+            on_unreachable=raw.report_unreachable,
+            on_snapshot_status=raw.report_snapshot,
+        )
+        await self.transport.start()
+        for mid, urls in self.membership.peers().items():
+            self.transport.add_peer(mid, urls)
         if len(self.membership.voter_ids()) == 1:
             raw.campaign()  # a cluster of one need not wait out an election timeout
         self.node.start()
         self.node.notify()
+        self.watchable.start()
         self._tasks.append(asyncio.create_task(self._backend_committer(), name="backend-commit"))
         self._tasks.append(asyncio.create_task(self._lease_expirer(), name="lease-expiry"))
+        self._tasks.append(asyncio.create_task(self._publish(), name="publish"))
+
+    def _open_state(self, snap: Snapshot | None) -> None:
+        """Open the backend and everything built on it. A raft snapshot that
+        carries a backend (sent by a leader) and is newer than the backend on
+        disk replaces it: the crash came between the two."""
+        cfg = self.cfg
+        self.backend = Backend(cfg.backend_path())
+        if snap is not None and snap.data and self.backend.consistent_index()[0] < snap.metadata.index:
+            self.backend.close()
+            _install_backend(cfg.backend_path(), snap.data)
+            self.backend = Backend(cfg.backend_path())
+        self.kv = KVStore(self.backend)
+        self.alarms.load(self.backend.items(ALARM_BUCKET))
+        self.lessor = Lessor(self.backend, min_lease_ttl(cfg))
+        self.kv.lease_exists = self.lessor.exists
+        self._restore_lease_keys()
+        self.kv.on_events = self._on_events
+        if self._state_opened:
+            self.watchable.history = StoreHistory(self.kv)
+        else:
+            self.watchable = WatchableStore(StoreHistory(self.kv))
+            self._state_opened = True
+        self.consistent_index = self.backend.consistent_index()[0]
 
     async def stop(self) -> None:
         """Finish the WAL write and apply in progress, commit the backend, close."""
@@ -175,6 +234,8 @@ class EtcdServer:
         for t in self._tasks + self._compactions:
             t.cancel()
         await self.node.stop()
+        await self.transport.stop()
+        await self.leader_client.close()
         await self.watchable.stop()
         self.wait.fail_all(ErrStopped())
         self.applied_wait.fail_all(ErrStopped())
@@ -201,11 +262,8 @@ class EtcdServer:
             members[m.id] = m
         if not members:  # a data dir from before members were stored
             return self._new_membership()
-        local = members.get(identity.member_id)
-        if local is not None:
-            local.name = self.cfg.name
-            local.client_urls = list(self.cfg.advertise_client_urls)
-        return Membership(identity.cluster_id, identity.member_id, members)
+        removed = {int(k, 16) for k, _ in self.backend.items(MEMBERS_REMOVED_BUCKET)}
+        return Membership(identity.cluster_id, identity.member_id, members, removed)
 
     async def _backend_committer(self) -> None:
         interval = 0.1
@@ -255,6 +313,17 @@ class EtcdServer:
     def _apply_conf_change(self, e: Entry) -> None:
         cc = ConfChange.from_bytes(e.data)
         self.conf_state = self.node.raw.apply_conf_change(cc)
+        if e.index > self.consistent_index:
+            changed = apply_change(self.membership, cc, self.backend)
+            if changed is not None and changed.id != self.member_id:
+                if cc.type == ConfChangeType.ConfChangeRemoveNode:
+                    self.transport.remove_peer(changed.id)
+                else:
+                    self.transport.update_peer(changed.id, list(changed.peer_urls))
+            if cc.type == ConfChangeType.ConfChangeRemoveNode and cc.node_id == self.member_id:
+                log.warning("this member was removed from the cluster")
+                self.removed = True  # the embedding program stops the server
+        self.wait.trigger(cc.id, self.membership.to_pb_list())
         if self.conf_state.voters == [self.member_id] and self.node.lead == 0:
             # a cluster of one need not wait out an election timeout, on
             # restart either; campaign once this Ready is done
@@ -266,8 +335,22 @@ class EtcdServer:
             self.node.notify()
 
     def _apply_snapshot(self, snap: Snapshot) -> None:
+        """A snapshot from the leader: its backend replaces ours."""
         self.snapshot_index = snap.metadata.index
         self.conf_state = snap.metadata.conf_state
+        if not snap.data:
+            return
+        self.backend.close()
+        _install_backend(self.cfg.backend_path(), snap.data)
+        self._open_state(None)
+        self.membership = self._load_membership(WalIdentity(self.member_id, self.cluster_id))
+        self.applier = Applier(self.kv, self.backend, self.alarms, self.lessor, self.membership)
+        for mid, urls in self.membership.peers().items():
+            self.transport.update_peer(mid, urls)
+        self.applied_index = max(self.applied_index, self.consistent_index, snap.metadata.index)
+        self.applied_wait.advance(self.applied_index)
+        self.watchable.resync_all()
+        log.info("installed the leader's backend at index %d", self.consistent_index)
 
     def _snapshot(self) -> None:
         self.backend.commit()  # the snapshot must not be ahead of the backend
@@ -310,7 +393,43 @@ class EtcdServer:
                     fut.set_exception(_RoundLost())
 
     def _send(self, msgs: list[Message]) -> None:
-        pass  # a member of a cluster of one has no peers; the transport comes with clustering
+        plain = [m for m in msgs if m.type != MessageType.MsgSnap]
+        if plain:
+            self.transport.send(plain)
+        for m in msgs:
+            if m.type == MessageType.MsgSnap:
+                task = asyncio.create_task(self._send_snapshot(m), name="send-snapshot")
+                self._compactions.append(task)
+
+    async def _send_snapshot(self, m: Message) -> None:
+        """A follower needs a snapshot: send our whole backend with it (it is
+        at least as new as the raft snapshot's index)."""
+        assert m.snapshot is not None
+        self.backend.commit()
+        data = await asyncio.to_thread(_read_backend_snapshot, self.backend)
+        m.snapshot = Snapshot(data, m.snapshot.metadata)
+        self.transport.send([m])
+
+    def _on_peer_message(self, m: Message) -> None:
+        self.node.raw.step(m)
+        self.node.notify()
+
+    async def _publish(self) -> None:
+        """Record this member's name and client URLs in the cluster, through
+        raft, as etcd does on every start."""
+        attrs = raft_internal_pb2.ClusterMemberAttrSetRequest(
+            member_ID=self.member_id,
+            member_attributes=raft_internal_pb2.MemberAttributes(
+                name=self.cfg.name, client_urls=list(self.cfg.advertise_client_urls)
+            ),
+        )
+        while not self._stopped:
+            try:
+                await self.raft_request(raft_internal_pb2.InternalRaftRequest(cluster_member_attr_set=attrs))
+                return
+            except (TimeoutError, ServerError) as exc:
+                log.info("publishing member attributes failed, retrying: %s", exc)
+                await asyncio.sleep(0.5)
 
     def _restore_lease_keys(self) -> None:
         """Re-attach every live key to its lease (attachments are not stored)."""
@@ -366,6 +485,8 @@ class EtcdServer:
 
     async def raft_request(self, req: raft_internal_pb2.InternalRaftRequest) -> Any:
         self._check_running()
+        if self.membership.is_learner() and not req.HasField("cluster_member_attr_set"):
+            raise ErrNotSupportedForLearner()
         req_id = self.ids.next()
         req.header.ID = req_id
         data = req.SerializeToString()
@@ -413,6 +534,8 @@ class EtcdServer:
         applied. Reads arriving together share one round; a round lost to a
         leader change is retried."""
         self._check_running()
+        if self.membership.is_learner():
+            raise ErrNotSupportedForLearner()
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.request_timeout
         while True:
@@ -509,14 +632,15 @@ class EtcdServer:
 
     async def lease_renew(self, lease_id: int) -> int:
         self._check_running()
-        if not self.node.is_leader():
-            raise ErrNoLeader() if self.leader == 0 else ErrNotSupported(
-                "petcd: lease keep-alive on a follower is not supported yet"
-            )
-        return self.lessor.renew(lease_id)
+        if self.node.is_leader():
+            return self.lessor.renew(lease_id)
+        return await _from_leader(self.leader_client.renew(self._leader_urls(), lease_id, self.request_timeout))
 
     async def lease_time_to_live(self, req: rpc_pb2.LeaseTimeToLiveRequest) -> rpc_pb2.LeaseTimeToLiveResponse:
         await self.linearizable_read()
+        if not self.node.is_leader():
+            # the remaining TTL lives in the leader's lessor
+            return await _from_leader(self.leader_client.time_to_live(self._leader_urls(), req, self.request_timeout))
         lease = self.lessor.lookup(req.ID)
         if lease is None:
             raise ErrLeaseNotFound()
@@ -525,9 +649,159 @@ class EtcdServer:
             resp.keys.extend(sorted(lease.keys))
         return resp
 
+    def _leader_urls(self) -> list[str]:
+        lead = self.membership.members.get(self.node.lead)
+        if lead is None:
+            raise ErrNoLeader()
+        return lead.client_urls
+
+    # ---- Cluster ----------------------------------------------------------
+
+    async def member_add(self, peer_urls: list[str], is_learner: bool) -> Member:
+        self._check_running()
+        _check_urls(peer_urls)
+        if self.membership.with_peer_url(peer_urls) is not None:
+            raise ErrPeerURLExists()
+        if is_learner:
+            if sum(1 for m in self.membership.members.values() if m.is_learner) >= MAX_LEARNERS:
+                raise ErrTooManyLearners()
+        elif self._active_voters() < (len(self.membership.voter_ids()) + 1) // 2 + 1:
+            raise ErrNotEnoughStartedMembers()  # the new member would make quorum unreachable
+        mid = ids.member_id(peer_urls, self.cfg.initial_cluster_token, int(time.time()))
+        member = Member(mid, "", list(peer_urls), is_learner=is_learner)
+        kind = ConfChangeType.ConfChangeAddLearnerNode if is_learner else ConfChangeType.ConfChangeAddNode
+        await self._conf_change(ConfChange(kind, mid, member.to_json()))
+        return member
+
+    async def member_remove(self, member_id: int) -> None:
+        self._check_running()
+        m = self.membership.members.get(member_id)
+        if m is None:
+            raise ErrMemberNotFound()
+        if not m.is_learner:
+            voters = len(self.membership.voter_ids())
+            active = self._active_voters() - (1 if self._is_active(member_id) else 0)
+            if active < (voters - 1) // 2 + 1:
+                raise ErrNotEnoughStartedMembers()
+        await self._conf_change(ConfChange(ConfChangeType.ConfChangeRemoveNode, member_id))
+
+    async def member_update(self, member_id: int, peer_urls: list[str]) -> None:
+        self._check_running()
+        _check_urls(peer_urls)
+        if member_id not in self.membership.members:
+            raise ErrMemberNotFound()
+        other = self.membership.with_peer_url(peer_urls)
+        if other is not None and other.id != member_id:
+            raise ErrPeerURLExists()
+        m = self.membership.members[member_id]
+        updated = Member(member_id, m.name, list(peer_urls), list(m.client_urls), m.is_learner)
+        await self._conf_change(ConfChange(ConfChangeType.ConfChangeUpdateNode, member_id, updated.to_json()))
+
+    async def member_promote(self, member_id: int) -> None:
+        self._check_running()
+        m = self.membership.members.get(member_id)
+        if m is None:
+            raise ErrMemberNotFound()
+        if not m.is_learner:
+            raise ErrMemberNotLearner()
+        if not self.node.is_leader():
+            await self.leader_client.promote(self._leader_urls(), member_id, self.request_timeout)
+            return
+        progress = self.node.raw.status().progress
+        mine, theirs = progress.get(self.member_id), progress.get(member_id)
+        # etcd's rule: a learner within 90% of the leader's log may vote
+        if mine is None or theirs is None or theirs.match < mine.match * 0.9:
+            raise ErrLearnerNotReady()
+        await self._conf_change(ConfChange(ConfChangeType.ConfChangeAddNode, member_id))
+
+    async def _conf_change(self, cc: ConfChange) -> None:
+        cc.id = self.ids.next()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.request_timeout
+        fut = self.wait.register(cc.id)
+        try:
+            await self._until_taken(lambda: self.node.raw.propose_conf_change(cc), deadline)
+        except BaseException:
+            self.wait.cancel(cc.id)
+            raise
+        self.node.notify()
+        try:
+            await asyncio.wait_for(fut, max(0.0, deadline - loop.time()))
+        except TimeoutError:
+            self.wait.cancel(cc.id)
+            raise ErrTimeout() from None
+
+    def _is_active(self, member_id: int) -> bool:
+        return member_id == self.member_id or self.transport.active_since(member_id) is not None
+
+    def _active_voters(self) -> int:
+        return sum(1 for v in self.membership.voter_ids() if self._is_active(v))
+
+    async def move_leader(self, target: int) -> None:
+        self._check_running()
+        if not self.node.is_leader():
+            raise ErrNotLeader()
+        m = self.membership.members.get(target)
+        if m is None or m.is_learner:
+            raise ErrBadLeaderTransferee()
+        if target == self.member_id:
+            return
+        self.node.raw.transfer_leader(target)
+        self.node.notify()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.request_timeout
+        while self.node.lead != target:
+            if loop.time() > deadline:
+                raise ErrTimeoutLeaderTransfer()
+            await asyncio.sleep(self.cfg.heartbeat_interval_ms / 1000.0)
+
     async def lease_leases(self) -> rpc_pb2.LeaseLeasesResponse:
         await self.linearizable_read()
         return rpc_pb2.LeaseLeasesResponse(leases=[rpc_pb2.LeaseStatus(ID=i) for i in sorted(self.lessor.leases)])
+
+
+async def _from_leader(call: Awaitable[T]) -> T:
+    """The leader's answer to a lease request, its errors made ours."""
+    try:
+        return await call
+    except grpc.aio.AioRpcError as exc:
+        if exc.code() == grpc.StatusCode.NOT_FOUND:
+            raise ErrLeaseNotFound() from None
+        raise ErrNoLeader() from None
+
+
+def _check_urls(urls: list[str]) -> None:
+    for u in urls:
+        parts = urlsplit(u)
+        if parts.scheme not in ("http", "https") or not parts.hostname or parts.port is None:
+            raise ErrBadURLs()
+
+
+def _install_backend(path: str, data: bytes) -> None:
+    """Replace the backend file at path with data, durably."""
+    tmp = path + ".incoming"
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    dfd = os.open(os.path.dirname(path), os.O_RDONLY)
+    try:
+        os.fsync(dfd)
+    finally:
+        os.close(dfd)
+
+
+def _read_backend_snapshot(backend: Backend) -> bytes:
+    """The whole committed backend as bytes (in a worker thread)."""
+    snap = backend.snapshot()
+    try:
+        chunks = []
+        while chunk := snap.read(1 << 20):
+            chunks.append(chunk)
+        return b"".join(chunks)
+    finally:
+        snap.close()
 
 
 class _RoundLost(Exception):

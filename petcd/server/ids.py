@@ -11,10 +11,13 @@ import hashlib
 import struct
 
 
-def member_id(peer_urls: list[str], token: str) -> int:
+def member_id(peer_urls: list[str], token: str, now: int | None = None) -> int:
     """A member's id: the first 8 bytes (big-endian) of the SHA-1 of its peer
-    URLs, sorted and concatenated, followed by the cluster token."""
+    URLs, sorted and concatenated, followed by the cluster token and, for a
+    member added at run time, the time in Unix seconds (as etcd does)."""
     data = "".join(sorted(peer_urls)).encode() + token.encode()
+    if now is not None:
+        data += str(now).encode()
     return int.from_bytes(hashlib.sha1(data).digest()[:8], "big")
 
 

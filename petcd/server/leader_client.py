@@ -1,0 +1,53 @@
+"""Requests a follower hands to the leader over the leader's client URL:
+the ones only the leader can answer (lease renewal and remaining TTL, which
+live in the leader's lessor; learner promotion, which needs the leader's view
+of replication)."""
+
+from __future__ import annotations
+
+import grpc
+
+from petcd.proto import rpc_pb2, rpc_pb2_grpc
+from petcd.server.errors import ErrNoLeader
+
+
+class LeaderClient:
+    def __init__(self) -> None:
+        self._channels: dict[str, grpc.aio.Channel] = {}
+
+    def _channel(self, client_urls: list[str]) -> grpc.aio.Channel:
+        if not client_urls:
+            raise ErrNoLeader()  # the leader has not published its client URLs yet
+        target = client_urls[0].split("://", 1)[-1]
+        ch = self._channels.get(target)
+        if ch is None:
+            ch = self._channels[target] = grpc.aio.insecure_channel(target)
+        return ch
+
+    async def renew(self, client_urls: list[str], lease_id: int, timeout: float) -> int:
+        stub = rpc_pb2_grpc.LeaseStub(self._channel(client_urls))
+        call = stub.LeaseKeepAlive(timeout=timeout)
+        try:
+            await call.write(rpc_pb2.LeaseKeepAliveRequest(ID=lease_id))
+            resp = await call.read()
+        finally:
+            call.cancel()
+        if resp is grpc.aio.EOF:
+            raise ErrNoLeader()
+        return int(resp.TTL)
+
+    async def time_to_live(
+        self, client_urls: list[str], req: rpc_pb2.LeaseTimeToLiveRequest, timeout: float
+    ) -> rpc_pb2.LeaseTimeToLiveResponse:
+        stub = rpc_pb2_grpc.LeaseStub(self._channel(client_urls))
+        resp: rpc_pb2.LeaseTimeToLiveResponse = await stub.LeaseTimeToLive(req, timeout=timeout)
+        return resp
+
+    async def promote(self, client_urls: list[str], member_id: int, timeout: float) -> None:
+        stub = rpc_pb2_grpc.ClusterStub(self._channel(client_urls))
+        await stub.MemberPromote(rpc_pb2.MemberPromoteRequest(ID=member_id), timeout=timeout)
+
+    async def close(self) -> None:
+        for ch in self._channels.values():
+            await ch.close()
+        self._channels.clear()
