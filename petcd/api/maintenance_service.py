@@ -39,7 +39,7 @@ class MaintenanceService(rpc_pb2_grpc.MaintenanceServicer):
             raftIndex=s.node.commit,
             raftTerm=s.term,
             raftAppliedIndex=s.applied_index,
-            isLearner=False,
+            isLearner=s.membership.is_learner(),
         )
         if s.leader == 0:
             resp.errors.append(ErrNoLeader().args[0])

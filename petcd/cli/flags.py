@@ -274,11 +274,6 @@ def parse(argv: Sequence[str], environ: Mapping[str, str]) -> Invocation:
     if explicit_listen:
         raise ConfigError("--advertise-client-urls is required when --listen-client-urls is set explicitly")
     cfg.validate()
-    if cfg.initial_cluster_state == "existing" and not os.path.isdir(cfg.wal_dir()):
-        # The server bootstraps every new data dir as a new cluster; joining a
-        # running one (etcd's member add, then start with "existing") needs
-        # the peer transport, which petcd does not have yet.
-        raise UnsupportedError("--initial-cluster-state=existing (joining a running cluster) is not supported yet")
     return Invocation("serve", config=cfg, notices=notices)
 
 

@@ -12,6 +12,7 @@ Everything runs on one asyncio loop; only fsyncs and big copies go to threads.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import math
 import os
@@ -41,11 +42,12 @@ from petcd.raft import (
     RawNode,
     ReadState,
     Snapshot,
+    SnapshotMetadata,
 )
 from petcd.server import ids, txn_ops
 from petcd.server.alarms import ALARM_BUCKET, AlarmStore
 from petcd.server.apply import Applier, CompactResult
-from petcd.server.config import ServerConfig
+from petcd.server.config import ConfigError, ServerConfig
 from petcd.server.errors import (
     ErrBadLeaderTransferee,
     ErrNoLeader,
@@ -77,7 +79,7 @@ from petcd.server.membership import (
 )
 from petcd.server.raft_node import NodeHooks, RaftNode
 from petcd.server.raft_storage import RaftStorage, WalIdentity
-from petcd.server.transport import PeerTransport
+from petcd.server.transport import PeerTransport, fetch_members
 from petcd.server.wait import AppliedWait, Wait
 from petcd.storage.backend import Backend
 
@@ -143,6 +145,15 @@ class EtcdServer:
             self.membership = self._load_membership(rec.identity)
             log.info("restarting member %x in cluster %x at commit %d", rec.identity.member_id,
                      rec.identity.cluster_id, rec.hard_state.commit)
+        elif cfg.initial_cluster_state == "existing":
+            self._open_state(None)
+            self.membership = await self._joined_membership()
+            identity = WalIdentity(self.membership.local_id, self.membership.cluster_id)
+            self.raft_storage = RaftStorage.create(cfg.wal_dir(), cfg.snap_dir(), identity)
+            for m in self.membership.members.values():
+                self.backend.put(MEMBERS_BUCKET, member_key(m.id), m.to_json())
+            self.backend.commit()
+            log.info("joining cluster %x as member %x", self.membership.cluster_id, self.membership.local_id)
         else:
             self._open_state(None)
             self.membership = self._new_membership()
@@ -190,6 +201,7 @@ class EtcdServer:
             on_message=self._on_peer_message,
             on_unreachable=raw.report_unreachable,
             on_snapshot_status=raw.report_snapshot,
+            members_info=self._members_doc,
         )
         await self.transport.start()
         for mid, urls in self.membership.peers().items():
@@ -254,6 +266,27 @@ class EtcdServer:
         local_id = ids.member_id(cluster[cfg.name], token)
         members[local_id].client_urls = list(cfg.advertise_client_urls)
         return Membership(ids.cluster_id(list(members)), local_id, members)
+
+    async def _joined_membership(self) -> Membership:
+        """A member started with --initial-cluster-state=existing after a
+        MemberAdd: it learns the members (and so its own id) from a peer."""
+        cfg = self.cfg
+        others = [u for name, urls in cfg.initial_cluster_map().items() if name != cfg.name for u in urls]
+        doc = json.loads(await fetch_members(others))
+        members = {m.id: m for m in (Member.from_json(json.dumps(d).encode()) for d in doc["members"])}
+        mine = set(cfg.initial_advertise_peer_urls)
+        local = next((m for m in members.values() if set(m.peer_urls) == mine), None)
+        if local is None:
+            raise ConfigError(
+                f"member with peer URLs {','.join(sorted(mine))} has not been added to the cluster "
+                "(use etcdctl member add first)"
+            )
+        return Membership(int(doc["cluster_id"]), local.id, members)
+
+    def _members_doc(self) -> bytes:
+        """What this member tells one that joins: the cluster id and members."""
+        members = [json.loads(m.to_json()) for m in self.membership.members.values()]
+        return json.dumps({"cluster_id": self.cluster_id, "members": members}).encode()
 
     def _load_membership(self, identity: WalIdentity) -> Membership:
         members = {}
@@ -402,12 +435,17 @@ class EtcdServer:
                 self._compactions.append(task)
 
     async def _send_snapshot(self, m: Message) -> None:
-        """A follower needs a snapshot: send our whole backend with it (it is
-        at least as new as the raft snapshot's index)."""
+        """A follower needs a snapshot: send our whole backend, described as
+        of the index it was committed at (newer than the raft snapshot raft
+        picked, so it also carries every membership change up to there, the
+        receiver's own addition included)."""
         assert m.snapshot is not None
         self.backend.commit()
+        index = self.consistent_index
+        term = self.raft_storage.log.term(index)
+        cs = ConfState(list(self.conf_state.voters), list(self.conf_state.learners))
         data = await asyncio.to_thread(_read_backend_snapshot, self.backend)
-        m.snapshot = Snapshot(data, m.snapshot.metadata)
+        m.snapshot = Snapshot(data, SnapshotMetadata(cs, index, term))
         self.transport.send([m])
 
     def _on_peer_message(self, m: Message) -> None:

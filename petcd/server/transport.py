@@ -60,6 +60,9 @@ from petcd.raft import Message, MessageType, Snapshot
 log = logging.getLogger("petcd.server.transport")
 
 MAGIC = b"PETCDRAFT1"
+# A one-shot request on the peer port: "who is in this cluster?", asked by a
+# member joining a running cluster (etcd asks its peers' /members).
+MEMBERS_MAGIC = b"PETCDMEMB1"
 _HANDSHAKE = struct.Struct(">10sQQQ")
 HANDSHAKE_SIZE = _HANDSHAKE.size
 _LEN = struct.Struct(">I")
@@ -534,7 +537,11 @@ class _Inbound(asyncio.Protocol):
         if self.closed:
             return
         self.buf += data
-        if self.peer_id is None and self.buf[: len(MAGIC)] != MAGIC[: len(self.buf)]:
+        if self.peer_id is None and self.buf[: len(MEMBERS_MAGIC)] == MEMBERS_MAGIC:
+            self.answer_members()
+            return
+        if self.peer_id is None and self.buf[: len(MAGIC)] != MAGIC[: len(self.buf)] and \
+                self.buf[: len(MEMBERS_MAGIC)] != MEMBERS_MAGIC[: len(self.buf)]:
             log.warning("petcd: closing connection from %s: not a petcd raft peer (bad magic)", self.remote())
             self.close()
             return
@@ -545,6 +552,12 @@ class _Inbound(asyncio.Protocol):
         except FrameError as exc:
             log.warning("petcd: closing connection from peer %x at %s: %s", self.peer_id or 0, self.remote(), exc)
             self.close()
+
+    def answer_members(self) -> None:
+        info = self.owner.members_info
+        if self.transport is not None and info is not None:
+            self.transport.write(info())
+        self.close()
 
     def parse(self) -> None:
         buf = self.buf
@@ -630,6 +643,7 @@ class PeerTransport:
         on_unreachable: Callable[[int], None] = lambda _id: None,
         on_snapshot_status: Callable[[int, bool], None] = lambda _id, _ok: None,
         *,
+        members_info: Callable[[], bytes] | None = None,
         max_queue_messages: int = DEFAULT_QUEUE_MESSAGES,
         max_queue_bytes: int = DEFAULT_QUEUE_BYTES,
     ) -> None:
@@ -641,6 +655,7 @@ class PeerTransport:
         self.on_message = on_message
         self.on_unreachable = on_unreachable
         self.on_snapshot_status = on_snapshot_status
+        self.members_info = members_info
         self.max_queue_messages = max_queue_messages
         self.max_queue_bytes = max_queue_bytes
         self.stopped = False
@@ -860,3 +875,25 @@ class PeerTransport:
             self.on_snapshot_status(member_id, ok)
         except Exception:
             log.exception("petcd: on_snapshot_status(%x, %s) failed", member_id, ok)
+
+
+async def fetch_members(peer_urls: list[str], timeout: float = 5.0) -> bytes:
+    """Ask the first peer that answers for its cluster's member list (the
+    bytes its server's members_info gave); TransportError if none answers."""
+    errors = []
+    for url in peer_urls:
+        host, port = parse_url(url)
+        try:
+            reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout)
+            try:
+                writer.write(MEMBERS_MAGIC)
+                await writer.drain()
+                data = await asyncio.wait_for(reader.read(), timeout)
+            finally:
+                writer.close()
+            if data:
+                return data
+            errors.append(f"{url}: no answer")
+        except (OSError, TimeoutError) as exc:
+            errors.append(f"{url}: {exc}")
+    raise TransportError("could not get the member list from any peer (" + "; ".join(errors) + ")")

@@ -304,9 +304,6 @@ def test_unreadable_or_malformed_config_file(tmp_path: Path) -> None:
         parse(["--config-file", str(f)], {})
 
 
-def test_joining_an_existing_cluster_is_refused_until_supported(tmp_path: Path) -> None:
+def test_initial_cluster_state_existing_is_accepted(tmp_path: Path) -> None:
     d = tmp_path / "d"
-    with pytest.raises(UnsupportedError, match="--initial-cluster-state=existing .* is not supported yet"):
-        parse(["--data-dir", str(d), "--initial-cluster-state", "existing"], {})
-    (d / "member" / "wal").mkdir(parents=True)  # a restart of a member that has joined is fine
     assert cfg_of(["--data-dir", str(d), "--initial-cluster-state", "existing"]).initial_cluster_state == "existing"
