@@ -1,8 +1,10 @@
-"""Storage micro-benchmarks: WAL save rate against raw write+fdatasync, and
-backend put/get rates. Never pass/fail; each part runs for about
-``--seconds`` seconds.
+"""Storage micro-benchmarks: WAL save rate against raw write+fdatasync,
+backend put/get rates, MVCC put/range rates, and for --keys keys with
+256-byte values the resident memory per key beyond the value and the time a
+restart takes to rebuild the index. Never pass/fail; each rate runs for
+about ``--seconds`` seconds.
 
-    python3 bench/storage_bench.py [--dir DIR] [--seconds S]
+    python3 bench/storage_bench.py [--dir DIR] [--seconds S] [--keys 1000000]
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ from collections.abc import Callable
 if __package__ in (None, ""):
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from petcd.mvcc.kvstore import KVStore
+from petcd.proto import rpc_pb2
 from petcd.raft.types import Entry, HardState
 from petcd.storage.backend import Backend
 from petcd.storage.wal import WAL
@@ -112,10 +116,68 @@ def bench_backend(base: str, seconds: float) -> tuple[float, float]:
     return n_put / t_put, n_get / t_get
 
 
+def _rss() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def bench_mvcc(base: str, seconds: float) -> tuple[float, float]:
+    """In-process MVCC puts/s (over 10k keys) and single-key ranges/s."""
+    be = Backend(os.path.join(base, "mvcc.db"), unsafe_no_fsync=True)
+    kv = KVStore(be)
+    value = b"v" * ENTRY_SIZE
+    n = 0
+
+    def put() -> int:
+        nonlocal n
+        n += 1
+        kv.put(rpc_pb2.PutRequest(key=b"k%05d" % (n % 10_000), value=value))
+        be.commit_if_due()
+        return 1
+
+    puts, t1 = _timed(seconds, put)
+
+    def get() -> int:
+        nonlocal n
+        n += 7
+        kv.range(rpc_pb2.RangeRequest(key=b"k%05d" % (n % 10_000)))
+        return 1
+
+    gets, t2 = _timed(seconds, get)
+    be.close()
+    return puts / t1, gets / t2
+
+
+def bench_keys(base: str, keys: int) -> tuple[float, float, float]:
+    """(RSS bytes per key beyond its value, restart seconds, load seconds)."""
+    path = os.path.join(base, "keys.db")
+    value = b"v" * ENTRY_SIZE
+    be = Backend(path, unsafe_no_fsync=True)
+    kv = KVStore(be)
+    t0 = time.perf_counter()
+    for i in range(keys):
+        kv.put(rpc_pb2.PutRequest(key=b"key/%09d" % i, value=value))
+        if i % 10_000 == 0:
+            be.commit_if_due()
+    be.close()
+    load = time.perf_counter() - t0
+    del kv, be
+    before = _rss()
+    t0 = time.perf_counter()
+    be = Backend(path, unsafe_no_fsync=True)
+    kv = KVStore(be)
+    restart = time.perf_counter() - t0
+    per_key = (_rss() - before) / keys - ENTRY_SIZE
+    assert kv.rev == keys + 1
+    be.close()
+    return per_key, restart, load
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--dir", default=None, help="directory on the disk to measure (default: a temp dir)")
     ap.add_argument("--seconds", type=float, default=1.5, help="seconds per measurement")
+    ap.add_argument("--keys", type=int, default=1_000_000, help="keys for the memory and restart figures")
     args = ap.parse_args()
     base = tempfile.mkdtemp(prefix="petcd-bench-", dir=args.dir)
     try:
@@ -126,6 +188,11 @@ def main() -> None:
             print(f"{batch:>6} {wal:>14,.0f} {raw:>14,.0f} {wal / raw:>6.2f} {saves:>13,.0f}")
         puts, gets = bench_backend(base, args.seconds)
         print(f"backend: {puts:,.0f} puts/s (batched: a commit per 0.1 s or 10k writes), {gets:,.0f} gets/s")
+        mputs, mranges = bench_mvcc(base, args.seconds)
+        print(f"mvcc: {mputs:,.0f} puts/s, {mranges:,.0f} single-key ranges/s (in process)")
+        per_key, restart, load = bench_keys(base, args.keys)
+        print(f"{args.keys:,} keys of {ENTRY_SIZE} bytes: loaded in {load:.1f}s; restart rebuilt the index in "
+              f"{restart:.1f}s; RSS {per_key:,.0f} bytes per key beyond the value")
     finally:
         shutil.rmtree(base, ignore_errors=True)
 
