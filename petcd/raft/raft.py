@@ -435,6 +435,16 @@ class Raft:
             entries.append(Entry(data=e.data, type=e.type))
         self._append_entries(entries)
 
+    def propose_normal(self, data: bytes) -> None:
+        """A leader's own proposal of a normal entry: what _propose does for
+        one, without a message around it."""
+        if self.lead_transferee != NONE:
+            raise ProposalDropped(f"raft: leadership is being transferred to {self.lead_transferee:x}")
+        if self.id not in self.prs:
+            raise ProposalDropped("raft: this node was removed from the cluster")
+        self.log.append([Entry(self.term, self.log.last_index() + 1, EntryType.EntryNormal, data)])
+        self.needs_bcast = True
+
     def _append_entries(self, entries: list[Entry]) -> None:
         index = self.log.last_index()
         term = self.term

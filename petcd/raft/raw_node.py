@@ -127,7 +127,11 @@ class RawNode:
     def propose(self, data: bytes) -> None:
         """Propose data to be appended to the log. Raises ProposalDropped
         when this node cannot take it now (no leader, a transfer...)."""
-        self.raft.step(Message(type=MT.MsgProp, from_=self.raft.id, entries=[Entry(data=data)]))
+        r = self.raft
+        if r.state == StateType.Leader:
+            r.propose_normal(data)  # the hot path: no message to build
+        else:
+            r.step(Message(type=MT.MsgProp, from_=r.id, entries=[Entry(data=data)]))
 
     def propose_conf_change(self, cc: ConfChange) -> None:
         entry = Entry(type=EntryType.EntryConfChange, data=cc.to_bytes())

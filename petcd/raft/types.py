@@ -14,6 +14,10 @@ from typing import cast
 
 from petcd.proto import raft_pb2 as pb
 
+# Bytes an entry takes on the wire besides its data (term, index, type, framing),
+# roughly: what message size caps count.
+ENTRY_OVERHEAD = 12
+
 
 class MessageType(IntEnum):
     MsgHup = 0
@@ -84,7 +88,7 @@ class Entry:
 
     def size(self) -> int:
         """Approximate encoded size, used for message size caps."""
-        return len(self.data) + 12
+        return len(self.data) + ENTRY_OVERHEAD
 
 
 @dataclass(slots=True)
