@@ -166,19 +166,22 @@ def petcd_server(tmp: Path, name: str = "default", extra: list[str] | None = Non
     return Server("petcd", args, data, client, tmp / f"petcd-{name}-{client.rsplit(':', 1)[1]}.log")
 
 
-def petcd_cluster(tmp: Path, size: int, extra: list[str] | None = None) -> list[Server]:
+def petcd_cluster(tmp: Path, size: int, extra: list[str] | None = None,
+                  advertise: Callable[[int], str] | None = None) -> list[Server]:
     """size members of one new cluster, started together; returns once
-    every member knows the leader."""
+    every member knows the leader. advertise(listen_port) gives the peer URL
+    a member advertises for its peer port (a proxy in front of it, say)."""
     names = [f"m{i}" for i in range(size)]
     clients = {n: f"http://127.0.0.1:{free_port()}" for n in names}
-    peers = {n: f"http://127.0.0.1:{free_port()}" for n in names}
+    listen = {n: free_port() for n in names}
+    peers = {n: advertise(listen[n]) if advertise else f"http://127.0.0.1:{listen[n]}" for n in names}
     initial = ",".join(f"{n}={peers[n]}" for n in names)
     members = []
     for n in names:
         args = [
             sys.executable, "-m", "petcd", "--name", n, "--data-dir", str(tmp / f"{n}.petcd"),
             "--listen-client-urls", clients[n], "--advertise-client-urls", clients[n],
-            "--listen-peer-urls", peers[n], "--initial-advertise-peer-urls", peers[n],
+            "--listen-peer-urls", f"http://127.0.0.1:{listen[n]}", "--initial-advertise-peer-urls", peers[n],
             "--initial-cluster", initial, "--initial-cluster-token", f"test-{tmp.name}",
             *(extra or []),
         ]

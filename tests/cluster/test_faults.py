@@ -10,6 +10,7 @@ import random
 import signal
 import threading
 import time
+from pathlib import Path
 
 import grpc
 import pytest
@@ -17,7 +18,8 @@ import pytest
 from petcd.proto import rpc_pb2, rpc_pb2_grpc
 from petcd.testing.linearizability import Op, check
 from tests.cluster.helpers import hash_kv_converges, leader
-from tests.harness import Server
+from tests.cluster.proxy import Proxy
+from tests.harness import Server, petcd_cluster
 
 pytestmark = pytest.mark.timeout(900)
 
@@ -74,14 +76,37 @@ class Client(threading.Thread):
         ch.close()
 
 
+class Workload:
+    """Six clients spread over the members, recording one history."""
+
+    def __init__(self, members: list[Server]) -> None:
+        self.history: list[Op] = []
+        self.lock = threading.Lock()
+        self.stop = threading.Event()
+        self.clients = [Client(i, members[i % len(members)], self.stop, self.history, self.lock,
+                               random.Random(SEED * 100 + i)) for i in range(6)]
+        for c in self.clients:
+            c.start()
+
+    def finish_and_check(self, members: list[Server]) -> None:
+        """Stop the clients, wait for the members to converge, and check the
+        history: linearizable, and enough of it got through."""
+        self.stop.set()
+        for c in self.clients:
+            c.join(timeout=30)
+        for m in members:
+            m.wait_ready()
+        leader(members)
+        hash_kv_converges(members)
+        done = [op for op in self.history if op.ret is not None]
+        assert len(done) > 100, f"too little got through: {len(done)} operations"
+        result = check(self.history)
+        assert result.ok, f"seed {SEED}: not linearizable on key {result.key}:\n{result.explanation}"
+
+
 def test_history_stays_linearizable_through_leader_kills_and_pauses(cluster: list[Server]) -> None:
     rng = random.Random(SEED)
-    history: list[Op] = []
-    lock = threading.Lock()
-    stop = threading.Event()
-    clients = [Client(i, cluster[i % 3], stop, history, lock, random.Random(SEED * 100 + i)) for i in range(6)]
-    for c in clients:
-        c.start()
+    work = Workload(cluster)
     deadline = time.monotonic() + SECONDS
     try:
         while time.monotonic() < deadline:
@@ -98,14 +123,35 @@ def test_history_stays_linearizable_through_leader_kills_and_pauses(cluster: lis
                 time.sleep(rng.uniform(0.5, 2.0))
                 follower.proc.send_signal(signal.SIGCONT)
     finally:
-        stop.set()
-        for c in clients:
-            c.join(timeout=30)
-    for m in cluster:
-        m.wait_ready()
-    leader(cluster)
-    hash_kv_converges(cluster)
-    done = [op for op in history if op.ret is not None]
-    assert len(done) > 100, f"too little got through: {len(done)} operations"
-    result = check(history)
-    assert result.ok, f"seed {SEED}: not linearizable on key {result.key}:\n{result.explanation}"
+        work.finish_and_check(cluster)
+
+
+def test_history_stays_linearizable_through_partitions(tmp_path: Path) -> None:
+    rng = random.Random(SEED)
+    proxies: list[Proxy] = []
+
+    def behind_proxy(port: int) -> str:
+        proxies.append(Proxy(port))
+        return proxies[-1].url
+
+    members = petcd_cluster(tmp_path, 3, advertise=behind_proxy)
+    try:
+        work = Workload(members)
+        deadline = time.monotonic() + SECONDS
+        try:
+            while time.monotonic() < deadline:
+                time.sleep(rng.uniform(0.5, 1.5))
+                lead = leader(members)
+                # cut off the leader (half the time) or a follower from what its peers send
+                victim = lead if rng.random() < 0.5 else rng.choice([m for m in members if m is not lead])
+                proxy = proxies[members.index(victim)]
+                proxy.block()
+                time.sleep(rng.uniform(1.0, 3.0))
+                proxy.heal()
+        finally:
+            work.finish_and_check(members)
+    finally:
+        for m in members:
+            m.stop()
+        for p in proxies:
+            p.close()
