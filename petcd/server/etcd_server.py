@@ -599,7 +599,8 @@ class EtcdServer:
         if fut is None:
             return
         self._read_seq += 1
-        ctx = self._read_seq.to_bytes(8, "big")
+        # unique across members: the leader keeps every member's rounds apart by it
+        ctx = self.member_id.to_bytes(8, "big") + self._read_seq.to_bytes(8, "big")
         try:
             self.node.raw.read_index(ctx)
         except ProposalDropped:

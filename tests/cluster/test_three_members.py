@@ -90,3 +90,27 @@ def test_removing_a_member(cluster: list[Server]) -> None:
         stub.MemberRemove(rpc_pb2.MemberRemoveRequest(ID=vid), timeout=30)
     assert err.value.code() == grpc.StatusCode.NOT_FOUND
     assert err.value.details() == "etcdserver: member not found"
+
+
+def test_concurrent_linearizable_reads_on_every_member(cluster: list[Server]) -> None:
+    """Read rounds of different members must not be confused by the leader."""
+    import threading
+
+    leader(cluster)
+    cluster[0].kv().Put(rpc_pb2.PutRequest(key=b"r", value=b"1"), timeout=30)
+    errors: list[BaseException] = []
+
+    def reads(m: Server) -> None:
+        kv = rpc_pb2_grpc.KVStub(grpc.insecure_channel(m.endpoint))
+        try:
+            for _ in range(150):
+                assert kv.Range(rpc_pb2.RangeRequest(key=b"r"), timeout=5).kvs[0].value == b"1"
+        except BaseException as exc:  # collected for the assertion below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=reads, args=(m,)) for m in cluster for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors[0]
