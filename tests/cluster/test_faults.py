@@ -19,7 +19,7 @@ from petcd.proto import rpc_pb2, rpc_pb2_grpc
 from petcd.testing.linearizability import Op, check
 from tests.cluster.helpers import hash_kv_converges, leader
 from tests.cluster.proxy import Proxy
-from tests.harness import Server, petcd_cluster
+from tests.harness import Server, petcd_cluster, wait_for
 
 pytestmark = pytest.mark.timeout(900)
 
@@ -76,13 +76,46 @@ class Client(threading.Thread):
         ch.close()
 
 
+class Watcher(threading.Thread):
+    """Watches every workload key from the start, moving to another member
+    (resuming after the last revision seen) whenever its stream breaks."""
+
+    def __init__(self, members: list[Server], start_rev: int, stop: threading.Event) -> None:
+        super().__init__(daemon=True)
+        self.members, self.next_rev, self.stop = members, start_rev, stop
+        self.events: list[tuple[int, str, bytes]] = []  # (revision, key, value)
+
+    def run(self) -> None:
+        i = 0
+        while not self.stop.is_set():
+            m = self.members[i % len(self.members)]
+            i += 1
+            ch = grpc.insecure_channel(m.endpoint)
+            req = rpc_pb2.WatchRequest(create_request=rpc_pb2.WatchCreateRequest(
+                key=b"a", range_end=b"d", start_revision=self.next_rev))
+            call = rpc_pb2_grpc.WatchStub(ch).Watch(iter([req]), timeout=3)
+            try:
+                for resp in call:
+                    for ev in resp.events:
+                        self.events.append((ev.kv.mod_revision, ev.kv.key.decode(), ev.kv.value))
+                        self.next_rev = ev.kv.mod_revision + 1
+            except grpc.RpcError:
+                pass  # broken or timed out: resume elsewhere
+            finally:
+                ch.close()
+
+
 class Workload:
-    """Six clients spread over the members, recording one history."""
+    """Six clients spread over the members, recording one history, and a
+    watcher that must see every write exactly once, in order."""
 
     def __init__(self, members: list[Server]) -> None:
         self.history: list[Op] = []
         self.lock = threading.Lock()
         self.stop = threading.Event()
+        start = members[0].kv().Range(rpc_pb2.RangeRequest(key=b"a"), timeout=30).header.revision + 1
+        self.watcher = Watcher(members, start, threading.Event())
+        self.watcher.start()
         self.clients = [Client(i, members[i % len(members)], self.stop, self.history, self.lock,
                                random.Random(SEED * 100 + i)) for i in range(6)]
         for c in self.clients:
@@ -98,6 +131,14 @@ class Workload:
             m.wait_ready()
         leader(members)
         hash_kv_converges(members)
+        final = members[0].kv().Range(rpc_pb2.RangeRequest(key=b"a", range_end=b"d"), timeout=30).header.revision
+        wait_for(lambda: self.watcher.next_rev > final, 60, "the watcher to see every write")
+        self.watcher.stop.set()
+        self.watcher.join(timeout=30)
+        revs = [r for r, _, _ in self.watcher.events]
+        assert revs == list(range(revs[0], revs[0] + len(revs))), "the watcher saw a gap or a duplicate"
+        written = {op.value for op in self.history if op.kind in ("put", "cas")}
+        assert all(v.decode() in written for _, _, v in self.watcher.events)
         done = [op for op in self.history if op.ret is not None]
         assert len(done) > 100, f"too little got through: {len(done)} operations"
         result = check(self.history)
@@ -112,7 +153,15 @@ def test_history_stays_linearizable_through_leader_kills_and_pauses(cluster: lis
         while time.monotonic() < deadline:
             time.sleep(rng.uniform(0.5, 1.5))
             lead = leader(cluster)
-            if rng.random() < 0.6:
+            c = rng.random()
+            if c < 0.2:  # a leadership transfer under load
+                target = rng.choice([m for m in cluster if m is not lead])
+                tid = target.maintenance().Status(rpc_pb2.StatusRequest(), timeout=10).header.member_id
+                try:
+                    lead.maintenance().MoveLeader(rpc_pb2.MoveLeaderRequest(targetID=tid), timeout=10)
+                except grpc.RpcError:
+                    pass  # the leader changed meanwhile
+            elif c < 0.6:
                 lead.kill()
                 time.sleep(rng.uniform(0.5, 2.0))
                 lead.launch()
