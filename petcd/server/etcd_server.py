@@ -47,10 +47,12 @@ from petcd.raft import (
 from petcd.server import ids, txn_ops
 from petcd.server.alarms import ALARM_BUCKET, AlarmStore
 from petcd.server.apply import Applier, CompactResult
+from petcd.server.compactor import AutoCompactor
 from petcd.server.config import ConfigError, ServerConfig
 from petcd.server.errors import (
     ErrBadLeaderTransferee,
     ErrNoLeader,
+    ErrNoSpace,
     ErrNotLeader,
     ErrNotSupportedForLearner,
     ErrRequestTooLarge,
@@ -214,6 +216,15 @@ class EtcdServer:
         self._tasks.append(asyncio.create_task(self._backend_committer(), name="backend-commit"))
         self._tasks.append(asyncio.create_task(self._lease_expirer(), name="lease-expiry"))
         self._tasks.append(asyncio.create_task(self._publish(), name="publish"))
+        compactor = AutoCompactor(
+            cfg.auto_compaction_mode,
+            cfg.compaction_retention(),
+            revision=lambda: self.kv.rev,
+            compacted=lambda: self.kv.compact_rev,
+            is_leader=self.node.is_leader,
+            compact=lambda rev: self.compact(rpc_pb2.CompactionRequest(revision=rev)),
+        )
+        self._tasks.append(asyncio.create_task(compactor.run(), name="auto-compaction"))
 
     def _open_state(self, snap: Snapshot | None) -> None:
         """Open the backend and everything built on it. A raft snapshot that
@@ -530,6 +541,7 @@ class EtcdServer:
         data = req.SerializeToString()
         if len(data) > self.cfg.max_request_bytes:
             raise ErrRequestTooLarge()
+        self._check_quota(req, len(data))
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.request_timeout
         fut = self.wait.register(req_id)
@@ -544,6 +556,24 @@ class EtcdServer:
         except TimeoutError:
             self.wait.cancel(req_id)
             raise (ErrTimeoutDueToLeaderFail() if self.node.lead == 0 else ErrTimeout()) from None
+
+    def _check_quota(self, req: raft_internal_pb2.InternalRaftRequest, size: int) -> None:
+        """etcd's backend quota: a request that may grow the database past
+        --quota-backend-bytes is refused, and the NOSPACE alarm raised (only
+        deletes and compactions get through until it is disarmed)."""
+        grows = req.HasField("put") or req.HasField("lease_grant") or (
+            req.HasField("txn") and txn_ops.has_puts(req.txn))
+        quota = self.cfg.quota_bytes()
+        if not grows or not quota or self.backend.size() + size <= quota:
+            return
+        if not self.alarms.is_active(rpc_pb2.NOSPACE):
+            alarm = rpc_pb2.AlarmRequest(action=rpc_pb2.AlarmRequest.ACTIVATE, memberID=self.member_id,
+                                         alarm=rpc_pb2.NOSPACE)
+            task = asyncio.create_task(self.raft_request(raft_internal_pb2.InternalRaftRequest(alarm=alarm)))
+            self._compactions.append(task)
+            log.warning("database space exceeded (%d bytes, quota %d): raising the NOSPACE alarm",
+                        self.backend.size(), quota)
+        raise ErrNoSpace()
 
     async def _until_taken(self, feed: Callable[[], None], deadline: float) -> None:
         """Feed a proposal or read request to raft; while raft cannot take it
