@@ -110,3 +110,45 @@ def test_membership_errors_are_etcds(tmp_path: Path) -> None:
     finally:
         for m in members:
             m.stop()
+
+
+def test_membership_changes_under_load_keep_the_history_linearizable(tmp_path: Path) -> None:
+    from tests.cluster.test_faults import Workload
+
+    members = petcd_cluster(tmp_path, 3)
+    new: Server | None = None
+    try:
+        work = Workload(members)
+        lead = leader(members)
+        victim = next(m for m in members if m is not lead)
+        stub = rpc_pb2_grpc.ClusterStub(lead.channel())
+        stub.MemberRemove(rpc_pb2.MemberRemoveRequest(ID=status(victim).header.member_id), timeout=30)
+        wait_for(lambda: victim.proc is not None and victim.proc.poll() is not None, 60, "the removed member to exit")
+        rest = [m for m in members if m is not victim]
+        client = f"http://127.0.0.1:{free_port()}"
+        peer = f"http://127.0.0.1:{free_port()}"
+        added = stub.MemberAdd(rpc_pb2.MemberAddRequest(peerURLs=[peer], isLearner=True), timeout=30)
+        initial = ",".join(f"{m.name or 'm3'}={m.peerURLs[0]}" for m in added.members)
+        args = [
+            sys.executable, "-m", "petcd", "--name", "m3", "--data-dir", str(tmp_path / "m3.petcd"),
+            "--listen-client-urls", client, "--advertise-client-urls", client,
+            "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
+            "--initial-cluster", initial, "--initial-cluster-state", "existing",
+            "--initial-cluster-token", f"test-{tmp_path.name}",
+        ]
+        new = Server("petcd", args, tmp_path / "m3.petcd", client, tmp_path / "m3.log").start()
+
+        def promoted() -> bool:
+            try:
+                stub.MemberPromote(rpc_pb2.MemberPromoteRequest(ID=added.member.ID), timeout=30)
+                return True
+            except grpc.RpcError as exc:
+                if "in sync" not in (exc.details() or ""):
+                    raise
+                return False
+
+        wait_for(promoted, 120, "the learner to catch up under load and be promoted")
+        work.finish_and_check([*rest, new])
+    finally:
+        for m in members + ([new] if new else []):
+            m.stop()
