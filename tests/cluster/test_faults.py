@@ -162,9 +162,10 @@ def test_history_stays_linearizable_through_leader_kills_and_pauses(cluster: lis
                 except grpc.RpcError:
                     pass  # the leader changed meanwhile
             elif c < 0.6:
-                lead.kill()
+                victim = lead if rng.random() < 0.6 else rng.choice([m for m in cluster if m is not lead])
+                victim.kill()
                 time.sleep(rng.uniform(0.5, 2.0))
-                lead.launch()
+                victim.launch()
             else:
                 follower = rng.choice([m for m in cluster if m is not lead])
                 assert follower.proc is not None
