@@ -15,13 +15,13 @@ import re
 import shutil
 import subprocess
 import sys
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tests.harness import Server, etcd_server, petcd_server  # noqa: E402
+from bench.servers import each_server  # noqa: E402
+from tests.harness import Server  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -71,19 +71,10 @@ def main() -> None:
         sys.exit(f"gobench not found at {args.gobench}: run ../shared/tools/gobench/build.sh /tmp/gobench")
     chosen = [w for w in WORKLOADS if not args.only or w.name in args.only.split(",")]
     results: dict[str, dict[str, dict[str, float]]] = {}
-    with tempfile.TemporaryDirectory(prefix="petcd-bench-") as tmp:
-        for kind in ("etcd", "petcd"):
-            d = Path(tmp) / kind
-            d.mkdir()
-            server = etcd_server(d) if kind == "etcd" else petcd_server(d)
-            server.start()
-            try:
-                fill(args.gobench, server, args.keys)
-                for w in chosen:
-                    results.setdefault(w.name, {})[kind] = run_gobench(args.gobench, server, w, args.duration,
-                                                                        args.keys)
-            finally:
-                server.stop()
+    for kind, server in each_server():
+        fill(args.gobench, server, args.keys)
+        for w in chosen:
+            results.setdefault(w.name, {})[kind] = run_gobench(args.gobench, server, w, args.duration, args.keys)
     print(f"{'workload':<10} {'metric':<7} {'petcd':>10} {'etcd':>10} {'ratio':>7}  (ratio: petcd/etcd; "
           "for p50_ms lower is better)")
     for w in chosen:

@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -23,8 +22,9 @@ import grpc
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.servers import each_server  # noqa: E402
 from petcd.proto import rpc_pb2, rpc_pb2_grpc  # noqa: E402
-from tests.harness import Server, etcd_server, petcd_server  # noqa: E402
+from tests.harness import Server  # noqa: E402
 
 STREAMS = 10
 
@@ -94,18 +94,10 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=5.0)
     args = ap.parse_args()
     results: dict[str, tuple[float, float]] = {}
-    with tempfile.TemporaryDirectory(prefix="petcd-bench-") as tmp:
-        for kind in ("etcd", "petcd"):
-            d = Path(tmp) / kind
-            d.mkdir()
-            server = etcd_server(d) if kind == "etcd" else petcd_server(d)
-            server.start()
-            try:
-                per_watcher = asyncio.run(idle_watchers(server, args.watchers))
-                kps = asyncio.run(keepalives(server, args.leases, args.seconds))
-            finally:
-                server.stop()
-            results[kind] = (per_watcher, kps)
+    for kind, server in each_server():
+        per_watcher = asyncio.run(idle_watchers(server, args.watchers))
+        kps = asyncio.run(keepalives(server, args.leases, args.seconds))
+        results[kind] = (per_watcher, kps)
     p, e = results["petcd"], results["etcd"]
     print(f"{'metric':<26} {'petcd':>10} {'etcd':>10} {'ratio':>7}")
     print(f"{'RSS per idle watcher (B)':<26} {p[0]:>10.0f} {e[0]:>10.0f} {p[0] / e[0] if e[0] else float('nan'):>7.2f}")

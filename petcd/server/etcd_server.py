@@ -84,6 +84,7 @@ from petcd.server.raft_storage import RaftStorage, WalIdentity
 from petcd.server.transport import PeerTransport, fetch_members
 from petcd.server.wait import AppliedWait, Wait
 from petcd.storage.backend import Backend
+from petcd.storage.fsutil import replace_file
 
 T = TypeVar("T")
 
@@ -848,17 +849,7 @@ def _check_urls(urls: list[str]) -> None:
 
 def _install_backend(path: str, data: bytes) -> None:
     """Replace the backend file at path with data, durably."""
-    tmp = path + ".incoming"
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    dfd = os.open(os.path.dirname(path), os.O_RDONLY)
-    try:
-        os.fsync(dfd)
-    finally:
-        os.close(dfd)
+    replace_file(path, data)
 
 
 def _read_backend_snapshot(backend: Backend) -> bytes:

@@ -51,6 +51,7 @@ from typing import Any
 import lmdb
 
 from petcd.storage.errors import BackendClosedError, BackendError, UnknownBucketError
+from petcd.storage.fsutil import fsync_dir
 
 log = logging.getLogger("petcd.storage.backend")
 
@@ -87,14 +88,6 @@ _MAX_CHUNK = 4096
 _PUT, _DEL, _DEL_RANGE = 0, 1, 2
 _Op = tuple[int, Any, bytes, bytes | None]
 _key0 = itemgetter(0)
-
-
-def _fsync_dir(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _delete_range(txn: lmdb.Transaction[bytes], db: Any, start: bytes, end: bytes) -> int:
@@ -464,7 +457,7 @@ class Backend:
                 try:
                     os.replace(tmp, self.path)
                     replaced = True
-                    _fsync_dir(dirname)
+                    fsync_dir(dirname)
                 finally:
                     self._env = self._open_env(map_size)
                     self._dbs = self._open_dbs()

@@ -29,6 +29,7 @@ import zlib
 
 from petcd.raft.types import Snapshot
 from petcd.storage.errors import SnapError
+from petcd.storage.fsutil import fsync_dir
 
 log = logging.getLogger("petcd.storage.snap")
 
@@ -38,14 +39,6 @@ _CRC = struct.Struct(">I")
 
 def snap_name(term: int, index: int) -> str:
     return f"{term:016x}-{index:016x}.snap"
-
-
-def _fsync_dir(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class Snapshotter:
@@ -90,7 +83,7 @@ class Snapshotter:
                 except FileNotFoundError:
                     pass
                 raise
-            _fsync_dir(self.dir)
+            fsync_dir(self.dir)
 
     def load(self) -> Snapshot | None:
         """The newest readable snapshot, or None when there is none."""

@@ -86,6 +86,7 @@ from petcd.storage.errors import (
     WalNotFoundError,
     WalSnapshotMismatchError,
 )
+from petcd.storage.fsutil import fsync_dir
 
 log = logging.getLogger("petcd.storage.wal")
 
@@ -153,14 +154,6 @@ def _list_segments(dirpath: str) -> list[_Segment]:
             segs.append(_Segment(int(m.group(1), 16), int(m.group(2), 16), os.path.join(dirpath, name)))
     segs.sort(key=lambda s: s.seq)
     return segs
-
-
-def _fsync_dir(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _preallocate(fd: int, size: int) -> None:
@@ -433,12 +426,12 @@ class WAL:
                 os.path.join(tmpdir, segment_name(0, 0)), 0, metadata, HardState(), segment_size, sync
             )
             if sync:
-                _fsync_dir(tmpdir)
+                fsync_dir(tmpdir)
             if os.path.isdir(dirpath):
                 os.rmdir(dirpath)  # empty (checked above)
             os.rename(tmpdir, dirpath)
             if sync:
-                _fsync_dir(parent)
+                fsync_dir(parent)
         except BaseException:
             os.close(lock_fd)
             shutil.rmtree(tmpdir, ignore_errors=True)
@@ -611,7 +604,7 @@ class WAL:
             path, self._chain, self._metadata, self._state, self._segment_size, self._sync
         )
         if self._sync:
-            _fsync_dir(self.dir)
+            fsync_dir(self.dir)
         os.close(self._fd)
         self._fd = fd
         self._offset = self._header_end = header_end
@@ -633,7 +626,7 @@ class WAL:
                 os.unlink(s.path)
             del self._segments[:keep]
             if self._sync:
-                _fsync_dir(self.dir)
+                fsync_dir(self.dir)
 
     def segments(self) -> list[str]:
         """Paths of the live segments, oldest first (for tests and tools)."""
