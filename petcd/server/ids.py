@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import struct
+import time
 
 
 def member_id(peer_urls: list[str], token: str, now: int | None = None) -> int:
@@ -27,3 +28,16 @@ def cluster_id(member_ids: list[int]) -> int:
     ids = sorted(member_ids)
     data = struct.pack(f">{len(ids)}Q", *ids)
     return int.from_bytes(hashlib.sha1(data).digest()[:8], "big")
+
+
+class RequestIds:
+    """Unique request ids: the member id's low 16 bits, then a millisecond
+    timestamp and a counter (etcd's idutil scheme), unique across restarts."""
+
+    def __init__(self, member_id: int) -> None:
+        self._prefix = (member_id & 0xFFFF) << 48
+        self._suffix = (int(time.time() * 1000) << 8) & ((1 << 48) - 1)
+
+    def next(self) -> int:
+        self._suffix = (self._suffix + 1) & ((1 << 48) - 1)
+        return self._prefix | self._suffix
