@@ -160,12 +160,16 @@ class Simulation:
         assert n.storage is not None
         d = n.durable
         if rd.snapshot is not None:
+            if rd.snapshot.metadata.index < n.applied_index:
+                raise SafetyViolation(f"state machine safety: node {n.id} was handed a snapshot at "
+                                      f"{rd.snapshot.metadata.index}, behind its applied index {n.applied_index}")
             n.storage.apply_snapshot(rd.snapshot)
             d.snapshot = rd.snapshot
             d.entries = [e for e in d.entries if e.index > rd.snapshot.metadata.index]
             n.applied = _decode_state(rd.snapshot.data)
             n.applied_index = rd.snapshot.metadata.index
             n.conf_state = rd.snapshot.metadata.conf_state
+            self.check_state_machine(n)
         if rd.entries:
             n.storage.append(rd.entries)
             first = rd.entries[0].index
@@ -238,6 +242,19 @@ class Simulation:
             raise SafetyViolation(f"state machine safety: node {n.id} applied {(e.term, data)!r} at {e.index}, "
                                   f"another node applied {seen!r}")
 
+    def check_state_machine(self, n: Node) -> None:
+        """No committed proposal is lost: a node's state holds exactly the proposals applied
+        anywhere at or below its applied index (whether it applied them or got a snapshot)."""
+        want = {i: data for i, (_, data) in self.applied.items()
+                if i <= n.applied_index and data and not data.startswith(b"cc:")}
+        if n.applied != want:
+            lost = sorted(set(want) - set(n.applied))[:5]
+            extra = sorted(set(n.applied) - set(want))[:5]
+            wrong = sorted(i for i in set(want) & set(n.applied) if want[i] != n.applied[i])[:5]
+            raise SafetyViolation(f"state machine safety: node {n.id} (applied {n.applied_index}) lacks "
+                                  f"committed proposals at {lost}, has unknown ones at {extra}, "
+                                  f"different ones at {wrong}")
+
     def check(self) -> None:
         for n in self._live():
             assert n.raw is not None
@@ -287,6 +304,7 @@ class Simulation:
             self.one_step()
             self.check()
         self.heal_and_check_liveness()
+        self.final_check()
 
     def summary(self) -> str:
         kinds = [line.split("] ", 1)[1].split()[0] for line in self.trace]
@@ -430,6 +448,11 @@ class Simulation:
                 n.raw.tick()
                 self.process(n)
         raise SafetyViolation("liveness: no leader committed a proposal on every voter after healing")
+
+    def final_check(self) -> None:
+        """After the run: every node's state machine agrees with what was committed."""
+        for i in sorted(self.nodes):
+            self.check_state_machine(self.nodes[i])
 
 
 def run_seed(seed: int, nodes: int = 3, steps: int = 4000) -> Simulation:

@@ -48,6 +48,17 @@ def test_the_checks_catch_a_broken_invariant() -> None:
         sim.check()
 
 
+def test_the_checks_catch_a_lost_committed_proposal() -> None:
+    sim = run_seed(3, nodes=3, steps=400)
+    node = max(sim.nodes.values(), key=lambda n: len(n.applied))
+    assert node.applied, "the run committed proposals"
+    sim.check_state_machine(node)
+    lost = min(node.applied)
+    del node.applied[lost]
+    with pytest.raises(SafetyViolation, match=rf"lacks committed proposals at \[{lost}\]"):
+        sim.check_state_machine(node)
+
+
 def test_the_command_line_runs_seeds(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["--seeds", "2", "--start", "7", "--steps", "500"]) == 0
     assert "2/2 seeds passed" in capsys.readouterr().out
