@@ -16,10 +16,8 @@ import logging
 import math
 import os
 import random
-from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
-
-import grpc
+from collections.abc import Callable
+from typing import Any
 
 from petcd.lease.lessor import ErrLeaseNotFound, Lessor
 from petcd.mvcc.history import StoreHistory
@@ -69,8 +67,6 @@ from petcd.server.transport import PeerTransport
 from petcd.server.wait import AppliedWait, Wait
 from petcd.storage.backend import Backend
 from petcd.storage.fsutil import replace_file
-
-T = TypeVar("T")
 
 log = logging.getLogger("petcd.server")
 
@@ -632,13 +628,13 @@ class EtcdServer(ClusterOps):
         self._check_running()
         if self.node.is_leader():
             return self.lessor.renew(lease_id)
-        return await _from_leader(self.leader_client.renew(self._leader_urls(), lease_id, self.request_timeout))
+        return await self.leader_client.renew(self._leader_urls(), lease_id, self.request_timeout)
 
     async def lease_time_to_live(self, req: rpc_pb2.LeaseTimeToLiveRequest) -> rpc_pb2.LeaseTimeToLiveResponse:
         await self.linearizable_read()
         if not self.node.is_leader():
             # the remaining TTL lives in the leader's lessor
-            return await _from_leader(self.leader_client.time_to_live(self._leader_urls(), req, self.request_timeout))
+            return await self.leader_client.time_to_live(self._leader_urls(), req, self.request_timeout)
         lease = self.lessor.lookup(req.ID)
         if lease is None:
             raise ErrLeaseNotFound()
@@ -658,16 +654,6 @@ class EtcdServer(ClusterOps):
     async def lease_leases(self) -> rpc_pb2.LeaseLeasesResponse:
         await self.linearizable_read()
         return rpc_pb2.LeaseLeasesResponse(leases=[rpc_pb2.LeaseStatus(ID=i) for i in sorted(self.lessor.leases)])
-
-
-async def _from_leader(call: Awaitable[T]) -> T:
-    """The leader's answer to a lease request, its errors made ours."""
-    try:
-        return await call
-    except grpc.aio.AioRpcError as exc:
-        if exc.code() == grpc.StatusCode.NOT_FOUND:
-            raise ErrLeaseNotFound() from None
-        raise ErrNoLeader() from None
 
 
 def _install_backend(path: str, data: bytes) -> None:

@@ -5,10 +5,26 @@ of replication)."""
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
+from typing import TypeVar
+
 import grpc
 
+from petcd.lease.lessor import ErrLeaseNotFound
 from petcd.proto import rpc_pb2, rpc_pb2_grpc
 from petcd.server.errors import ErrNoLeader
+
+T = TypeVar("T")
+
+
+async def _answer(call: Awaitable[T]) -> T:
+    """The leader's answer, its errors made ours."""
+    try:
+        return await call
+    except grpc.aio.AioRpcError as exc:
+        if exc.code() == grpc.StatusCode.NOT_FOUND:
+            raise ErrLeaseNotFound() from None
+        raise ErrNoLeader() from None
 
 
 class LeaderClient:
@@ -25,6 +41,9 @@ class LeaderClient:
         return ch
 
     async def renew(self, client_urls: list[str], lease_id: int, timeout: float) -> int:
+        return await _answer(self._renew(client_urls, lease_id, timeout))
+
+    async def _renew(self, client_urls: list[str], lease_id: int, timeout: float) -> int:
         stub = rpc_pb2_grpc.LeaseStub(self._channel(client_urls))
         call = stub.LeaseKeepAlive(timeout=timeout)
         try:
@@ -40,7 +59,7 @@ class LeaderClient:
         self, client_urls: list[str], req: rpc_pb2.LeaseTimeToLiveRequest, timeout: float
     ) -> rpc_pb2.LeaseTimeToLiveResponse:
         stub = rpc_pb2_grpc.LeaseStub(self._channel(client_urls))
-        resp: rpc_pb2.LeaseTimeToLiveResponse = await stub.LeaseTimeToLive(req, timeout=timeout)
+        resp: rpc_pb2.LeaseTimeToLiveResponse = await _answer(stub.LeaseTimeToLive(req, timeout=timeout))
         return resp
 
     async def promote(self, client_urls: list[str], member_id: int, timeout: float) -> None:
