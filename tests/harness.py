@@ -76,7 +76,11 @@ class Server:
 
     def start(self) -> Server:
         self.launch()
-        self.wait_ready()
+        try:
+            self.wait_ready()
+        except BaseException:
+            self.kill()  # never leave a process behind a failed start
+            raise
         return self
 
     def launch(self) -> Server:
@@ -188,8 +192,13 @@ def petcd_cluster(tmp: Path, size: int, extra: list[str] | None = None,
         members.append(Server("petcd", args, tmp / f"{n}.petcd", clients[n], tmp / f"{n}.log"))
     for m in members:
         m.launch()
-    for m in members:
-        m.wait_ready()
+    try:
+        for m in members:
+            m.wait_ready()
+    except BaseException:
+        for m in members:
+            m.kill()  # never leave processes behind a failed start
+        raise
     return members
 
 
