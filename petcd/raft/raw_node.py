@@ -40,7 +40,7 @@ MT = MessageType
 # messages a node makes for itself; one arriving from the network is ignored
 _LOCAL = frozenset({MT.MsgHup, MT.MsgBeat, MT.MsgUnreachable, MT.MsgSnapStatus, MT.MsgCheckQuorum})
 _RESPONSES = frozenset(
-    {MT.MsgAppResp, MT.MsgVoteResp, MT.MsgHeartbeatResp, MT.MsgUnreachable, MT.MsgPreVoteResp}
+    {MT.MsgAppResp, MT.MsgVoteResp, MT.MsgHeartbeatResp, MT.MsgPreVoteResp}
 )
 
 

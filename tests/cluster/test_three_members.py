@@ -5,6 +5,7 @@ is removed."""
 from __future__ import annotations
 
 import json
+import threading
 
 import grpc
 import pytest
@@ -94,8 +95,6 @@ def test_removing_a_member(cluster: list[Server]) -> None:
 
 def test_concurrent_linearizable_reads_on_every_member(cluster: list[Server]) -> None:
     """Read rounds of different members must not be confused by the leader."""
-    import threading
-
     leader(cluster)
     cluster[0].kv().Put(rpc_pb2.PutRequest(key=b"r", value=b"1"), timeout=30)
     errors: list[BaseException] = []
