@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.run_bench import WORKLOADS, run_gobench  # noqa: E402
 from petcd.proto import rpc_pb2, rpc_pb2_grpc  # noqa: E402
-from tests.harness import Server, free_port, petcd_cluster, require_binary  # noqa: E402
+from petcd.testing.harness import Server, free_port, petcd_cluster, require_binary  # noqa: E402
 
 
 def etcd_cluster(tmp: Path, size: int) -> list[Server]:

@@ -21,7 +21,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.servers import each_server  # noqa: E402
-from tests.harness import Server  # noqa: E402
+from petcd.testing.harness import Server  # noqa: E402
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tests.harness import Server, etcd_server, petcd_server  # noqa: E402
+from petcd.testing.harness import Server, etcd_server, petcd_server  # noqa: E402
 
 
 def each_server() -> Iterator[tuple[str, Server]]:

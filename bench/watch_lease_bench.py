@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.servers import each_server  # noqa: E402
 from petcd.proto import rpc_pb2, rpc_pb2_grpc  # noqa: E402
-from tests.harness import Server  # noqa: E402
+from petcd.testing.harness import Server  # noqa: E402
 
 STREAMS = 10
 
