@@ -93,7 +93,8 @@ def main() -> None:
                     results.setdefault(w.name, {})[kind] = measure(binary, members, w, args.duration, args.keys)
                 if args.failovers > 0:
                     failover[kind] = statistics.median(failover_seconds(members) for _ in range(args.failovers))
-    print_table(f"three members, {args.duration:g} s per workload; ratio = petcd/etcd; target from issue 11",
+    print_table(f"three members, {args.duration:g} s per workload; ratio = petcd/etcd; target from issue 11; "
+                "cpu/op summed over the members",
                 chosen, results, TARGETS)
     if failover:
         p, e = failover["petcd"], failover["etcd"]

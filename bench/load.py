@@ -58,6 +58,9 @@ def loadgen_binary(cache: Path | None = None) -> Path:
         partial.replace(target)  # atomic: a concurrent run sees no half-written binary
     finally:
         partial.unlink(missing_ok=True)
+    for old in target.parent.glob("loadgen-*"):
+        if old != target and not old.name.endswith(".tmp"):
+            old.unlink(missing_ok=True)  # built from sources that are gone
     return target
 
 

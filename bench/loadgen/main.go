@@ -347,16 +347,10 @@ func watchLoad(o options, conns []*clientv3.Client, value string) ([]*tally, flo
 // has each worker renew its leases in turn over its own LeaseKeepAlive
 // stream, one request in flight at a time. The leases are revoked after.
 func keepAliveLoad(o options, conns []*clientv3.Client) ([]*tally, float64, error) {
-	ids := make([]clientv3.LeaseID, 0, o.leases)
-	defer func() { revokeAll(o, conns, ids) }()
-	for i := 0; i < o.leases; i++ {
-		ctx, cancel := context.WithTimeout(context.Background(), o.timeout)
-		g, err := conns[i%len(conns)].Grant(ctx, o.leaseTTL)
-		cancel()
-		if err != nil {
-			return nil, 0, fmt.Errorf("granting lease %d: %w", i, err)
-		}
-		ids = append(ids, g.ID)
+	ids, err := grantAll(o, conns)
+	defer revokeAll(o, conns, ids)
+	if err != nil {
+		return nil, 0, err
 	}
 	tallies := make([]*tally, o.clients)
 	var wg sync.WaitGroup
@@ -403,6 +397,43 @@ func keepAliveLoad(o options, conns []*clientv3.Client) ([]*tally, float64, erro
 	}
 	wg.Wait()
 	return tallies, time.Since(start).Seconds(), nil
+}
+
+// grantAll grants o.leases leases, one granting goroutine per connection.
+// It returns every lease granted, also when some grant failed.
+func grantAll(o options, conns []*clientv3.Client) ([]clientv3.LeaseID, error) {
+	granted := make([]clientv3.LeaseID, o.leases) // 0: not granted
+	errs := make([]error, len(conns))
+	var wg sync.WaitGroup
+	for c := range conns {
+		wg.Add(1)
+		go func(c int) {
+			defer wg.Done()
+			for i := c; i < o.leases; i += len(conns) {
+				ctx, cancel := context.WithTimeout(context.Background(), o.timeout)
+				g, err := conns[c].Grant(ctx, o.leaseTTL)
+				cancel()
+				if err != nil {
+					errs[c] = fmt.Errorf("granting a lease: %w", err)
+					return
+				}
+				granted[i] = g.ID
+			}
+		}(c)
+	}
+	wg.Wait()
+	ids := make([]clientv3.LeaseID, 0, o.leases)
+	for _, id := range granted {
+		if id != 0 {
+			ids = append(ids, id)
+		}
+	}
+	for _, err := range errs {
+		if err != nil {
+			return ids, err
+		}
+	}
+	return ids, nil
 }
 
 // revokeAll revokes the leases the run granted, best effort, so that a
