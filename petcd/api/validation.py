@@ -3,10 +3,12 @@ v3rpc layer makes them, with etcd's errors."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
+from urllib.parse import urlsplit
 
 from petcd.proto import rpc_pb2
 from petcd.server import txn_ops
+from petcd.server.membership import ErrBadURLs
 
 
 class RequestError(Exception):
@@ -53,6 +55,26 @@ class ErrTxnTooDeep(ErrTooManyOps):
     the same status (InvalidArgument)."""
 
     message = f"etcdserver: too many operations in txn request (nested deeper than {txn_ops.MAX_TXN_DEPTH} txns)"
+
+
+def check_peer_urls(urls: Iterable[str]) -> None:
+    """A member's peer URLs as etcd's types.NewURLs takes them (at least one;
+    each scheme://host:port with no path), and only what petcd's peer
+    transport can dial (http, a port in range): a URL committed to the
+    member list that the transport cannot use would fail every member that
+    applies it, and again at every start."""
+    urls = list(urls)
+    if not urls:
+        raise ErrBadURLs()
+    for u in urls:
+        try:
+            parts = urlsplit(u)
+            port = parts.port
+            host = parts.hostname
+        except ValueError:  # a bad IPv6 literal, a port out of range or not a number
+            raise ErrBadURLs() from None
+        if parts.scheme != "http" or not host or port is None or parts.path not in ("",):
+            raise ErrBadURLs()
 
 
 def check_range(r: rpc_pb2.RangeRequest) -> None:
