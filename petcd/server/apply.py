@@ -27,11 +27,13 @@ from petcd.lease.lessor import LeaseError, Lessor
 from petcd.mvcc.errors import MvccError
 from petcd.mvcc.kvstore import Compaction, KVStore
 from petcd.proto import raft_internal_pb2, rpc_pb2
+from petcd.raft import ConfChange, ConfChangeType
 from petcd.server import txn_ops
 from petcd.server.alarms import ALARM_BUCKET, AlarmStore
 from petcd.server.decoding import field_bytes, parse_deep
 from petcd.server.errors import ErrNoSpace, ErrNotSupported, ServerError
 from petcd.server.membership import MEMBERS_BUCKET, Member, Membership, MembershipError, member_key
+from petcd.server.transport import parse_url
 from petcd.storage.backend import Backend
 from petcd.storage.errors import StorageError
 
@@ -51,6 +53,31 @@ class ErrUnappliable(ServerError):
     nothing, on any member."""
 
     message = "etcdserver: request could not be applied"
+
+
+def conf_change_problem(data: bytes) -> tuple[int, str | None]:
+    """(the change's id or 0, why it cannot be applied or None) for a
+    committed configuration change entry. A change that decodes but names a
+    member whose record does not decode, or whose peer URLs the transport
+    cannot dial, would fail every member that applies it and then every
+    start (the transport is given each member's URLs), so it is applied as
+    a no-op instead. etcd's applier refuses a member whose id is not the
+    change's node id the same way."""
+    try:
+        cc = ConfChange.from_bytes(data)
+    except Exception as exc:  # DecodeError, or ValueError for an unknown change type
+        return 0, f"it does not decode ({exc})"
+    if cc.node_id == 0 or not cc.context or cc.type == ConfChangeType.ConfChangeRemoveNode:
+        return cc.id, None
+    try:
+        m = Member.from_json(cc.context)
+        for url in m.peer_urls:
+            parse_url(url)
+    except Exception as exc:  # JSON, missing fields, types, BadURLError
+        return cc.id, f"its member record is unusable ({exc!r})"
+    if m.id != cc.node_id:
+        return cc.id, f"its member record is for member {m.id:x}, not {cc.node_id:x}"
+    return cc.id, None
 
 
 def decode_request(data: bytes) -> raft_internal_pb2.InternalRaftRequest:

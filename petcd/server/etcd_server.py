@@ -48,6 +48,7 @@ from petcd.server.apply import (
     Applier,
     CompactResult,
     ErrUnappliable,
+    conf_change_problem,
     decode_request,
     request_id,
 )
@@ -257,13 +258,19 @@ class EtcdServer(ClusterOps):
             if e.type != EntryType.EntryNormal:
                 # membership lives in raft's memory too, so it is rebuilt on
                 # every restart, even from entries the backend already has
-                try:
-                    self._apply_conf_change(e)
-                except LOCAL_FAILURES:
-                    raise
-                except Exception as exc:  # a poison pill: the same on every member, never fatal
+                cc_id, problem = conf_change_problem(e.data)
+                if problem is None:
+                    try:
+                        self._apply_conf_change(e)
+                    except LOCAL_FAILURES:
+                        raise
+                    except Exception as exc:  # a defect, not the entry's: still never fatal
+                        problem = repr(exc)
+                if problem is not None:  # the same on every member, and on every replay
                     log.error("raft entry %d (term %d) is a configuration change petcd cannot apply, "
-                              "applied as a no-op: %r", e.index, e.term, exc)
+                              "applied as a no-op: %s", e.index, e.term, problem)
+                    if cc_id:
+                        self.wait.fail(cc_id, ErrUnappliable())
             if e.index <= self.consistent_index:
                 continue  # already in the backend before a restart
             if e.type == EntryType.EntryNormal and e.data:

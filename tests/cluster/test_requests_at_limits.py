@@ -148,11 +148,22 @@ def poison_entries(member_id: int) -> list[tuple[int, bytes]]:
         (0, ir(txn=rpc_pb2.TxnRequest(success=[rpc_pb2.RequestOp(request_range=rpc_pb2.RangeRequest(
             key=b"a", revision=-(2**63), limit=-(2**63)))])).SerializeToString()),
         (1, b"\xff\xff\xff\xff"),  # a configuration change that does not decode
-        # decodes, so raft applies it, but its member is not JSON (raft
-        # takes one configuration change at a time: the rest are dropped)
-        (1, raft_pb2.ConfChange(id=77, type=2, node_id=member_id, context=b"\xff{").SerializeToString()),
-        (1, raft_pb2.ConfChange(type=1, node_id=0, context=b"\xff").SerializeToString()),
         (2, b"\x01\x02\x03"),  # a v2 configuration change, which petcd does not speak
+    ]
+
+
+def poison_conf_changes(member_id: int) -> list[bytes]:
+    """Configuration changes that decode, so raft applies them, but whose
+    member records petcd cannot use: each would fail every member applying
+    it, and the URLs every later start."""
+    def cc(kind: int, node: int, context: bytes) -> bytes:
+        return raft_pb2.ConfChange(id=77, type=kind, node_id=node, context=context).SerializeToString()  # type: ignore[arg-type]
+
+    return [
+        cc(2, member_id, b"\xff{"),  # update: not JSON
+        cc(3, 0x1234, b'{"id":4660,"peerURLs":["https://127.0.0.1:5"]}'),  # learner the transport cannot dial
+        cc(3, 0x1235, b'{"id":4661,"peerURLs":"http://127.0.0.1:6"}'),  # a string where a list belongs
+        cc(0, 0x1236, b'{"id":1,"peerURLs":["http://127.0.0.1:7"]}'),  # the record names another member
     ]
 
 
@@ -176,16 +187,23 @@ def send_from_peer(lead: Server, members: list[Server], entries: list[tuple[int,
 def test_entries_the_applier_cannot_apply_never_stop_a_member(cluster: list[Server]) -> None:
     lead = leader(cluster)
     lead.kv().Put(rpc_pb2.PutRequest(key=b"before", value=b"poison"), timeout=30)
-    send_from_peer(lead, cluster, poison_entries(status(cluster[0]).header.member_id))
-    # a write proposed after them is applied after them, on every member
+    member_id = status(cluster[0]).header.member_id
+    batches = [poison_entries(member_id)] + [[(1, c)] for c in poison_conf_changes(member_id)]
+    for i, batch in enumerate(batches):  # raft takes one configuration change at a time
+        send_from_peer(lead, cluster, batch)
+        # a write proposed after them is applied after them, on every member
+        key = b"after%d" % i
+        lead.kv().Put(rpc_pb2.PutRequest(key=key, value=b"poison"), timeout=30)
+        wait_for(lambda k=key: all(m.kv().Range(rpc_pb2.RangeRequest(key=k, serializable=True), timeout=5).count
+                                   for m in cluster), 60, "every member to apply past the poison")
     after = lead.kv().Put(rpc_pb2.PutRequest(key=b"after", value=b"poison"), timeout=30).header.revision
-    wait_for(lambda: all(m.kv().Range(rpc_pb2.RangeRequest(key=b"after", serializable=True), timeout=5).count
-                         for m in cluster), 60, "every member to apply past the poison")
     all_alive(cluster)
-    for m in cluster:  # each member logged the entries it could not decode, with their index
+    for m in cluster:  # each member logged the entries it could not apply, with their index
         log = m.log_path.read_text(errors="replace")
         assert log.count("is not a request petcd can decode") >= 3, m.log_tail()
-        assert "is a configuration change petcd cannot apply" in log, m.log_tail()
+        assert log.count("is a configuration change petcd cannot apply") == 4, m.log_tail()
+    members = rpc_pb2_grpc.ClusterStub(lead.channel()).MemberList(rpc_pb2.MemberListRequest(), timeout=30).members
+    assert len(members) == 3 and all(m.peerURLs and m.peerURLs[0].startswith("http://") for m in members)
     hash_kv_converges(cluster)
     # a member that replays the whole WAL (its backend lost) passes them the same way
     victim = next(m for m in cluster if m is not lead)
