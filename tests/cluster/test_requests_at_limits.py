@@ -12,10 +12,12 @@ operations"; petcd does the same.
 
 from __future__ import annotations
 
+import functools
 import socket
 import struct
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import grpc
@@ -24,7 +26,7 @@ import pytest
 from petcd.proto import raft_internal_pb2, raft_pb2, rpc_pb2, rpc_pb2_grpc
 from petcd.server import txn_ops
 from tests.cluster.helpers import hash_kv_converges, leader, status
-from tests.harness import Server, etcd_server, petcd_cluster, wait_for
+from tests.harness import Server, etcd_server, petcd_cluster, petcd_server, wait_for
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -178,10 +180,14 @@ def send_from_peer(lead: Server, members: list[Server], entries: list[tuple[int,
     with socket.create_connection((peer.hostname, peer.port), timeout=30) as s:
         s.sendall(struct.pack(">10sQQQ", b"PETCDRAFT1", st.header.cluster_id, other, me))
         for etype, data in entries:
-            msg = raft_pb2.Message(type=raft_pb2.MsgProp, to=me, entries=[raft_pb2.Entry(Type=etype, Data=data)])
+            msg = raft_pb2.Message(type=raft_pb2.MsgProp, to=me, entries=[raft_pb2.Entry(Type=etype, Data=data)])  # type: ignore[arg-type]
             setattr(msg, "from", other)
             frame = msg.SerializeToString()
             s.sendall(struct.pack(">I", len(frame)) + frame)
+
+
+def applied_everywhere(members: list[Server], key: bytes) -> bool:
+    return all(m.kv().Range(rpc_pb2.RangeRequest(key=key, serializable=True), timeout=5).count for m in members)
 
 
 def test_entries_the_applier_cannot_apply_never_stop_a_member(cluster: list[Server]) -> None:
@@ -194,8 +200,7 @@ def test_entries_the_applier_cannot_apply_never_stop_a_member(cluster: list[Serv
         # a write proposed after them is applied after them, on every member
         key = b"after%d" % i
         lead.kv().Put(rpc_pb2.PutRequest(key=key, value=b"poison"), timeout=30)
-        wait_for(lambda k=key: all(m.kv().Range(rpc_pb2.RangeRequest(key=k, serializable=True), timeout=5).count
-                                   for m in cluster), 60, "every member to apply past the poison")
+        wait_for(functools.partial(applied_everywhere, cluster, key), 60, "every member to apply past the poison")
     after = lead.kv().Put(rpc_pb2.PutRequest(key=b"after", value=b"poison"), timeout=30).header.revision
     all_alive(cluster)
     for m in cluster:  # each member logged the entries it could not apply, with their index
@@ -236,12 +241,12 @@ LEASE_EXISTS = (_C.FAILED_PRECONDITION, "etcdserver: lease already exists")
 Outcome = str | tuple[grpc.StatusCode, str]
 
 
-def _put(k: bytes, v: bytes = b"", **kw: int) -> rpc_pb2.RequestOp:
+def _put(k: bytes, v: bytes = b"", **kw: Any) -> rpc_pb2.RequestOp:
     return rpc_pb2.RequestOp(request_put=rpc_pb2.PutRequest(key=k, value=v, **kw))
 
 
-def _range(k: bytes, **kw: object) -> rpc_pb2.RequestOp:
-    return rpc_pb2.RequestOp(request_range=rpc_pb2.RangeRequest(key=k, **kw))  # type: ignore[arg-type]
+def _range(k: bytes, **kw: Any) -> rpc_pb2.RequestOp:
+    return rpc_pb2.RequestOp(request_range=rpc_pb2.RangeRequest(key=k, **kw))
 
 
 def _wide_deep(levels: int, width: int) -> rpc_pb2.TxnRequest:
@@ -258,7 +263,7 @@ def _wide_deep(levels: int, width: int) -> rpc_pb2.TxnRequest:
 
 
 def _extreme_compares() -> list[rpc_pb2.Compare]:
-    operands: list[dict[str, object]] = [
+    operands: list[dict[str, Any]] = [
         {"version": I64MIN}, {"create_revision": I64MAX}, {"mod_revision": I64MIN}, {"value": b"\xff" * 100},
         {"lease": I64MAX}]
     return [rpc_pb2.Compare(key=b"c%d" % i, target=i % 5, result=i % 4,  # type: ignore[arg-type]
@@ -360,7 +365,7 @@ def limit_cases() -> list[tuple[str, str, str, object, Outcome]]:
 # Where petcd answers differently from etcd 3.4, on purpose: a URL petcd's
 # peer transport cannot dial is refused before it is committed (etcd 3.4
 # takes a port out of range, and https, which petcd's transport lacks).
-PETCD_ONLY = [
+PETCD_ONLY: list[tuple[str, str, str, object, Outcome]] = [
     ("member add, port out of range", "Cluster", "MemberAdd",
      rpc_pb2.MemberAddRequest(peerURLs=["http://127.0.0.1:99999"], isLearner=True), BAD_URLS),
     ("member add, https", "Cluster", "MemberAdd",
@@ -409,3 +414,23 @@ def test_outcomes_match_etcd(tmp_path: Path) -> None:
     finally:
         etcd.stop()
     assert got == [(c[0], c[4]) for c in limit_cases()]
+
+
+def test_depth_petcd_cannot_carry_is_refused_before_proposing(tmp_path: Path) -> None:
+    """With a larger --max-txn-ops etcd goes deeper than its default budget
+    allows; petcd applies up to txn_ops.MAX_TXN_DEPTH levels and refuses
+    deeper txns at the api, InvalidArgument, before anything is proposed."""
+    s = petcd_server(tmp_path, extra=["--max-txn-ops", "100000"]).start()
+    try:
+        depth = txn_ops.MAX_TXN_DEPTH
+        assert raw_txn(s)(nested_txn(depth, b"deepest").SerializeToString(), timeout=30)
+        rev = status(s).header.revision
+        for levels in (depth + 1, depth + 10, 2000):  # the last is too deep even to decode in full
+            with pytest.raises(grpc.RpcError) as err:
+                raw_txn(s)(nested_txn(levels, b"x").SerializeToString(), timeout=30)
+            assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+            assert err.value.details() == f"etcdserver: too many operations in txn request (nested deeper than {depth} txns)"
+        assert status(s).header.revision == rev
+        assert s.proc is not None and s.proc.poll() is None
+    finally:
+        s.stop()

@@ -17,6 +17,7 @@ import pytest
 from petcd.proto import raft_internal_pb2, rpc_pb2
 from petcd.server.apply import ErrUnappliable
 from petcd.server.etcd_server import EtcdServer
+from tests.harness import wait_for
 from tests.server.conftest import Member, member_config, start_member
 
 pytestmark = pytest.mark.timeout(300)
@@ -101,6 +102,7 @@ def test_a_storage_failure_is_not_swallowed_as_a_client_error(member: Member) ->
         return real_put(req)
 
     s.kv.put = failing_disk  # type: ignore[method-assign]
-    with pytest.raises(grpc.RpcError):
-        member.kv.Put(rpc_pb2.PutRequest(key=b"disk", value=b"v"), timeout=30)
+    with pytest.raises(grpc.RpcError):  # no answer comes: the member stopped applying
+        member.kv.Put(rpc_pb2.PutRequest(key=b"disk", value=b"v"), timeout=2)
+    wait_for(lambda: s.node.failed is not None, 30, "the node loop to stop")
     assert isinstance(s.node.failed, BackendError)
