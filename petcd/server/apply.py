@@ -7,12 +7,15 @@ beyond what the log itself built.
 
 A committed entry never stops the member because of what it holds (issue 9):
 an entry that does not decode, or whose request fails in a way the applier
-did not foresee, is applied as an error result: it changes nothing (every
-check runs before the first write), every member logs it at error level
-with its index and answers its waiting client with ErrUnappliable, and WAL
-replay does the same again. Only failures of this member's own storage
-(StorageError, OSError, MemoryError) propagate: they are not the entry's,
-and applying the entry as a no-op on one member alone would fork the state.
+did not foresee, is applied as an error result: every member logs it at
+error level with its index and answers its waiting client with
+ErrUnappliable, and WAL replay does the same again. An entry that does not
+decode changes nothing; a defect that strikes in the middle of a write
+leaves what was written so far, the same on every member (the applier is
+deterministic), so the members still agree. Only failures of this member's
+own storage (StorageError, OSError, MemoryError) propagate: they are not
+the entry's, and applying the entry as an error on one member alone would
+fork the state.
 """
 
 from __future__ import annotations
@@ -49,8 +52,8 @@ _HEADER_FIELD = raft_internal_pb2.InternalRaftRequest.DESCRIPTOR.fields_by_name[
 
 
 class ErrUnappliable(ServerError):
-    """A committed request that could not be decoded or applied; it changed
-    nothing, on any member."""
+    """A committed request that could not be decoded or applied; every
+    member answered it the same way."""
 
     message = "etcdserver: request could not be applied"
 
