@@ -25,8 +25,8 @@ import pytest
 
 from petcd.proto import raft_internal_pb2, raft_pb2, rpc_pb2, rpc_pb2_grpc
 from petcd.server import txn_ops
+from petcd.testing.harness import Server, etcd_server, petcd_cluster, petcd_server, wait_for
 from tests.cluster.helpers import hash_kv_converges, leader, status
-from tests.harness import Server, etcd_server, petcd_cluster, petcd_server, wait_for
 
 pytestmark = pytest.mark.timeout(600)
 

@@ -17,7 +17,7 @@ import pytest
 from petcd.proto import raft_internal_pb2, rpc_pb2
 from petcd.server.apply import ErrUnappliable
 from petcd.server.etcd_server import EtcdServer
-from tests.harness import wait_for
+from petcd.testing.harness import wait_for
 from tests.server.conftest import Member, member_config, start_member
 
 pytestmark = pytest.mark.timeout(300)
