@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import os
+import sys
+import tempfile
 from collections.abc import AsyncIterator
 
 import grpc
@@ -13,11 +16,41 @@ from petcd.api.handler import unary
 from petcd.proto import rpc_pb2, rpc_pb2_grpc
 from petcd.server.errors import ErrNoLeader, ErrNotSupported
 from petcd.server.etcd_server import ETCD_VERSION, EtcdServer
+from petcd.storage.backend import BackendSnapshot
+from petcd.storage.errors import BackendError
 
 Ctx = grpc.aio.ServicerContext
 
 # etcd streams snapshots in 32 KiB blobs, then one blob with the sha256 of all.
 SNAPSHOT_CHUNK = 32 * 1024
+
+
+async def to_bbolt(snap: BackendSnapshot, tmp_dir: str) -> BackendSnapshot:
+    """The backend copy converted to etcd's bbolt file (an unlinked temp file
+    in tmp_dir), by a child process so the conversion never holds this
+    process's interpreter lock; the child is killed if the caller gives up."""
+    fd, tmp = tempfile.mkstemp(prefix="db.bbolt-", suffix=".tmp", dir=tmp_dir)
+    os.unlink(tmp)
+    try:
+        root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p))
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "petcd.storage.etcd_format", "export", str(snap.fileno()), str(fd),
+            pass_fds=(snap.fileno(), fd), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=env,
+        )
+        try:
+            _, err = await proc.communicate()
+        except BaseException:
+            if proc.returncode is None:
+                proc.kill()
+                await proc.wait()
+            raise
+        if proc.returncode != 0:
+            raise BackendError(f"snapshot: converting to etcd's file format failed: {err.decode()[-500:]}")
+        return BackendSnapshot(fd, os.fstat(fd).st_size)
+    except BaseException:
+        os.close(fd)
+        raise
 
 
 class MaintenanceService(rpc_pb2_grpc.MaintenanceServicer):
@@ -68,7 +101,11 @@ class MaintenanceService(rpc_pb2_grpc.MaintenanceServicer):
     ) -> AsyncIterator[rpc_pb2.SnapshotResponse]:
         try:
             self.s.backend.commit()
-            snap = await asyncio.to_thread(self.s.backend.snapshot)
+            copy = await asyncio.to_thread(self.s.backend.snapshot)
+            try:
+                snap = await to_bbolt(copy, os.path.dirname(self.s.backend.path))
+            finally:
+                copy.close()
         except Exception as exc:
             await abort_with(context, exc)
         try:

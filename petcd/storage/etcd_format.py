@@ -1,0 +1,151 @@
+"""petcd's backend in etcd's file format, and back.
+
+What it is for: a snapshot that leaves the cluster (``etcdctl snapshot
+save``) is the bbolt file etcd itself would have written, so etcd's tools
+read it and etcd restores it; and petcd restores or migrates etcd's bbolt
+files. petcd's buckets already hold etcd's encodings (revision keys and
+KeyValue values, leasepb leases, member JSON, AlarmMember keys, compaction
+revisions), with one difference that is converted here:
+
+- etcd keeps the applied raft index under ``consistent_index`` as an 8-byte
+  big-endian integer (and, since 3.5, the term under ``term``); petcd keeps
+  both in one 16-byte value.
+
+A snapshot also carries etcd's ``cluster/clusterVersion`` when petcd has
+none, as every etcd 3.4 data file does.
+
+The export runs in a separate process (``python -m petcd.storage.etcd_format
+export IN_FD OUT_FD``) so that building a large file never competes with the
+member's event loop for the interpreter lock.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+import sys
+from collections.abc import Iterable, Iterator
+from typing import Any, BinaryIO
+
+import lmdb
+
+from petcd.storage.backend import BUCKETS, CONSISTENT_INDEX_KEY, META_BUCKET, Backend
+from petcd.storage.bbolt import BoltReader, BoltWriter
+
+TERM_KEY = b"term"
+CLUSTER_BUCKET = "cluster"
+CLUSTER_VERSION_KEY = b"clusterVersion"
+# etcd stores major.minor.0 of the cluster version.
+CLUSTER_VERSION = b"3.4.0"
+_U64 = struct.Struct(">Q")
+_CI = struct.Struct(">QQ")
+_MAX_DBS = 32
+# Restore commits the imported backend every this many writes, so the open
+# batch (kept in memory until commit) stays small.
+_IMPORT_BATCH = 20_000
+
+ItemSource = Iterable[tuple[bytes, bytes]]
+
+
+def _to_etcd_bucket(name: str, items: ItemSource) -> ItemSource:
+    """A petcd bucket's items as etcd stores them (sorted, as bbolt needs)."""
+    if name == META_BUCKET:
+        out = {}
+        for k, v in items:
+            if k == CONSISTENT_INDEX_KEY and len(v) == _CI.size:
+                index, term = _CI.unpack(v)
+                out[k] = _U64.pack(index)
+                out[TERM_KEY] = _U64.pack(term)
+            else:
+                out[k] = v
+        return sorted(out.items())
+    if name == CLUSTER_BUCKET:
+        got = dict(items)
+        got.setdefault(CLUSTER_VERSION_KEY, CLUSTER_VERSION)
+        return sorted(got.items())
+    return items
+
+
+def etcd_buckets(items_of: Any) -> Iterator[tuple[bytes, ItemSource]]:
+    """(bucket name, items) of etcd's buckets in bbolt's (byte) order, from
+    ``items_of(name)`` giving a petcd bucket's items in key order."""
+    for name in sorted(BUCKETS, key=str.encode):
+        yield name.encode(), _to_etcd_bucket(name, items_of(name))
+
+
+def export_lmdb(env: lmdb.Environment, out: BinaryIO) -> int:
+    """Write the LMDB backend file's buckets to out as a bbolt file, inside
+    one read transaction (a consistent view); returns the bbolt size."""
+    writer = BoltWriter(out)
+    with env.begin() as txn:
+        def items_of(name: str) -> Iterator[tuple[bytes, bytes]]:
+            try:
+                db = env.open_db(name.encode(), txn=txn, create=False)
+            except lmdb.NotFoundError:
+                return iter(())
+            return txn.cursor(db).iternext()
+
+        for name, items in etcd_buckets(items_of):
+            writer.add_bucket(name, items)
+    return writer.finish()
+
+
+def open_lmdb_readonly(path: str) -> lmdb.Environment:
+    """A read-only view of a backend file nobody writes any more (a copy)."""
+    return lmdb.open(path, subdir=False, readonly=True, lock=False, max_dbs=_MAX_DBS)
+
+
+def export_fd(in_fd: int, out_fd: int) -> int:
+    """Convert the LMDB backend copy open as in_fd into a bbolt file written
+    to out_fd (from its start); returns the bbolt size."""
+    env = open_lmdb_readonly(f"/proc/self/fd/{in_fd}")
+    try:
+        with os.fdopen(os.dup(out_fd), "w+b", buffering=1 << 20) as out:
+            out.seek(0)
+            return export_lmdb(env, out)
+    finally:
+        env.close()
+
+
+def import_bbolt(reader: BoltReader, backend: Backend) -> int:
+    """Copy an etcd bbolt file's buckets into an (empty) petcd backend and
+    commit; returns how many pairs were copied. Buckets petcd does not keep
+    are skipped."""
+    present = set(reader.buckets())
+    n = 0
+    for name in BUCKETS:
+        if name.encode() not in present:
+            continue
+        bucket = reader.bucket(name.encode())
+        assert bucket is not None
+        items: ItemSource = bucket.items()
+        if name == META_BUCKET:
+            meta = dict(items)
+            ci = meta.pop(CONSISTENT_INDEX_KEY, None)
+            term = meta.pop(TERM_KEY, None)
+            if ci is not None and len(ci) >= 8:
+                index = _U64.unpack_from(ci)[0]
+                t = _U64.unpack_from(term)[0] if term is not None and len(term) >= 8 else 0
+                meta[CONSISTENT_INDEX_KEY] = _CI.pack(index, t)
+            items = sorted(meta.items())
+        for k, v in items:
+            backend.put(name, k, v)
+            n += 1
+            if n % _IMPORT_BATCH == 0:
+                backend.commit()
+    backend.commit()
+    return n
+
+
+def main(argv: list[str]) -> int:
+    """``export IN_FD OUT_FD``: prints the bbolt size on success."""
+    if len(argv) != 3 or argv[0] != "export":
+        print("usage: python -m petcd.storage.etcd_format export IN_FD OUT_FD", file=sys.stderr)
+        return 2
+    size = export_fd(int(argv[1]), int(argv[2]))
+    print(size)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
