@@ -26,6 +26,8 @@ from petcd.proto import kv_pb2
 from petcd.server import ids
 from petcd.server.membership import Member
 from petcd.storage.backend import Backend
+from petcd.storage.etcd_format import export_fd
+from petcd.testing.harness import require_binary
 
 from .conftest import REPO, PetcdProcess, etcdctl, need_server_and_etcdctl, run_petcd
 
@@ -63,12 +65,28 @@ def save_snapshot(be: Backend, dest: Path, *, trailer: bool = True) -> bytes:
     return db
 
 
+def etcd_hash_of_export(be: Backend, tmp: Path) -> int:
+    """The hash real etcdctl reports for the bbolt file petcd exports from be."""
+    snap = be.snapshot()
+    try:
+        with open(tmp / "export.bbolt", "w+b") as out:
+            export_fd(snap.fileno(), out.fileno())
+    finally:
+        snap.close()
+    cp = subprocess.run([require_binary("etcdctl"), "snapshot", "status", str(tmp / "export.bbolt"), "-w", "json"],
+                        capture_output=True, text=True, timeout=60, env=dict(os.environ, ETCDCTL_API="3"))
+    assert cp.returncode == 0, cp.stderr
+    return int(json.loads(cp.stdout)["hash"])
+
+
 @pytest.fixture
 def snapshot_file(tmp_path: Path) -> tuple[Path, bytes, int]:
+    """A petcd (LMDB) db file with its sha256 trailer, and the hash etcd
+    gives the same data in its own format."""
     be = make_db(tmp_path / "src" / "db")
     try:
         db = save_snapshot(be, tmp_path / "snap.db")
-        h = be.hash()
+        h = etcd_hash_of_export(be, tmp_path)
     finally:
         be.close()
     return tmp_path / "snap.db", db, h
@@ -81,8 +99,9 @@ def test_status_reports_hash_revision_keys_and_size(snapshot_file: tuple[Path, b
     path, db, h = snapshot_file
     before = path.read_bytes()
     st = status(str(path))
-    # 20 revisions + 1 member + 1 removed member + the consistent index
-    assert st == SnapshotStatus(hash=h, revision=21, total_key=23, total_size=len(db))
+    # 20 revisions + 1 member + 1 removed member + the consistent index and
+    # term + the cluster version: the pairs of the bbolt file petcd exports
+    assert st == SnapshotStatus(hash=h, revision=21, total_key=25, total_size=len(db))
     assert path.read_bytes() == before
 
 
@@ -110,7 +129,7 @@ def test_status_command_json(snapshot_file: tuple[Path, bytes, int]) -> None:
     r = subprocess.run([sys.executable, "-m", "petcd", "snapshot", "status", str(path), "-w", "json"],
                        capture_output=True, text=True, timeout=60, cwd=REPO)
     assert r.returncode == 0, r.stderr
-    assert json.loads(r.stdout) == {"hash": h, "revision": 21, "totalKey": 23, "totalSize": len(db)}
+    assert json.loads(r.stdout) == {"hash": h, "revision": 21, "totalKey": 25, "totalSize": len(db)}
 
 
 # ---- restore ----------------------------------------------------------------------
