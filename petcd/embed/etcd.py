@@ -12,6 +12,7 @@ import grpc
 from petcd.api import grpc_server
 from petcd.server.config import ServerConfig
 from petcd.server.etcd_server import EtcdServer
+from petcd.storage.etcd_datadir import refuse_etcd_data_dir
 
 log = logging.getLogger("petcd.embed")
 
@@ -19,6 +20,8 @@ log = logging.getLogger("petcd.embed")
 class Etcd:
     def __init__(self, cfg: ServerConfig) -> None:
         self.cfg = cfg
+        # an etcd member's data dir is refused before anything touches it
+        refuse_etcd_data_dir(cfg.data_dir, cfg.backend_path(), cfg.wal_dir())
         self.server = EtcdServer(cfg)
         self._grpc: grpc.aio.Server | None = None
 
