@@ -22,7 +22,9 @@ from petcd.storage.errors import BackendError
 Ctx = grpc.aio.ServicerContext
 
 # etcd streams snapshots in 32 KiB blobs, then one blob with the sha256 of all.
-SNAPSHOT_CHUNK = 32 * 1024
+# petcd sends 1 MiB blobs: a Python stream pays per message, and every client
+# accepts them (gRPC's default receive limit is 4 MiB).
+SNAPSHOT_CHUNK = 1024 * 1024
 
 
 async def to_bbolt(snap: BackendSnapshot, tmp_dir: str) -> BackendSnapshot:

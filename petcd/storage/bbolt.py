@@ -38,6 +38,7 @@ Guarantees:
 
 from __future__ import annotations
 
+import functools
 import mmap
 import os
 import struct
@@ -460,17 +461,28 @@ class Bucket:
 # --- writing -------------------------------------------------------------------
 
 
+@functools.lru_cache(maxsize=512)
+def _u32s(n: int) -> struct.Struct:
+    return struct.Struct(f"<{n}I")
+
+
 def _leaf_body(items: list[tuple[bytes, bytes, int]]) -> bytes:
     n = len(items)
-    heads: list[int] = []
+    heads = [0] * (4 * n)
     data: list[bytes] = []
-    off = n * ELEM_SIZE  # from the first element to the current key
-    for i, (k, v, f) in enumerate(items):
-        heads += (f, off - i * ELEM_SIZE, len(k), len(v))
-        off += len(k) + len(v)
-        data.append(k)
-        data.append(v)
-    return struct.pack(f"<{4 * n}I", *heads) + b"".join(data)
+    off = n * ELEM_SIZE  # from element i to its key: past the later elements, then the earlier data
+    j = 0
+    for k, v, f in items:
+        lk = len(k)
+        lv = len(v)
+        heads[j] = f
+        heads[j + 1] = off
+        heads[j + 2] = lk
+        heads[j + 3] = lv
+        off += lk + lv - ELEM_SIZE
+        j += 4
+        data += (k, v)
+    return _u32s(4 * n).pack(*heads) + b"".join(data)
 
 
 def _branch_body(entries: list[tuple[bytes, int]]) -> bytes:
@@ -507,6 +519,34 @@ class _Tree:
             self._flush_leaf()
         self.leaf.append((key, value, flags))
         self.leaf_size += size
+
+    def add_many(self, items: Iterable[tuple[bytes, bytes]]) -> int:
+        """add() for many plain pairs: the hot loop of an export."""
+        page_size = self.w.page_size
+        leaf = self.leaf
+        size = self.leaf_size
+        last = self.last if self.last is not None else b""
+        n = 0
+        try:
+            for k, v in items:
+                if k <= last:
+                    raise ValueError(f"bucket {self.name!r}: keys must be non-empty and strictly ascending "
+                                     f"({last!r} then {k!r})")
+                last = k
+                esz = ELEM_SIZE + len(k) + len(v)
+                if size + esz > page_size and leaf:
+                    self.leaf_size = size
+                    self._flush_leaf()
+                    leaf = self.leaf
+                    size = PAGE_HEADER_SIZE
+                leaf.append((k, v, 0))
+                size += esz
+                n += 1
+        finally:
+            self.leaf_size = size
+            if n:
+                self.last = last
+        return n
 
     def _flush_leaf(self) -> None:
         first = self.leaf[0][0]
@@ -597,10 +637,7 @@ class BoltWriter:
         if self._root.last is not None and name <= self._root.last:
             raise ValueError(f"buckets must be added in ascending name order ({name!r})")
         tree = _Tree(self, name)
-        n = 0
-        for k, v in items:
-            tree.add(k, v)
-            n += 1
+        n = tree.add_many(items)
         self._root.add(name, tree.finish(inline_ok=True), BUCKET_LEAF_FLAG)
         return n
 
