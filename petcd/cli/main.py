@@ -53,6 +53,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from petcd.cli import cluster
 
         return cluster.main(args[1:])
+    if args and args[0] == "migrate":
+        from petcd.cli import migrate
+
+        return migrate.main(args[1:])
     try:
         inv = flags.parse(args, os.environ)
     except flags.UsageError as exc:
