@@ -263,3 +263,79 @@ def test_etcdctl_snapshot_save_then_restore_then_serve(tmp_path: Path, processes
     w = etcdctl(b.client, "put", "after", "restore")
     assert w.returncode == 0, w.stderr + b.log()
     assert b.stop() == 0, b.log()
+
+
+# ---- bbolt (etcd format) snapshots: refusals say which check failed ------------------
+
+
+@pytest.fixture
+def bbolt_snapshot(tmp_path: Path) -> Path:
+    """The snapshot etcdctl saves from petcd: the bbolt export and its sha256."""
+    be = make_db(tmp_path / "src" / "db")
+    try:
+        snap = be.snapshot()
+        try:
+            with open(tmp_path / "export.bbolt", "w+b") as out:
+                export_fd(snap.fileno(), out.fileno())
+        finally:
+            snap.close()
+    finally:
+        be.close()
+    body = (tmp_path / "export.bbolt").read_bytes()
+    (tmp_path / "bbolt.snap").write_bytes(body + hashlib.sha256(body).digest())
+    return tmp_path / "bbolt.snap"
+
+
+def test_status_and_restore_of_a_bbolt_snapshot(bbolt_snapshot: Path, tmp_path: Path) -> None:
+    st = status(str(bbolt_snapshot))
+    assert (st.revision, st.total_key) == (21, 25)
+    restore(str(bbolt_snapshot), str(tmp_path / "out"))
+    be = Backend(str(tmp_path / "out" / "member" / "snap" / "db"))
+    try:
+        assert len(list(be.items("key"))) == 20
+        assert be.consistent_index() == (1, 1)  # the new log's start, as for any restore
+    finally:
+        be.close()
+
+
+def test_bbolt_snapshot_with_a_bad_sha256_is_refused(bbolt_snapshot: Path, tmp_path: Path) -> None:
+    raw = bytearray(bbolt_snapshot.read_bytes())
+    raw[2 * 4096 + 4000] ^= 0x01  # late in the first data page: bbolt's own checks cannot see it
+    bbolt_snapshot.write_bytes(bytes(raw))
+    with pytest.raises(SnapshotError, match="integrity check failed: expected sha256"):
+        restore(str(bbolt_snapshot), str(tmp_path / "out"))
+    assert not (tmp_path / "out").exists()
+
+
+def test_truncated_bbolt_snapshot_is_refused_as_truncated(bbolt_snapshot: Path, tmp_path: Path) -> None:
+    raw = bbolt_snapshot.read_bytes()
+    bbolt_snapshot.write_bytes(raw[: len(raw) // 2 + 1000])
+    for call in (lambda: status(str(bbolt_snapshot)), lambda: restore(str(bbolt_snapshot), str(tmp_path / "out"))):
+        with pytest.raises(SnapshotError, match="truncated"):
+            call()
+    assert not (tmp_path / "out").exists()
+
+
+def test_bbolt_snapshot_with_bad_meta_checksums_is_refused(bbolt_snapshot: Path, tmp_path: Path) -> None:
+    raw = bytearray(bbolt_snapshot.read_bytes())
+    for page in (0, 1):
+        raw[page * 4096 + 16 + 20] ^= 0xFF  # the root page id in both meta pages
+    bbolt_snapshot.write_bytes(bytes(raw))
+    with pytest.raises(SnapshotError, match="checksum mismatch"):
+        restore(str(bbolt_snapshot), str(tmp_path / "out"), skip_hash_check=True)
+
+
+def test_truncated_lmdb_file_is_refused_as_truncated(snapshot_file: tuple[Path, bytes, int]) -> None:
+    path, db, _ = snapshot_file
+    path.write_bytes(db[: len(db) - 8192])  # no trailer, two pages short
+    with pytest.raises(SnapshotError, match="truncated"):
+        status(str(path))
+
+
+def test_a_file_of_neither_format_is_refused(tmp_path: Path) -> None:
+    p = tmp_path / "junk.db"
+    p.write_bytes(os.urandom(4096 * 3) + b"\0" * 32)
+    r = subprocess.run([sys.executable, "-m", "petcd", "snapshot", "status", str(p)],
+                       capture_output=True, text=True, timeout=60, cwd=REPO)
+    assert r.returncode == 1
+    assert "neither an etcd (bbolt) nor a petcd (LMDB) db file" in r.stderr
