@@ -495,6 +495,16 @@ def _branch_body(entries: list[tuple[bytes, int]]) -> bytes:
     return struct.pack("<" + "IIQ" * n, *heads) + b"".join(k for k, _ in entries)
 
 
+@dataclass(slots=True)
+class Nested:
+    """A nested bucket given to the writer as a value: its (key, value)
+    pairs in ascending key order (values may be Nested again). Set
+    has_buckets when it holds nested buckets (bbolt never inlines those)."""
+
+    items: Iterable[tuple[bytes, bytes | Nested]]
+    has_buckets: bool = False
+
+
 class _Tree:
     """Builds one bucket's B+tree bottom-up from items in key order, writing
     each page as soon as it is full."""
@@ -520,8 +530,11 @@ class _Tree:
         self.leaf.append((key, value, flags))
         self.leaf_size += size
 
-    def add_many(self, items: Iterable[tuple[bytes, bytes]]) -> int:
-        """add() for many plain pairs: the hot loop of an export."""
+    def add_many(self, items: Iterable[tuple[bytes, bytes | Nested]], depth: int = 0) -> int:
+        """add() for many pairs: the hot loop of an export. A Nested value
+        becomes a nested bucket: its pages are written first (they are
+        allocated while this leaf is still being filled), then its header,
+        or its whole inline page, is this element's value."""
         page_size = self.w.page_size
         leaf = self.leaf
         size = self.leaf_size
@@ -533,13 +546,24 @@ class _Tree:
                     raise ValueError(f"bucket {self.name!r}: keys must be non-empty and strictly ascending "
                                      f"({last!r} then {k!r})")
                 last = k
+                flags = 0
+                if v.__class__ is not bytes:
+                    if not isinstance(v, Nested):
+                        raise TypeError(f"bucket {self.name!r}: value of {k!r} is neither bytes nor Nested")
+                    if depth >= _MAX_DEPTH:
+                        raise ValueError(f"bucket {self.name!r}: buckets nested deeper than {_MAX_DEPTH}")
+                    sub = _Tree(self.w, k)
+                    sub.add_many(v.items, depth + 1)
+                    v = sub.finish(inline_ok=not v.has_buckets)
+                    flags = BUCKET_LEAF_FLAG
+                assert isinstance(v, bytes)
                 esz = ELEM_SIZE + len(k) + len(v)
                 if size + esz > page_size and leaf:
                     self.leaf_size = size
                     self._flush_leaf()
                     leaf = self.leaf
                     size = PAGE_HEADER_SIZE
-                leaf.append((k, v, 0))
+                leaf.append((k, v, flags))
                 size += esz
                 n += 1
         finally:
@@ -600,8 +624,9 @@ class BoltWriter:
 
     Call :meth:`add_bucket` for each top-level bucket in ascending name
     order, then :meth:`finish`. Only the pages being filled (one per tree
-    level) are held in memory. Nested buckets are not written (etcd uses
-    none); small buckets are inlined as bbolt does.
+    level, and per nesting level) are held in memory. Nested buckets are
+    given as :class:`Nested` values; small buckets without nested ones are
+    inlined as bbolt does.
     """
 
     def __init__(self, f: BinaryIO, page_size: int = DEFAULT_PAGE_SIZE, txid: int = 1) -> None:
@@ -629,16 +654,18 @@ class BoltWriter:
         self._next += npages
         return pgid
 
-    def add_bucket(self, name: bytes, items: Iterable[tuple[bytes, bytes]]) -> int:
+    def add_bucket(self, name: bytes, items: Iterable[tuple[bytes, bytes | Nested]],
+                   has_buckets: bool = False) -> int:
         """Write a top-level bucket from (key, value) pairs in strictly
-        ascending key order; returns how many pairs it holds."""
+        ascending key order (a Nested value is a nested bucket; pass
+        has_buckets then); returns how many pairs it holds."""
         if self._finished:
             raise ValueError("writer is finished")
         if self._root.last is not None and name <= self._root.last:
             raise ValueError(f"buckets must be added in ascending name order ({name!r})")
         tree = _Tree(self, name)
         n = tree.add_many(items)
-        self._root.add(name, tree.finish(inline_ok=True), BUCKET_LEAF_FLAG)
+        self._root.add(name, tree.finish(inline_ok=not has_buckets), BUCKET_LEAF_FLAG)
         return n
 
     def finish(self) -> int:

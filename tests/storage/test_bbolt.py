@@ -24,6 +24,7 @@ from petcd.storage.bbolt import (
     BoltFormatError,
     BoltReader,
     BoltWriter,
+    Nested,
     write_file,
 )
 from petcd.testing.harness import Server, etcd_server, etcdctl, require_binary
@@ -75,6 +76,32 @@ def test_round_trip_and_consistency(tmp_path: Path, page_size: int) -> None:
         # deep enough that branch pages hold branch pages
         node = r._page(r.bucket(b"big")._root)[0]  # type: ignore[union-attr]
         assert node.flags & BRANCH_PAGE
+
+
+def test_nested_buckets_round_trip(tmp_path: Path) -> None:
+    rnd = random.Random(11)
+    big = sorted({rnd.randbytes(12): rnd.randbytes(rnd.choice([5, 900, 6000])) for _ in range(800)}.items())
+    small = [(b"a", b"1"), (b"b", b"2")]
+    with open(tmp_path / "db", "wb") as f:
+        w = BoltWriter(f, 1024)
+        w.add_bucket(b"outer", [
+            (b"big", Nested(big)),  # its own pages, written while outer's leaf is open
+            (b"deep", Nested([(b"inner", Nested(small)), (b"x", b"y")], has_buckets=True)),
+            (b"plain", b"value"),
+            (b"small", Nested(small)),  # inline
+        ], has_buckets=True)
+        w.finish()
+    with BoltReader(str(tmp_path / "db")) as r:
+        assert r.check() == []
+        outer = r.bucket(b"outer")
+        assert outer is not None
+        assert list(outer.items()) == [(b"plain", b"value")]
+        assert [name for name, _ in outer.buckets()] == [b"big", b"deep", b"small"]
+        assert list(r.bucket(b"outer", b"big").items()) == big  # type: ignore[union-attr]
+        assert list(r.bucket(b"outer", b"small").items()) == small  # type: ignore[union-attr]
+        assert r.bucket(b"outer", b"small")._root == 0  # type: ignore[union-attr]  # inlined
+        assert list(r.bucket(b"outer", b"deep", b"inner").items()) == small  # type: ignore[union-attr]
+        assert r.bucket(b"outer", b"deep")._root != 0  # type: ignore[union-attr]  # holds a bucket: not inlined
 
 
 def test_writer_refuses_unordered_keys(tmp_path: Path) -> None:
