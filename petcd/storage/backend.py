@@ -23,6 +23,19 @@ Guarantees:
 - ``snapshot()`` may run in a worker thread while the loop thread keeps
   writing: it uses LMDB's compacting copy, which reads through a read-only
   transaction and never waits for the writer lock.
+- A failed commit (disk full, I/O error, read-only file system) raises
+  :class:`BackendFileError` naming the file, the OS error and the free space
+  left, and is final: every later operation raises it again (fail-stop, as
+  etcd exits on a failed commit; the WAL, which holds every acknowledged
+  write, replays what the backend lost on the next start). Nothing is
+  retried: after a failed fsync the page cache may claim data the disk does
+  not hold.
+- A truncated file is refused on open with :class:`BackendFileError`
+  instead of dying of SIGBUS on the first read of a missing page: the size
+  is checked against the last page the newest committed LMDB meta page
+  uses, before the file is mapped. ``commit_if_due`` repeats the check on a
+  running backend, so a file truncated under a live member is reported by
+  name before (usually) a read touches the missing pages.
 
 Threading: every method except ``snapshot()`` (and the returned
 :class:`BackendSnapshot`) must be called from one thread, the one that owns
@@ -50,7 +63,7 @@ from typing import Any
 
 import lmdb
 
-from petcd.storage.errors import BackendClosedError, BackendError, UnknownBucketError
+from petcd.storage.errors import BackendClosedError, BackendError, BackendFileError, UnknownBucketError
 from petcd.storage.fsutil import fsync_dir
 
 log = logging.getLogger("petcd.storage.backend")
@@ -85,6 +98,16 @@ _MAX_MAP_SIZE = 1 << 42
 _FIRST_CHUNK = 64
 _MAX_CHUNK = 4096
 
+# LMDB's meta pages (pages 0 and 1; the one with the higher txnid is the
+# newest committed state): the magic at byte 16 of the page, the page size
+# at byte 40 (the free-list db record's md_pad), the last page in use at
+# byte 136 and the txnid at byte 144 (64-bit LMDB).
+_LMDB_MAGIC = 0xBEEFC0DE
+_META_MAGIC = struct.Struct("<I")
+_META_PSIZE_OFF = 40
+_META_LAST_PG = struct.Struct("<QQ")
+_META_LAST_PG_OFF = 136
+
 _PUT, _DEL, _DEL_RANGE = 0, 1, 2
 _Op = tuple[int, Any, bytes, bytes | None]
 _key0 = itemgetter(0)
@@ -116,6 +139,64 @@ def _apply(txn: lmdb.Transaction[bytes], op: _Op) -> int:
         return 1 if txn.delete(a, db=db) else 0
     assert b is not None
     return _delete_range(txn, db, a, b)
+
+
+def _free_space(path: str) -> str:
+    """'N bytes free' on path's file system, for error messages."""
+    try:
+        st = os.statvfs(os.path.dirname(path))
+    except OSError as exc:
+        return f"free space unknown: {exc}"
+    return f"{st.f_bavail * st.f_frsize} bytes free on its file system"
+
+
+def _lmdb_needed_size(path: str) -> tuple[int, int] | None:
+    """(bytes the newest committed meta page says the file holds, psize), or
+    None when path is not (recognisably) an LMDB file; read with pread, so a
+    short file can never fault."""
+    with open(path, "rb") as f:
+        head = os.pread(f.fileno(), 4096, 0)
+        if len(head) < _META_LAST_PG_OFF + _META_LAST_PG.size:
+            return None
+        (magic,) = _META_MAGIC.unpack_from(head, 16)
+        if magic != _LMDB_MAGIC:
+            return None
+        (psize,) = _META_MAGIC.unpack_from(head, _META_PSIZE_OFF)
+        if psize < 512 or psize & (psize - 1):
+            return None
+        best_last, best_txn = _META_LAST_PG.unpack_from(head, _META_LAST_PG_OFF)
+        second = os.pread(f.fileno(), _META_LAST_PG_OFF + _META_LAST_PG.size, psize)
+        if len(second) < _META_LAST_PG_OFF + _META_LAST_PG.size:
+            # The second meta page is missing: the file is cut inside it.
+            return 2 * psize, psize
+        if _META_MAGIC.unpack_from(second, 16)[0] == _LMDB_MAGIC:
+            last, txn = _META_LAST_PG.unpack_from(second, _META_LAST_PG_OFF)
+            if txn > best_txn:
+                best_last = last
+    return max(2, best_last + 1) * psize, psize
+
+
+def check_file_size(path: str) -> None:
+    """Raise BackendFileError when the LMDB file at path is shorter than the
+    pages its newest committed transaction uses (it was truncated: mapping
+    it would die of SIGBUS on the first read of a missing page). A missing,
+    empty or non-LMDB file passes (LMDB creates or rejects those itself)."""
+    try:
+        size = os.stat(path).st_size
+        if size == 0:
+            return
+        need = _lmdb_needed_size(path)
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise BackendFileError(f"backend: cannot read {path}: {exc}", path) from exc
+    if need is not None and size < need[0]:
+        raise BackendFileError(
+            f"backend: {path} is truncated: it has {size} bytes but its last committed transaction uses "
+            f"{need[0]} bytes ({need[0] // need[1]} pages of {need[1]}); restore the member from a "
+            "snapshot (`etcdctl snapshot restore`) or remove it from the cluster and add it back",
+            path,
+        )
 
 
 class BackendSnapshot:
@@ -178,11 +259,13 @@ class Backend:
         self._env_lock = threading.Lock()
         self._txn: lmdb.Transaction[bytes] | None = None
         # The open batch's operations, replayed if its transaction is lost
-        # (map full, failed commit); cleared by a successful commit.
+        # (map full, a failed write); cleared by a successful commit.
         self._ops: list[_Op] = []
         self._pending = 0
         self._batch_started = 0.0
         self._closed = False
+        # The failed commit that made the backend unusable (see the module doc).
+        self._failed: BackendFileError | None = None
         os.makedirs(os.path.dirname(self.path), exist_ok=True)
         self._env = self._open_env(initial_map_size)
         self._dbs = self._open_dbs()
@@ -191,6 +274,7 @@ class Backend:
     # --- environment ------------------------------------------------------
 
     def _open_env(self, map_size: int) -> lmdb.Environment:
+        check_file_size(self.path)
         try:
             env = self._lmdb_open(map_size)
         except lmdb.Error as exc:
@@ -249,6 +333,8 @@ class Backend:
         transaction was lost."""
         if self._closed:
             raise BackendClosedError("backend is closed")
+        if self._failed is not None:
+            raise self._failed
         self._grow_if_needed()
         while True:
             txn = self._env.begin(write=True)
@@ -389,14 +475,28 @@ class Backend:
 
     # --- commit -------------------------------------------------------------
 
+    @property
+    def failed(self) -> BackendFileError | None:
+        """The error of the failed commit that made the backend unusable."""
+        return self._failed
+
+    def _fail(self, what: str, exc: BaseException) -> BackendFileError:
+        err = BackendFileError(f"backend: {what} {self.path} failed: {exc} ({_free_space(self.path)})", self.path)
+        err.__cause__ = exc
+        self._failed = err
+        return err
+
     def commit(self) -> None:
-        """Commit the batch now (fsync'd unless unsafe_no_fsync)."""
+        """Commit the batch now (fsync'd unless unsafe_no_fsync). A failure
+        raises BackendFileError and leaves the backend unusable."""
+        if self._failed is not None:
+            raise self._failed
         txn = self._txn
         if not self._ops:
             self._end_read_only()
             return
         if txn is None:
-            txn = self._begin()  # an earlier commit failed: replay and retry
+            txn = self._begin()  # a write failed and dropped the transaction: replay
         while True:
             self._txn = None
             try:
@@ -407,13 +507,21 @@ class Backend:
                 self._double()
                 txn = self._begin()
             except lmdb.Error as exc:
-                # Keep _ops: the next access replays them into a new batch.
-                raise BackendError(f"backend: commit failed: {exc}") from exc
+                raise self._fail("committing to", exc) from exc
         self._ops = []
         self._pending = 0
 
     def commit_if_due(self) -> None:
-        """Commit when the batch is batch_interval old or holds batch_limit writes."""
+        """Commit when the batch is batch_interval old or holds batch_limit
+        writes. Also checks that the file was not truncated under the live
+        map (BackendFileError, final like a failed commit)."""
+        if self._failed is not None:
+            raise self._failed
+        try:
+            check_file_size(self.path)
+        except BackendFileError as exc:
+            self._failed = exc
+            raise
         if not self._ops:
             # Only reads: release the writer lock while idle.
             self._end_read_only()
@@ -494,11 +602,14 @@ class Backend:
         return BackendSnapshot(fd, size)
 
     def close(self) -> None:
-        """Commit the batch, then close the file. Idempotent."""
+        """Commit the batch, then close the file. Idempotent. A backend whose
+        commit failed is closed without committing (and without raising
+        again: the failure was raised when it happened)."""
         if self._closed:
             return
         try:
-            self.commit()
+            if self._failed is None:
+                self.commit()
         finally:
             if self._txn is not None:
                 self._txn.abort()
