@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
 import pytest
 
 from petcd.storage.backend import BUCKETS, Backend
-from petcd.storage.errors import BackendClosedError, BackendError, UnknownBucketError
+from petcd.storage.errors import BackendClosedError, BackendError, BackendFileError, UnknownBucketError
 
 
 def k(i: int) -> bytes:
@@ -328,3 +330,107 @@ def test_snapshots_in_a_worker_thread_while_the_map_grows(tmp_path: Path) -> Non
     finally:
         r.close()
         b.close()
+
+
+# --- disk failures and damaged files (issue 9, defects 3 and 8) -------------------
+
+_REPO = Path(__file__).resolve().parents[2]
+
+
+def _run_py(code: str, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONPATH": str(_REPO)}
+    return subprocess.run(
+        [sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=120, env=env, cwd=str(_REPO)
+    )
+
+
+_FAILED_COMMIT = """
+import os, resource, signal, sys
+from petcd.storage.backend import Backend
+from petcd.storage.errors import BackendFileError
+path = sys.argv[1]
+b = Backend(path)
+b.put("key", b"committed", b"1")
+b.commit()
+size = os.stat(path).st_size
+# A real OS error on the file's writes: the file may not grow past its size.
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+resource.setrlimit(resource.RLIMIT_FSIZE, (size, size))
+for i in range(2000):
+    b.put("key", b"k%06d" % i, b"v" * 1000)
+try:
+    b.commit()
+except BackendFileError as exc:
+    print("COMMIT", exc.path, "|", exc)
+else:
+    print("COMMIT succeeded")
+for name, op in [("put", lambda: b.put("key", b"after", b"x")), ("get", lambda: b.get("key", b"committed")),
+                 ("commit", b.commit), ("commit_if_due", b.commit_if_due)]:
+    try:
+        op()
+    except BackendFileError as exc:
+        print(name.upper(), "refused", exc.path)
+    else:
+        print(name.upper(), "accepted")
+b.close()
+print("CLOSED")
+"""
+
+
+def test_a_failed_commit_names_the_file_and_the_backend_refuses_everything_after_it(tmp_path: Path) -> None:
+    path = str(tmp_path / "db")
+    r = _run_py(_FAILED_COMMIT, path)
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert lines[0].startswith(f"COMMIT {path} | backend: committing to {path} failed:"), r.stdout
+    assert "bytes free on its file system" in lines[0]
+    assert lines[1:] == [f"{op} refused {path}" for op in ("PUT", "GET", "COMMIT", "COMMIT_IF_DUE")] + ["CLOSED"]
+    # What was committed before the failure is intact; nothing of the failed batch is.
+    with Backend(path) as b:
+        assert b.get("key", b"committed") == b"1"
+        assert b.get("key", b"k000000") is None
+
+
+_OPEN_AND_READ = """
+import sys
+from petcd.storage.backend import Backend
+from petcd.storage.errors import BackendFileError
+try:
+    b = Backend(sys.argv[1])
+    n = sum(1 for _ in b.items("key"))
+except BackendFileError as exc:
+    print("REFUSED", exc.path, "|", exc)
+    sys.exit(3)
+print("READ", n)
+"""
+
+
+@pytest.mark.parametrize("keep", ["half", "one meta page and a bit"])
+def test_a_truncated_db_is_refused_on_open_naming_the_file_instead_of_sigbus(tmp_path: Path, keep: str) -> None:
+    path = str(tmp_path / "db")
+    with Backend(path) as b:
+        for i in range(3000):
+            b.put("key", k(i), b"v" * 200)
+    size = os.stat(path).st_size
+    os.truncate(path, size // 2 if keep == "half" else 4096 + 100)
+    r = _run_py(_OPEN_AND_READ, path)
+    # Before the fix the process died of SIGBUS (-7) without a word.
+    assert r.returncode == 3, (r.returncode, r.stdout, r.stderr)
+    assert r.stdout.startswith(f"REFUSED {path} | backend: {path} is truncated"), r.stdout
+
+
+def test_a_db_truncated_under_a_live_backend_is_reported_by_commit_if_due(tmp_path: Path) -> None:
+    path = str(tmp_path / "db")
+    b = Backend(path, unsafe_no_fsync=True)
+    for i in range(3000):
+        b.put("key", k(i), b"v" * 200)
+    b.commit()
+    b.commit_if_due()  # an intact file passes
+    os.truncate(path, os.stat(path).st_size // 3)
+    # (No read here: a read of a missing page is the SIGBUS this check exists to pre-empt.)
+    with pytest.raises(BackendFileError, match="is truncated") as info:
+        b.commit_if_due()
+    assert info.value.path == path
+    with pytest.raises(BackendFileError):
+        b.put("key", b"x", b"y")
+    b.close()
