@@ -159,6 +159,26 @@ _SEGMENT_RE = re.compile(r"^([0-9a-f]{16})-([0-9a-f]{16})\.wal$")
 LOCK_NAME = "wal.lock"
 _ZERO_CHUNK = bytes(1 << 20)
 
+DEFAULT_SEGMENT_SIZE = 64 << 20
+# Tests set a small segment size (etcd's tests set wal.SegmentSizeBytes) so
+# that segment cuts, and the disk faults they can meet, come within seconds.
+SEGMENT_SIZE_ENV = "PETCD_WAL_SEGMENT_BYTES"
+_MIN_SEGMENT_SIZE = 64 << 10
+
+
+def _segment_size_from_env() -> int:
+    raw = os.environ.get(SEGMENT_SIZE_ENV)
+    if not raw:
+        return DEFAULT_SEGMENT_SIZE
+    try:
+        size = int(raw)
+    except ValueError:
+        size = 0
+    if size < _MIN_SEGMENT_SIZE:
+        log.warning("wal: ignoring %s=%r (want an integer >= %d)", SEGMENT_SIZE_ENV, raw, _MIN_SEGMENT_SIZE)
+        return DEFAULT_SEGMENT_SIZE
+    return size
+
 
 @dataclass(slots=True)
 class WalSnapshot:
@@ -432,7 +452,8 @@ def _scan_segment(seg: _Segment, is_last: bool, replay: _Replay) -> _ScanResult:
 class WAL:
     """A segmented, CRC-checked, append-only log; see the module docstring."""
 
-    SEGMENT_SIZE = 64 << 20
+    # 64 MiB, like etcd's; PETCD_WAL_SEGMENT_BYTES overrides it (for tests).
+    SEGMENT_SIZE = _segment_size_from_env()
 
     def __init__(
         self,
