@@ -52,6 +52,10 @@ SEGMENT_BYTES = 1 << 20
 # a little later on a loaded box; acknowledgements that keep coming (the
 # defect) come for as long as the member lives.
 ACK_GRACE = 2.0
+# The fault is met by the next WAL write or backend commit (every 100 ms)
+# after it is injected; before the fix, a failed backend commit went
+# unnoticed and writes were acknowledged for as long as the member lived.
+FAULT_MET_WITHIN = 5.0
 
 # What each fault may surface as, in the fatal line.
 FAULT_ERRORS = {
@@ -249,7 +253,11 @@ def _move_onto(disk: LoopExt4, target: Path) -> None:
     target.mkdir()
     disk.mount(target)
     for f in aside.iterdir():
-        shutil.copy2(f, target / f.name)
+        # Sparse: the zero tail of a preallocated WAL segment stays a hole,
+        # so the member's next writes land on blocks never written before
+        # (the ones a full tmpfs under the image cannot take: EIO).
+        r = _sh("cp", "--sparse=always", "-p", str(f), str(target / f.name))
+        assert r.returncode == 0, r.stderr
     os.sync()
     shutil.rmtree(aside)
 
@@ -272,13 +280,16 @@ def test_a_disk_fault_under_load_stops_the_member_and_loses_no_acknowledged_writ
         with Load(server) as load:
             wait_for(lambda: load.count() >= 300, 120, "300 acknowledged writes before the fault")
             {"enospc": disk.fill, "eio": disk.exhaust_backing, "erofs": disk.make_read_only}[fault]()
-            assert server.proc is not None
-            code = wait_for(lambda: server.proc.poll() is not None and (server.proc.returncode,), 90,  # type: ignore[union-attr]
-                            f"the member to stop after {fault} on its {where}")[0]
+            faulted_at = time.time()
+            proc = server.proc
+            assert proc is not None
+            wait_for(lambda: proc.poll() is not None, 90, f"the member to stop after {fault} on its {where}")
+            code = proc.returncode
         assert code != 0, f"the member exited with {code}: {server.log_tail()}"
         fatal = [d for d in _fatal_lines(server.log_path) if str(target) in d.get("msg", "")]
         assert fatal, f"no fatal log line naming a file in {target}:\n{server.log_tail()}"
         first = fatal[0]
+        print(f"{fault} on the {where}: {first['msg']}")
         assert any(e in first["msg"] for e in FAULT_ERRORS[fault]), first["msg"]
         if where == "db":
             assert str(target / "db") in first["msg"], first["msg"]
@@ -286,6 +297,8 @@ def test_a_disk_fault_under_load_stops_the_member_and_loses_no_acknowledged_writ
             acked = dict(load.acked)
         late = {k: t for k, (_, t) in acked.items() if t > _ts(first) + ACK_GRACE}
         assert not late, f"{len(late)} writes acknowledged after the fatal line: {sorted(late)[:3]}"
+        late = {k: t for k, (_, t) in acked.items() if t > faulted_at + FAULT_MET_WITHIN}
+        assert not late, f"{len(late)} writes acknowledged {FAULT_MET_WITHIN}s after the fault: {sorted(late)[:3]}"
 
         # Fix the disk, restart: every acknowledged write is there.
         disk.umount()
