@@ -322,3 +322,52 @@ def test_a_disk_fault_under_load_stops_the_member_and_loses_no_acknowledged_writ
         assert server.stop() == 0
     finally:
         server.kill()
+
+
+# --- a truncated db (issue 9, defect 8): never a silent SIGBUS -------------------------
+
+
+def _fill_some(server: Server, n: int = 2000) -> None:
+    kv = server.kv()
+    for i in range(n):
+        kv.Put(rpc_pb2.PutRequest(key=b"t/%06d" % i, value=VALUE), timeout=30)
+
+
+def test_a_truncated_db_is_refused_at_start_naming_the_file(tmp_path: Path) -> None:
+    server = petcd_server(tmp_path, data_dir=tmp_path / "data")
+    db = tmp_path / "data" / "member" / "snap" / "db"
+    try:
+        server.start()
+        _fill_some(server)
+        assert server.stop() == 0
+        os.truncate(db, db.stat().st_size // 2)
+        server.launch()
+        proc = server.proc
+        assert proc is not None
+        wait_for(lambda: proc.poll() is not None, 60, "the member to refuse the truncated db")
+        # Before the fix: killed by SIGBUS (-7) with nothing in the log.
+        assert proc.returncode == 1, f"exit {proc.returncode}: {server.log_tail()}"
+        fatal = [d["msg"] for d in _fatal_lines(server.log_path) if f"{db} is truncated" in d.get("msg", "")]
+        assert fatal, server.log_tail()
+    finally:
+        server.kill()
+
+
+def test_a_db_truncated_under_a_running_member_stops_it_with_the_file_named(tmp_path: Path) -> None:
+    server = petcd_server(tmp_path, data_dir=tmp_path / "data")
+    db = tmp_path / "data" / "member" / "snap" / "db"
+    try:
+        server.start()
+        _fill_some(server)
+        wait_for(lambda: db.stat().st_size > 1 << 20, 30, "the batch to be committed")
+        os.truncate(db, db.stat().st_size // 2)
+        proc = server.proc
+        assert proc is not None
+        # Before the fix the member went on as if nothing happened, until a
+        # read of a missing page killed it with SIGBUS and no word.
+        wait_for(lambda: proc.poll() is not None, 60, "the member to stop on its truncated db")
+        assert proc.returncode == 1, f"exit {proc.returncode}: {server.log_tail()}"
+        fatal = [d["msg"] for d in _fatal_lines(server.log_path) if f"{db} is truncated" in d.get("msg", "")]
+        assert fatal, server.log_tail()
+    finally:
+        server.kill()
