@@ -33,9 +33,13 @@ Guarantees:
 - A truncated file is refused on open with :class:`BackendFileError`
   instead of dying of SIGBUS on the first read of a missing page: the size
   is checked against the last page the newest committed LMDB meta page
-  uses, before the file is mapped. ``commit_if_due`` repeats the check on a
-  running backend, so a file truncated under a live member is reported by
-  name before (usually) a read touches the missing pages.
+  uses (LMDB may leave pages allocated and freed in one transaction
+  unwritten past the end, so when the file is shorter than the last page
+  number, the committed trees are walked to find the last page actually
+  used), before the file is mapped. ``commit_if_due`` checks that the file
+  has not shrunk (LMDB never shrinks it), so a file truncated under a live
+  member is reported by name before (usually) a read touches the missing
+  pages.
 
 Threading: every method except ``snapshot()`` (and the returned
 :class:`BackendSnapshot`) must be called from one thread, the one that owns
@@ -98,15 +102,29 @@ _MAX_MAP_SIZE = 1 << 42
 _FIRST_CHUNK = 64
 _MAX_CHUNK = 4096
 
-# LMDB's meta pages (pages 0 and 1; the one with the higher txnid is the
-# newest committed state): the magic at byte 16 of the page, the page size
-# at byte 40 (the free-list db record's md_pad), the last page in use at
-# byte 136 and the txnid at byte 144 (64-bit LMDB).
+# LMDB's on-disk layout (64-bit, little-endian), as far as the truncation
+# check reads it. Pages 0 and 1 are meta pages; the one with the higher txnid
+# is the newest committed state. A meta page holds, from the page start: the
+# magic (u32) at 16; the free-list db record at 40 (its first u32 is the page
+# size) and the main db record at 88, 48 bytes each with the root page (u64)
+# at byte 40 of the record; the last page number allocated (u64) at 136; the
+# txnid (u64) at 144. Every page starts with a 16-byte header: flags (u16)
+# at 10, then the end of the node offset array (u16) at 12, or, on an
+# overflow page, its page count (u32) at 12. Node offsets (u16) follow the
+# header; a node is lo, hi, flags, key size (u16 each), the key, the data.
 _LMDB_MAGIC = 0xBEEFC0DE
-_META_MAGIC = struct.Struct("<I")
+_U16 = struct.Struct("<H")
+_U32 = struct.Struct("<I")
+_U64 = struct.Struct("<Q")
+_NODE = struct.Struct("<HHHH")
 _META_PSIZE_OFF = 40
-_META_LAST_PG = struct.Struct("<QQ")
+_META_DB_ROOTS = (40 + 40, 88 + 40)
 _META_LAST_PG_OFF = 136
+_META_TXNID_OFF = 144
+_PAGE_HEADER = 16
+_P_BRANCH, _P_LEAF, _P_OVERFLOW, _P_LEAF2 = 0x01, 0x02, 0x04, 0x20
+_F_BIGDATA, _F_SUBDATA, _F_DUPDATA = 0x01, 0x02, 0x04
+_P_INVALID = (1 << 64) - 1
 
 _PUT, _DEL, _DEL_RANGE = 0, 1, 2
 _Op = tuple[int, Any, bytes, bytes | None]
@@ -150,51 +168,108 @@ def _free_space(path: str) -> str:
     return f"{st.f_bavail * st.f_frsize} bytes free on its file system"
 
 
-def _lmdb_needed_size(path: str) -> tuple[int, int] | None:
-    """(bytes the newest committed meta page says the file holds, psize), or
-    None when path is not (recognisably) an LMDB file; read with pread, so a
-    short file can never fault."""
+def _newest_meta(fd: int) -> tuple[int, bytes] | None:
+    """(page size, newest meta page) of the LMDB file open at fd, or None
+    when it is not (recognisably) one or is cut inside its meta pages."""
+    first = os.pread(fd, _META_TXNID_OFF + 8, 0)
+    if len(first) < _META_TXNID_OFF + 8 or _U32.unpack_from(first, 16)[0] != _LMDB_MAGIC:
+        return None
+    (psize,) = _U32.unpack_from(first, _META_PSIZE_OFF)
+    if psize < 512 or psize & (psize - 1):
+        return None
+    second = os.pread(fd, _META_TXNID_OFF + 8, psize)
+    if len(second) < _META_TXNID_OFF + 8:
+        return psize, b""
+    if _U32.unpack_from(second, 16)[0] == _LMDB_MAGIC and (
+        _U64.unpack_from(second, _META_TXNID_OFF)[0] > _U64.unpack_from(first, _META_TXNID_OFF)[0]
+    ):
+        return psize, second
+    return psize, first
+
+
+def _last_used_page(fd: int, psize: int, meta: bytes, size: int) -> int:
+    """The highest page number the committed trees of meta use (branch, leaf
+    and overflow pages of the free-list db, the main db and every named db),
+    read with pread. A page at or past the end of the file counts as used
+    without being read (the caller reports truncation)."""
+    stack = [r for r in (_U64.unpack_from(meta, off)[0] for off in _META_DB_ROOTS) if r != _P_INVALID]
+    last = 1
+    budget = _U64.unpack_from(meta, _META_LAST_PG_OFF)[0] + 1  # a damaged tree cannot loop forever
+    while stack and budget > 0:
+        budget -= 1
+        pgno = stack.pop()
+        last = max(last, pgno)
+        if (pgno + 1) * psize > size:
+            continue
+        page = os.pread(fd, psize, pgno * psize)
+        (flags,) = _U16.unpack_from(page, 10)
+        if flags & _P_OVERFLOW:
+            last = max(last, pgno + _U32.unpack_from(page, 12)[0] - 1)
+            continue
+        if flags & _P_LEAF2 or not flags & (_P_BRANCH | _P_LEAF):
+            continue
+        nkeys = (_U16.unpack_from(page, 12)[0] - _PAGE_HEADER) >> 1
+        for i in range(max(0, min(nkeys, (psize - _PAGE_HEADER) // 2))):
+            (at,) = _U16.unpack_from(page, _PAGE_HEADER + 2 * i)
+            if at + _NODE.size > psize:
+                continue
+            lo, hi, nflags, ksize = _NODE.unpack_from(page, at)
+            if flags & _P_BRANCH:
+                stack.append(lo | hi << 16 | nflags << 32)
+                continue
+            data = at + _NODE.size + ksize
+            if nflags & _F_BIGDATA and data + 8 <= psize:
+                stack.append(_U64.unpack_from(page, data)[0])
+            elif nflags & _F_SUBDATA and not nflags & _F_DUPDATA and data + 48 <= psize:
+                root = _U64.unpack_from(page, data + 40)[0]
+                if root != _P_INVALID:
+                    stack.append(root)
+    return last
+
+
+def _truncation(path: str) -> str | None:
+    """Why the LMDB file at path is truncated, or None when it is not (or is
+    missing, empty, or not an LMDB file: LMDB creates or rejects those)."""
+    try:
+        size = os.stat(path).st_size
+    except FileNotFoundError:
+        return None
+    if size == 0:
+        return None
     with open(path, "rb") as f:
-        head = os.pread(f.fileno(), 4096, 0)
-        if len(head) < _META_LAST_PG_OFF + _META_LAST_PG.size:
+        found = _newest_meta(f.fileno())
+        if found is None:
             return None
-        (magic,) = _META_MAGIC.unpack_from(head, 16)
-        if magic != _LMDB_MAGIC:
-            return None
-        (psize,) = _META_MAGIC.unpack_from(head, _META_PSIZE_OFF)
-        if psize < 512 or psize & (psize - 1):
-            return None
-        best_last, best_txn = _META_LAST_PG.unpack_from(head, _META_LAST_PG_OFF)
-        second = os.pread(f.fileno(), _META_LAST_PG_OFF + _META_LAST_PG.size, psize)
-        if len(second) < _META_LAST_PG_OFF + _META_LAST_PG.size:
-            # The second meta page is missing: the file is cut inside it.
-            return 2 * psize, psize
-        if _META_MAGIC.unpack_from(second, 16)[0] == _LMDB_MAGIC:
-            last, txn = _META_LAST_PG.unpack_from(second, _META_LAST_PG_OFF)
-            if txn > best_txn:
-                best_last = last
-    return max(2, best_last + 1) * psize, psize
+        psize, meta = found
+        if not meta:
+            return f"it has {size} bytes, less than its two {psize}-byte meta pages"
+        last_pg = _U64.unpack_from(meta, _META_LAST_PG_OFF)[0]
+        if size >= (last_pg + 1) * psize:
+            return None  # the quick answer: every page ever allocated is there
+        # LMDB may leave pages that were allocated and freed in one
+        # transaction unwritten past the end of the file; only a page the
+        # committed trees use is missing data.
+        used = _last_used_page(f.fileno(), psize, meta, size)
+    if size >= (used + 1) * psize:
+        return None
+    return (
+        f"it has {size} bytes but its last committed transaction uses page {used} "
+        f"({(used + 1) * psize} bytes, pages of {psize})"
+    )
 
 
 def check_file_size(path: str) -> None:
     """Raise BackendFileError when the LMDB file at path is shorter than the
     pages its newest committed transaction uses (it was truncated: mapping
-    it would die of SIGBUS on the first read of a missing page). A missing,
-    empty or non-LMDB file passes (LMDB creates or rejects those itself)."""
+    it would die of SIGBUS on the first read of a missing page)."""
     try:
-        size = os.stat(path).st_size
-        if size == 0:
-            return
-        need = _lmdb_needed_size(path)
-    except FileNotFoundError:
-        return
+        why = _truncation(path)
     except OSError as exc:
         raise BackendFileError(f"backend: cannot read {path}: {exc}", path) from exc
-    if need is not None and size < need[0]:
+    if why is not None:
         raise BackendFileError(
-            f"backend: {path} is truncated: it has {size} bytes but its last committed transaction uses "
-            f"{need[0]} bytes ({need[0] // need[1]} pages of {need[1]}); restore the member from a "
-            "snapshot (`etcdctl snapshot restore`) or remove it from the cluster and add it back",
+            f"backend: {path} is truncated: {why}; restore the member from a snapshot "
+            "(`petcd snapshot restore`) or remove it from the cluster and add it back",
             path,
         )
 
@@ -266,6 +341,9 @@ class Backend:
         self._closed = False
         # The failed commit that made the backend unusable (see the module doc).
         self._failed: BackendFileError | None = None
+        # The file's size after open and after every commit: LMDB never
+        # shrinks its file, so a smaller size means someone truncated it.
+        self._size_floor = 0
         os.makedirs(os.path.dirname(self.path), exist_ok=True)
         self._env = self._open_env(initial_map_size)
         self._dbs = self._open_dbs()
@@ -281,6 +359,7 @@ class Backend:
             raise BackendError(f"backend: cannot open {self.path}: {exc}") from exc
         # Clear reader slots left by dead processes (a killed `snapshot save`).
         env.reader_check()
+        self._size_floor = os.stat(self.path).st_size
         return env
 
     def _lmdb_open(self, map_size: int) -> lmdb.Environment:
@@ -510,6 +589,22 @@ class Backend:
                 raise self._fail("committing to", exc) from exc
         self._ops = []
         self._pending = 0
+        self._size_floor = max(self._size_floor, os.stat(self.path).st_size)
+
+    def _check_not_truncated(self) -> None:
+        try:
+            size = os.stat(self.path).st_size
+        except OSError as exc:
+            raise self._fail("checking", exc) from exc
+        if size < self._size_floor:
+            err = BackendFileError(
+                f"backend: {self.path} was truncated under the running member: it has {size} bytes, "
+                f"{self._size_floor} after the last commit; reading a missing page would kill the process "
+                "(SIGBUS): stopping",
+                self.path,
+            )
+            self._failed = err
+            raise err
 
     def commit_if_due(self) -> None:
         """Commit when the batch is batch_interval old or holds batch_limit
@@ -517,11 +612,7 @@ class Backend:
         map (BackendFileError, final like a failed commit)."""
         if self._failed is not None:
             raise self._failed
-        try:
-            check_file_size(self.path)
-        except BackendFileError as exc:
-            self._failed = exc
-            raise
+        self._check_not_truncated()
         if not self._ops:
             # Only reads: release the writer lock while idle.
             self._end_read_only()

@@ -367,7 +367,8 @@ def test_a_db_truncated_under_a_running_member_stops_it_with_the_file_named(tmp_
         # read of a missing page killed it with SIGBUS and no word.
         wait_for(lambda: proc.poll() is not None, 60, "the member to stop on its truncated db")
         assert proc.returncode == 1, f"exit {proc.returncode}: {server.log_tail()}"
-        fatal = [d["msg"] for d in _fatal_lines(server.log_path) if f"{db} is truncated" in d.get("msg", "")]
+        fatal = [d["msg"] for d in _fatal_lines(server.log_path)
+                 if f"{db} was truncated under the running member" in d.get("msg", "")]
         assert fatal, server.log_tail()
     finally:
         server.kill()

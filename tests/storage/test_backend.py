@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import threading
@@ -428,9 +429,58 @@ def test_a_db_truncated_under_a_live_backend_is_reported_by_commit_if_due(tmp_pa
     b.commit_if_due()  # an intact file passes
     os.truncate(path, os.stat(path).st_size // 3)
     # (No read here: a read of a missing page is the SIGBUS this check exists to pre-empt.)
-    with pytest.raises(BackendFileError, match="is truncated") as info:
+    with pytest.raises(BackendFileError, match="was truncated under the running member") as info:
         b.commit_if_due()
     assert info.value.path == path
     with pytest.raises(BackendFileError):
         b.put("key", b"x", b"y")
     b.close()
+
+
+_TRIMMED_OPENS = """
+import sys
+from petcd.storage.backend import Backend
+b = Backend(sys.argv[1])
+print(b.hash())
+b.put("lease", b"after", b"trim")
+b.commit()
+assert b.get("lease", b"after") == b"trim"
+b.close()
+"""
+
+
+def test_the_truncation_check_knows_which_pages_are_used(tmp_path: Path) -> None:
+    """A file may legitimately end before LMDB's last allocated page (pages
+    allocated and freed in one transaction are never written): cut right
+    after the last page its trees use, it opens and reads whole (no false
+    alarm, no SIGBUS); one page shorter, it is refused."""
+    from petcd.storage import backend as backend_mod
+
+    path = str(tmp_path / "db")
+    with Backend(path) as b:
+        for i in range(500):
+            b.put("lease", k(i), b"l" * (30 if i % 100 else 9000))  # kept; some on overflow pages
+        b.commit()
+        for _ in range(2):  # pages allocated at the end, then freed: the last used page drops
+            for i in range(3000):
+                b.put("key", k(i), b"v" * (100 if i % 50 else 20_000))
+            b.commit()
+            b.delete_range("key", k(0), k(3000))
+            b.commit()
+        expected = b.hash()
+    with open(path, "rb") as f:
+        found = backend_mod._newest_meta(f.fileno())
+        assert found is not None
+        psize, meta = found
+        used = backend_mod._last_used_page(f.fileno(), psize, meta, os.stat(path).st_size)
+    last_pg = int.from_bytes(meta[136:144], "little")
+    assert 2 < used < last_pg - 100  # the case the walk is for
+    shorter = str(tmp_path / "shorter")
+    shutil.copyfile(path, shorter)
+    os.truncate(shorter, used * psize)
+    with pytest.raises(BackendFileError, match=f"uses page {used} "):
+        Backend(shorter)
+    os.truncate(path, (used + 1) * psize)
+    r = _run_py(_TRIMMED_OPENS, path)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == [str(expected)]
