@@ -589,7 +589,24 @@ class Backend:
                 raise self._fail("committing to", exc) from exc
         self._ops = []
         self._pending = 0
-        self._size_floor = max(self._size_floor, os.stat(self.path).st_size)
+        self._cover_last_page()
+
+    def _cover_last_page(self) -> None:
+        """Extend the file (sparse) to cover LMDB's last allocated page, so
+        the next open's truncation check takes its quick path: LMDB does not
+        write pages that were allocated and freed in one transaction, and
+        leaves the file short of them. Free pages are never read, so zeros
+        there change nothing. Not fsync'd: after a crash the open-time walk
+        of the trees gives the same answer, only slower."""
+        need = (int(self._env.info()["last_pgno"]) + 1) * self._psize
+        size = os.stat(self.path).st_size
+        if size < need:
+            try:
+                os.truncate(self.path, need)
+                size = need
+            except OSError as exc:  # a full disk: the walk at the next open copes
+                log.warning("backend %s: cannot extend to %d bytes: %s", self.path, need, exc)
+        self._size_floor = max(self._size_floor, size)
 
     def _check_not_truncated(self) -> None:
         try:
