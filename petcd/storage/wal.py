@@ -733,11 +733,18 @@ class WAL:
                     keep = i
             if keep == 0:
                 return
-            for s in self._segments[:keep]:
-                os.unlink(s.path)
-            del self._segments[:keep]
+            for _ in range(keep):
+                path = self._segments[0].path
+                try:
+                    os.unlink(path)
+                except OSError as exc:
+                    raise _write_error("deleting the released segment", path, exc) from exc
+                del self._segments[0]  # gone: a failure on a later one leaves the list true
             if self._sync:
-                fsync_dir(self.dir)
+                try:
+                    fsync_dir(self.dir)
+                except OSError as exc:
+                    raise _write_error("fsyncing the directory", self.dir, exc) from exc
 
     def segments(self) -> list[str]:
         """Paths of the live segments, oldest first (for tests and tools)."""
