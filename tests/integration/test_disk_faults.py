@@ -61,7 +61,9 @@ FAULT_MET_WITHIN = 5.0
 FAULT_ERRORS = {
     "enospc": ("No space left on device", "Input/output error"),  # LMDB reports a short write as EIO
     "eio": ("Input/output error", "Read-only file system"),  # ext4 may abort its journal and go read-only
-    "erofs": ("Read-only file system",),
+    # Writes after the switch fail with EROFS; data written just before it
+    # and still in the page cache fails its fsync with EIO.
+    "erofs": ("Read-only file system", "Input/output error"),
 }
 
 
