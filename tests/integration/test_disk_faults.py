@@ -31,6 +31,7 @@ import errno
 import json
 import os
 import shutil
+import signal
 import subprocess
 import threading
 import time
@@ -372,5 +373,25 @@ def test_a_db_truncated_under_a_running_member_stops_it_with_the_file_named(tmp_
         fatal = [d["msg"] for d in _fatal_lines(server.log_path)
                  if f"{db} was truncated under the running member" in d.get("msg", "")]
         assert fatal, server.log_tail()
+    finally:
+        server.kill()
+
+
+def test_a_fatal_signal_leaves_a_python_traceback_in_the_log(tmp_path: Path) -> None:
+    """A SIGBUS (a page of the mapped db gone, whatever the cause) or SIGSEGV
+    in native code must not kill the member without a word: faulthandler
+    writes the Python stack (the backend's frames name what was being read)
+    to stderr, which the harness logs."""
+    server = petcd_server(tmp_path)
+    try:
+        server.start()
+        proc = server.proc
+        assert proc is not None
+        os.kill(proc.pid, signal.SIGBUS)
+        wait_for(lambda: proc.poll() is not None, 60, "the member to die of SIGBUS")
+        assert proc.returncode == -signal.SIGBUS
+        log = server.log_path.read_text(errors="replace")
+        assert "Fatal Python error: Bus error" in log, server.log_tail()
+        assert 'File "' in log.split("Fatal Python error: Bus error", 1)[1]
     finally:
         server.kill()
