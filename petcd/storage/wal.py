@@ -529,9 +529,11 @@ class WAL:
             os.rename(tmpdir, dirpath)
             if sync:
                 fsync_dir(parent)
-        except BaseException:
+        except BaseException as exc:
             os.close(lock_fd)
             shutil.rmtree(tmpdir, ignore_errors=True)
+            if isinstance(exc, OSError):
+                raise _write_error("creating the WAL", dirpath, exc) from exc
             raise
         segs = [_Segment(0, 0, os.path.join(dirpath, segment_name(0, 0)))]
         contents = WalContents(metadata, HardState(), [], WalSnapshot())
@@ -604,10 +606,13 @@ class WAL:
                 log.warning(
                     "wal: %s: discarding a torn write at byte %d (%d bytes)", last.path, result.end, size - result.end
                 )
-                os.ftruncate(fd, result.end)
-                _preallocate(fd, max(segment_size, result.end))
-                if not unsafe_no_fsync:
-                    os.fsync(fd)
+                try:
+                    os.ftruncate(fd, result.end)
+                    _preallocate(fd, max(segment_size, result.end))
+                    if not unsafe_no_fsync:
+                        os.fsync(fd)
+                except OSError as exc:
+                    raise _write_error("cutting the torn write off", last.path, exc) from exc
         except BaseException:
             os.close(fd)
             raise

@@ -478,3 +478,25 @@ def test_repair_then_undo_restores_the_original_files(tmp_path: Path) -> None:
     wal_mod.undo_repair(result)
     assert {n: Path(d, n).read_bytes() for n in os.listdir(d)} == before
     assert not os.path.exists(result.backup_dir)
+
+
+_FAILED_CREATE = """
+import resource, signal, sys
+from petcd.storage.errors import WalWriteError
+from petcd.storage.wal import WAL
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+resource.setrlimit(resource.RLIMIT_FSIZE, (65536, 65536))
+try:
+    WAL.create(sys.argv[1], b"m", segment_size=1 << 20)
+except WalWriteError as exc:
+    print(exc)
+"""
+
+
+def test_a_wal_that_cannot_be_created_names_the_directory_and_leaves_nothing(tmp_path: Path) -> None:
+    d = str(tmp_path / "wal")
+    r = subprocess.run([sys.executable, "-c", _FAILED_CREATE, d], capture_output=True, text=True, timeout=60,
+                       env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith(f"wal: creating the WAL {d} failed: [Errno 27] File too large ("), r.stdout
+    assert os.listdir(tmp_path) == []
