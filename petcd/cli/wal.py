@@ -2,12 +2,21 @@
 member whose WAL is corrupt (the member refuses to start and names the
 segment and byte offset of the damage).
 
-It cuts the WAL at the first damaged record and keeps everything before it;
-the damaged segment and every later one are moved (not deleted) into
-``<wal dir>.broken-<UTC time>``. Read "Repairing a corrupt WAL" in
-petcd/storage/wal.py first: replacing the member (member remove + add) or
-restoring a snapshot loses nothing or less, and a cut WAL loses the records
-from the damage on, votes included.
+Prefer, in this order:
+1. a member of a cluster with a healthy quorum: replace it (`etcdctl member
+   remove <id>`, move its data dir aside, `etcdctl member add`, start it with
+   --initial-cluster-state existing): it gets everything from the leader;
+2. a single member: `petcd snapshot restore` from the newest `etcdctl
+   snapshot save` file (writes after the snapshot are lost);
+3. this command. It cuts the WAL at the first damaged record and keeps
+   everything before it; the damaged segment and every later one are moved
+   (not deleted) into <wal dir>.broken-<UTC time> (to undo, move them
+   back). It is lossy: the entries from the damage on are dropped, and so
+   are any term and vote recorded there, so a repaired member could vote
+   twice in one term: repair a member of a cluster only while its peers are
+   up and past that term. It refuses, changing nothing, when the db already
+   applied entries beyond the cut. (Details: "Repairing a corrupt WAL" in
+   petcd/storage/wal.py.)
 
 Exit status: 0 when the WAL is intact or was repaired (or, with --dry-run,
 when the report was printed); 1 when it cannot be repaired (nothing is
