@@ -663,12 +663,22 @@ class Backend:
             raise BackendClosedError("backend is closed")
         dirname = os.path.dirname(self.path)
         map_size = int(self._env.info()["map_size"])
-        fd, tmp = tempfile.mkstemp(prefix=os.path.basename(self.path) + ".defrag-", suffix=".tmp", dir=dirname)
+        try:
+            fd, tmp = tempfile.mkstemp(prefix=os.path.basename(self.path) + ".defrag-", suffix=".tmp", dir=dirname)
+        except OSError as exc:
+            raise BackendError(f"backend: defragmenting {self.path}: cannot create the copy: {exc}") from exc
         replaced = False
         try:
             with self._env_lock:
-                self._env.copyfd(fd, compact=True)
-                os.fsync(fd)
+                try:
+                    self._env.copyfd(fd, compact=True)
+                    os.fsync(fd)
+                except (lmdb.Error, OSError) as exc:
+                    # The file in use is untouched: the member goes on.
+                    raise BackendError(
+                        f"backend: defragmenting {self.path} failed writing the copy {tmp}: {exc} "
+                        f"({_free_space(self.path)})"
+                    ) from exc
                 self._env.close()
                 try:
                     os.replace(tmp, self.path)
@@ -693,9 +703,11 @@ class Backend:
         """
         if self._closed:
             raise BackendClosedError("backend is closed")
-        fd, tmp = tempfile.mkstemp(
-            prefix=os.path.basename(self.path) + ".snapshot-", suffix=".tmp", dir=os.path.dirname(self.path)
-        )
+        dirname = os.path.dirname(self.path)
+        try:
+            fd, tmp = tempfile.mkstemp(prefix=os.path.basename(self.path) + ".snapshot-", suffix=".tmp", dir=dirname)
+        except OSError as exc:
+            raise BackendError(f"backend: snapshot of {self.path}: cannot create the copy: {exc}") from exc
         try:
             # Unlinked at once: the copy lives exactly as long as the descriptor.
             os.unlink(tmp)
@@ -704,6 +716,12 @@ class Backend:
                     raise BackendClosedError("backend is closed")
                 self._env.copyfd(fd, compact=True)
             size = os.fstat(fd).st_size
+        except (lmdb.Error, OSError) as exc:
+            os.close(fd)
+            raise BackendError(
+                f"backend: snapshot of {self.path} failed writing a copy in {dirname}: {exc} "
+                f"({_free_space(self.path)})"
+            ) from exc
         except BaseException:
             os.close(fd)
             raise

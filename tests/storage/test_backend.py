@@ -528,3 +528,38 @@ def test_mixed_batches_never_raise_a_false_truncation_alarm_on_a_running_backend
             b.commit_if_due()
             assert os.stat(path).st_size >= (int(b._env.info()["last_pgno"]) + 1) * b._psize
     Backend(path).close()
+
+
+_FAILED_COPIES = """
+import os, resource, signal, sys
+from petcd.storage.backend import Backend
+from petcd.storage.errors import BackendError
+path = sys.argv[1]
+b = Backend(path)
+for i in range(3000):
+    b.put("key", i.to_bytes(8, "big"), b"v" * 300)
+b.commit()
+print(b.hash())
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+resource.setrlimit(resource.RLIMIT_FSIZE, (65536, 65536))  # the copies cannot be written
+for name, op in [("defrag", b.defrag), ("snapshot", b.snapshot)]:
+    try:
+        op()
+    except BackendError as exc:
+        print(name.upper(), exc)
+print(b.hash())  # the backend in use is intact and still serves
+"""
+
+
+def test_a_defrag_or_snapshot_that_cannot_write_its_copy_names_the_file_and_changes_nothing(tmp_path: Path) -> None:
+    path = str(tmp_path / "db")
+    r = _run_py(_FAILED_COPIES, path)
+    assert r.returncode == 0, r.stderr
+    before, defrag, snapshot, after = r.stdout.splitlines()
+    assert defrag.startswith(f"DEFRAG backend: defragmenting {path} failed writing the copy {path}.defrag-"), defrag
+    assert snapshot.startswith(f"SNAPSHOT backend: snapshot of {path} failed writing a copy in {tmp_path}"), snapshot
+    assert "bytes free on its file system" in defrag and "bytes free on its file system" in snapshot
+    assert before == after
+    assert sorted(os.listdir(tmp_path)) == ["db", "db-lock"]  # no copy left behind
+    with Backend(path) as b:
+        assert str(b.hash()) == before
