@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import collections
 from collections.abc import AsyncIterator, Iterable
+from typing import TypeAlias
 
 import grpc
 
@@ -15,7 +16,7 @@ from petcd.mvcc.watchable_store import WatchableStore, WatchBatch, Watcher, Watc
 from petcd.proto import kv_pb2, rpc_pb2, rpc_pb2_grpc
 from petcd.server.etcd_server import EtcdServer
 
-Ctx = grpc.aio.ServicerContext
+Ctx: TypeAlias = grpc.aio.ServicerContext
 
 # Event batches a stream may hold unsent before its watchers are parked
 # (they then catch up from the backend when the client reads again).
@@ -191,12 +192,14 @@ class _Stream:
         if isinstance(item, rpc_pb2.WatchResponse):
             return [item]
         w = item.watcher
-        resp = self.response(w.id, item.revision)
         if item.compact_revision:
-            resp.compact_revision = item.compact_revision
-            resp.canceled = True
+            # etcd's compacted response: no revision in its header
+            resp = rpc_pb2.WatchResponse(watch_id=w.id, compact_revision=item.compact_revision, canceled=True)
+            fill_header(self.s, resp.header)
+            resp.header.revision = 0
             self.watchers.pop(w.id, None)
             return [resp]
+        resp = self.response(w.id, item.revision)
         resp.events.extend(item.events)
         limit = self.s.cfg.max_request_bytes
         if w.id not in self.fragment or resp.ByteSize() <= limit:

@@ -11,8 +11,13 @@ did not get, holding no events in memory, and catches up from the backend
 when its client reads again. That bounds memory per slow watcher and never
 blocks writes or other watchers.
 
-A watcher that starts at or below the compact revision (or falls that far
-behind) is cancelled with the compact revision, as etcd does.
+A watcher that starts below the compact revision (or falls that far behind)
+is cancelled with the compact revision, as etcd does. One that starts exactly
+at the compact revision is served from it (clients resume at the
+CompactRevision they were given): it gets what survives compaction at that
+revision, as etcd does once the compaction has run: the puts, without their
+previous values (those are compacted), and not the deletions (a tombstone at
+the compact revision is removed by compaction).
 """
 
 from __future__ import annotations
@@ -194,8 +199,8 @@ class WatchableStore:
         if not self._groups:
             return
         for g in list(self._groups.values()):
-            probe = g.watchers and next(iter(g.watchers))
-            if not probe or not any(probe.matches(ev.kv.key) for ev in events):
+            probe = next(iter(g.watchers), None)
+            if probe is None or not any(probe.matches(ev.kv.key) for ev in events):
                 continue
             # watchers of one range with the same options see the same events:
             # select (and strip prev_kv) once per option set, not per watcher
@@ -242,8 +247,9 @@ class WatchableStore:
         for w in list(self._unsynced):
             if w.canceled:
                 self._unsynced.discard(w)
-            elif w.next_rev <= compact:
-                if w.sink.offer(WatchBatch(w, [], cur, compact_revision=compact)):
+            elif w.next_rev < compact:
+                # revision 0: etcd's compacted response carries no revision
+                if w.sink.offer(WatchBatch(w, [], 0, compact_revision=compact)):
                     self._unsynced.discard(w)
                     w.canceled = True
             elif w.next_rev > cur:
@@ -256,6 +262,8 @@ class WatchableStore:
         start = min(w.next_rev for w in pending)
         end_rev = min(cur + 1, start + self.SYNC_CHUNK_REVS)
         events = self.history.events(start, end_rev, b"\0", b"\0", any(w.prev_kv for w in pending))
+        if start <= compact:
+            events = _as_compacted(events, compact)
         last = cur if end_rev > cur else end_rev - 1
         # watchers alike (same range, options and position) select alike
         selections: dict[tuple[int, bytes, bytes, bool, bool, bool], list[kv_pb2.Event]] = {}
@@ -275,6 +283,24 @@ class WatchableStore:
                 self._add_synced(w)
         if self._unsynced:
             self._kick.set()
+
+
+def _as_compacted(events: list[kv_pb2.Event], compact: int) -> list[kv_pb2.Event]:
+    """events as a finished compaction at compact leaves them: the events of
+    the compact revision itself lose their previous values and its deletions
+    are gone. Applied whether or not the physical compaction has finished, so
+    a watcher sees the same thing either way."""
+    out: list[kv_pb2.Event] = []
+    for ev in events:
+        if ev.kv.mod_revision <= compact:
+            if ev.type == DELETE:
+                continue
+            if ev.HasField("prev_kv"):
+                slim = kv_pb2.Event(type=ev.type)
+                slim.kv.CopyFrom(ev.kv)
+                ev = slim
+        out.append(ev)
+    return out
 
 
 def _scan_end(w: Watcher) -> bytes:
