@@ -16,6 +16,7 @@ from importlib.metadata import PackageNotFoundError
 from importlib.metadata import version as dist_version
 
 from petcd.cli import flags
+from petcd.cli.limits import raise_fd_limit
 from petcd.cli.logging_setup import LoggingSetupError, setup_logging
 from petcd.server.config import ConfigError, ServerConfig
 
@@ -113,6 +114,7 @@ def run_server(cfg: ServerConfig, notices: list[tuple[int, str]]) -> int:
             "unsafe-no-fsync": cfg.unsafe_no_fsync,
         }},
     )
+    raise_fd_limit()
     try:
         from petcd.embed.etcd import serve
 
