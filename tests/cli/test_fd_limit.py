@@ -52,7 +52,8 @@ def test_soft_limit_raised_to_hard_and_connections_served(tmp_path: Path) -> Non
     channels: list[grpc.Channel] = []
     try:
         assert s.proc is not None
-        assert _soft_limit(s.proc.pid) == HARD
+        pid = s.proc.pid
+        assert _soft_limit(pid) == HARD
         logged = _limit_lines(s)
         assert logged and logged[0]["inherited-soft-limit"] == INHERITED_SOFT and logged[0]["soft-limit"] == HARD
         assert logged[0]["storage-reserve"] == STORAGE_FD_RESERVE
@@ -62,7 +63,7 @@ def test_soft_limit_raised_to_hard_and_connections_served(tmp_path: Path) -> Non
                     for _ in range(CONNECTIONS)]
         for i, ch in enumerate(channels):
             rpc_pb2_grpc.KVStub(ch).Range(rpc_pb2.RangeRequest(key=b"k%d" % i), timeout=30)
-        fds = wait_for(lambda: (n := len(list(Path(f"/proc/{s.proc.pid}/fd").iterdir()))) > INHERITED_SOFT and n,
+        fds = wait_for(lambda: (n := len(list(Path(f"/proc/{pid}/fd").iterdir()))) > INHERITED_SOFT and n,
                        30, "the server to hold more descriptors than the inherited soft limit")
         assert fds > INHERITED_SOFT
         # writes (WAL, backend) still go through with every connection open
