@@ -43,6 +43,9 @@ class WatchBatch:
     events: list[kv_pb2.Event]
     revision: int
     compact_revision: int = 0
+    # roughly the events' encoded size (keys and values): what a stream
+    # counts against its byte budget
+    size: int = 0
 
 
 class WatchSink:
@@ -52,6 +55,16 @@ class WatchSink:
 
     def offer(self, batch: WatchBatch) -> bool:  # pragma: no cover - interface
         raise NotImplementedError
+
+    def has_room(self) -> bool:
+        """Whether an offer may be taken now (the store reads no history for
+        watchers whose stream is full)."""
+        return True
+
+
+def events_size(events: list[kv_pb2.Event]) -> int:
+    """Roughly the encoded size of events, cheaply: keys and values."""
+    return sum(len(ev.kv.key) + len(ev.kv.value) + len(ev.prev_kv.value) + 32 for ev in events)
 
 
 @dataclass(slots=True, eq=False)
@@ -114,9 +127,14 @@ class History:
 
 
 class WatchableStore:
-    # Revisions read from the backend per unsynced watcher per pass: bounds
-    # both the time a pass holds the loop and the memory it uses.
+    # Revisions read from the backend per pass at most: bounds the time a
+    # pass holds the loop.
     SYNC_CHUNK_REVS = 1000
+    # Bytes of events a pass aims to read at most: bounds its memory when
+    # values are large (a pass reads fewer revisions after a large read, more
+    # after a small one, starting small).
+    SYNC_CHUNK_BYTES = 4 << 20
+    SYNC_FIRST_REVS = 16
 
     def __init__(self, history: History, sync_interval: float = 0.1) -> None:
         self.history = history
@@ -125,6 +143,8 @@ class WatchableStore:
         self._unsynced: set[Watcher] = set()
         self._kick = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        # revisions the next pass reads (adapted to the bytes per revision seen)
+        self._chunk_revs = self.SYNC_FIRST_REVS
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._sync_loop(), name="watch-sync")
@@ -204,18 +224,20 @@ class WatchableStore:
                 continue
             # watchers of one range with the same options see the same events:
             # select (and strip prev_kv) once per option set, not per watcher
-            selections: dict[tuple[bool, bool, bool], list[kv_pb2.Event]] = {}
+            selections: dict[tuple[bool, bool, bool], tuple[list[kv_pb2.Event], int]] = {}
             for w in list(g.watchers):
                 if rev < w.next_rev:
                     continue
                 opts = (w.prev_kv, w.no_put, w.no_delete)
-                selected = selections.get(opts)
-                if selected is None:
-                    selected = selections[opts] = w.select(events)
+                found = selections.get(opts)
+                if found is None:
+                    chosen = w.select(events)
+                    found = selections[opts] = (chosen, events_size(chosen))
+                selected, size = found
                 if not selected:
                     w.next_rev = rev + 1
                     continue
-                if w.sink.offer(WatchBatch(w, selected, rev)):
+                if w.sink.offer(WatchBatch(w, selected, rev, size=size)):
                     w.next_rev = rev + 1
                 else:
                     self._park(w, rev)
@@ -255,34 +277,47 @@ class WatchableStore:
             elif w.next_rev > cur:
                 self._unsynced.discard(w)
                 self._add_synced(w)
-            else:
+            elif w.sink.has_room():
                 pending.append(w)
+            # else: its stream is still full; read nothing for it yet
         if not pending:
             return
         start = min(w.next_rev for w in pending)
-        end_rev = min(cur + 1, start + self.SYNC_CHUNK_REVS)
+        end_rev = min(cur + 1, start + self._chunk_revs)
         events = self.history.events(start, end_rev, b"\0", b"\0", any(w.prev_kv for w in pending))
+        self._adapt_chunk(end_rev - start, events_size(events))
         if start <= compact:
             events = _as_compacted(events, compact)
         last = cur if end_rev > cur else end_rev - 1
         # watchers alike (same range, options and position) select alike
-        selections: dict[tuple[int, bytes, bytes, bool, bool, bool], list[kv_pb2.Event]] = {}
+        selections: dict[tuple[int, bytes, bytes, bool, bool, bool], tuple[list[kv_pb2.Event], int]] = {}
+        progressed = False
         for w in pending:
             if w.next_rev >= end_rev:
                 continue  # ahead of this chunk: a later pass
             like = (w.next_rev, w.key, w.end, w.prev_kv, w.no_put, w.no_delete)
-            selected = selections.get(like)
-            if selected is None:
+            found = selections.get(like)
+            if found is None:
                 mine = events if w.next_rev == start else [ev for ev in events if ev.kv.mod_revision >= w.next_rev]
-                selected = selections[like] = w.select(mine)
-            if selected and not w.sink.offer(WatchBatch(w, selected, last)):
-                continue  # still full; try again on a later pass
+                chosen = w.select(mine)
+                found = selections[like] = (chosen, events_size(chosen))
+            selected, size = found
+            if selected and not w.sink.offer(WatchBatch(w, selected, last, size=size)):
+                continue  # still full; its stream resumes the store when it drains
+            progressed = True
             w.next_rev = end_rev
             if end_rev > cur:
                 self._unsynced.discard(w)
                 self._add_synced(w)
-        if self._unsynced:
+        if self._unsynced and progressed:
             self._kick.set()
+
+    def _adapt_chunk(self, revs: int, size: int) -> None:
+        """Size the next pass's read from this one's bytes per revision."""
+        if size > self.SYNC_CHUNK_BYTES:
+            self._chunk_revs = max(1, revs * self.SYNC_CHUNK_BYTES // size)
+        elif revs >= self._chunk_revs and size * 2 <= self.SYNC_CHUNK_BYTES:
+            self._chunk_revs = min(self.SYNC_CHUNK_REVS, self._chunk_revs * 2)
 
 
 def _as_compacted(events: list[kv_pb2.Event], compact: int) -> list[kv_pb2.Event]:
