@@ -125,16 +125,25 @@ class History:
         """Events of revisions [start_rev, end_rev) on keys in [key, end)."""
         raise NotImplementedError  # pragma: no cover - interface
 
+    def events_limited(
+        self, start_rev: int, end_rev: int, key: bytes, end: bytes, prev_kv: bool, max_bytes: int
+    ) -> tuple[list[kv_pb2.Event], int]:
+        """events() of whole revisions from start_rev on, stopping at the
+        first revision boundary after about max_bytes (events_size): the
+        events and the first revision not read (end_rev when all were)."""
+        return self.events(start_rev, end_rev, key, end, prev_kv), end_rev
+
 
 class WatchableStore:
     # Revisions read from the backend per pass at most: bounds the time a
     # pass holds the loop.
     SYNC_CHUNK_REVS = 1000
-    # Bytes of events a pass aims to read at most: bounds its memory when
-    # values are large (a pass reads fewer revisions after a large read, more
-    # after a small one, starting small).
-    SYNC_CHUNK_BYTES = 4 << 20
-    SYNC_FIRST_REVS = 16
+    # Bytes of events a pass reads at most (whole revisions; the revision
+    # that crosses it is the last): bounds its memory when values are large,
+    # and the size of the catch-up responses made from it (a watcher's
+    # share of a pass goes out as one response; grpc clients refuse
+    # messages over 4 MB by default).
+    SYNC_CHUNK_BYTES = 1 << 20
 
     def __init__(self, history: History, sync_interval: float = 0.1) -> None:
         self.history = history
@@ -143,8 +152,6 @@ class WatchableStore:
         self._unsynced: set[Watcher] = set()
         self._kick = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
-        # revisions the next pass reads (adapted to the bytes per revision seen)
-        self._chunk_revs = self.SYNC_FIRST_REVS
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._sync_loop(), name="watch-sync")
@@ -260,9 +267,11 @@ class WatchableStore:
 
     def sync_once(self) -> None:
         """One pass over the unsynced watchers. They share one read of the
-        history (at most SYNC_CHUNK_REVS revisions from the oldest one's next
-        revision, every key), which each then filters for itself: the cost
-        of a pass grows with the history read, not with the watcher count."""
+        history (at most SYNC_CHUNK_REVS revisions and about SYNC_CHUNK_BYTES
+        from the oldest one's next revision, every key), which each then
+        filters for itself: the cost of a pass grows with the history read,
+        not with the watcher count. Watchers whose stream is full are
+        skipped until it drains."""
         cur = self.history.current_revision()
         compact = self.history.compact_revision()
         pending: list[Watcher] = []
@@ -283,9 +292,9 @@ class WatchableStore:
         if not pending:
             return
         start = min(w.next_rev for w in pending)
-        end_rev = min(cur + 1, start + self._chunk_revs)
-        events = self.history.events(start, end_rev, b"\0", b"\0", any(w.prev_kv for w in pending))
-        self._adapt_chunk(end_rev - start, events_size(events))
+        events, end_rev = self.history.events_limited(
+            start, min(cur + 1, start + self.SYNC_CHUNK_REVS), b"\0", b"\0", any(w.prev_kv for w in pending),
+            self.SYNC_CHUNK_BYTES)
         if start <= compact:
             events = _as_compacted(events, compact)
         last = cur if end_rev > cur else end_rev - 1
@@ -294,7 +303,8 @@ class WatchableStore:
         progressed = False
         for w in pending:
             if w.next_rev >= end_rev:
-                continue  # ahead of this chunk: a later pass
+                progressed = True  # ahead of this chunk: the next pass
+                continue
             like = (w.next_rev, w.key, w.end, w.prev_kv, w.no_put, w.no_delete)
             found = selections.get(like)
             if found is None:
@@ -311,13 +321,6 @@ class WatchableStore:
                 self._add_synced(w)
         if self._unsynced and progressed:
             self._kick.set()
-
-    def _adapt_chunk(self, revs: int, size: int) -> None:
-        """Size the next pass's read from this one's bytes per revision."""
-        if size > self.SYNC_CHUNK_BYTES:
-            self._chunk_revs = max(1, revs * self.SYNC_CHUNK_BYTES // size)
-        elif revs >= self._chunk_revs and size * 2 <= self.SYNC_CHUNK_BYTES:
-            self._chunk_revs = min(self.SYNC_CHUNK_REVS, self._chunk_revs * 2)
 
 
 def _as_compacted(events: list[kv_pb2.Event], compact: int) -> list[kv_pb2.Event]:
