@@ -11,7 +11,10 @@ above what client connections may take.
 A front end that owns accept() keeps the reserve by accepting a client
 connection only while ``FdBudget.may_accept(open_connections)`` holds (see
 ``FdBudget.client_connections``); grpc's server accepts on its own, so with
-it petcd can only raise the limit and warn when the reserve cannot be kept.
+it petcd can only raise the limit, warn at start when the limit cannot keep
+the reserve, and watch the reserve while it runs (``ReserveMonitor``: a
+warning when clients have eaten into it, so an operator learns before a WAL
+segment switch fails).
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from __future__ import annotations
 import logging
 import os
 import resource
+import threading
 from dataclasses import dataclass
 
 log = logging.getLogger("petcd.cli.limits")
@@ -123,3 +127,46 @@ def raise_fd_limit() -> FdBudget:
                               "client-connections": budget.client_connections,
                               "recommended-minimum": budget.reserve + budget.open_at_start + MIN_CLIENT_FDS}})
     return budget
+
+
+class ReserveMonitor:
+    """Checks every ``interval`` seconds, in a daemon thread, that the
+    descriptors in use leave the storage reserve free; logs a warning when
+    they do not (once, until twice the reserve is free again, which it then
+    logs as info)."""
+
+    def __init__(self, budget: FdBudget, interval: float = 2.0) -> None:
+        self.budget = budget
+        self.interval = interval
+        self.eaten = False
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="fd-reserve-monitor", daemon=True)
+
+    def start(self) -> ReserveMonitor:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            self.check()
+
+    def check(self) -> bool:
+        """Whether the reserve is free now (logs on a change)."""
+        in_use = open_fds()
+        free = self.budget.soft - in_use
+        if free < self.budget.reserve:
+            if not self.eaten:
+                log.warning("client connections are using the file descriptors reserved for storage; "
+                            "WAL and backend file opens may fail (raise the hard limit, ulimit -Hn)",
+                            extra={"fields": {"open-fds": in_use, "soft-limit": self.budget.soft,
+                                              "storage-reserve": self.budget.reserve}})
+                self.eaten = True
+            return False
+        if self.eaten and free >= 2 * self.budget.reserve:
+            log.info("file descriptor reserve free again", extra={"fields": {
+                "open-fds": in_use, "soft-limit": self.budget.soft, "storage-reserve": self.budget.reserve}})
+            self.eaten = False
+        return True

@@ -16,7 +16,7 @@ from importlib.metadata import PackageNotFoundError
 from importlib.metadata import version as dist_version
 
 from petcd.cli import flags
-from petcd.cli.limits import raise_fd_limit
+from petcd.cli.limits import ReserveMonitor, raise_fd_limit
 from petcd.cli.logging_setup import LoggingSetupError, setup_logging
 from petcd.server.config import ConfigError, ServerConfig
 
@@ -114,7 +114,7 @@ def run_server(cfg: ServerConfig, notices: list[tuple[int, str]]) -> int:
             "unsafe-no-fsync": cfg.unsafe_no_fsync,
         }},
     )
-    raise_fd_limit()
+    monitor = ReserveMonitor(raise_fd_limit()).start()
     try:
         from petcd.embed.etcd import serve
 
@@ -124,6 +124,8 @@ def run_server(cfg: ServerConfig, notices: list[tuple[int, str]]) -> int:
     except Exception as exc:
         log.critical("petcd stopped: %s", exc, exc_info=True)
         return 1
+    finally:
+        monitor.stop()
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -86,3 +86,38 @@ def test_limit_too_low_for_the_reserve_is_warned(tmp_path: Path) -> None:
         assert warned and warned[0]["soft-limit"] == low and warned[0]["storage-reserve"] == STORAGE_FD_RESERVE
     finally:
         s.stop()
+
+
+def test_clients_eating_into_the_reserve_are_warned(tmp_path: Path) -> None:
+    limit = 600  # room for the reserve and 400-odd clients
+    s = _with_nofile(petcd_server(tmp_path), limit, limit).start()
+    channels: list[grpc.Channel] = []
+    try:
+        assert not any(d["level"] == "warn" for d in _limit_lines(s))
+        free_for_clients = limit - STORAGE_FD_RESERVE
+        channels = [grpc.insecure_channel(s.endpoint, options=[("grpc.use_local_subchannel_pool", 1)])
+                    for _ in range(free_for_clients + 20)]
+        for i, ch in enumerate(channels):
+            rpc_pb2_grpc.KVStub(ch).Range(rpc_pb2.RangeRequest(key=b"k%d" % i), timeout=30)
+        wait_for(lambda: any("reserved for storage" in str(d["msg"]) for d in _reserve_lines(s)), 30,
+                 "a warning that clients use the storage reserve")
+        for ch in channels:
+            ch.close()
+        channels = []
+        wait_for(lambda: any("free again" in str(d["msg"]) for d in _reserve_lines(s)), 60,
+                 "the reserve to be reported free again")
+        # and the member still writes
+        kv = s.kv()
+        assert kv.Put(rpc_pb2.PutRequest(key=b"after", value=b"v"), timeout=30).header.revision > 1
+    finally:
+        for ch in channels:
+            ch.close()
+        s.stop()
+
+
+def _reserve_lines(s: Server) -> list[dict[str, object]]:
+    out = []
+    for line in s.log_path.read_text(errors="replace").splitlines():
+        if "reserved for storage" in line or "reserve free again" in line:
+            out.append(json.loads(line))
+    return out
