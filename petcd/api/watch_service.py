@@ -27,7 +27,7 @@ STREAM_BUFFER_BYTES = 8 << 20
 # Control responses (created, canceled, progress) a stream may hold unsent;
 # at this many it stops reading requests, so that a client that sends
 # requests and never reads the responses is held by flow control instead of
-# growing the server (etcd's control channel is as small).
+# growing the server (etcd holds fewer still: 16).
 CONTROL_BUFFER = 64
 # What the sender takes from the outbox to render at once: rendered
 # responses are copies, so this bounds the copies in memory too.
