@@ -15,7 +15,7 @@ import pytest
 
 from petcd.cli.limits import STORAGE_FD_RESERVE
 from petcd.proto import rpc_pb2, rpc_pb2_grpc
-from tests.harness import Server, petcd_server, wait_for
+from petcd.testing.harness import Server, petcd_server, wait_for
 
 pytestmark = pytest.mark.timeout(300)
 
