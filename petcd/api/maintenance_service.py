@@ -31,8 +31,11 @@ async def to_bbolt(snap: BackendSnapshot, tmp_dir: str) -> BackendSnapshot:
     """The backend copy converted to etcd's bbolt file (an unlinked temp file
     in tmp_dir), by a child process so the conversion never holds this
     process's interpreter lock; the child is killed if the caller gives up."""
-    fd, tmp = tempfile.mkstemp(prefix="db.bbolt-", suffix=".tmp", dir=tmp_dir)
-    os.unlink(tmp)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix="db.bbolt-", suffix=".tmp", dir=tmp_dir)
+        os.unlink(tmp)
+    except OSError as exc:
+        raise BackendError(f"snapshot: cannot create the etcd-format copy in {tmp_dir}: {exc}") from exc
     try:
         root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
         env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p))
