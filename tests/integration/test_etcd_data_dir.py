@@ -84,3 +84,13 @@ def test_only_etcds_wal_is_enough_to_refuse(etcd_data_dir: Path, tmp_path: Path)
 
         Etcd(ServerConfig(data_dir=str(copy)))
     assert _tree(copy) == before
+
+
+@pytest.mark.parametrize("dry_run", [False, True])
+def test_wal_repair_refuses_an_etcd_data_dir_untouched(etcd_data_dir: Path, dry_run: bool) -> None:
+    before = _tree(etcd_data_dir)
+    cp = subprocess.run([sys.executable, "-m", "petcd", "wal", "repair", "--data-dir", str(etcd_data_dir)]
+                        + (["--dry-run"] if dry_run else []), capture_output=True, text=True, timeout=120)
+    assert cp.returncode == 1
+    assert "belongs to etcd" in cp.stderr
+    assert _tree(etcd_data_dir) == before
