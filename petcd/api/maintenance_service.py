@@ -27,10 +27,12 @@ Ctx = grpc.aio.ServicerContext
 SNAPSHOT_CHUNK = 1024 * 1024
 
 
-async def to_bbolt(snap: BackendSnapshot, tmp_dir: str) -> BackendSnapshot:
-    """The backend copy converted to etcd's bbolt file (an unlinked temp file
-    in tmp_dir), by a child process so the conversion never holds this
-    process's interpreter lock; the child is killed if the caller gives up."""
+async def to_bbolt(db_path: str, tmp_dir: str) -> BackendSnapshot:
+    """The backend's committed state as etcd's bbolt file (an unlinked temp
+    file in tmp_dir), built by a child process that reads the live db file in
+    one LMDB read transaction: a consistent cut that never blocks this
+    process's writes nor holds its interpreter lock. The child is killed if
+    the caller gives up."""
     try:
         fd, tmp = tempfile.mkstemp(prefix="db.bbolt-", suffix=".tmp", dir=tmp_dir)
         os.unlink(tmp)
@@ -40,8 +42,8 @@ async def to_bbolt(snap: BackendSnapshot, tmp_dir: str) -> BackendSnapshot:
         root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
         env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p))
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "petcd.storage.etcd_format", "export", str(snap.fileno()), str(fd),
-            pass_fds=(snap.fileno(), fd), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=env,
+            sys.executable, "-m", "petcd.storage.etcd_format", "export-live", db_path, str(fd),
+            pass_fds=(fd,), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=env,
         )
         try:
             _, err = await proc.communicate()
@@ -105,23 +107,25 @@ class MaintenanceService(rpc_pb2_grpc.MaintenanceServicer):
         self, request: rpc_pb2.SnapshotRequest, context: Ctx
     ) -> AsyncIterator[rpc_pb2.SnapshotResponse]:
         try:
-            self.s.backend.commit()
-            copy = await asyncio.to_thread(self.s.backend.snapshot)
-            try:
-                snap = await to_bbolt(copy, os.path.dirname(self.s.backend.path))
-            finally:
-                copy.close()
+            self.s.backend.commit()  # the child's read transaction sees at least this
+            snap = await to_bbolt(self.s.backend.path, os.path.dirname(self.s.backend.path))
         except Exception as exc:
             await abort_with(context, exc)
+        digest = hashlib.sha256()
+
+        def read_and_hash(n: int) -> bytes:
+            # in the worker thread: hashing a blob releases the interpreter lock there, not on the loop
+            blob = snap.read(n)
+            digest.update(blob)
+            return blob
+
         try:
-            digest = hashlib.sha256()
             remaining = snap.size
             while remaining > 0:
-                blob = await asyncio.to_thread(snap.read, min(SNAPSHOT_CHUNK, remaining))
+                blob = await asyncio.to_thread(read_and_hash, min(SNAPSHOT_CHUNK, remaining))
                 if not blob:
                     break
                 remaining -= len(blob)
-                digest.update(blob)
                 yield rpc_pb2.SnapshotResponse(remaining_bytes=remaining, blob=blob)
             yield rpc_pb2.SnapshotResponse(remaining_bytes=0, blob=digest.digest())
         finally:

@@ -287,10 +287,6 @@ class BackendSnapshot:
         self.size = size
         self._offset = 0
 
-    def fileno(self) -> int:
-        """The copy's descriptor (for a converter that reads it in place)."""
-        return self._fd
-
     def read(self, n: int) -> bytes:
         """Up to n bytes; b"" at the end."""
         if self._fd < 0:

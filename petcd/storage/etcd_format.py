@@ -15,8 +15,10 @@ A snapshot also carries etcd's ``cluster/clusterVersion`` when petcd has
 none, as every etcd 3.4 data file does.
 
 The export runs in a separate process (``python -m petcd.storage.etcd_format
-export IN_FD OUT_FD``) so that building a large file never competes with the
-member's event loop for the interpreter lock.
+export-live DB_PATH OUT_FD``) so that building a large file never competes
+with the member's event loop for the interpreter lock; it reads the member's
+live backend file through LMDB's multi-process readers (one consistent read
+transaction, no copy, the writer never waits).
 """
 
 from __future__ import annotations
@@ -40,6 +42,8 @@ CLUSTER_VERSION = b"3.4.0"
 _U64 = struct.Struct(">Q")
 _CI = struct.Struct(">QQ")
 _MAX_DBS = 32
+# Address space, not memory: the backend's own ceiling (backend._MAX_MAP_SIZE).
+_LIVE_MAP_SIZE = 1 << 42
 # Restore commits the imported backend every this many writes, so the open
 # batch (kept in memory until commit) stays small.
 _IMPORT_BATCH = 20_000
@@ -90,15 +94,20 @@ def export_lmdb(env: lmdb.Environment, out: BinaryIO) -> int:
     return writer.finish()
 
 
-def open_lmdb_readonly(path: str) -> lmdb.Environment:
-    """A read-only view of a backend file nobody writes any more (a copy)."""
-    return lmdb.open(path, subdir=False, readonly=True, lock=False, max_dbs=_MAX_DBS)
+def open_live_reader(path: str) -> lmdb.Environment:
+    """A read-only view of a backend file that another process (the member)
+    keeps writing: LMDB's lock file gives this process's read transaction a
+    consistent committed snapshot and never makes the writer wait. The map
+    is sized far beyond the file so commits made after this open (a larger
+    file) never make a read transaction fail to start; only pages of the
+    transaction's own snapshot are ever touched."""
+    return lmdb.open(path, subdir=False, readonly=True, lock=True, max_dbs=_MAX_DBS, map_size=_LIVE_MAP_SIZE)
 
 
-def export_fd(in_fd: int, out_fd: int) -> int:
-    """Convert the LMDB backend copy open as in_fd into a bbolt file written
-    to out_fd (from its start); returns the bbolt size."""
-    env = open_lmdb_readonly(f"/proc/self/fd/{in_fd}")
+def export_live(path: str, out_fd: int) -> int:
+    """Convert the live backend at path (see open_live_reader) into a bbolt
+    file written to out_fd (from its start); returns the bbolt size."""
+    env = open_live_reader(path)
     try:
         with os.fdopen(os.dup(out_fd), "w+b", buffering=1 << 20) as out:
             out.seek(0)
@@ -138,11 +147,12 @@ def import_bbolt(reader: BoltReader, backend: Backend) -> int:
 
 
 def main(argv: list[str]) -> int:
-    """``export IN_FD OUT_FD``: prints the bbolt size on success."""
-    if len(argv) != 3 or argv[0] != "export":
-        print("usage: python -m petcd.storage.etcd_format export IN_FD OUT_FD", file=sys.stderr)
+    """``export-live DB_PATH OUT_FD``: a member's backend, read while it
+    runs, written to OUT_FD as a bbolt file; prints the bbolt size."""
+    if len(argv) != 3 or argv[0] != "export-live":
+        print("usage: python -m petcd.storage.etcd_format export-live DB_PATH OUT_FD", file=sys.stderr)
         return 2
-    size = export_fd(int(argv[1]), int(argv[2]))
+    size = export_live(argv[1], int(argv[2]))
     print(size)
     return 0
 

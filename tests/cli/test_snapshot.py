@@ -26,7 +26,7 @@ from petcd.proto import kv_pb2
 from petcd.server import ids
 from petcd.server.membership import Member
 from petcd.storage.backend import Backend
-from petcd.storage.etcd_format import export_fd
+from petcd.storage.etcd_format import export_live
 from petcd.testing.harness import require_binary
 
 from .conftest import REPO, PetcdProcess, etcdctl, need_server_and_etcdctl, run_petcd
@@ -65,14 +65,11 @@ def save_snapshot(be: Backend, dest: Path, *, trailer: bool = True) -> bytes:
     return db
 
 
-def etcd_hash_of_export(be: Backend, tmp: Path) -> int:
-    """The hash real etcdctl reports for the bbolt file petcd exports from be."""
-    snap = be.snapshot()
-    try:
-        with open(tmp / "export.bbolt", "w+b") as out:
-            export_fd(snap.fileno(), out.fileno())
-    finally:
-        snap.close()
+def etcd_hash_of_export(db_path: str, tmp: Path) -> int:
+    """The hash real etcdctl reports for the bbolt file petcd exports from
+    the (closed) backend at db_path."""
+    with open(tmp / "export.bbolt", "w+b") as out:
+        export_live(db_path, out.fileno())
     cp = subprocess.run([require_binary("etcdctl"), "snapshot", "status", str(tmp / "export.bbolt"), "-w", "json"],
                         capture_output=True, text=True, timeout=60, env=dict(os.environ, ETCDCTL_API="3"))
     assert cp.returncode == 0, cp.stderr
@@ -86,10 +83,9 @@ def snapshot_file(tmp_path: Path) -> tuple[Path, bytes, int]:
     be = make_db(tmp_path / "src" / "db")
     try:
         db = save_snapshot(be, tmp_path / "snap.db")
-        h = etcd_hash_of_export(be, tmp_path)
     finally:
         be.close()
-    return tmp_path / "snap.db", db, h
+    return tmp_path / "snap.db", db, etcd_hash_of_export(be.path, tmp_path)
 
 
 # ---- status -----------------------------------------------------------------------
@@ -271,16 +267,9 @@ def test_etcdctl_snapshot_save_then_restore_then_serve(tmp_path: Path, processes
 @pytest.fixture
 def bbolt_snapshot(tmp_path: Path) -> Path:
     """The snapshot etcdctl saves from petcd: the bbolt export and its sha256."""
-    be = make_db(tmp_path / "src" / "db")
-    try:
-        snap = be.snapshot()
-        try:
-            with open(tmp_path / "export.bbolt", "w+b") as out:
-                export_fd(snap.fileno(), out.fileno())
-        finally:
-            snap.close()
-    finally:
-        be.close()
+    make_db(tmp_path / "src" / "db").close()
+    with open(tmp_path / "export.bbolt", "w+b") as out:
+        export_live(str(tmp_path / "src" / "db"), out.fileno())
     body = (tmp_path / "export.bbolt").read_bytes()
     (tmp_path / "bbolt.snap").write_bytes(body + hashlib.sha256(body).digest())
     return tmp_path / "bbolt.snap"
