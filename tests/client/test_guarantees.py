@@ -1,0 +1,199 @@
+"""The client's guarantees under faults and contention: watches resume
+across a member restart without loss or duplicates, leases survive it,
+locks exclude across processes (checked with fencing tokens), and the STM
+keeps a bank's total under concurrent transfers."""
+
+from __future__ import annotations
+
+import os
+import random
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from petcd.client import STM, Client, EtcdError, EventType, Isolation, LeaseLost, Unavailable
+from petcd.testing.harness import Background, Server, etcdctl, free_port, wait_for
+
+
+def test_watch_across_member_restart_delivers_every_event_once_in_order(
+        start_server: Callable[[str], Server]) -> None:
+    srv = start_server("petcd")
+    n = 300
+    seen: list[int] = []
+    with Client(srv.endpoint, timeout=10) as c:
+        lease = c.lease(30)
+        with c.watch("ev/", prefix=True) as w:
+            def consume() -> None:
+                for ev in w:
+                    assert ev.type is EventType.PUT
+                    seen.append(int(ev.kv.value))
+                    if len(seen) == n:
+                        return
+
+            t = threading.Thread(target=consume)
+            t.start()
+            for i in range(n // 2):
+                c.put(f"ev/{i % 7}", str(i))
+            srv.stop()  # the stream breaks; the client keeps retrying
+            srv.start()
+            for i in range(n // 2, n):
+                while True:
+                    try:
+                        c.put(f"ev/{i % 7}", str(i))
+                        break
+                    except Unavailable:
+                        time.sleep(0.05)  # a write that never reached the server: safe to repeat
+            t.join(timeout=60)
+            assert not t.is_alive(), f"watch stalled after {len(seen)} events"
+        assert seen == list(range(n))
+        assert not lease.lost
+        assert lease.ttl() > 0  # the keep-alive resumed after the restart
+        lease.revoke()
+
+
+def test_lease_loss_is_reported(server: Server) -> None:
+    with Client(server.endpoint, timeout=10) as c:
+        with pytest.raises(LeaseLost), c.lease(5) as lease:
+            c.put("k", "v", lease=lease)
+            c.revoke_lease(lease.id)  # someone else revokes it
+            wait_for(lambda: lease.lost, 30, "the keep-alive to notice the revoke")
+            with pytest.raises(LeaseLost):
+                lease.check()
+        assert c.get("k") is None
+
+
+LOCK_WORKER = r"""
+import os, sys, time
+from petcd.client import Client
+endpoint, path, rounds = sys.argv[1], sys.argv[2], int(sys.argv[3])
+with Client(endpoint, timeout=20) as c:
+    for _ in range(rounds):
+        with c.lock("shared-file", ttl=10) as lock:
+            tok = lock.fencing_token
+            # the protected resource: refuses tokens older than the newest it saw
+            with open(path, "r+") as f:
+                last = int(f.read() or 0)
+                assert tok > last, f"stale fencing token {tok} <= {last}"
+                f.seek(0); f.write(str(tok)); f.truncate()
+            start = time.monotonic_ns()
+            time.sleep(0.01)
+            end = time.monotonic_ns()
+            with open(path + ".log", "a") as log:
+                log.write(f"{tok} {start} {end} {os.getpid()}\n")
+"""
+
+
+def test_two_processes_contending_for_a_lock_never_overlap(server: Server, tmp_path: Path) -> None:
+    shared = tmp_path / "resource"
+    shared.write_text("0")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(Path(__file__).parents[2]), *sys.path]))
+    procs = [subprocess.Popen([sys.executable, "-c", LOCK_WORKER, server.endpoint, str(shared), "15"], env=env)
+             for _ in range(2)]
+    for p in procs:
+        assert p.wait(timeout=180) == 0
+    rows = [tuple(int(x) for x in line.split()) for line in (tmp_path / "resource.log").read_text().splitlines()]
+    assert len(rows) == 30
+    assert len({r[3] for r in rows}) == 2
+    rows.sort()  # by fencing token
+    for a, b in zip(rows, rows[1:], strict=False):
+        assert a[0] < b[0]
+        assert a[2] <= b[1], f"holders overlapped: {a} and {b}"
+
+
+def test_lock_excludes_etcdctl_lock(server: Server) -> None:
+    """Our lock and etcdctl lock use the same keys, so they exclude each other both ways."""
+    with Client(server.endpoint, timeout=10) as c:
+        lock = c.lock("ctl")
+        lock.acquire()
+        ctl = Background(server.endpoint, "lock", "ctl")
+        try:
+            wait_for(lambda: len(c.get_prefix("ctl/")) == 2, 30, "etcdctl to queue for the lock")
+            assert c.get_prefix("ctl/")[0].key == lock.key
+            time.sleep(0.3)
+            assert ctl.lines == []  # it waits behind us
+            lock.release()
+            got = ctl.wait_lines(1, timeout=30)  # etcdctl prints its key once it holds the lock
+            assert got[0].startswith("ctl/") and got[0] != lock.key.decode()
+            acquired = threading.Event()
+
+            def take() -> None:
+                with c.lock("ctl", ttl=5):
+                    acquired.set()
+
+            t = threading.Thread(target=take)
+            t.start()
+            assert not acquired.wait(0.5)  # now we wait behind etcdctl
+            ctl.stop()  # etcdctl unlocks on SIGTERM
+            t.join(timeout=60)
+            assert acquired.is_set()
+        finally:
+            ctl.stop()
+
+
+@pytest.mark.parametrize("isolation", [Isolation.SERIALIZABLE, Isolation.REPEATABLE_READ])
+def test_stm_bank_transfers_keep_the_total(server: Server, isolation: Isolation) -> None:
+    accounts = [f"bank/{i}" for i in range(6)]
+    with Client(server.endpoint, timeout=20) as c:
+        for a in accounts:
+            c.put(a, "100")
+        errors: list[BaseException] = []
+
+        def worker(seed: int) -> None:
+            rnd = random.Random(seed)
+            try:
+                for _ in range(25):
+                    src, dst = rnd.sample(accounts, 2)
+                    amount = rnd.randint(1, 30)
+
+                    def transfer(s: STM, src: str = src, dst: str = dst, amount: int = amount) -> None:
+                        a = int(s.get(src) or 0)
+                        b = int(s.get(dst) or 0)
+                        if a >= amount:
+                            s.put(src, str(a - amount))
+                            s.put(dst, str(b + amount))
+
+                    c.stm(transfer, isolation=isolation)
+            except BaseException as exc:  # reported below
+                errors.append(exc)
+
+        threads = [threading.Thread(target=worker, args=(i,)) for i in range(8)]
+        for t in threads:
+            t.start()
+        for _ in range(10):  # the invariant holds at every snapshot, too
+            kvs = c.get_prefix("bank/")
+            assert sum(int(kv.value) for kv in kvs) == 600
+        for t in threads:
+            t.join(timeout=300)
+        assert not errors, errors
+        balances = [int(kv.value) for kv in c.get_prefix("bank/")]
+        assert sum(balances) == 600 and min(balances) >= 0
+
+
+def test_failover_to_the_next_endpoint(server: Server) -> None:
+    dead = f"127.0.0.1:{free_port()}"
+    with Client([dead, server.endpoint], timeout=10) as c:
+        assert c.put("fo", "1") > 0  # refused connection: never sent, so even a write moves on
+        assert c.get("fo") is not None
+        assert c.endpoint == server.endpoint
+    with Client(dead, timeout=1) as c, pytest.raises(Unavailable):
+        c.get("fo")
+
+
+def test_auth_with_username_and_password_against_etcd(start_server: Callable[[str], Server]) -> None:
+    srv = start_server("etcd")  # petcd has no auth service yet
+    etcdctl(srv.endpoint, "user", "add", "root:rootpw")
+    etcdctl(srv.endpoint, "auth", "enable")
+    with Client(srv.client_url, username="root", password="rootpw", timeout=10) as c:
+        c.put("secret", "s")
+        assert c.get("secret") is not None
+    with Client(srv.endpoint, timeout=10) as anon, pytest.raises(EtcdError):
+        anon.get("secret")
+    from petcd.client import AuthFailed
+
+    with Client(srv.endpoint, username="root", password="wrong", timeout=10) as bad, pytest.raises(AuthFailed):
+        bad.get("secret")
