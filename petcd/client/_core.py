@@ -22,6 +22,7 @@ from petcd.client.types import (
     Bytes,
     Compare,
     Event,
+    EventType,
     Filter,
     Isolation,
     KeyValue,
@@ -294,11 +295,18 @@ class WatchState:
             raise errors.EtcdError(f"watch cancelled by the server: {r.cancel_reason or 'no reason given'}")
         if not r.events:
             return []
-        out = []
+        # the hot loop of a busy watch: build the objects inline
+        kv_cls, ev_cls, put, delete = KeyValue, Event, EventType.PUT, EventType.DELETE
         nxt = self.next_revision
+        want_prev = self.prev_kv
+        out = []
         for e in r.events:
-            if e.kv.mod_revision >= nxt:  # never deliver a revision twice across a resume
-                out.append(Event.from_pb(e))
+            p = e.kv
+            rev = p.mod_revision
+            if rev >= nxt:  # never deliver a revision twice across a resume
+                prev = kv_cls.from_pb(e.prev_kv) if want_prev and e.HasField("prev_kv") else None
+                out.append(ev_cls(delete if e.type else put,
+                                  kv_cls(p.key, p.value, p.create_revision, rev, p.version, p.lease), prev))
         if out:
             self.next_revision = out[-1].kv.mod_revision + 1
         return out
