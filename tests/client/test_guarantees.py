@@ -197,3 +197,63 @@ def test_auth_with_username_and_password_against_etcd(start_server: Callable[[st
 
     with Client(srv.endpoint, username="root", password="wrong", timeout=10) as bad, pytest.raises(AuthFailed):
         bad.get("secret")
+
+
+def test_watch_and_lease_survive_a_leader_change(tmp_path: Path) -> None:
+    """The leader is killed: the client moves to another member; the watch
+    resumes there and delivers every event once, in order; the lease kept
+    alive through it is still alive."""
+    from petcd.client import Compare, Op
+    from petcd.testing.harness import petcd_cluster
+
+    members = petcd_cluster(tmp_path, 3)
+    try:
+        def member_id(m: Server) -> int:
+            with Client(m.endpoint, timeout=10) as one:
+                return int(one.status().header.member_id)
+
+        with Client(members[0].endpoint, timeout=10) as probe:
+            leader_id = probe.status().leader
+        leader = next(m for m in members if member_id(m) == leader_id)
+        others = [m for m in members if m is not leader]
+        # the watching client talks to the leader first, so killing it forces a failover
+        with Client([leader.endpoint] + [m.endpoint for m in others], timeout=10) as c, \
+                Client([m.endpoint for m in others], timeout=10) as writer:
+            lease = c.lease(5)
+            n = 120
+            seen: list[int] = []
+            with c.watch("lc/", prefix=True) as w:
+                def consume() -> None:
+                    for ev in w:
+                        seen.append(int(ev.kv.value))
+                        if len(seen) == n:
+                            return
+
+                t = threading.Thread(target=consume)
+                t.start()
+
+                def write(i: int) -> None:
+                    key = f"lc/{i:04d}"
+                    while True:  # create-if-absent: repeating after an unknown outcome cannot write twice
+                        try:
+                            writer.txn([Compare.create_revision(key) == 0], [Op.put(key, str(i))])
+                            return
+                        except EtcdError:
+                            time.sleep(0.1)
+
+                for i in range(n // 2):
+                    write(i)
+                leader.kill()
+                for i in range(n // 2, n):
+                    write(i)
+                t.join(timeout=120)
+                assert not t.is_alive(), f"watch stalled after {len(seen)} events"
+            assert seen == list(range(n))
+            assert c.endpoint != leader.endpoint
+            time.sleep(6)  # longer than the lease's TTL: only keep-alives on the new leader keep it
+            assert not lease.lost
+            assert lease.ttl() > 0
+            lease.revoke()
+    finally:
+        for m in members:
+            m.kill()
