@@ -283,6 +283,8 @@ class AsyncWatch:
         deadline = time.monotonic() + (c._timeout or _core.DEFAULT_RETRY_WINDOW)
         while True:
             idx = c._current
+            if c._metadata is None and c._settings.username is not None:
+                await c._authenticate(idx)
             call = c._methods[idx]["Watch.Watch"](metadata=c._metadata)
             self._call = call
             self._state.created = False
@@ -297,12 +299,16 @@ class AsyncWatch:
                         return
             except grpc.RpcError as exc:
                 err: errors.EtcdError = errors.from_rpc_error(exc)
-            except errors.Unavailable as exc:
+            except errors.EtcdError as exc:  # Unavailable, or a refusal carried in a cancel (expired token)
                 err = exc
             except BaseException:
                 call.cancel()
                 raise
             call.cancel()
+            if isinstance(err, errors.InvalidAuthToken) and c._settings.username is not None and attempt == 0:
+                c._metadata = None  # the token expired: log in again and re-create the watch
+                attempt += 1
+                continue
             if self._cancelled or not isinstance(err, errors.Unavailable | errors.NoLeader):
                 raise err
             if initial and time.monotonic() >= deadline:

@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
+import grpc
+
 from petcd.client import errors
 from petcd.client.types import (
     Bytes,
@@ -292,7 +294,13 @@ class WatchState:
                 f"{self.next_revision}, compacted at {r.compact_revision})",
                 compact_revision=r.compact_revision)
         if r.canceled:
-            raise errors.EtcdError(f"watch cancelled by the server: {r.cancel_reason or 'no reason given'}")
+            # etcd puts a refused watch's status in the reason: "rpc error: code = X desc = <message>"
+            reason = r.cancel_reason or "no reason given"
+            message = reason.split("desc = ", 1)[1] if "desc = " in reason else reason
+            err = errors.from_status(grpc.StatusCode.UNKNOWN, message)
+            if type(err) is errors.EtcdError:
+                err = errors.EtcdError(f"watch cancelled by the server: {reason}")
+            raise err
         if not r.events:
             return []
         # the hot loop of a busy watch: build the objects inline

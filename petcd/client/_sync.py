@@ -331,6 +331,8 @@ class Watch:
         deadline = time.monotonic() + (c._timeout or _core.DEFAULT_RETRY_WINDOW)
         while True:
             idx = c._current
+            if c._metadata is None and c._settings.username is not None:
+                c._authenticate(idx)
             done = threading.Event()
             call = c._methods[idx]["Watch.Watch"](self._requests(self._state.create_request(), done),
                                                   metadata=c._metadata)
@@ -343,7 +345,7 @@ class Watch:
                 raise errors.Unavailable("watch stream ended before the watch was created")
             except grpc.RpcError as exc:
                 err: errors.EtcdError = errors.from_rpc_error(exc)
-            except errors.Unavailable as exc:
+            except errors.EtcdError as exc:  # Unavailable, or a refusal carried in a cancel (expired token)
                 err = exc
             except BaseException:
                 done.set()
@@ -351,6 +353,10 @@ class Watch:
                 raise
             done.set()
             call.cancel()
+            if isinstance(err, errors.InvalidAuthToken) and c._settings.username is not None and attempt == 0:
+                c._metadata = None  # the token expired: log in again and re-create the watch
+                attempt += 1
+                continue
             if self._cancelled or not isinstance(err, errors.Unavailable | errors.NoLeader):
                 raise err
             if initial and time.monotonic() >= deadline:

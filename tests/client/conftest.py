@@ -11,14 +11,14 @@ from petcd.testing.harness import Server, etcd_server, petcd_server
 
 
 @pytest.fixture
-def start_server(tmp_path: Path) -> Iterator[Callable[[str], Server]]:
-    """start_server("petcd" | "etcd"): a fresh running server, stopped after the test."""
+def start_server(tmp_path: Path) -> Iterator[Callable[..., Server]]:
+    """start_server("petcd" | "etcd", extra_args): a fresh running server, stopped after the test."""
     started: list[Server] = []
 
-    def start(kind: str) -> Server:
+    def start(kind: str, extra: list[str] | None = None) -> Server:
         d = tmp_path / f"{kind}{len(started)}"
         d.mkdir()
-        s = petcd_server(d) if kind == "petcd" else etcd_server(d)
+        s = petcd_server(d, extra=extra) if kind == "petcd" else etcd_server(d, extra=extra)
         started.append(s)
         return s.start()
 
@@ -28,6 +28,6 @@ def start_server(tmp_path: Path) -> Iterator[Callable[[str], Server]]:
 
 
 @pytest.fixture(params=["petcd", "etcd"])
-def server(request: pytest.FixtureRequest, start_server: Callable[[str], Server]) -> Server:
+def server(request: pytest.FixtureRequest, start_server: Callable[..., Server]) -> Server:
     """Each test using it runs against petcd and against real etcd."""
     return start_server(request.param)

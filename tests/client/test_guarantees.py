@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from petcd.client import STM, Client, EtcdError, EventType, Isolation, LeaseLost, Unavailable
+from petcd.client import STM, AuthFailed, Client, EtcdError, EventType, Isolation, LeaseLost, Unavailable
 from petcd.testing.harness import Background, Server, etcdctl, free_port, wait_for
 
 
@@ -184,19 +184,82 @@ def test_failover_to_the_next_endpoint(server: Server) -> None:
         c.get("fo")
 
 
-def test_auth_with_username_and_password_against_etcd(start_server: Callable[[str], Server]) -> None:
-    srv = start_server("etcd")  # petcd has no auth service yet
+def test_auth_with_username_and_password_against_etcd(start_server: Callable[..., Server]) -> None:
+    """petcd has no auth service yet, so this runs against etcd; its tokens
+    live one second here, so the client must log in again by itself."""
+    srv = start_server("etcd", ["--auth-token-ttl", "1"])
     etcdctl(srv.endpoint, "user", "add", "root:rootpw")
     etcdctl(srv.endpoint, "auth", "enable")
     with Client(srv.client_url, username="root", password="rootpw", timeout=10) as c:
         c.put("secret", "s")
-        assert c.get("secret") is not None
+        with c.watch("secret") as w:
+            c.put("secret", "t")
+            assert next(w).kv.value == b"t"
+        for first in ("watch", "get"):  # each path must log in again by itself
+            token = c._metadata
+            assert token is not None
+            # etcd extends a token on each use: probe less often than its TTL
+            wait_for(lambda t=token: _token_refused(srv, t), 60, "etcd to expire the token", interval=2.5)
+            if first == "watch":
+                with c.watch("secret") as w:
+                    c.put("secret", "u")
+                    assert next(w).kv.value == b"u"
+            else:
+                assert c.get("secret") is not None
+            assert c._metadata != token
     with Client(srv.endpoint, timeout=10) as anon, pytest.raises(EtcdError):
         anon.get("secret")
-    from petcd.client import AuthFailed
-
     with Client(srv.endpoint, username="root", password="wrong", timeout=10) as bad, pytest.raises(AuthFailed):
         bad.get("secret")
+
+
+def _token_refused(srv: Server, token: tuple[tuple[str, str], ...]) -> bool:
+    import grpc
+
+    from petcd.proto import rpc_pb2, rpc_pb2_grpc
+
+    with grpc.insecure_channel(srv.endpoint) as ch:
+        try:
+            rpc_pb2_grpc.KVStub(ch).Range(rpc_pb2.RangeRequest(key=b"secret"), metadata=token, timeout=5)
+        except grpc.RpcError as exc:
+            return "invalid auth token" in (exc.details() or "")
+    return False
+
+
+def _make_certs(d: Path) -> tuple[Path, Path, Path]:
+    """A CA and a certificate for 127.0.0.1 signed by it (openssl)."""
+    def run(*args: str) -> None:
+        subprocess.run(["openssl", *args], check=True, capture_output=True, cwd=d)
+
+    run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.crt", "-days", "2",
+        "-subj", "/CN=petcd-test-ca")
+    (d / "ext.cnf").write_text("subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth,clientAuth\n")
+    run("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "node.key", "-out", "node.csr", "-subj", "/CN=node")
+    run("x509", "-req", "-in", "node.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
+        "-out", "node.crt", "-days", "2", "-extfile", "ext.cnf")
+    return d / "ca.crt", d / "node.crt", d / "node.key"
+
+
+def test_tls_with_client_certificates_against_etcd(tmp_path: Path) -> None:
+    from petcd.testing.harness import etcd_server, require_binary
+
+    require_binary("openssl")
+    ca, cert, key = _make_certs(tmp_path)
+    srv = etcd_server(tmp_path, extra=["--cert-file", str(cert), "--key-file", str(key),
+                                       "--client-cert-auth", "--trusted-ca-file", str(ca)])
+    srv.client_url = srv.client_url.replace("http://", "https://")
+    srv.args = [a.replace("http://127.0.0.1:" + srv.endpoint.rsplit(":", 1)[1],
+                          "https://127.0.0.1:" + srv.endpoint.rsplit(":", 1)[1]) for a in srv.args]
+    srv.launch()
+    try:
+        with Client(srv.client_url, ca_cert=ca, cert=cert, key=key.read_bytes(), timeout=10) as c:
+            wait_for(lambda: c.status().leader != 0, 60, "etcd over TLS to elect itself")
+            assert c.put("tls", "yes") > 0
+            assert c.get("tls") is not None
+        with Client(srv.client_url, ca_cert=ca, timeout=3) as no_cert, pytest.raises(EtcdError):
+            no_cert.get("tls")  # the server demands a client certificate
+    finally:
+        srv.kill()
 
 
 def test_watch_and_lease_survive_a_leader_change(tmp_path: Path) -> None:
@@ -257,3 +320,38 @@ def test_watch_and_lease_survive_a_leader_change(tmp_path: Path) -> None:
     finally:
         for m in members:
             m.kill()
+
+
+def test_async_watch_across_member_restart(start_server: Callable[..., Server]) -> None:
+    import asyncio
+
+    from petcd.client import AsyncClient
+
+    srv = start_server("petcd")
+    n = 100
+
+    async def main() -> list[int]:
+        seen: list[int] = []
+        async with AsyncClient(srv.endpoint, timeout=10) as c, c.watch("aev/", prefix=True) as w:
+            async def consume() -> None:
+                async for ev in w:
+                    seen.append(int(ev.kv.value))
+                    if len(seen) == n:
+                        return
+
+            task = asyncio.create_task(consume())
+            for i in range(n // 2):
+                await c.put(f"aev/{i % 5}", str(i))
+            await asyncio.to_thread(srv.stop)
+            await asyncio.to_thread(srv.start)
+            for i in range(n // 2, n):
+                while True:
+                    try:
+                        await c.put(f"aev/{i % 5}", str(i))
+                        break
+                    except Unavailable:
+                        await asyncio.sleep(0.05)
+            await asyncio.wait_for(task, 60)
+        return seen
+
+    assert asyncio.run(main()) == list(range(n))
