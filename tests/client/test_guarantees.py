@@ -5,6 +5,7 @@ keeps a bank's total under concurrent transfers."""
 
 from __future__ import annotations
 
+import functools
 import os
 import random
 import subprocess
@@ -199,7 +200,7 @@ def test_auth_with_username_and_password_against_etcd(start_server: Callable[...
             token = c._metadata
             assert token is not None
             # etcd extends a token on each use: probe less often than its TTL
-            wait_for(lambda t=token: _token_refused(srv, t), 60, "etcd to expire the token", interval=2.5)
+            wait_for(functools.partial(_token_refused, srv, token), 60, "etcd to expire the token", interval=2.5)
             if first == "watch":
                 with c.watch("secret") as w:
                     c.put("secret", "u")
