@@ -100,7 +100,7 @@ class AsyncClient:
                     await self._authenticate(idx)
                 fn = self._methods[idx][c.method]
                 if c.stream:
-                    call = fn(timeout=self._timeout, metadata=self._metadata)
+                    call = fn(timeout=c.timeout or self._timeout, metadata=self._metadata)
                     try:
                         await call.write(c.request)
                         r = await call.read()
@@ -109,7 +109,7 @@ class AsyncClient:
                         return r
                     finally:
                         call.cancel()
-                return await fn(c.request, timeout=self._timeout, metadata=self._metadata)
+                return await fn(c.request, timeout=c.timeout or self._timeout, metadata=self._metadata)
             except grpc.RpcError as exc:
                 err = errors.from_rpc_error(exc)
             except errors.EtcdError as exc:
@@ -122,7 +122,7 @@ class AsyncClient:
                 raise err
             now = time.monotonic()
             if deadline == 0.0:
-                deadline = now + (self._timeout or _core.DEFAULT_RETRY_WINDOW)
+                deadline = now + (c.timeout or self._timeout or _core.DEFAULT_RETRY_WINDOW)
             if now >= deadline:
                 raise err
             self._rotate(idx)

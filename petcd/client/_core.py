@@ -50,6 +50,7 @@ class Call:
     request: Any
     safe: bool
     stream: bool = False
+    timeout: float | None = None  # overrides the client's (a keep-alive must not outwait its lease)
 
 
 @dataclass(slots=True)
@@ -217,9 +218,10 @@ def lease_ttl(lease_id: int, keys: bool) -> Steps[rpc_pb2.LeaseTimeToLiveRespons
     return r
 
 
-def lease_keepalive_once(lease_id: int) -> Steps[int]:
+def lease_keepalive_once(lease_id: int, timeout: float | None = None) -> Steps[int]:
     """One keep-alive; the TTL granted (<= 0 when the lease is gone)."""
-    r = yield Call("Lease.LeaseKeepAlive", rpc_pb2.LeaseKeepAliveRequest(ID=lease_id), True, stream=True)
+    r = yield Call("Lease.LeaseKeepAlive", rpc_pb2.LeaseKeepAliveRequest(ID=lease_id), True, stream=True,
+                   timeout=timeout)
     return int(r.TTL)
 
 
@@ -240,7 +242,7 @@ def keepalive_loop(state: LeaseState) -> Steps[None]:
     is reported lost (``state.lost``), never silently dropped."""
     while True:
         try:
-            ttl = yield from lease_keepalive_once(state.id)
+            ttl = yield from lease_keepalive_once(state.id, max(1.0, state.granted_ttl / 3))
         except errors.EtcdError as exc:
             if time.monotonic() >= state.expires:
                 state.lost, state.lost_reason = True, f"lease {state.id:x} could not be renewed: {exc}"

@@ -108,12 +108,12 @@ class Client:
                     self._authenticate(idx)
                 fn = self._methods[idx][c.method]
                 if c.stream:
-                    it = fn(iter((c.request,)), timeout=self._timeout, metadata=self._metadata)
+                    it = fn(iter((c.request,)), timeout=c.timeout or self._timeout, metadata=self._metadata)
                     try:
                         return next(it)
                     finally:
                         it.cancel()
-                return fn(c.request, timeout=self._timeout, metadata=self._metadata)
+                return fn(c.request, timeout=c.timeout or self._timeout, metadata=self._metadata)
             except grpc.RpcError as exc:
                 err = errors.from_rpc_error(exc)
             except errors.EtcdError as exc:
@@ -126,7 +126,7 @@ class Client:
                 raise err
             now = time.monotonic()
             if deadline == 0.0:
-                deadline = now + (self._timeout or _core.DEFAULT_RETRY_WINDOW)
+                deadline = now + (c.timeout or self._timeout or _core.DEFAULT_RETRY_WINDOW)
             if now >= deadline:
                 raise err
             self._rotate(idx)

@@ -356,3 +356,18 @@ def test_async_watch_across_member_restart(start_server: Callable[..., Server]) 
         return seen
 
     assert asyncio.run(main()) == list(range(n))
+
+
+def test_lease_unrenewable_past_its_ttl_is_reported_lost(server: Server) -> None:
+    import signal
+
+    assert server.proc is not None
+    with Client(server.endpoint) as c:  # no client timeout: the keep-alive bounds its own calls
+        lease = c.lease(2)
+        server.proc.send_signal(signal.SIGSTOP)  # the member hangs: keep-alives get no answer
+        try:
+            wait_for(lambda: lease.lost, 20, "the client to give the lease up")
+        finally:
+            server.proc.send_signal(signal.SIGCONT)
+        with pytest.raises(LeaseLost):
+            lease.check()
