@@ -178,8 +178,8 @@ async def watch_async(endpoint: str, start: int, events: int) -> tuple[float, fl
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--target", choices=("petcd", "etcd"), default="petcd")
-    ap.add_argument("--rounds", type=int, default=20)
-    ap.add_argument("--per-round", type=int, default=200)
+    ap.add_argument("--rounds", type=int, default=160)
+    ap.add_argument("--per-round", type=int, default=25)
     ap.add_argument("--puts", type=int, default=6400, help="puts in the 64-concurrent run")
     ap.add_argument("--events", type=int, default=100_000)
     ap.add_argument("--async-rounds", type=int, default=3)
