@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
+import subprocess
 import sys
 import tempfile
 from collections.abc import AsyncIterator
@@ -41,19 +42,22 @@ async def to_bbolt(db_path: str, tmp_dir: str) -> BackendSnapshot:
     try:
         root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
         env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p))
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "petcd.storage.etcd_format", "export-live", db_path, str(fd),
-            pass_fds=(fd,), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=env,
+        # subprocess.Popen (fork_exec in C) from a worker thread, not the
+        # loop's own spawn: uvloop's fork in this many-threaded process
+        # sometimes crashed the child before its exec (SIGSEGV, no output).
+        proc = await asyncio.to_thread(
+            subprocess.Popen,
+            [sys.executable, "-m", "petcd.storage.etcd_format", "export-live", db_path, str(fd)],
+            pass_fds=(fd,), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env,
         )
         try:
-            _, err = await proc.communicate()
+            _, err = await asyncio.to_thread(proc.communicate)
         except BaseException:
-            if proc.returncode is None:
-                proc.kill()
-                await proc.wait()
+            proc.kill()  # the waiting thread returns once the child is gone
             raise
         if proc.returncode != 0:
-            raise BackendError(f"snapshot: converting to etcd's file format failed: {err.decode()[-500:]}")
+            raise BackendError(f"snapshot: converting to etcd's file format failed (exit status {proc.returncode}): "
+                               f"{err.decode(errors='replace')[-500:]}")
         return BackendSnapshot(fd, os.fstat(fd).st_size)
     except BaseException:
         os.close(fd)

@@ -186,3 +186,23 @@ def test_snapshot_is_a_consistent_cut_while_writes_continue(tmp_path: Path) -> N
     assert mains == list(range(2, mains[-1] + 1))
     live = mains[-1] - 201  # revisions 2..201 were the bulk txns
     assert 0 <= live <= len(done)
+
+
+def test_many_snapshots_in_a_row_all_succeed(tmp_path: Path) -> None:
+    """Each snapshot is built by a child process of the member: every one of
+    many must succeed (spawning it through the event loop's own fork crashed
+    the child before its exec now and then)."""
+    s = petcd_server(tmp_path, extra=["--unsafe-no-fsync"]).start()
+    try:
+        s.kv().Put(rpc_pb2.PutRequest(key=b"k", value=b"v"), timeout=30)
+        m = s.maintenance()
+        failures = []
+        for i in range(60):
+            try:
+                blobs = [r.blob for r in m.Snapshot(rpc_pb2.SnapshotRequest(), timeout=60)]
+                assert len(blobs) >= 2 and len(blobs[-1]) == 32
+            except Exception as exc:  # collected, to report how many failed
+                failures.append(f"{i}: {exc}")
+        assert failures == []
+    finally:
+        s.stop()
