@@ -1,16 +1,25 @@
 """`petcd snapshot restore` and `petcd snapshot status` (etcdutl's commands).
 
-A snapshot file, as `etcdctl snapshot save` writes it from petcd's
-Maintenance.Snapshot stream, is the backend's db file (an LMDB single-file
-environment) followed by the 32-byte SHA-256 of those bytes. The trailer is
-recognised as etcd recognises it: the file size is 32 more than a multiple of
-512 (db files are whole pages). A db file copied out of a data directory has
-no trailer and needs --skip-hash-check to be restored.
+A snapshot file is a db file followed by the 32-byte SHA-256 of its bytes,
+as `etcdctl snapshot save` writes it. The db is either etcd's format (a
+bbolt file: what etcd saves, and what petcd's Maintenance.Snapshot streams)
+or petcd's own (the LMDB backend file, as found in a petcd data dir at
+member/snap/db). The trailer is recognised as etcd recognises it: the file
+size is 32 more than a multiple of 512 (db files are whole pages). A db file
+copied out of a data directory has no trailer and needs --skip-hash-check to
+be restored. A file that is neither format, is shorter than its own meta
+page says (truncated), fails bbolt's consistency check or its trailer's
+sha256 is refused with a message that names which.
 
-Restore builds a new member's data directory from it: the db with the
-cluster's membership replaced by the one given on the command line, the
-consistent index set to the raft index the new log starts from, and a WAL
-and raft snapshot that put every restored member at that index, term 1.
+`status` prints what etcd prints for the same data: crc32c over every
+bucket's name and pairs (a petcd file is hashed as the bbolt file petcd
+would export from it), the newest revision, the number of pairs, the size.
+
+Restore builds a new member's data directory from it: the db (a bbolt file
+converted into petcd's backend) with the cluster's membership replaced by
+the one given on the command line, the consistent index set to the raft
+index the new log starts from, and a WAL and raft snapshot that put every
+restored member at that index, term 1.
 """
 
 from __future__ import annotations
