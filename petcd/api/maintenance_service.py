@@ -53,7 +53,10 @@ async def to_bbolt(db_path: str, tmp_dir: str) -> BackendSnapshot:
         try:
             _, err = await asyncio.to_thread(proc.communicate)
         except BaseException:
-            proc.kill()  # the waiting thread returns once the child is gone
+            # SIGTERM: the child unwinds and ends its LMDB read transaction
+            # (a killed reader's slot would pin old pages until the backend's
+            # next open); the waiting thread returns once the child is gone.
+            proc.terminate()
             raise
         if proc.returncode != 0:
             raise BackendError(f"snapshot: converting to etcd's file format failed (exit status {proc.returncode}): "

@@ -24,6 +24,7 @@ transaction, no copy, the writer never waits).
 from __future__ import annotations
 
 import os
+import signal
 import struct
 import sys
 from collections.abc import Iterable, Iterator
@@ -149,6 +150,9 @@ def import_bbolt(reader: BoltReader, backend: Backend) -> int:
 def main(argv: list[str]) -> int:
     """``export-live DB_PATH OUT_FD``: a member's backend, read while it
     runs, written to OUT_FD as a bbolt file; prints the bbolt size."""
+    # SIGTERM (the member gave up on the snapshot) unwinds, so the read
+    # transaction ends and its reader slot in the lock file is released.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     if len(argv) != 3 or argv[0] != "export-live":
         print("usage: python -m petcd.storage.etcd_format export-live DB_PATH OUT_FD", file=sys.stderr)
         return 2

@@ -206,3 +206,36 @@ def test_many_snapshots_in_a_row_all_succeed(tmp_path: Path) -> None:
         assert failures == []
     finally:
         s.stop()
+
+
+def _export_children(db_path: str) -> list[int]:
+    pids = []
+    for pid in os.listdir("/proc"):
+        try:
+            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"export-live" in cmd and db_path.encode() in cmd:
+            pids.append(int(pid))
+    return pids
+
+
+def test_a_cancelled_snapshot_leaves_no_child_behind(tmp_path: Path) -> None:
+    from petcd.testing.harness import wait_for
+
+    s = petcd_server(tmp_path, extra=["--unsafe-no-fsync"]).start()
+    try:
+        kv = s.kv()
+        for lo in range(0, 30_000, 100):  # big enough that the export is still running when cancelled
+            ops = [rpc_pb2.RequestOp(request_put=rpc_pb2.PutRequest(key=b"c/%05d" % i, value=os.urandom(300)))
+                   for i in range(lo, lo + 100)]
+            kv.Txn(rpc_pb2.TxnRequest(success=ops), timeout=30)
+        db_path = str(s.data_dir / "member" / "snap" / "db")
+        call = s.maintenance().Snapshot(rpc_pb2.SnapshotRequest(), timeout=120)
+        wait_for(lambda: _export_children(db_path), 30, "the export child to start", interval=0.01)
+        call.cancel()
+        wait_for(lambda: not _export_children(db_path), 30, "the export child to end")
+        blobs = [r.blob for r in s.maintenance().Snapshot(rpc_pb2.SnapshotRequest(), timeout=120)]
+        assert len(blobs[-1]) == 32  # and the next one works
+    finally:
+        s.stop()
