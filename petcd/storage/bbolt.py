@@ -42,7 +42,7 @@ import functools
 import mmap
 import os
 import struct
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import BinaryIO
 
@@ -574,7 +574,8 @@ class _Tree:
 
     def _flush_leaf(self) -> None:
         first = self.leaf[0][0]
-        pgid = self.w._write_page(LEAF_PAGE, len(self.leaf), _leaf_body(self.leaf))
+        leaf = self.leaf
+        pgid = self.w._write_page(LEAF_PAGE, len(leaf), self.leaf_size, lambda: _leaf_body(leaf))
         self.leaf = []
         self.leaf_size = PAGE_HEADER_SIZE
         self._push(0, first, pgid)
@@ -593,7 +594,7 @@ class _Tree:
 
     def _flush_branch(self, level: int) -> None:
         entries = self.levels[level]
-        pgid = self.w._write_page(BRANCH_PAGE, len(entries), _branch_body(entries))
+        pgid = self.w._write_page(BRANCH_PAGE, len(entries), self.level_sizes[level], lambda: _branch_body(entries))
         self.levels[level] = []
         self.level_sizes[level] = PAGE_HEADER_SIZE
         self._push(level + 1, entries[0][0], pgid)
@@ -605,7 +606,8 @@ class _Tree:
             if inline_ok and self.leaf_size <= self.w.page_size // _INLINE_FRACTION:
                 page = PAGE_HEADER.pack(0, LEAF_PAGE, len(self.leaf), 0) + _leaf_body(self.leaf)
                 return BUCKET_HEADER.pack(0, 0) + page
-            root = self.w._write_page(LEAF_PAGE, len(self.leaf), _leaf_body(self.leaf))
+            leaf = self.leaf
+            root = self.w._write_page(LEAF_PAGE, len(leaf), self.leaf_size, lambda: _leaf_body(leaf))
             return BUCKET_HEADER.pack(root, 0)
         if self.leaf:
             self._flush_leaf()
@@ -619,8 +621,26 @@ class _Tree:
             level += 1
 
 
+@dataclass(frozen=True, slots=True)
+class Layout:
+    """Where a writer's run put the root page and the freelist, and the
+    high-water page id: all the meta pages need."""
+
+    root: int
+    freelist: int
+    pgid: int
+
+
 class BoltWriter:
-    """Writes a bbolt file in one pass to a seekable binary file.
+    """Writes a bbolt file, in one of three modes:
+
+    - to a seekable file (``f`` given, ``layout`` None): one pass; the meta
+      pages, which name the root and the file's end, are written last;
+    - a dry run (``f`` None): nothing is written, only :attr:`layout` is
+      worked out (page bodies are never built);
+    - to a stream (``f`` given with the ``layout`` of a dry run over the
+      very same input): the meta pages first, then every page in order,
+      never seeking, so the file can go down a pipe while it is built.
 
     Call :meth:`add_bucket` for each top-level bucket in ascending name
     order, then :meth:`finish`. Only the pages being filled (one per tree
@@ -629,29 +649,52 @@ class BoltWriter:
     inlined as bbolt does.
     """
 
-    def __init__(self, f: BinaryIO, page_size: int = DEFAULT_PAGE_SIZE, txid: int = 1) -> None:
+    def __init__(self, f: BinaryIO | None, page_size: int = DEFAULT_PAGE_SIZE, txid: int = 1, *,
+                 layout: Layout | None = None) -> None:
         if page_size < 1024 or page_size & (page_size - 1):
             raise ValueError(f"invalid page size {page_size}")
         self._f = f
         self.page_size = page_size
         self.txid = txid
-        self._start = f.tell()
+        self._planned = layout
+        self.layout: Layout | None = None  # set by finish()
         self._next = 2
-        self._f.seek(self._start + 2 * page_size)
         self._root = _Tree(self, b"")
         self._finished = False
         self._zeros = bytes(page_size)
+        self._start = 0
+        if f is not None:
+            if layout is not None:
+                f.write(self._meta_pages(layout))
+            else:
+                self._start = f.tell()
+                f.seek(self._start + 2 * page_size)
 
-    def _write_page(self, flags: int, count: int, body: bytes) -> int:
+    def _meta_pages(self, layout: Layout) -> bytes:
+        pages = []
+        for i in (0, 1):
+            fields = META_FIELDS.pack(MAGIC, VERSION, self.page_size, 0, layout.root, 0, layout.freelist,
+                                      layout.pgid, self.txid)
+            page = PAGE_HEADER.pack(i, META_PAGE, 0, 0) + fields + META_CHECKSUM.pack(fnv64a(fields))
+            pages.append(page + bytes(self.page_size - len(page)))
+        return b"".join(pages)
+
+    def _write_page(self, flags: int, count: int, total: int, body: Callable[[], bytes]) -> int:
+        """Write one page (with its overflow pages) of ``total`` bytes,
+        header included; body() builds the bytes after the header."""
         pgid = self._next
-        total = PAGE_HEADER_SIZE + len(body)
         npages = -(-total // self.page_size)
+        self._next += npages
+        if self._f is None:
+            return pgid
+        data = body()
+        if PAGE_HEADER_SIZE + len(data) != total:
+            raise AssertionError(f"page {pgid}: planned {total} bytes, built {PAGE_HEADER_SIZE + len(data)}")
         self._f.write(PAGE_HEADER.pack(pgid, flags, count, npages - 1))
-        self._f.write(body)
+        self._f.write(data)
         pad = npages * self.page_size - total
         if pad:
             self._f.write(self._zeros[:pad] if pad <= self.page_size else bytes(pad))
-        self._next += npages
         return pgid
 
     def add_bucket(self, name: bytes, items: Iterable[tuple[bytes, bytes | Nested]],
@@ -669,23 +712,28 @@ class BoltWriter:
         return n
 
     def finish(self) -> int:
-        """Write the root, the (empty) freelist and the two meta pages;
-        returns the file's size in bytes. The file is flushed, not fsync'd."""
+        """Write the root and the (empty) freelist, then (seekable mode) the
+        two meta pages; returns the file's size in bytes. The file is
+        flushed, not fsync'd. A stream whose input differed from its dry
+        run's raises AssertionError (its meta pages are wrong)."""
         if self._finished:
             raise ValueError("writer is finished")
         self._finished = True
         root_value = self._root.finish(inline_ok=False)
         root, _ = BUCKET_HEADER.unpack_from(root_value)
-        freelist = self._write_page(FREELIST_PAGE, 0, b"")
-        pgid = self._next
-        for i in (0, 1):
-            fields = META_FIELDS.pack(MAGIC, VERSION, self.page_size, 0, root, 0, freelist, pgid, self.txid)
-            page = PAGE_HEADER.pack(i, META_PAGE, 0, 0) + fields + META_CHECKSUM.pack(fnv64a(fields))
-            self._f.seek(self._start + i * self.page_size)
-            self._f.write(page + bytes(self.page_size - len(page)))
-        size = pgid * self.page_size
-        self._f.seek(self._start + size)
-        self._f.truncate()
+        freelist = self._write_page(FREELIST_PAGE, 0, PAGE_HEADER_SIZE, lambda: b"")
+        self.layout = Layout(root, freelist, self._next)
+        size = self._next * self.page_size
+        if self._f is None:
+            return size
+        if self._planned is not None:
+            if self._planned != self.layout:
+                raise AssertionError(f"bbolt stream: laid out {self.layout}, planned {self._planned}")
+        else:
+            self._f.seek(self._start)
+            self._f.write(self._meta_pages(self.layout))
+            self._f.seek(self._start + size)
+            self._f.truncate()
         self._f.flush()
         return size
 

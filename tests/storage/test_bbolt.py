@@ -5,6 +5,7 @@ are refused with a clear error, never a hang or a crash."""
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import random
 import shutil
@@ -13,6 +14,7 @@ import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -102,6 +104,44 @@ def test_nested_buckets_round_trip(tmp_path: Path) -> None:
         assert r.bucket(b"outer", b"small")._root == 0  # type: ignore[union-attr]  # inlined
         assert list(r.bucket(b"outer", b"deep", b"inner").items()) == small  # type: ignore[union-attr]
         assert r.bucket(b"outer", b"deep")._root != 0  # type: ignore[union-attr]  # holds a bucket: not inlined
+
+
+class _Pipe(io.RawIOBase):
+    """A sink that cannot seek, like the pipe a snapshot goes down."""
+
+    def __init__(self) -> None:
+        self.chunks: list[bytes] = []
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, b: Any) -> int:
+        self.chunks.append(bytes(b))
+        return len(b)
+
+
+def test_streamed_file_equals_the_seekable_one(tmp_path: Path) -> None:
+    data = _random_buckets(5, 3000)
+
+    def buckets() -> list[tuple[bytes, list[tuple[bytes, bytes]]]]:
+        return [(n, sorted(kv.items())) for n, kv in sorted(data.items())]
+
+    size = write_file(str(tmp_path / "seekable"), buckets())
+    dry = BoltWriter(None)
+    for name, items in buckets():
+        dry.add_bucket(name, items)
+    assert dry.finish() == size and dry.layout is not None
+    pipe = _Pipe()
+    w = BoltWriter(pipe, layout=dry.layout)  # type: ignore[arg-type]
+    for name, items in buckets():
+        w.add_bucket(name, items)
+    assert w.finish() == size
+    assert b"".join(pipe.chunks) == (tmp_path / "seekable").read_bytes()
+    # a stream whose input is not what the dry run saw is caught
+    w = BoltWriter(_Pipe(), layout=dry.layout)  # type: ignore[arg-type]
+    w.add_bucket(b"other", [(b"k", b"v")])
+    with pytest.raises(AssertionError, match="planned"):
+        w.finish()
 
 
 def test_writer_refuses_unordered_keys(tmp_path: Path) -> None:
