@@ -7,7 +7,6 @@ import hashlib
 import os
 import subprocess
 import sys
-import tempfile
 from collections.abc import AsyncIterator
 
 import grpc
@@ -17,8 +16,8 @@ from petcd.api.handler import unary
 from petcd.proto import rpc_pb2, rpc_pb2_grpc
 from petcd.server.errors import ErrNoLeader, ErrNotSupported
 from petcd.server.etcd_server import ETCD_VERSION, EtcdServer
-from petcd.storage.backend import BackendSnapshot
 from petcd.storage.errors import BackendError
+from petcd.storage.etcd_format import SIZE_HEADER
 
 Ctx = grpc.aio.ServicerContext
 
@@ -28,43 +27,41 @@ Ctx = grpc.aio.ServicerContext
 SNAPSHOT_CHUNK = 1024 * 1024
 
 
-async def to_bbolt(db_path: str, tmp_dir: str) -> BackendSnapshot:
-    """The backend's committed state as etcd's bbolt file (an unlinked temp
-    file in tmp_dir), built by a child process that reads the live db file in
+def spawn_export(db_path: str) -> subprocess.Popen[bytes]:
+    """Start the child that writes the backend's committed state as etcd's
+    bbolt file down its stdout (8-byte size, then the file; see
+    petcd.storage.etcd_format.export_stream). It reads the live db file in
     one LMDB read transaction: a consistent cut that never blocks this
-    process's writes nor holds its interpreter lock. The child is killed if
-    the caller gives up."""
+    process's writes nor holds its interpreter lock.
+
+    Called in a worker thread: subprocess.Popen's fork_exec in C, not the
+    event loop's own spawn (uvloop's fork in this many-threaded process
+    sometimes crashed the child before its exec: SIGSEGV, no output)."""
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p))
+    return subprocess.Popen(
+        [sys.executable, "-m", "petcd.storage.etcd_format", "export-stream", db_path],
+        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, bufsize=1 << 20,
+    )
+
+
+def _reap(proc: subprocess.Popen[bytes]) -> None:
+    proc.wait()
+    for pipe in (proc.stdout, proc.stderr):
+        if pipe is not None:
+            pipe.close()
+
+
+def export_failure(proc: subprocess.Popen[bytes]) -> BackendError:
+    """Why the export child stopped short (blocking: call in a thread)."""
     try:
-        fd, tmp = tempfile.mkstemp(prefix="db.bbolt-", suffix=".tmp", dir=tmp_dir)
-        os.unlink(tmp)
-    except OSError as exc:
-        raise BackendError(f"snapshot: cannot create the etcd-format copy in {tmp_dir}: {exc}") from exc
-    try:
-        root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-        env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p))
-        # subprocess.Popen (fork_exec in C) from a worker thread, not the
-        # loop's own spawn: uvloop's fork in this many-threaded process
-        # sometimes crashed the child before its exec (SIGSEGV, no output).
-        proc = await asyncio.to_thread(
-            subprocess.Popen,
-            [sys.executable, "-m", "petcd.storage.etcd_format", "export-live", db_path, str(fd)],
-            pass_fds=(fd,), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env,
-        )
-        try:
-            _, err = await asyncio.to_thread(proc.communicate)
-        except BaseException:
-            # SIGTERM: the child unwinds and ends its LMDB read transaction
-            # (a killed reader's slot would pin old pages until the backend's
-            # next open); the waiting thread returns once the child is gone.
-            proc.terminate()
-            raise
-        if proc.returncode != 0:
-            raise BackendError(f"snapshot: converting to etcd's file format failed (exit status {proc.returncode}): "
-                               f"{err.decode(errors='replace')[-500:]}")
-        return BackendSnapshot(fd, os.fstat(fd).st_size)
-    except BaseException:
-        os.close(fd)
-        raise
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+    err = proc.stderr.read() if proc.stderr is not None else b""
+    return BackendError(f"snapshot: building etcd's file format failed (exit status {proc.returncode}): "
+                        f"{err.decode(errors='replace')[-500:]}")
 
 
 class MaintenanceService(rpc_pb2_grpc.MaintenanceServicer):
@@ -113,30 +110,52 @@ class MaintenanceService(rpc_pb2_grpc.MaintenanceServicer):
     async def Snapshot(
         self, request: rpc_pb2.SnapshotRequest, context: Ctx
     ) -> AsyncIterator[rpc_pb2.SnapshotResponse]:
+        """etcd's bbolt file of this member's committed state, streamed while
+        a child process builds it, then its sha256 (etcdctl checks it)."""
         try:
             self.s.backend.commit()  # the child's read transaction sees at least this
-            snap = await to_bbolt(self.s.backend.path, os.path.dirname(self.s.backend.path))
+            proc = await asyncio.to_thread(spawn_export, self.s.backend.path)
         except Exception as exc:
             await abort_with(context, exc)
+        assert proc.stdout is not None
+        out = proc.stdout
         digest = hashlib.sha256()
 
         def read_and_hash(n: int) -> bytes:
-            # in the worker thread: hashing a blob releases the interpreter lock there, not on the loop
-            blob = snap.read(n)
+            # in a worker thread: the wait and the hashing stay off the loop
+            blob = out.read(n)
             digest.update(blob)
             return blob
 
         try:
-            remaining = snap.size
+            try:
+                head = await asyncio.to_thread(out.read, SIZE_HEADER.size)
+                if len(head) != SIZE_HEADER.size:
+                    raise await asyncio.to_thread(export_failure, proc)
+            except Exception as exc:
+                await abort_with(context, exc)
+            remaining = SIZE_HEADER.unpack(head)[0]
             while remaining > 0:
-                blob = await asyncio.to_thread(read_and_hash, min(SNAPSHOT_CHUNK, remaining))
-                if not blob:
-                    break
+                want = min(SNAPSHOT_CHUNK, remaining)
+                blob = await asyncio.to_thread(read_and_hash, want)
+                if len(blob) != want:
+                    await abort_with(context, await asyncio.to_thread(export_failure, proc))
                 remaining -= len(blob)
                 yield rpc_pb2.SnapshotResponse(remaining_bytes=remaining, blob=blob)
+            # the child checks at its end that the file matches its layout
+            # (the meta pages already sent): only then the hash
+            if await asyncio.to_thread(proc.wait) != 0:
+                await abort_with(context, await asyncio.to_thread(export_failure, proc))
             yield rpc_pb2.SnapshotResponse(remaining_bytes=0, blob=digest.digest())
         finally:
-            snap.close()
+            if proc.poll() is None:
+                # SIGTERM: the child unwinds and ends its LMDB read transaction
+                # (a killed reader's slot would pin old pages until the
+                # backend's next open)
+                proc.terminate()
+            # reaped, and its pipes closed, off the loop: a worker thread may
+            # still be inside a read until the child is gone
+            asyncio.get_running_loop().run_in_executor(None, _reap, proc)
 
     @unary
     async def MoveLeader(self, request: rpc_pb2.MoveLeaderRequest, context: Ctx) -> rpc_pb2.MoveLeaderResponse:

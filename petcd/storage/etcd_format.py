@@ -15,10 +15,12 @@ A snapshot also carries etcd's ``cluster/clusterVersion`` when petcd has
 none, as every etcd 3.4 data file does.
 
 The export runs in a separate process (``python -m petcd.storage.etcd_format
-export-live DB_PATH OUT_FD``) so that building a large file never competes
-with the member's event loop for the interpreter lock; it reads the member's
-live backend file through LMDB's multi-process readers (one consistent read
-transaction, no copy, the writer never waits).
+export-stream DB_PATH``) so that building a large file never competes with
+the member's event loop for the interpreter lock; it reads the member's live
+backend file through LMDB's multi-process readers (one consistent read
+transaction, no copy, the writer never waits) and writes the bbolt file down
+a pipe as it builds it (a dry run first lays it out, so the meta pages can
+lead): no temporary file, and the member streams while the child builds.
 """
 
 from __future__ import annotations
@@ -78,21 +80,49 @@ def etcd_buckets(items_of: Any) -> Iterator[tuple[bytes, ItemSource]]:
         yield name.encode(), _to_etcd_bucket(name, items_of(name))
 
 
+def _items_of(env: lmdb.Environment, txn: lmdb.Transaction[bytes]) -> Any:
+    def items_of(name: str) -> Iterator[tuple[bytes, bytes]]:
+        try:
+            db = env.open_db(name.encode(), txn=txn, create=False)
+        except lmdb.NotFoundError:
+            return iter(())
+        return txn.cursor(db).iternext()
+
+    return items_of
+
+
 def export_lmdb(env: lmdb.Environment, out: BinaryIO) -> int:
-    """Write the LMDB backend file's buckets to out as a bbolt file, inside
-    one read transaction (a consistent view); returns the bbolt size."""
+    """Write the LMDB backend file's buckets to out (seekable) as a bbolt
+    file, inside one read transaction (a consistent view); returns the bbolt
+    size."""
     writer = BoltWriter(out)
     with env.begin() as txn:
-        def items_of(name: str) -> Iterator[tuple[bytes, bytes]]:
-            try:
-                db = env.open_db(name.encode(), txn=txn, create=False)
-            except lmdb.NotFoundError:
-                return iter(())
-            return txn.cursor(db).iternext()
-
-        for name, items in etcd_buckets(items_of):
+        for name, items in etcd_buckets(_items_of(env, txn)):
             writer.add_bucket(name, items)
     return writer.finish()
+
+
+SIZE_HEADER = struct.Struct(">Q")
+
+
+def export_stream(env: lmdb.Environment, out: BinaryIO) -> int:
+    """Write the backend's buckets to out, which need not seek (a pipe): the
+    bbolt file's size (8 bytes, big-endian), then the file, front to back.
+    Two passes inside one read transaction: a dry run lays the file out (so
+    its meta pages can go first), then the same input is written; returns
+    the bbolt size."""
+    with env.begin() as txn:
+        dry = BoltWriter(None)
+        for name, items in etcd_buckets(_items_of(env, txn)):
+            dry.add_bucket(name, items)
+        size = dry.finish()
+        assert dry.layout is not None
+        out.write(SIZE_HEADER.pack(size))
+        writer = BoltWriter(out, layout=dry.layout)
+        for name, items in etcd_buckets(_items_of(env, txn)):
+            writer.add_bucket(name, items)
+        writer.finish()
+    return size
 
 
 def open_live_reader(path: str) -> lmdb.Environment:
@@ -148,17 +178,29 @@ def import_bbolt(reader: BoltReader, backend: Backend) -> int:
 
 
 def main(argv: list[str]) -> int:
-    """``export-live DB_PATH OUT_FD``: a member's backend, read while it
-    runs, written to OUT_FD as a bbolt file; prints the bbolt size."""
+    """``export-stream DB_PATH``: a member's backend, read while it runs,
+    written to stdout as export_stream writes it (the member streams it on);
+    ``export-live DB_PATH OUT_FD``: written to the file OUT_FD, its size
+    printed."""
     # SIGTERM (the member gave up on the snapshot) unwinds, so the read
     # transaction ends and its reader slot in the lock file is released.
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
-    if len(argv) != 3 or argv[0] != "export-live":
-        print("usage: python -m petcd.storage.etcd_format export-live DB_PATH OUT_FD", file=sys.stderr)
-        return 2
-    size = export_live(argv[1], int(argv[2]))
-    print(size)
-    return 0
+    if len(argv) == 2 and argv[0] == "export-stream":
+        env = open_live_reader(argv[1])
+        try:
+            with os.fdopen(os.dup(1), "wb", buffering=1 << 20) as out:
+                export_stream(env, out)
+        except BrokenPipeError:  # the member stopped reading: it has given up
+            return 1
+        finally:
+            env.close()
+        return 0
+    if len(argv) == 3 and argv[0] == "export-live":
+        print(export_live(argv[1], int(argv[2])))
+        return 0
+    print("usage: python -m petcd.storage.etcd_format export-stream DB_PATH | export-live DB_PATH OUT_FD",
+          file=sys.stderr)
+    return 2
 
 
 if __name__ == "__main__":

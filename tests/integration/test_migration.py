@@ -215,7 +215,7 @@ def _export_children(db_path: str) -> list[int]:
             cmd = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
         except OSError:
             continue
-        if b"export-live" in cmd and db_path.encode() in cmd:
+        if b"export-stream" in cmd and db_path.encode() in cmd:
             pids.append(int(pid))
     return pids
 
