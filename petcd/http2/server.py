@@ -782,7 +782,10 @@ class TlsUnsupported(asyncio.Protocol):
 
 
 class BindError(OSError):
-    """A client URL could not be listened on."""
+    """A client URL could not be listened on; str() is the whole message."""
+
+    def __str__(self) -> str:
+        return str(self.strerror)
 
 
 def bind(urls: Iterable[str], backlog: int = 1024) -> list[socket.socket]:
