@@ -108,7 +108,7 @@ class RawClient:
                 continue
             if fr.type == f.HEADERS:
                 for k, v in self.dec.decode(fr.payload):
-                    headers[k] = v
+                    headers[str(k)] = str(v)
             elif fr.type == f.DATA:
                 data += fr.payload
                 if ack and fr.payload:

@@ -229,7 +229,7 @@ def test_slow_reader_with_64k_window_gets_everything(served: Served) -> None:
                 conn_window = 65535
         elif fr.type == f.HEADERS:
             for k, v in c.dec.decode(fr.payload):
-                trailers[k] = v
+                trailers[str(k)] = str(v)
             if fr.flags & f.FLAG_END_STREAM:
                 break
     assert trailers["grpc-status"] == "0"
