@@ -681,9 +681,9 @@ class H2Connection:
         if not sid:
             if not inc:
                 raise _ConnectionError(ErrorCode.PROTOCOL_ERROR, "WINDOW_UPDATE of 0")
-            self.conn_send_window += inc
-            if self.conn_send_window > f.MAX_WINDOW:
+            if self.conn_send_window + inc > f.MAX_WINDOW:
                 raise _ConnectionError(ErrorCode.FLOW_CONTROL_ERROR, "connection window past 2^31-1")
+            self.conn_send_window += inc
             if self.blocked:
                 self._flush_blocked()
             events.append(WindowUpdated(0))
@@ -695,9 +695,9 @@ class H2Connection:
             return
         if not inc:
             raise _StreamError(sid, ErrorCode.PROTOCOL_ERROR)
-        st.send_window += inc
-        if st.send_window > f.MAX_WINDOW:
+        if st.send_window + inc > f.MAX_WINDOW:
             raise _StreamError(sid, ErrorCode.FLOW_CONTROL_ERROR)
+        st.send_window += inc
         if st.out_pos < len(st.out) or st.trailers is not None:
             self._flush(st)
         events.append(WindowUpdated(sid))

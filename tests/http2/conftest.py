@@ -38,8 +38,15 @@ async def unary(req: BytesValue, ctx: srv.CallContext) -> BytesValue:
     return BytesValue(value=req.value)
 
 
+def _number(raw: bytes, default: str) -> float:
+    try:
+        return float(raw or default)
+    except ValueError:
+        raise RpcError(StatusCode.INVALID_ARGUMENT, f"not a number: {raw[:20]!r}") from None
+
+
 async def slow(req: BytesValue, ctx: srv.CallContext) -> BytesValue:
-    await asyncio.sleep(float(req.value or b"0.01"))
+    await asyncio.sleep(_number(req.value, "0.01"))
     return BytesValue(value=b"slept")
 
 
@@ -65,14 +72,14 @@ async def hang(req: BytesValue, ctx: srv.CallContext) -> BytesValue:
 
 
 async def big(req: BytesValue, ctx: srv.CallContext) -> BytesValue:
-    return BytesValue(value=b"x" * int(req.value))
+    return BytesValue(value=b"x" * int(_number(req.value, "0")))
 
 
 async def stream(req: BytesValue, ctx: srv.CallContext) -> AsyncIterator[BytesValue]:
     """value 'N:SIZE': N messages of SIZE bytes each, byte i%256 marks message i."""
-    n, _, size = req.value.decode().partition(":")
-    for i in range(int(n)):
-        yield BytesValue(value=bytes([i % 256]) * int(size))
+    n, _, size = req.value.partition(b":")
+    for i in range(int(_number(n, "0"))):
+        yield BytesValue(value=bytes([i % 256]) * int(_number(size, "0")))
 
 
 async def bidi(reqs: AsyncIterator[BytesValue], ctx: srv.CallContext) -> AsyncIterator[BytesValue]:
