@@ -672,7 +672,7 @@ async def _aclose(gen: Any) -> None:
 def _unknown(path: bytes) -> str:
     p = path.decode("latin-1")
     if not p.startswith("/") or "/" not in p[1:]:
-        return f"malformed method name: {p!r}"
+        return f'malformed method name: "{p}"'
     service, _, name = p[1:].rpartition("/")
     return f"unknown method {name} for service {service}"
 
