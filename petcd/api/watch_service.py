@@ -7,15 +7,15 @@ from __future__ import annotations
 import asyncio
 import collections
 from collections.abc import AsyncIterator, Iterable
-
-import grpc
+from typing import Any
 
 from petcd.api.handler import fill_header
+from petcd.http2.server import CallContext
 from petcd.mvcc.watchable_store import WatchableStore, WatchBatch, Watcher, WatchSink
-from petcd.proto import kv_pb2, rpc_pb2, rpc_pb2_grpc
+from petcd.proto import kv_pb2, rpc_pb2
 from petcd.server.etcd_server import EtcdServer
 
-Ctx = grpc.aio.ServicerContext
+Ctx = CallContext
 
 # Event batches a stream may hold unsent before its watchers are parked
 # (they then catch up from the backend when the client reads again).
@@ -224,7 +224,7 @@ def _fragments(resp: rpc_pb2.WatchResponse, limit: int) -> list[rpc_pb2.WatchRes
     return parts
 
 
-class WatchService(rpc_pb2_grpc.WatchServicer):
+class WatchService:
     def __init__(self, server: EtcdServer) -> None:
         self.s = server
 
@@ -234,13 +234,19 @@ class WatchService(rpc_pb2_grpc.WatchServicer):
         stream = _Stream(self.s)
         reader = asyncio.create_task(self._read(stream, request_iterator))
         ticker = asyncio.create_task(self._progress(stream))
+        # When the client closes its side the reader ends, but (as with
+        # etcd) the watchers keep delivering until the call is cancelled.
+        reading: set[asyncio.Future[Any]] = {reader}
         try:
             while True:
-                take = asyncio.ensure_future(stream.out.take_all())
-                done, _ = await asyncio.wait({take, reader}, return_when=asyncio.FIRST_COMPLETED)
+                take: asyncio.Future[Any] = asyncio.ensure_future(stream.out.take_all())
+                done, _ = await asyncio.wait({take, *reading}, return_when=asyncio.FIRST_COMPLETED)
+                if reader in done:
+                    reading.clear()
+                    reader.result()  # a failed reader ends the stream with its error
                 if take not in done:
                     take.cancel()
-                    break  # the client closed its side
+                    continue
                 for resp in stream.render_all(take.result()):
                     yield resp
         finally:
