@@ -72,7 +72,11 @@ def add_service(port: http2.ClientPort, service: ServiceDescriptor, servicer: ob
         )
 
 
-def _encode(msg: Message) -> bytes:
+def _encode(msg: Message | bytes) -> bytes:
+    """A response message's bytes; a handler may hand over bytes it encoded
+    itself (watch events, encoded once for many watchers)."""
+    if isinstance(msg, bytes):
+        return msg
     return msg.SerializeToString()
 
 
