@@ -691,9 +691,12 @@ class _Sniffer(asyncio.Protocol):
         self.buf = b""
         self.transport: asyncio.Transport | None = None
         self.handed_off = False
+        self.timer: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)
+        # a peer that connects and says nothing must not hold a descriptor forever
+        self.timer = self.port.loop.call_later(self.port.first_bytes_timeout, self.transport.close)
 
     def data_received(self, data: bytes) -> None:
         assert self.transport is not None
@@ -712,12 +715,16 @@ class _Sniffer(asyncio.Protocol):
     def _hand_off(self, proto: asyncio.Protocol) -> None:
         assert self.transport is not None
         self.handed_off = True
+        if self.timer is not None:
+            self.timer.cancel()
         self.transport.set_protocol(proto)
         proto.connection_made(self.transport)
         data, self.buf = self.buf, b""
         proto.data_received(data)  # type: ignore[attr-defined]
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
         if not self.handed_off:
             self.port.connection_closed()
 
@@ -862,6 +869,7 @@ class ClientPort:
     http1: Callable[[ClientPort], asyncio.Protocol] = Http1Minimal
     tls: Callable[[ClientPort], asyncio.Protocol] = TlsUnsupported
     max_connections: int = field(default_factory=_fd_limit)
+    first_bytes_timeout: float = 30.0  # seconds a new connection has to say what it speaks
 
     def __post_init__(self) -> None:
         self.protocols: set[H2Protocol] = set()

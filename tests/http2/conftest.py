@@ -38,6 +38,13 @@ async def unary(req: BytesValue, ctx: srv.CallContext) -> BytesValue:
     return BytesValue(value=req.value)
 
 
+async def where(req: BytesValue, ctx: srv.CallContext) -> BytesValue:
+    """Says whether it runs on a task, or inline in the data callback."""
+    if req.value:
+        await asyncio.sleep(0)
+    return BytesValue(value=b"inline" if asyncio.current_task() is None else b"task")
+
+
 def _number(raw: bytes, default: str) -> float:
     try:
         return float(raw or default)
@@ -95,6 +102,7 @@ async def bidi(reqs: AsyncIterator[BytesValue], ctx: srv.CallContext) -> AsyncIt
 
 METHODS: dict[str, srv.Method] = {
     "/test.Echo/Unary": srv.Method(srv.Kind.UNARY, _decode, _encode, unary),
+    "/test.Echo/Where": srv.Method(srv.Kind.UNARY, _decode, _encode, where),
     "/test.Echo/Slow": srv.Method(srv.Kind.UNARY, _decode, _encode, slow),
     "/test.Echo/Fail": srv.Method(srv.Kind.UNARY, _decode, _encode, fail),
     "/test.Echo/Crash": srv.Method(srv.Kind.UNARY, _decode, _encode, crash),

@@ -42,6 +42,17 @@ def test_unary_roundtrip(channel: grpc.Channel) -> None:
     assert unary(channel, "Slow")(BytesValue(value=b"0.02"), timeout=10).value == b"slept"
 
 
+def test_synchronous_handler_is_answered_without_a_task(channel: grpc.Channel) -> None:
+    assert unary(channel, "Where")(BytesValue(), timeout=10).value == b"inline"
+    assert unary(channel, "Where")(BytesValue(value=b"wait"), timeout=10).value == b"task"
+
+
+def test_silent_connection_is_closed(served: Served) -> None:
+    served.call(lambda: setattr(served.port, "first_bytes_timeout", 0.2))
+    with socket.create_connection(served.addr, timeout=10) as s:
+        assert s.recv(10) == b""  # closed by the server, not by our timeout
+
+
 def test_status_and_percent_encoded_message(channel: grpc.Channel) -> None:
     with pytest.raises(grpc.RpcError) as ei:
         unary(channel, "Fail")(BytesValue(value="9:etcdserver: bad ü 100% \n done".encode()), timeout=10)
