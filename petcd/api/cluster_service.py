@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from petcd.api import validation
 from petcd.api.handler import unary
 from petcd.http2.server import CallContext
 from petcd.proto import rpc_pb2
@@ -22,6 +23,7 @@ class ClusterService:
 
     @unary
     async def MemberAdd(self, request: rpc_pb2.MemberAddRequest, context: Ctx) -> rpc_pb2.MemberAddResponse:
+        validation.check_peer_urls(request.peerURLs)
         m = await self.s.member_add(list(request.peerURLs), request.isLearner)
         return rpc_pb2.MemberAddResponse(member=m.to_pb(), members=self.s.membership.to_pb_list())
 
@@ -32,6 +34,7 @@ class ClusterService:
 
     @unary
     async def MemberUpdate(self, request: rpc_pb2.MemberUpdateRequest, context: Ctx) -> rpc_pb2.MemberUpdateResponse:
+        validation.check_peer_urls(request.peerURLs)
         await self.s.member_update(request.ID, list(request.peerURLs))
         return rpc_pb2.MemberUpdateResponse(members=self.s.membership.to_pb_list())
 

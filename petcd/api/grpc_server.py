@@ -14,6 +14,7 @@ from google.protobuf.message import DecodeError, Message
 from google.protobuf.message_factory import GetMessageClass
 from grpc_health.v1 import health_pb2
 
+from petcd.api import validation
 from petcd.api.cluster_service import ClusterService
 from petcd.api.kv_service import KVService
 from petcd.api.lease_service import LeaseService
@@ -22,6 +23,8 @@ from petcd.api.watch_service import WatchService
 from petcd.http2 import server as http2
 from petcd.http2.grpc import RpcError, StatusCode
 from petcd.proto import rpc_pb2
+from petcd.server import txn_ops
+from petcd.server.decoding import TooDeep, parse_deep
 from petcd.server.etcd_server import EtcdServer
 
 # etcd lets gRPC frames exceed --max-request-bytes by this much, so that the
@@ -82,12 +85,13 @@ def _encode(msg: Message | bytes) -> bytes:
 
 def _decoder(cls: type[Message]) -> Callable[[bytes], Message]:
     def decode(raw: bytes) -> Message:
-        msg = cls()
+        # deeper than protobuf's own limit: etcd applies txns nested that deep
         try:
-            msg.ParseFromString(raw)
+            return parse_deep(cls, raw, txn_ops.MAX_MESSAGE_DEPTH)
+        except TooDeep:
+            raise RpcError(StatusCode.INVALID_ARGUMENT, validation.ErrTxnTooDeep.message) from None
         except DecodeError as exc:
             raise RpcError(StatusCode.INTERNAL, f"grpc: error unmarshalling request: {exc}") from None
-        return msg
 
     return decode
 
