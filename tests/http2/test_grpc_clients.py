@@ -4,6 +4,7 @@ against petcd's HTTP/2 front end serving a tiny test service."""
 from __future__ import annotations
 
 import asyncio
+import resource
 import shutil
 import socket
 import subprocess
@@ -376,5 +377,50 @@ def test_small_window_and_frame_settings_respected() -> None:
         v = b"q" * 600_000
         assert unary(ch, "Unary")(BytesValue(value=v), timeout=30).value == v
         ch.close()
+    finally:
+        shutdown(s)
+
+
+def test_two_thousand_connections() -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = 2 * 2000 + 256  # both ends live in this process
+    if soft < want:
+        if hard != resource.RLIM_INFINITY and hard < want:
+            pytest.skip(f"RLIMIT_NOFILE hard limit {hard} is below {want}")
+        resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+    s = serve()
+    try:
+        clients = []
+        for i in range(2000):
+            c = RawClient(s.addr, timeout=60)
+            c.request(1, "/test.Echo/Unary", BytesValue(value=b"%d" % i).SerializeToString())
+            clients.append(c)
+        for i, c in enumerate(clients):
+            headers, data = c.response(1, timeout=60)
+            assert headers["grpc-status"] == "0" and DES(data[5:]).value == b"%d" % i
+        assert s.call(lambda: s.port.connections) == 2000
+        for c in clients:
+            c.close()
+    finally:
+        shutdown(s)
+
+
+def test_accepting_stops_at_the_connection_limit_and_resumes() -> None:
+    s = serve()
+    try:
+        s.call(lambda: setattr(s.port, "max_connections", 20))
+        first = [RawClient(s.addr) for _ in range(20)]
+        for c in first:
+            c.request(1, "/test.Echo/Unary", b"")
+            assert c.response(1)[0]["grpc-status"] == "0"
+        extra = RawClient(s.addr)  # the kernel queues it; petcd does not accept it yet
+        extra.request(1, "/test.Echo/Unary", b"")
+        with pytest.raises(TimeoutError):
+            extra.read_frame(timeout=0.5)
+        assert s.call(lambda: s.port.connections) == 20
+        first[0].close()
+        assert extra.response(1, timeout=10)[0]["grpc-status"] == "0"
+        for c in first[1:] + [extra]:
+            c.close()
     finally:
         shutdown(s)
