@@ -111,6 +111,72 @@ def run_grpcio(port: int, n: int, threads: int) -> tuple[int, str]:
     return total, f"{total} RPCs in {took:.2f}s ({total / took:.0f}/s) from {threads} threads"
 
 
+def sans_io_compare(n: int = 20_000, batch: int = 8) -> None:
+    """The HTTP/2 state machines alone on the same bytes: petcd's and the
+    h2 library's (when installed), answering each request with headers, one
+    message and trailers. Prints µs of CPU per request."""
+    import hpack
+
+    from petcd.http2 import connection as ours
+    from petcd.http2 import frames as f
+    from petcd.http2.grpc import OK_TRAILERS, RESPONSE_HEADERS
+
+    enc = hpack.Encoder()
+    body = frame_message(b"\x0a\x03foo")
+    reqs = []
+    for i in range(n):
+        sid = 2 * i + 1
+        block = enc.encode([(":method", "POST"), (":scheme", "http"), (":path", METHOD), (":authority", "x"),
+                            ("content-type", "application/grpc"), ("te", "trailers"), ("user-agent", "bench")])
+        reqs.append(f.frame(f.HEADERS, f.FLAG_END_HEADERS, sid, block) + f.frame(f.DATA, f.FLAG_END_STREAM, sid, body))
+    chunks = [b"".join(reqs[i : i + batch]) for i in range(0, n, batch)]
+    # the client grants windows big enough for every response
+    start = (f.PREFACE + f.settings_frame({f.SETTINGS_INITIAL_WINDOW_SIZE: f.MAX_WINDOW})
+             + f.window_update(0, f.MAX_WINDOW - f.DEFAULT_WINDOW))
+
+    def run_ours() -> None:
+        c = ours.H2Connection()
+        c.initiate()
+        c.receive_data(start)
+        for chunk in chunks:
+            for ev in c.receive_data(chunk):
+                if type(ev) is ours.DataReceived:
+                    c.acknowledge_received_data(ev.stream_id, ev.flow_len)
+                    c.send_headers(ev.stream_id, RESPONSE_HEADERS)
+                    c.send_data(ev.stream_id, body)
+                    c.send_headers(ev.stream_id, OK_TRAILERS, True)
+            c.data_to_send()
+
+    results = [("petcd/http2", run_ours)]
+    try:
+        import h2.config
+        import h2.connection
+        import h2.events
+
+        def run_h2() -> None:
+            c = h2.connection.H2Connection(config=h2.config.H2Configuration(client_side=False, header_encoding=None))
+            c.initiate_connection()
+            c.receive_data(start)
+            for chunk in chunks:
+                for ev in c.receive_data(chunk):
+                    if isinstance(ev, h2.events.DataReceived):
+                        c.acknowledge_received_data(ev.flow_controlled_length, ev.stream_id)
+                        c.send_headers(ev.stream_id, [(b":status", b"200"), (b"content-type", b"application/grpc")])
+                        c.send_data(ev.stream_id, body)
+                        c.send_headers(ev.stream_id, [(b"grpc-status", b"0")], end_stream=True)
+                c.data_to_send()
+
+        results.append(("h2 library", run_h2))
+    except ImportError:
+        pass
+    print("== HTTP/2 state machine alone (sans-I/O), same request bytes")
+    for name, fn in results:
+        t0 = time.process_time()
+        fn()
+        used = time.process_time() - t0
+        print(f"{name}: {used / n * 1e6:.1f} µs per request")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--serve", type=int, help=argparse.SUPPRESS)
@@ -122,6 +188,7 @@ def main() -> None:
     if args.serve:
         serve(args.serve)
         return
+    sans_io_compare()
     port = free_port()
     child = subprocess.Popen([sys.executable, __file__, "--serve", str(port)], stdout=subprocess.PIPE, text=True)
     try:
