@@ -7,6 +7,7 @@ not understand or does not support (Go's flag package, and so etcd, use 2).
 
 from __future__ import annotations
 
+import faulthandler
 import logging
 import os
 import platform
@@ -53,6 +54,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from petcd.cli import cluster
 
         return cluster.main(args[1:])
+    if args and args[0] == "wal":
+        from petcd.cli import wal
+
+        return wal.main(args[1:])
     try:
         inv = flags.parse(args, os.environ)
     except flags.UsageError as exc:
@@ -85,6 +90,9 @@ def run_server(cfg: ServerConfig, notices: list[tuple[int, str]]) -> int:
         return 1
     for level, msg in notices:
         log.log(level, msg)
+    # A fault in native code (SIGBUS on a db page that vanished, say) then
+    # leaves a Python traceback on stderr instead of a silent death.
+    faulthandler.enable()
     log.info(
         "starting petcd",
         extra={"fields": {
