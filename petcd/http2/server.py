@@ -695,6 +695,7 @@ class _Sniffer(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)
+        self.port.undecided.add(self)
         # a peer that connects and says nothing must not hold a descriptor forever
         self.timer = self.port.loop.call_later(self.port.first_bytes_timeout, self.transport.close)
 
@@ -715,6 +716,7 @@ class _Sniffer(asyncio.Protocol):
     def _hand_off(self, proto: asyncio.Protocol) -> None:
         assert self.transport is not None
         self.handed_off = True
+        self.port.undecided.discard(self)
         if self.timer is not None:
             self.timer.cancel()
         self.transport.set_protocol(proto)
@@ -726,6 +728,7 @@ class _Sniffer(asyncio.Protocol):
         if self.timer is not None:
             self.timer.cancel()
         if not self.handed_off:
+            self.port.undecided.discard(self)
             self.port.connection_closed()
 
 
@@ -873,6 +876,7 @@ class ClientPort:
 
     def __post_init__(self) -> None:
         self.protocols: set[H2Protocol] = set()
+        self.undecided: set[_Sniffer] = set()  # connections that have not said what they speak
         self.connections = 0
         self.slot_free: asyncio.Event | None = None
         self.accepting: list[asyncio.Task[None]] = []
@@ -943,6 +947,9 @@ class ClientPort:
                 except OSError:
                     pass
             s.close()
+        for u in list(self.undecided):
+            if u.transport is not None:
+                u.transport.close()
         for p in list(self.protocols):
             p.shutdown()
         deadline = time.monotonic() + grace

@@ -424,3 +424,14 @@ def test_accepting_stops_at_the_connection_limit_and_resumes() -> None:
             c.close()
     finally:
         shutdown(s)
+
+
+def test_stop_closes_connections_that_never_spoke() -> None:
+    s = serve()
+    silent = socket.create_connection(s.addr, timeout=10)
+    deadline = time.monotonic() + 10
+    while s.call(lambda: len(s.port.undecided)) == 0 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    shutdown(s)
+    assert silent.recv(10) == b""
+    silent.close()
