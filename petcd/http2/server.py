@@ -494,7 +494,10 @@ class H2Protocol(asyncio.Protocol):
             self._finish(call, StatusCode.UNKNOWN, str(exc))
         else:
             self._reply(call, resp)
-        self.schedule_flush()
+        if self.calls:
+            self.schedule_flush()  # others may finish in this iteration too: one write for all
+        else:
+            self._write()  # the only call: no reason to wait
 
     def _reply(self, call: _Call, resp: Any) -> None:
         if call.done:
