@@ -55,11 +55,15 @@ log = logging.getLogger("petcd.http2")
 # A stream's unsent DATA above which its writer waits (flow control or a slow
 # socket), and below which it resumes.
 STREAM_HIGH_WATER = 256 * 1024
-# Unconsumed request messages a bidi call may hold before its DATA stops
-# being credited back to the client (so the client stops sending).
-QUEUE_HIGH_WATER = 1 << 20
+# Decoded request messages a bidi call holds for its handler at most; while
+# it holds this many (or this many bytes), what else arrives stays raw, as
+# received, and is not credited back to the client, so the client is held
+# by flow control and the server holds at most a stream window of raw bytes
+# (a flood of tiny requests would otherwise become a flood of objects).
+QUEUE_ITEMS = 64
+QUEUE_BYTES = 1 << 20
 # File descriptors kept free for everything but client connections.
-FD_RESERVE = 64
+FD_RESERVE = 128  # as petcd/cli/limits.py STORAGE_FD_RESERVE: storage and peers, never clients
 HTTP1_HEAD_LIMIT = 16 * 1024
 
 
@@ -208,7 +212,8 @@ class _Call:
         "done",
         "requests",
         "queued",
-        "deferred_ack",
+        "raw",
+        "raw_end",
         "drain_waiter",
         "started",
     )
@@ -224,16 +229,20 @@ class _Call:
         self.headers_sent = False
         self.done = False
         self.requests: _Requests | None = _Requests(self) if method.kind is Kind.BIDI else None
-        self.queued = 0  # bytes of request messages not yet taken by the handler
-        self.deferred_ack = 0  # flow-controlled bytes not yet credited back
+        self.queued = 0  # bytes of decoded request messages not yet taken by the handler
+        self.raw: deque[tuple[bytes, int]] = deque()  # DATA (and its flow length) not parsed yet
+        self.raw_end = False  # the client's END_STREAM came behind the raw DATA
         self.drain_waiter: asyncio.Future[None] | None = None
         self.started = False
 
+    def full(self) -> bool:
+        requests = self.requests
+        return requests is not None and (len(requests.items) >= QUEUE_ITEMS or self.queued >= QUEUE_BYTES)
+
     def consumed(self, size: int) -> None:
         self.queued -= size
-        if self.deferred_ack and self.queued <= QUEUE_HIGH_WATER:
-            n, self.deferred_ack = self.deferred_ack, 0
-            self.proto.conn.acknowledge_received_data(self.sid, n)
+        if self.raw and not self.full():
+            self.proto.parse_raw(self)
             self.proto.schedule_flush()
 
     def wake_drain(self) -> None:
@@ -395,6 +404,13 @@ class H2Protocol(asyncio.Protocol):
         if call is None:
             conn.acknowledge_received_data(sid, ev.flow_len)
             return
+        if call.requests is not None:
+            # bidi: messages are split and decoded as the handler makes room
+            call.raw.append((ev.data, ev.flow_len))
+            call.raw_end = ev.end_stream
+            if not call.full():
+                self.parse_raw(call)
+            return
         try:
             msgs = call.reader.feed(ev.data) if ev.data else []
         except RpcError as exc:
@@ -402,40 +418,42 @@ class H2Protocol(asyncio.Protocol):
             self._finish(call, exc.code, exc.message)
             return
         method = call.method
-        requests = call.requests
-        if requests is None:
-            conn.acknowledge_received_data(sid, ev.flow_len)
-            if call.started:
-                return  # a unary call takes one message; grpc-go ignores the rest too
-            if msgs:
-                call.started = True
-                try:
-                    request = method.decode(msgs[0])
-                except RpcError as exc:
-                    self._finish(call, exc.code, exc.message)
-                    return
-                if method.kind is Kind.UNARY:
-                    self._run_unary(call, request)
-                else:
-                    call.task = self.loop.create_task(self._run_stream(call, request))
-            elif ev.end_stream:
-                self._finish(call, StatusCode.INTERNAL, "grpc: the client sent no request message")
-            return
-        # bidi
-        for raw in msgs:
+        conn.acknowledge_received_data(sid, ev.flow_len)
+        if call.started:
+            return  # a unary call takes one message; grpc-go ignores the rest too
+        if msgs:
+            call.started = True
             try:
-                item = method.decode(raw)
+                request = method.decode(msgs[0])
             except RpcError as exc:
-                conn.acknowledge_received_data(sid, ev.flow_len)
                 self._finish(call, exc.code, exc.message)
                 return
-            call.queued += len(raw)
-            requests.push(item, len(raw))
-        if call.queued > QUEUE_HIGH_WATER:
-            call.deferred_ack += ev.flow_len
-        else:
-            conn.acknowledge_received_data(sid, ev.flow_len)
-        if ev.end_stream:
+            if method.kind is Kind.UNARY:
+                self._run_unary(call, request)
+            else:
+                call.task = self.loop.create_task(self._run_stream(call, request))
+        elif ev.end_stream:
+            self._finish(call, StatusCode.INTERNAL, "grpc: the client sent no request message")
+
+    def parse_raw(self, call: _Call) -> None:
+        """Turn a bidi call's raw DATA into decoded messages for its handler
+        while it has room for them, crediting the DATA back as it goes."""
+        requests = call.requests
+        assert requests is not None
+        conn = self.conn
+        decode = call.method.decode
+        while call.raw and not call.full():
+            data, flow_len = call.raw.popleft()
+            conn.acknowledge_received_data(call.sid, flow_len)
+            try:
+                for raw in call.reader.feed(data) if data else ():
+                    item = decode(raw)
+                    call.queued += len(raw)
+                    requests.push(item, len(raw))
+            except RpcError as exc:
+                self._finish(call, exc.code, exc.message)
+                return
+        if call.raw_end and not call.raw:
             requests.close()
 
     def _on_other(self, ev: h2.Event) -> None:
@@ -449,7 +467,9 @@ class H2Protocol(asyncio.Protocol):
         elif t is h2.TrailersReceived:
             call = self.calls.get(ev.stream_id)  # type: ignore[attr-defined]
             if call is not None and call.requests is not None:
-                call.requests.close()
+                call.raw_end = True
+                if not call.raw:
+                    call.requests.close()
         elif t is h2.PingReceived:
             self._client_ping()
         elif t is h2.PingAcked:
@@ -586,6 +606,8 @@ class H2Protocol(asyncio.Protocol):
     def _done(self, call: _Call) -> None:
         call.done = True
         self.calls.pop(call.sid, None)
+        while call.raw:  # never parsed now, but the connection window must get it back
+            self.conn.acknowledge_received_data(call.sid, call.raw.popleft()[1])
         if call.timer is not None:
             call.timer.cancel()
         if call.requests is not None:
