@@ -87,8 +87,9 @@ class MessageReader:
         self.limit = limit
         self.decompress = decompress
 
-    def feed(self, data: bytes) -> list[bytes]:
-        """The messages completed by data; raises RpcError."""
+    def feed(self, data: bytes, max_messages: int = 1 << 62) -> list[bytes]:
+        """The messages completed by data, at most max_messages of them (the
+        rest stays buffered for the next call); raises RpcError."""
         pending = self.buf
         buf: bytes | bytearray
         if pending:
@@ -99,7 +100,7 @@ class MessageReader:
         out: list[bytes] = []
         pos = 0
         n = len(buf)
-        while n - pos >= 5:
+        while n - pos >= 5 and len(out) < max_messages:
             flag, size = _PREFIX.unpack_from(buf, pos)
             if size > self.limit:
                 raise too_large(size, self.limit)

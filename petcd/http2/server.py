@@ -241,7 +241,7 @@ class _Call:
 
     def consumed(self, size: int) -> None:
         self.queued -= size
-        if self.raw and not self.full():
+        if (self.raw or self.reader.partial) and not self.full():
             self.proto.parse_raw(self)
             self.proto.schedule_flush()
 
@@ -442,18 +442,26 @@ class H2Protocol(asyncio.Protocol):
         assert requests is not None
         conn = self.conn
         decode = call.method.decode
-        while call.raw and not call.full():
-            data, flow_len = call.raw.popleft()
-            conn.acknowledge_received_data(call.sid, flow_len)
+        exhausted = False
+        while not call.full():
+            room = QUEUE_ITEMS - len(requests.items)
             try:
-                for raw in call.reader.feed(data) if data else ():
+                msgs = call.reader.feed(b"", room) if call.reader.partial else []
+                if not msgs:
+                    if not call.raw:
+                        exhausted = True
+                        break
+                    data, flow_len = call.raw.popleft()
+                    conn.acknowledge_received_data(call.sid, flow_len)
+                    msgs = call.reader.feed(data, room)
+                for raw in msgs:
                     item = decode(raw)
                     call.queued += len(raw)
                     requests.push(item, len(raw))
             except RpcError as exc:
                 self._finish(call, exc.code, exc.message)
                 return
-        if call.raw_end and not call.raw:
+        if exhausted and call.raw_end:
             requests.close()
 
     def _on_other(self, ev: h2.Event) -> None:
@@ -468,8 +476,8 @@ class H2Protocol(asyncio.Protocol):
             call = self.calls.get(ev.stream_id)  # type: ignore[attr-defined]
             if call is not None and call.requests is not None:
                 call.raw_end = True
-                if not call.raw:
-                    call.requests.close()
+                if not call.full():
+                    self.parse_raw(call)
         elif t is h2.PingReceived:
             self._client_ping()
         elif t is h2.PingAcked:

@@ -100,6 +100,14 @@ async def bidi(reqs: AsyncIterator[BytesValue], ctx: srv.CallContext) -> AsyncIt
         yield BytesValue(value=b"after-close-%d" % i)
 
 
+async def sink(reqs: AsyncIterator[BytesValue], ctx: srv.CallContext) -> AsyncIterator[BytesValue]:
+    """Takes one message, answers it, then reads nothing more."""
+    async for r in reqs:
+        yield BytesValue(value=r.value)
+        break
+    await asyncio.Event().wait()
+
+
 METHODS: dict[str, srv.Method] = {
     "/test.Echo/Unary": srv.Method(srv.Kind.UNARY, _decode, _encode, unary),
     "/test.Echo/Where": srv.Method(srv.Kind.UNARY, _decode, _encode, where),
@@ -111,6 +119,7 @@ METHODS: dict[str, srv.Method] = {
     "/test.Echo/Big": srv.Method(srv.Kind.UNARY, _decode, _encode, big),
     "/test.Echo/Stream": srv.Method(srv.Kind.SERVER_STREAM, _decode, _encode, stream),
     "/test.Echo/Bidi": srv.Method(srv.Kind.BIDI, _decode, _encode, bidi),
+    "/test.Echo/Sink": srv.Method(srv.Kind.BIDI, _decode, _encode, sink),
 }
 
 

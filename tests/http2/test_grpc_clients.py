@@ -435,3 +435,34 @@ def test_stop_closes_connections_that_never_spoke() -> None:
     shutdown(s)
     assert silent.recv(10) == b""
     silent.close()
+
+
+def test_request_flood_to_a_handler_that_stops_reading_is_held_by_flow_control(served: Served) -> None:
+    """Tiny messages sent to a bidi handler that no longer reads: the server
+    decodes a bounded number, keeps the rest raw and uncredited, and the
+    client's window runs out."""
+    c = RawClient(served.addr)
+    c.request(1, "/test.Echo/Sink", BytesValue(value=b"first").SerializeToString(), end=False)
+    tiny = frame_message(b"")
+    sent = 0
+    window = H2Settings().initial_window_size
+    chunk = tiny * 3000  # 15,000 bytes of 3,000 messages per frame
+    while sent + len(chunk) <= window:
+        c.send_frame(f.DATA, 0, 1, chunk)
+        sent += len(chunk)
+
+    def state() -> tuple[int, int, int]:
+        call = next((p.calls[1] for p in served.port.protocols if 1 in p.calls), None)
+        if call is None:
+            return 0, 0, 0
+        assert call.requests is not None
+        return len(call.requests.items), sum(len(d) for d, _ in call.raw), call.queued
+
+    deadline = time.monotonic() + 10
+    while served.call(lambda: state()[1]) < sent - 20 * len(chunk) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    items, raw, _ = served.call(state)
+    assert items <= srv.QUEUE_ITEMS
+    assert raw <= window
+    assert raw >= sent - 20 * len(chunk)  # held back, not decoded
+    c.close()
