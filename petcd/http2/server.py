@@ -995,10 +995,6 @@ class ClientPort:
             await asyncio.sleep(0.01)
 
 
-def method_handlers(methods: dict[str, Method]) -> dict[bytes, Method]:
-    return {k.encode(): v for k, v in methods.items()}
-
-
 __all__ = [
     "BindError",
     "CallContext",
