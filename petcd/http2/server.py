@@ -369,7 +369,7 @@ class H2Protocol(asyncio.Protocol):
             return
         method = self.port.methods.get(path)
         if method is None:
-            conn.send_headers(sid, trailers_only(StatusCode.UNIMPLEMENTED, _unknown(path)), True)
+            conn.send_headers(sid, trailers_only(*_unknown(path, self.port.services)), True)
             return
         decompress = None
         if encoding and encoding != b"identity":
@@ -702,12 +702,17 @@ async def _aclose(gen: Any) -> None:
             log.exception("closing a streaming handler failed")
 
 
-def _unknown(path: bytes) -> str:
+def _unknown(path: bytes, services: set[str]) -> tuple[StatusCode, str]:
+    """grpc-go's answer to a path nothing is registered at (its code for a
+    malformed name is indeed RESOURCE_EXHAUSTED)."""
     p = path.decode("latin-1")
-    if not p.startswith("/") or "/" not in p[1:]:
-        return f'malformed method name: "{p}"'
-    service, _, name = p[1:].rpartition("/")
-    return f"unknown method {name} for service {service}"
+    name = p[1:] if p.startswith("/") else p
+    if "/" not in name:
+        return StatusCode.RESOURCE_EXHAUSTED, f'malformed method name: "{p}"'
+    service, _, method = name.rpartition("/")
+    if service not in services:
+        return StatusCode.UNIMPLEMENTED, f"unknown service {service}"
+    return StatusCode.UNIMPLEMENTED, f"unknown method {method} for service {service}"
 
 
 # --- the first bytes decide -------------------------------------------------------------
@@ -909,6 +914,7 @@ class ClientPort:
 
     def __post_init__(self) -> None:
         self.protocols: set[H2Protocol] = set()
+        self.services: set[str] = {p.decode("latin-1")[1:].rpartition("/")[0] for p in self.methods}
         self.undecided: set[_Sniffer] = set()  # connections that have not said what they speak
         self.connections = 0
         self.slot_free: asyncio.Event | None = None
@@ -921,7 +927,9 @@ class ClientPort:
         return self._loop
 
     def add(self, path: str, method: Method) -> None:
+        """Serve method at path ("/package.Service/Method")."""
         self.methods[path.encode()] = method
+        self.services.add(path[1:].rpartition("/")[0])
 
     def addresses(self) -> list[Any]:
         return [s.getsockname() for s in self.sockets]

@@ -74,6 +74,9 @@ def test_unknown_method_is_unimplemented(channel: grpc.Channel) -> None:
         unary(channel, "Nope")(BytesValue(), timeout=10)
     assert ei.value.code() == grpc.StatusCode.UNIMPLEMENTED
     assert ei.value.details() == "unknown method Nope for service test.Echo"
+    with pytest.raises(grpc.RpcError) as ei:
+        channel.unary_unary("/test.Other/Nope")(b"", timeout=10)
+    assert (ei.value.code(), ei.value.details()) == (grpc.StatusCode.UNIMPLEMENTED, "unknown service test.Other")
 
 
 def test_metadata_and_deadline_reach_the_handler(channel: grpc.Channel) -> None:

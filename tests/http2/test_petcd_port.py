@@ -18,7 +18,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from petcd.proto import rpc_pb2, rpc_pb2_grpc
-from petcd.testing.harness import Server, petcd_server
+from petcd.testing.harness import Server, etcd_server, petcd_server
 
 
 @pytest.fixture(scope="module")
@@ -99,7 +99,7 @@ def test_unknown_method_and_service(petcd: Server) -> None:
     ch = petcd.channel()
     for path, msg in (
         ("/etcdserverpb.KV/Nope", "unknown method Nope for service etcdserverpb.KV"),
-        ("/etcdserverpb.Auth/Authenticate", "unknown method Authenticate for service etcdserverpb.Auth"),
+        ("/etcdserverpb.Nope/X", "unknown service etcdserverpb.Nope"),
     ):
         call = ch.unary_unary(path, request_serializer=lambda b: b, response_deserializer=lambda b: b)
         with pytest.raises(grpc.RpcError) as ei:
@@ -115,3 +115,30 @@ def test_thousands_of_concurrent_unary_calls(petcd: Server) -> None:
     futs += [kv.Put.future(rpc_pb2.PutRequest(key=b"c%d" % i, value=b"v"), timeout=120) for i in range(500)]
     for f in futs:
         assert f.result().header.revision > 0
+
+
+def _transport_errors(endpoint: str) -> list[tuple[grpc.StatusCode, str]]:
+    ch = grpc.insecure_channel(endpoint, options=[("grpc.max_send_message_length", 64 << 20)])
+    out = []
+    calls = (
+        lambda: rpc_pb2_grpc.KVStub(ch).Put(rpc_pb2.PutRequest(key=b"h", value=b"x" * (8 << 20)), timeout=30),
+        lambda: ch.unary_unary("/etcdserverpb.KV/Nope")(b"", timeout=10),
+        lambda: ch.unary_unary("/etcdserverpb.Nope/X")(b"", timeout=10),
+        lambda: ch.unary_unary("etcdserverpb.KV.Range")(b"", timeout=10),
+    )
+    for call in calls:
+        with pytest.raises(grpc.RpcError) as ei:
+            call()
+        out.append((ei.value.code(), str(ei.value.details())))
+    ch.close()
+    return out
+
+
+def test_transport_errors_match_etcd(petcd: Server, tmp_path: Path) -> None:
+    """What the front end itself answers (size limit, unknown method and
+    service) is etcd's code and wording."""
+    etcd = etcd_server(tmp_path).start()
+    try:
+        assert _transport_errors(petcd.endpoint) == _transport_errors(etcd.endpoint)
+    finally:
+        etcd.stop()
