@@ -104,7 +104,7 @@ class HealthService:
         self, request: health_pb2.HealthCheckRequest, context: http2.CallContext
     ) -> health_pb2.HealthCheckResponse:
         if request.service:
-            raise RpcError(StatusCode.NOT_FOUND, "")
+            raise RpcError(StatusCode.NOT_FOUND, "unknown service")
         return health_pb2.HealthCheckResponse(status=health_pb2.HealthCheckResponse.SERVING)
 
     async def Watch(

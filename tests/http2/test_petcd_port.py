@@ -125,6 +125,7 @@ def _transport_errors(endpoint: str) -> list[tuple[grpc.StatusCode, str]]:
         lambda: ch.unary_unary("/etcdserverpb.KV/Nope")(b"", timeout=10),
         lambda: ch.unary_unary("/etcdserverpb.Nope/X")(b"", timeout=10),
         lambda: ch.unary_unary("etcdserverpb.KV.Range")(b"", timeout=10),
+        lambda: health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(service="nope"), timeout=10),
     )
     for call in calls:
         with pytest.raises(grpc.RpcError) as ei:
@@ -136,7 +137,8 @@ def _transport_errors(endpoint: str) -> list[tuple[grpc.StatusCode, str]]:
 
 def test_transport_errors_match_etcd(petcd: Server, tmp_path: Path) -> None:
     """What the front end itself answers (size limit, unknown method and
-    service) is etcd's code and wording."""
+    service, malformed names, health of an unknown service) is etcd's code
+    and wording."""
     etcd = etcd_server(tmp_path).start()
     try:
         assert _transport_errors(petcd.endpoint) == _transport_errors(etcd.endpoint)
