@@ -98,7 +98,8 @@ def _decoder(cls: type[Message]) -> Callable[[bytes], Message]:
 
 class HealthService:
     """grpc.health.v1.Health: the whole server ("") is SERVING while the
-    port is up; other service names are unknown, as grpc's servicer says."""
+    port is up; other service names are unknown, in the words of etcd's
+    (grpc-go's) health server."""
 
     async def Check(
         self, request: health_pb2.HealthCheckRequest, context: http2.CallContext
