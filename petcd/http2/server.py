@@ -61,6 +61,9 @@ STREAM_HIGH_WATER = 256 * 1024
 # by flow control and the server holds at most a stream window of raw bytes
 # (a flood of tiny requests would otherwise become a flood of objects).
 QUEUE_ITEMS = 64
+# A connection's streamed messages are written at most once per this many
+# seconds while they keep coming (the first after a pause goes at once).
+STREAM_COALESCE = 0.001
 QUEUE_BYTES = 1 << 20
 # File descriptors kept free for everything but client connections.
 FD_RESERVE = 128  # as petcd/cli/limits.py STORAGE_FD_RESERVE: storage and peers, never clients
@@ -263,6 +266,7 @@ class H2Protocol(asyncio.Protocol):
         self.peer: Any = None
         self.paused = False  # the transport's write buffer is over its high-water mark
         self.flush_scheduled = False
+        self.last_flush = 0.0  # loop.time() of the last scheduled flush
         self.closing = False
         self.closed = False
         self.draining: list[_Call] = []
@@ -329,15 +333,25 @@ class H2Protocol(asyncio.Protocol):
         if self.closing and not self.calls and not self.closed and self.transport is not None:
             self.transport.close()
 
-    def schedule_flush(self) -> None:
+    def schedule_flush(self, stream: bool = False) -> None:
         """Write what is queued soon: calls that finish in the same loop
-        iteration share one write."""
-        if not self.flush_scheduled:
-            self.flush_scheduled = True
-            self.loop.call_soon(self._flush_cb)
+        iteration share one write. Streamed messages (watch events) that
+        come faster than one write per STREAM_COALESCE seconds wait for the
+        next such tick, so a busy stream costs a write per tick, not one
+        per revision (a write is a syscall, the dearest thing here)."""
+        if self.flush_scheduled:
+            return
+        self.flush_scheduled = True
+        if stream:
+            due = self.last_flush + STREAM_COALESCE
+            if due > self.loop.time():
+                self.loop.call_at(due, self._flush_cb)
+                return
+        self.loop.call_soon(self._flush_cb)
 
     def _flush_cb(self) -> None:
         self.flush_scheduled = False
+        self.last_flush = self.loop.time()
         self._write()
 
     # -- requests ----------------------------------------------------------------------
@@ -560,7 +574,7 @@ class H2Protocol(asyncio.Protocol):
                     conn.send_headers(sid, RESPONSE_HEADERS)
                 conn.send_data(sid, frame_message(encode(resp)))
                 self.reset_strikes = True
-                self.schedule_flush()
+                self.schedule_flush(stream=True)
                 if self.paused or conn.buffered(sid) > STREAM_HIGH_WATER:
                     await self._drain(call)
         except RpcError as exc:
