@@ -16,6 +16,7 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from petcd.raft.bounds import MAX_TERM
 from petcd.raft.log import RaftLog
 from petcd.raft.progress import Progress, ProgressState
 from petcd.raft.storage import MemoryStorage
@@ -271,6 +272,11 @@ class Raft:
     def _hup(self, transfer: bool = False) -> None:
         if self.state == StateType.Leader or not self.promotable():
             return
+        if self.term >= MAX_TERM:
+            # term + 1 would be a term no peer accepts (bounds.py); staying a
+            # follower beats overflowing the term on the wire and in the WAL
+            log.error("%x cannot campaign: its term %d is at the limit %d", self.id, self.term, MAX_TERM)
+            return
         if self._pending_conf_unapplied():
             log.warning("%x cannot campaign at term %d: configuration changes are not yet applied", self.id, self.term)
             return
@@ -477,7 +483,7 @@ class Raft:
         if m.reject:
             hint = m.reject_hint
             if m.log_term > 0:
-                hint = self.log.find_conflict_by_term(m.reject_hint, m.log_term)[0]
+                hint = self.log.find_conflict_by_term(m.reject_hint, m.log_term, floor=pr.match)[0]
             if pr.maybe_decr_to(m.index, hint):
                 if pr.state == ProgressState.Replicate:
                     pr.become_probe()
@@ -723,7 +729,10 @@ class Raft:
                 m.to = self.lead
                 self.msgs.append(m)
         elif t == MT.MsgTimeoutNow:
-            if self.promotable():
+            if m.from_ != self.lead:
+                # only the leader hands over leadership; anyone else would just force an election
+                log.warning("%x ignored MsgTimeoutNow from %x: the leader is %x", self.id, m.from_, self.lead)
+            elif self.promotable():
                 log.info("%x starts a transfer election at term %d", self.id, self.term)
                 self._hup(transfer=True)
         elif t == MT.MsgReadIndex:
@@ -732,7 +741,7 @@ class Raft:
             m.to = self.lead
             self.msgs.append(m)
         elif t == MT.MsgReadIndexResp:
-            if len(m.entries) == 1:
+            if len(m.entries) == 1 and m.from_ == self.lead:
                 self.read_states.append(ReadState(m.index, m.entries[0].data))
 
     def _handle_append(self, m: Message) -> None:
@@ -744,7 +753,7 @@ class Raft:
             self._send(Message(type=MT.MsgAppResp, to=m.from_, index=last_new))
             return
         hint_index = min(m.index, self.log.last_index())
-        hint_index, hint_term = self.log.find_conflict_by_term(hint_index, m.log_term)
+        hint_index, hint_term = self.log.find_conflict_by_term(hint_index, m.log_term, floor=self.log.committed)
         self._send(
             Message(
                 type=MT.MsgAppResp, to=m.from_, index=m.index, reject=True, reject_hint=hint_index, log_term=hint_term

@@ -2,7 +2,34 @@
 
 from __future__ import annotations
 
-from petcd.raft import Entry, Message, MessageType, StateType
+import random
+import struct
+
+import pytest
+
+from petcd.raft import (
+    ConfChange,
+    Config,
+    ConfState,
+    Entry,
+    EntryType,
+    HardState,
+    MemoryStorage,
+    Message,
+    MessageType,
+    RawNode,
+    Snapshot,
+    SnapshotMetadata,
+    StateType,
+)
+from petcd.raft.bounds import (
+    MAX_CONF_MEMBERS,
+    MAX_ENTRIES_PER_MESSAGE,
+    MAX_INDEX,
+    MAX_TERM,
+    MAX_TERM_GAP,
+    UINT64_MAX,
+)
 from tests.raft.cluster import Cluster
 
 MT = MessageType
@@ -67,3 +94,219 @@ def test_a_follower_never_overwrites_committed_entries() -> None:
                     log_term=n2.raft.log.term(committed - 1) or 0, entries=[Entry(term + 5, committed, data=b"evil")])
     n2.step(rogue)
     assert n2.raft.log.term(committed) == term
+
+
+# ---- bounds on what a peer may send (petcd/raft/bounds.py) -----------------------------------
+
+_WAL_STATE = struct.Struct("<QQQ")  # how the WAL stores a hard state: three uint64s
+_WAL_ENTRY = struct.Struct("<QQB")  # and an entry's term, index and type
+
+
+class WireCluster(Cluster):
+    """A Cluster whose nodes' output goes through the encodings of the real
+    server: every message through the peer wire format (raftpb), every hard
+    state and entry through the WAL's uint64 fields. A value that does not
+    fit raises here just as it kills a member's node loop."""
+
+    def process(self, i: int) -> None:
+        n = self.nodes[i]
+        while n.raw.has_ready():
+            rd = n.raw.ready()
+            if rd.hard_state is not None:
+                _WAL_STATE.pack(rd.hard_state.term, rd.hard_state.vote, rd.hard_state.commit)
+            for e in rd.entries:
+                _WAL_ENTRY.pack(e.term, e.index, e.type)
+            rd.messages = [Message.from_bytes(m.to_bytes()) for m in rd.messages]
+            if rd.snapshot is not None:
+                n.storage.apply_snapshot(rd.snapshot)
+            n.storage.append(rd.entries)
+            if rd.hard_state is not None:
+                n.storage.set_hard_state(rd.hard_state)
+            self.queue.extend(rd.messages)
+            for e in rd.committed_entries:
+                if e.type == EntryType.EntryConfChange:
+                    n.raw.apply_conf_change(ConfChange.from_bytes(e.data))
+                n.applied.append(e)
+            n.read_states.extend(rd.read_states)
+            n.raw.advance(rd)
+
+
+def _serving(c: Cluster, data: bytes, ticks: int = 60) -> None:
+    """Some member leads (after elections if need be) and commits data on every live member."""
+    for _ in range(ticks):
+        if c.leader():
+            break
+        c.tick()
+    lead = c.leader()
+    assert lead, "no leader emerged"
+    c.nodes[lead].raw.propose(data)
+    c.stabilize()
+    live = [i for i in c.ids if i not in c.down]
+    for _ in range(ticks):  # a follower probed into a corner is picked up by the next heartbeat
+        if all(c.data(i)[-1:] == [data] for i in live):
+            break
+        c.tick()
+    for i in live:
+        assert c.data(i)[-1:] == [data], f"member {i} did not apply {data!r}"
+        assert c.nodes[i].raw.raft.term <= MAX_TERM
+
+
+@pytest.mark.parametrize("term", [UINT64_MAX, UINT64_MAX - 1, MAX_TERM + 1, MAX_TERM])
+@pytest.mark.parametrize("mtype", [MT.MsgHeartbeat, MT.MsgApp, MT.MsgAppResp, MT.MsgVote, MT.MsgPreVote,
+                                   MT.MsgHeartbeatResp, MT.MsgTimeoutNow])
+def test_a_term_near_uint64_max_is_ignored_and_the_cluster_keeps_electing(term: int, mtype: MessageType) -> None:
+    """Regression: one message with term 2**64-1 made a member adopt it; its
+    next pre-vote for term + 1 did not fit uint64 and killed the node loop, on
+    every restart, and the leader that heard of the term died the same way."""
+    c = WireCluster([1, 2, 3])
+    c.elect(1)
+    term0 = c.nodes[2].raw.raft.term
+    for to in (1, 2):
+        c.nodes[to].raw.step(Message(type=mtype, to=to, from_=3 if to != 3 else 1, term=term, log_term=term,
+                                      index=10**6, commit=10**6))
+    c.stabilize()
+    assert c.nodes[2].raw.raft.term == term0
+    c.down.add(1)  # force elections: every member must still campaign, and encode what it sends
+    _serving(c, b"after-poison")
+    c.down.clear()
+    c.tick(30)
+    _serving(c, b"all-back")
+
+
+def test_a_node_at_the_term_limit_does_not_campaign() -> None:
+    storage = MemoryStorage()
+    storage.append([Entry(1, 1)])
+    storage.set_hard_state(HardState(term=MAX_TERM, vote=0, commit=1))
+    storage.create_snapshot(1, ConfState(voters=[1, 2, 3]), b"")
+    raw = RawNode(Config(id=1, storage=storage, applied=1, pre_vote=True, rng=random.Random(1)))
+    for _ in range(100):
+        raw.tick()
+    raw.campaign()
+    rd = raw.ready()
+    assert raw.raft.state == StateType.Follower and raw.raft.term == MAX_TERM
+    assert not [m for m in rd.messages if m.type in (MT.MsgVote, MT.MsgPreVote)]
+
+
+def test_a_term_jump_up_to_the_gap_is_taken_and_beyond_it_ignored() -> None:
+    c = WireCluster([1, 2, 3])
+    c.elect(1)
+    n2 = c.nodes[2].raw
+    t = n2.raft.term
+    n2.step(Message(type=MT.MsgHeartbeat, to=2, from_=1, term=t + MAX_TERM_GAP + 1))
+    assert n2.raft.term == t
+    n2.step(Message(type=MT.MsgHeartbeat, to=2, from_=1, term=t + MAX_TERM_GAP))
+    assert n2.raft.term == t + MAX_TERM_GAP  # possible, if absurd: it is taken
+    c.stabilize()
+    _serving(c, b"after-jump")
+
+
+def _app(c: Cluster, to: int, entries: list[Entry], **kw: int) -> Message:
+    r = c.nodes[to].raw.raft
+    last = r.log.last_index()
+    return Message(type=MT.MsgApp, to=to, from_=r.lead, entries=entries, term=kw.get("term", r.term),
+                   index=kw.get("index", last), log_term=kw.get("log_term", r.log.term(last) or 0),
+                   commit=kw.get("commit", last))
+
+
+def test_impossible_appends_leave_the_log_alone() -> None:
+    c = Cluster([1, 2, 3])
+    c.elect(1)
+    c.nodes[1].raw.propose(b"a")
+    c.stabilize()
+    n2 = c.nodes[2].raw.raft
+    t, last = n2.term, n2.log.last_index()
+    before = [(e.term, e.index, e.data) for e in n2.log.slice(1, last + 1, 0) or []]
+    bad = [
+        _app(c, 2, [Entry(t, last + 2, data=b"gap")]),  # not consecutive
+        _app(c, 2, [Entry(t, last + 1), Entry(t, last + 1, data=b"dup")]),  # repeated index
+        _app(c, 2, [Entry(t + 1, last + 1, data=b"future")]),  # entry from a later term than the leader's
+        _app(c, 2, [Entry(t, last + 1), Entry(t - 1, last + 2, data=b"down")]),  # terms going down
+        _app(c, 2, [Entry(0, last + 1, data=b"zero")]),  # term 0
+        _app(c, 2, [Entry(t, MAX_INDEX + 1)], index=MAX_INDEX),  # past the index limit
+        _app(c, 2, [Entry(t, last + 1)], log_term=t + 1),  # log term above the term
+        _app(c, 2, [Entry(t, last + 1 + k) for k in range(MAX_ENTRIES_PER_MESSAGE + 1)]),
+        _app(c, 2, [], commit=MAX_INDEX + 1),
+    ]
+    for m in bad:
+        c.nodes[2].raw.step(m)
+    assert [(e.term, e.index, e.data) for e in n2.log.slice(1, n2.log.last_index() + 1, 0) or []] == before
+    assert not c.nodes[2].raw.raft.msgs, "an ignored message must not be answered"
+    c.stabilize()
+    _serving(c, b"after-bad-appends")
+
+
+def test_an_ack_past_the_leaders_log_is_ignored() -> None:
+    c = Cluster([1, 2, 3])
+    c.elect(1)
+    n1 = c.nodes[1].raw.raft
+    match = n1.prs[2].match
+    c.nodes[1].raw.step(Message(type=MT.MsgAppResp, to=1, from_=2, term=n1.term, index=n1.log.last_index() + 1))
+    c.nodes[1].raw.step(Message(type=MT.MsgAppResp, to=1, from_=2, term=n1.term, index=MAX_INDEX))
+    assert n1.prs[2].match == match
+    _serving(c, b"still-replicating")
+
+
+def test_impossible_snapshots_are_ignored() -> None:
+    c = Cluster([1, 2, 3])
+    c.elect(1)
+    n2 = c.nodes[2].raw.raft
+    t = n2.term
+
+    def snap(index: int, term: int, voters: list[int]) -> Message:
+        return Message(type=MT.MsgSnap, to=2, from_=1, term=t,
+                       snapshot=Snapshot(b"x", SnapshotMetadata(ConfState(voters=voters), index, term)))
+
+    for m in (
+        snap(1000, t + 1, [1, 2, 3]),  # a snapshot of a later term than its sender's
+        snap(1000, 0, [1, 2, 3]),
+        snap(MAX_INDEX + 1, t, [1, 2, 3]),
+        snap(1000, t, []),  # nobody votes
+        snap(1000, t, [0, 2]),
+        snap(1000, t, list(range(1, MAX_CONF_MEMBERS + 2))),
+    ):
+        c.nodes[2].raw.step(m)
+    assert n2.log.unstable_snapshot is None and n2.log.committed < 1000
+
+
+def test_messages_from_none_or_from_oneself_are_ignored() -> None:
+    c = Cluster([1, 2, 3])
+    c.elect(1)
+    n2 = c.nodes[2].raw.raft
+    t = n2.term
+    before = (n2.term, n2.vote, n2.lead)
+    for frm in (0, 2):
+        c.nodes[2].raw.step(Message(type=MT.MsgVote, to=2, from_=frm, term=t + 1, log_term=t + 1, index=10**6))
+        c.nodes[2].raw.step(Message(type=MT.MsgHeartbeat, to=2, from_=frm, term=t + 1))
+    assert (n2.term, n2.vote, n2.lead) == before
+
+
+def test_only_the_leader_may_hand_over_leadership_or_answer_reads() -> None:
+    c = Cluster([1, 2, 3])
+    c.elect(1)
+    n2 = c.nodes[2].raw.raft
+    t = n2.term
+    c.nodes[2].raw.step(Message(type=MT.MsgTimeoutNow, to=2, from_=3, term=t))
+    assert (n2.state, n2.term) == (StateType.Follower, t)
+    c.nodes[2].raw.step(Message(type=MT.MsgReadIndexResp, to=2, from_=3, term=t, index=10**9,
+                                entries=[Entry(data=b"ctx")]))
+    assert n2.read_states == []
+    c.nodes[2].raw.step(Message(type=MT.MsgTimeoutNow, to=2, from_=1, term=t))
+    assert n2.state == StateType.Candidate  # from the leader it still works
+
+
+def test_a_rejection_walk_stops_at_the_commit_index() -> None:
+    c = Cluster([1, 2, 3])
+    c.elect(1)
+    for k in range(300):
+        c.nodes[1].raw.propose(b"%d" % k)
+    c.stabilize()
+    n2 = c.nodes[2].raw.raft
+    committed = n2.log.committed
+    c.nodes[2].raw.step(Message(type=MT.MsgApp, to=2, from_=1, term=n2.term, index=n2.log.last_index() + 5,
+                                log_term=n2.term))
+    c.nodes[2].raw.step(Message(type=MT.MsgApp, to=2, from_=1, term=n2.term, index=n2.log.last_index(),
+                                log_term=1))  # term 1 < every term past the bootstrap: the walk would go to 0
+    resp = [m for m in n2.msgs if m.type == MT.MsgAppResp and m.reject]
+    assert resp and all(m.reject_hint >= committed for m in resp)
+    c.stabilize()
+    _serving(c, b"after-rejections")

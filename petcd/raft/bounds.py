@@ -1,0 +1,130 @@
+"""What a raft message from a peer may carry: the bounds every field is held to
+before it can move a node's state.
+
+A message that breaks one of these is not a message any correct member sends:
+a forged, corrupted or buggy one. RawNode.step ignores it with a logged
+reason, so nothing from it reaches the hard state, the log or the WAL.
+Well-formedness on the wire (sizes, enum values, who is on the other end of
+the connection) is the transport's business; these are the rules that need
+raft's own state.
+
+The limits:
+
+- **terms** (``term``, ``log_term``, entry terms, snapshot term) are at most
+  ``MAX_TERM`` = 2**63 - 1. A term grows by one per election; a real cluster
+  never gets near 2**63 (at one election per millisecond that is 290 million
+  years), so a larger one is forged. The bound leaves room for term + 1 (a
+  campaign, a pre-vote's next term) to fit the uint64 of the wire and the WAL,
+  and keeps terms inside int64 for clients that read ``raft_term`` signed. A
+  node at ``MAX_TERM`` never campaigns (it logs why) rather than overflow.
+- **term jumps**: a message more than ``MAX_TERM_GAP`` = 2**32 terms ahead of
+  the node is ignored. Only elections move terms, and a member cannot
+  legitimately miss four billion of them; without this rule one forged
+  message could pin the whole cluster at ``MAX_TERM``, where no member may
+  campaign again.
+- **indexes** (``index``, ``commit``, ``reject_hint``, entry and snapshot
+  indexes) are at most ``MAX_INDEX`` = 2**63 - 1, for the same reason: one
+  index per entry, and index + len(entries) must still fit.
+- ``log_term`` is never above the message's own term (a leader at term T has
+  no entry of a later term; a voter's last term is at most its term).
+- the entries of a MsgApp are consecutive from ``index + 1``, their terms do
+  not decrease, start at or above ``log_term`` and never exceed the message's
+  term (Raft's log matching: terms along a log only grow, and a leader's log
+  holds nothing newer than its term).
+- a MsgSnap carries a snapshot whose index and term are in range, whose term
+  is not above the message's, and whose configuration has at least one voter
+  and no member id 0.
+- a MsgAppResp never acknowledges an index past the leader's last entry (a
+  follower cannot hold entries its leader does not).
+- ``from`` is a member id: never 0 (raft's "none") and never the node itself.
+"""
+
+from __future__ import annotations
+
+from petcd.raft.types import Message, MessageType
+
+MT = MessageType
+
+UINT64_MAX = (1 << 64) - 1
+MAX_TERM = (1 << 63) - 1
+MAX_INDEX = (1 << 63) - 1
+MAX_TERM_GAP = 1 << 32
+# Entries one message may carry. A leader's MsgApp holds at most
+# max_size_per_msg bytes of entries (1 MiB in petcd; entry overhead counted as
+# 12 bytes: at most ~87,000 entries) plus one; a proposal or read index, one.
+MAX_ENTRIES_PER_MESSAGE = 1 << 17
+# Members one configuration may name: etcd recommends up to 7, nobody runs
+# thousands; a bigger list in a snapshot is forged.
+MAX_CONF_MEMBERS = 1 << 12
+
+
+def why_impossible(m: Message, *, node_id: int, term: int, last_index: int, leader: bool) -> str | None:
+    """Why no correct member could have sent m to this node, or None if it could have.
+
+    node_id, term and last_index are the receiving node's; leader whether it
+    leads. Pure: the same message and state give the same answer."""
+    if m.from_ == 0:
+        return "it names no sender"
+    if m.from_ == node_id:
+        return "it claims to come from this node"
+    for name, value, limit in (
+        ("term", m.term, MAX_TERM),
+        ("log term", m.log_term, MAX_TERM),
+        ("index", m.index, MAX_INDEX),
+        ("commit", m.commit, MAX_INDEX),
+        ("reject hint", m.reject_hint, MAX_INDEX),
+        ("vote", m.vote, UINT64_MAX),
+    ):
+        if not 0 <= value <= limit:
+            return f"its {name} {value} is out of range [0, {limit}]"
+    if m.term > term and m.term - term > MAX_TERM_GAP:
+        return f"its term {m.term} is more than {MAX_TERM_GAP} terms ahead of this node's {term}"
+    if m.term and m.log_term > m.term:
+        return f"its log term {m.log_term} is above its term {m.term}"
+    if len(m.entries) > MAX_ENTRIES_PER_MESSAGE:
+        return f"it carries {len(m.entries)} entries (at most {MAX_ENTRIES_PER_MESSAGE})"
+    t = m.type
+    if t == MT.MsgApp:
+        return _check_append(m)
+    if t == MT.MsgSnap:
+        return _check_snapshot(m)
+    if t == MT.MsgAppResp and leader and not m.reject and m.index > last_index:
+        return f"it acknowledges index {m.index} past this leader's last index {last_index}"
+    return None
+
+
+def _check_append(m: Message) -> str | None:
+    if m.index + len(m.entries) > MAX_INDEX:
+        return f"its entries would end past index {MAX_INDEX}"
+    prev_term = m.log_term
+    for k, e in enumerate(m.entries):
+        if e.index != m.index + 1 + k:
+            return f"entry {k} has index {e.index}, not {m.index + 1 + k}"
+        if e.term == 0:
+            return f"entry {e.index} has term 0"
+        if e.term < prev_term:
+            return f"entry {e.index} has term {e.term}, below the term {prev_term} before it"
+        if e.term > m.term:
+            return f"entry {e.index} has term {e.term}, above the message's term {m.term}"
+        prev_term = e.term
+    return None
+
+
+def _check_snapshot(m: Message) -> str | None:
+    snap = m.snapshot
+    if snap is None:
+        return "it is a snapshot message without a snapshot"
+    md = snap.metadata
+    if not 0 < md.index <= MAX_INDEX:
+        return f"its snapshot index {md.index} is out of range [1, {MAX_INDEX}]"
+    if not 0 < md.term <= m.term:
+        return f"its snapshot term {md.term} is out of range [1, {m.term}]"
+    cs = md.conf_state
+    ids = [*cs.voters, *cs.learners, *cs.voters_outgoing, *cs.learners_next]
+    if not cs.voters:
+        return "its snapshot's configuration has no voter"
+    if len(ids) > MAX_CONF_MEMBERS:
+        return f"its snapshot's configuration names {len(ids)} members (at most {MAX_CONF_MEMBERS})"
+    if any(not 0 < i <= UINT64_MAX for i in ids):
+        return "its snapshot's configuration names member 0 or an id out of range"
+    return None
