@@ -72,7 +72,14 @@ def test_duplicate_and_reordered_appends_are_harmless() -> None:
     for k in range(5):
         n1.propose(b"%d" % k)
     apps: list[Message] = []
-    c.drop = lambda m: m.type == MT.MsgApp and m.to == 2 and (apps.append(m) or True)
+
+    def hold(m: Message) -> bool:
+        if m.type == MT.MsgApp and m.to == 2:
+            apps.append(m)
+            return True
+        return False
+
+    c.drop = hold
     c.stabilize()
     c.drop = lambda m: False
     for m in reversed(apps + apps):
