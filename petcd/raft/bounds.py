@@ -37,6 +37,10 @@ The limits:
 - a MsgAppResp never acknowledges an index past the leader's last entry (a
   follower cannot hold entries its leader does not).
 - ``from`` is a member id: never 0 (raft's "none") and never the node itself.
+- ``term`` is 0 only on what a follower forwards (MsgProp, MsgReadIndex,
+  MsgTransferLeader): raft takes a term of 0 for a local message of the
+  current term, so a MsgApp or MsgHeartbeat without a term would otherwise
+  pass for the current leader's without the sender knowing the term.
 """
 
 from __future__ import annotations
@@ -56,6 +60,9 @@ MAX_ENTRIES_PER_MESSAGE = 1 << 17
 # Members one configuration may name: etcd recommends up to 7, nobody runs
 # thousands; a bigger list in a snapshot is forged.
 MAX_CONF_MEMBERS = 1 << 12
+# Messages a follower forwards to its leader as they were made locally, without
+# a term; every other message a member sends carries its term (at least 1).
+_FORWARDED = frozenset({MT.MsgProp, MT.MsgReadIndex, MT.MsgTransferLeader})
 
 
 def why_impossible(m: Message, *, node_id: int, term: int, last_index: int, leader: bool) -> str | None:
@@ -77,6 +84,8 @@ def why_impossible(m: Message, *, node_id: int, term: int, last_index: int, lead
     ):
         if not 0 <= value <= limit:
             return f"its {name} {value} is out of range [0, {limit}]"
+    if m.term == 0 and m.type not in _FORWARDED:
+        return "it carries no term (raft would take it for a local message of the current term)"
     if m.term > term and m.term - term > MAX_TERM_GAP:
         return f"its term {m.term} is more than {MAX_TERM_GAP} terms ahead of this node's {term}"
     if m.term and m.log_term > m.term:

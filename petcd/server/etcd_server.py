@@ -12,10 +12,12 @@ Everything runs on one asyncio loop; only fsyncs and big copies go to threads.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 import os
 import random
+import tempfile
 from collections.abc import Callable
 from typing import Any
 
@@ -385,6 +387,12 @@ class EtcdServer(ClusterOps):
         self.transport.send([m])
 
     def _on_peer_message(self, m: Message) -> None:
+        if m.type == MessageType.MsgSnap and m.snapshot is not None \
+                and m.snapshot.metadata.index > self.node.raw.status().commit:
+            why = _snapshot_problem(m.snapshot, self.cfg.backend_path())
+            if why is not None:
+                log.warning("ignored a snapshot [index %d] from %x: %s", m.snapshot.metadata.index, m.from_, why)
+                return
         self.node.raw.step(m)
         self.node.notify()
 
@@ -654,6 +662,35 @@ class EtcdServer(ClusterOps):
     async def lease_leases(self) -> rpc_pb2.LeaseLeasesResponse:
         await self.linearizable_read()
         return rpc_pb2.LeaseLeasesResponse(leases=[rpc_pb2.LeaseStatus(ID=i) for i in sorted(self.lessor.leases)])
+
+
+def _snapshot_problem(snap: Snapshot, backend_path: str) -> str | None:
+    """Why the backend a MsgSnap carries could not be installed here, or None.
+
+    Checked before raft sees the message: once raft takes a snapshot it is in
+    the WAL, and a backend that cannot be opened would stop the member on
+    every start. A leader always sends its whole backend, committed at or past
+    the snapshot's index."""
+    if not snap.data:
+        return "it carries no backend"
+    fd, tmp = tempfile.mkstemp(prefix=os.path.basename(backend_path) + ".check-", dir=os.path.dirname(backend_path))
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(snap.data)
+        backend = Backend(tmp)
+        try:
+            index, _ = backend.consistent_index()
+        finally:
+            backend.close()
+    except Exception as exc:  # anything the bytes make the backend raise
+        return f"its backend cannot be opened: {exc}"
+    finally:
+        for path in (tmp, tmp + "-lock"):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+    if index < snap.metadata.index:
+        return f"its backend is at index {index}, behind the snapshot's {snap.metadata.index}"
+    return None
 
 
 def _install_backend(path: str, data: bytes) -> None:

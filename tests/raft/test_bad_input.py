@@ -317,3 +317,19 @@ def test_a_rejection_walk_stops_at_the_commit_index() -> None:
     assert resp and all(m.reject_hint >= committed for m in resp)
     c.stabilize()
     _serving(c, b"after-rejections")
+
+
+def test_a_message_without_a_term_does_not_pass_for_the_leaders() -> None:
+    """raft takes term 0 for a local message of the current term: from the network only
+    what a follower forwards may come without one."""
+    c = Cluster([1, 2, 3])
+    c.elect(1)
+    n2 = c.nodes[2].raw.raft
+    last, committed = n2.log.last_index(), n2.log.committed
+    c.nodes[2].raw.step(Message(type=MT.MsgApp, to=2, from_=3, term=0, index=last, log_term=n2.log.term(last) or 0,
+                                commit=last + 1, entries=[Entry(n2.term, last + 1, data=b"forged")]))
+    c.nodes[2].raw.step(Message(type=MT.MsgHeartbeat, to=2, from_=3, term=0, commit=last))
+    assert (n2.log.last_index(), n2.log.committed, n2.lead) == (last, committed, 1)
+    c.nodes[1].raw.step(Message(type=MT.MsgProp, to=1, from_=2, term=0, entries=[Entry(data=b"forwarded")]))
+    c.stabilize()
+    assert c.data(2)[-1] == b"forwarded"
