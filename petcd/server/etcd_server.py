@@ -65,7 +65,7 @@ from petcd.server.membership import (
 )
 from petcd.server.raft_node import NodeHooks, RaftNode
 from petcd.server.raft_storage import RaftStorage, WalIdentity
-from petcd.server.transport import PeerTransport
+from petcd.server.transport import DEFAULT_MAX_MESSAGE_BYTES, PeerTransport
 from petcd.server.wait import AppliedWait, Wait
 from petcd.storage.backend import Backend
 from petcd.storage.fsutil import replace_file
@@ -174,6 +174,8 @@ class EtcdServer(ClusterOps):
             on_unreachable=raw.report_unreachable,
             on_snapshot_status=raw.report_snapshot,
             members_info=self._members_doc,
+            # a MsgApp holds up to 1 MiB of entries plus one, which may be a whole request
+            max_message_bytes=max(DEFAULT_MAX_MESSAGE_BYTES, 2 * cfg.max_request_bytes + (2 << 20)),
         )
         await self.transport.start()
         for mid, urls in self.membership.peers().items():

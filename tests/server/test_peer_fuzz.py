@@ -411,6 +411,35 @@ def test_a_term_of_2_64_minus_1_on_the_peer_port_kills_nobody(cluster: list[Serv
     assert_no_crash_in_logs(cluster)
 
 
+def test_a_snapshot_that_is_no_backend_kills_nobody(cluster: list[Server]) -> None:
+    """Found by the fuzzer: a MsgSnap in the leader's name, at the current term and past
+    every member's commit, whose data is no backend (garbage, an LMDB page header and
+    then garbage, nothing at all). raft took it and wrote it to the WAL, the backend
+    would not open, and the member stopped, on every restart."""
+    info = _cluster_info(cluster)
+    lead = _status(cluster[0]).leader
+    rng = random.Random(SEED)
+    for t, port in enumerate(info.ports):
+        if info.ids[t] == lead:
+            continue
+        frames = b""
+        for data in (rng.randbytes(5000), _LMDB_HEAD + rng.randbytes(20_000), b""):
+            snap = raft_pb2.Message(type=MT.MsgSnap, to=info.ids[t], term=info.term)  # type: ignore[arg-type]
+            setattr(snap, "from", lead)
+            snap.snapshot.data = data
+            snap.snapshot.metadata.index = info.index + 100
+            snap.snapshot.metadata.term = info.term
+            snap.snapshot.metadata.conf_state.voters.extend(info.ids)
+            body = snap.SerializeToString()
+            frames += _LEN.pack(len(body)) + body
+        assert _send(port, _HANDSHAKE.pack(MAGIC, info.cluster_id, lead, info.ids[t]) + frames)
+    check_serving(cluster, "bad-snapshot")
+    for i, m in enumerate(cluster):
+        assert _status(m).raftIndex < info.index + 100, f"member {i} took the snapshot"
+    restart_each(cluster)
+    assert_no_crash_in_logs(cluster)
+
+
 def test_peer_port_fuzz(cluster: list[Server]) -> None:
     info = _cluster_info(cluster)
     writes = {"ok": 0, "failed": 0}
