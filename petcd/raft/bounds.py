@@ -36,7 +36,8 @@ The limits:
   and no member id 0.
 - a MsgAppResp never acknowledges an index past the leader's last entry (a
   follower cannot hold entries its leader does not).
-- ``from`` is a member id: never 0 (raft's "none") and never the node itself.
+- ``from`` is a member id: never 0 (raft's "none"), and never the node
+  itself but on a forwarded message.
 - ``term`` is 0 only on what a follower forwards (MsgProp, MsgReadIndex,
   MsgTransferLeader): raft takes a term of 0 for a local message of the
   current term, so a MsgApp or MsgHeartbeat without a term would otherwise
@@ -60,9 +61,12 @@ MAX_ENTRIES_PER_MESSAGE = 1 << 17
 # Members one configuration may name: etcd recommends up to 7, nobody runs
 # thousands; a bigger list in a snapshot is forged.
 MAX_CONF_MEMBERS = 1 << 12
-# Messages a follower forwards to its leader as they were made locally, without
-# a term; every other message a member sends carries its term (at least 1).
-_FORWARDED = frozenset({MT.MsgProp, MT.MsgReadIndex, MT.MsgTransferLeader})
+# Messages a follower forwards to its leader as they were made locally: without
+# a term, and naming whoever made them (which may be a third member, or the
+# receiver itself, when a follower that has just lost its leadership forwards
+# them again). Every other message a member sends carries its term (at least 1)
+# and its own id.
+FORWARDED = frozenset({MT.MsgProp, MT.MsgReadIndex, MT.MsgTransferLeader})
 
 
 def why_impossible(m: Message, *, node_id: int, term: int, last_index: int, leader: bool) -> str | None:
@@ -72,7 +76,7 @@ def why_impossible(m: Message, *, node_id: int, term: int, last_index: int, lead
     leads. Pure: the same message and state give the same answer."""
     if m.from_ == 0:
         return "it names no sender"
-    if m.from_ == node_id:
+    if m.from_ == node_id and m.type not in FORWARDED:
         return "it claims to come from this node"
     for name, value, limit in (
         ("term", m.term, MAX_TERM),
@@ -84,7 +88,7 @@ def why_impossible(m: Message, *, node_id: int, term: int, last_index: int, lead
     ):
         if not 0 <= value <= limit:
             return f"its {name} {value} is out of range [0, {limit}]"
-    if m.term == 0 and m.type not in _FORWARDED:
+    if m.term == 0 and m.type not in FORWARDED:
         return "it carries no term (raft would take it for a local message of the current term)"
     if m.term > term and m.term - term > MAX_TERM_GAP:
         return f"its term {m.term} is more than {MAX_TERM_GAP} terms ahead of this node's {term}"

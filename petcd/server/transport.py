@@ -36,9 +36,11 @@ Guarantees:
   message type; a snapshot frame may be up to 4 GiB, a MsgApp or MsgProp up
   to ``max_message_bytes`` (64 MiB by default) holding at most
   MAX_ENTRIES_PER_MESSAGE entries and no snapshot, any other message 64 KiB;
-  every message's ``from`` must be the member that opened the connection (a
-  MsgTransferLeader names its transferee there instead), and that member is
-  neither 0 nor this member. Senders this member does not know are let in: a
+  every message's ``from`` must be the member that opened the connection
+  (but on what followers forward: a MsgProp or MsgReadIndex names the member
+  that made it, which a follower that just lost its leadership forwards
+  again, a MsgTransferLeader its transferee), and that member is neither 0
+  nor this member. Senders this member does not know are let in: a
   member that is behind does not yet know the members added since, and must
   still hear from a leader among them. What is well-formed on the wire but
   impossible for raft (a term near 2**64, say) is raft's to ignore
@@ -71,7 +73,7 @@ from urllib.parse import urlsplit
 
 from petcd.proto import raft_pb2
 from petcd.raft import Message, MessageType, Snapshot
-from petcd.raft.bounds import MAX_ENTRIES_PER_MESSAGE
+from petcd.raft.bounds import FORWARDED, MAX_ENTRIES_PER_MESSAGE
 
 log = logging.getLogger("petcd.server.transport")
 
@@ -686,7 +688,7 @@ class _Inbound(asyncio.Protocol):
                 need = 4 + size
                 break
             msg = self.decode(buf, off + 4, stop)
-            if msg.from_ != self.peer_id and msg.type != MessageType.MsgTransferLeader:
+            if msg.from_ != self.peer_id and msg.type not in FORWARDED:
                 raise FrameError(f"bad frame: a {msg.type.name} from member {msg.from_:x} on {self.peer_id:x}'s connection")
             off = stop
             if not self.owner.deliver(msg, self) and msg.type == MessageType.MsgSnap:

@@ -333,3 +333,15 @@ def test_a_message_without_a_term_does_not_pass_for_the_leaders() -> None:
     c.nodes[1].raw.step(Message(type=MT.MsgProp, to=1, from_=2, term=0, entries=[Entry(data=b"forwarded")]))
     c.stabilize()
     assert c.data(2)[-1] == b"forwarded"
+
+
+def test_requests_forwarded_back_to_their_maker_are_served() -> None:
+    """A follower that has just lost its leadership forwards what it received again, naming
+    its maker: a proposal or read index may reach the leader that made it."""
+    c = Cluster([1, 2, 3])
+    c.elect(1)
+    c.nodes[1].raw.step(Message(type=MT.MsgProp, to=1, from_=1, entries=[Entry(data=b"round-trip")]))
+    c.nodes[1].raw.step(Message(type=MT.MsgReadIndex, to=1, from_=1, entries=[Entry(data=b"ctx")]))
+    c.stabilize()
+    assert c.data(3)[-1] == b"round-trip"
+    assert [rs.request_ctx for rs in c.nodes[1].read_states] == [b"ctx"]

@@ -580,14 +580,18 @@ def test_frames_out_of_bounds_close_only_their_connection(run: Run[None], caplog
             host, port = b.transport.addresses[0]
             r, w = await asyncio.open_connection(host, port)
             transfer = Message(MessageType.MsgTransferLeader, to=0xB2, from_=0xC3, term=3)
+            # forwarded again by a member that has just lost its leadership: they name their makers
+            prop = Message(MessageType.MsgProp, to=0xB2, from_=0xC3, entries=[Entry(data=b"p")])
+            read = Message(MessageType.MsgReadIndex, to=0xB2, from_=0xB2, entries=[Entry(data=b"ctx")])
             w.write(handshake(CLUSTER, 0xA1, 0xB2) + frame(_raw_msgapp(0xA1, 0xB2, MAX_ENTRIES_PER_MESSAGE))
-                    + frame(transfer.to_bytes()))
-            await wait_until(lambda: len(b.received) == 2, what="the in-bounds messages")
-            assert len(b.received[0].entries) == MAX_ENTRIES_PER_MESSAGE and b.received[1] == transfer
+                    + frame(transfer.to_bytes()) + frame(prop.to_bytes()) + frame(read.to_bytes()))
+            await wait_until(lambda: len(b.received) == 4, what="the in-bounds messages")
+            assert len(b.received[0].entries) == MAX_ENTRIES_PER_MESSAGE
+            assert b.received[1:] == [transfer, prop, read]
             w.close()
             link(a, b)
             a.transport.send([heartbeat(a.id, b.id, i) for i in range(3)])
-            await wait_until(lambda: len(b.received) == 5, what="the real peer's messages")
+            await wait_until(lambda: len(b.received) == 7, what="the real peer's messages")
 
     run(main())
 
