@@ -17,11 +17,16 @@ The limits:
   campaign, a pre-vote's next term) to fit the uint64 of the wire and the WAL,
   and keeps terms inside int64 for clients that read ``raft_term`` signed. A
   node at ``MAX_TERM`` never campaigns (it logs why) rather than overflow.
-- **term jumps**: a message more than ``MAX_TERM_GAP`` = 2**32 terms ahead of
-  the node is ignored. Only elections move terms, and a member cannot
-  legitimately miss four billion of them; without this rule one forged
-  message could pin the whole cluster at ``MAX_TERM``, where no member may
-  campaign again.
+- **term jumps** (applied in Raft.step, not here): a node never moves its
+  term up by more than ``MAX_TERM_STEP`` = 2**32 for one message. Only
+  elections move terms, and no member misses four billion of them; a message
+  further ahead moves the node up by ``MAX_TERM_STEP`` (as a campaign would:
+  a higher term, no vote, no leader) and is otherwise dropped. Without the
+  limit one forged message could pin the cluster at ``MAX_TERM``, where no
+  member may campaign again; with it that takes 2**31 of them. Members that
+  forged messages have pushed apart still converge (each message from the
+  higher one lifts the lower one), which a rule that ignored far-ahead terms
+  would not give: they would stop hearing each other for good.
 - **indexes** (``index``, ``commit``, ``reject_hint``, entry and snapshot
   indexes) are at most ``MAX_INDEX`` = 2**63 - 1, for the same reason: one
   index per entry, and index + len(entries) must still fit.
@@ -53,7 +58,7 @@ MT = MessageType
 UINT64_MAX = (1 << 64) - 1
 MAX_TERM = (1 << 63) - 1
 MAX_INDEX = (1 << 63) - 1
-MAX_TERM_GAP = 1 << 32
+MAX_TERM_STEP = 1 << 32
 # Entries one message may carry. A leader's MsgApp holds at most
 # max_size_per_msg bytes of entries (1 MiB in petcd; entry overhead counted as
 # 12 bytes: at most ~87,000 entries) plus one; a proposal or read index, one.
@@ -90,8 +95,6 @@ def why_impossible(m: Message, *, node_id: int, term: int, last_index: int, lead
             return f"its {name} {value} is out of range [0, {limit}]"
     if m.term == 0 and m.type not in FORWARDED:
         return "it carries no term (raft would take it for a local message of the current term)"
-    if m.term > term and m.term - term > MAX_TERM_GAP:
-        return f"its term {m.term} is more than {MAX_TERM_GAP} terms ahead of this node's {term}"
     if m.term and m.log_term > m.term:
         return f"its log term {m.log_term} is above its term {m.term}"
     if len(m.entries) > MAX_ENTRIES_PER_MESSAGE:

@@ -16,7 +16,7 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from petcd.raft.bounds import MAX_TERM
+from petcd.raft.bounds import MAX_TERM, MAX_TERM_STEP
 from petcd.raft.log import RaftLog
 from petcd.raft.progress import Progress, ProgressState
 from petcd.raft.storage import MemoryStorage
@@ -346,6 +346,15 @@ class Raft:
                 pass  # a pre-vote never changes our term
             elif m.type == MT.MsgPreVoteResp and not m.reject:
                 pass  # the term moves when the pre-vote wins
+            elif m.term - self.term > MAX_TERM_STEP:
+                # No run of elections explains such a jump (bounds.py): move toward the term as a
+                # campaign would, by MAX_TERM_STEP at most, and drop the message. A cluster pushed
+                # apart still converges; pinning it at MAX_TERM takes billions of forged messages.
+                term = min(self.term + MAX_TERM_STEP, MAX_TERM)
+                log.warning("%x moved from term %d to %d only, on a %s from %x at term %d",
+                            self.id, self.term, term, m.type.name, m.from_, m.term)
+                self.become_follower(term, NONE)
+                return
             elif m.type in (MT.MsgApp, MT.MsgHeartbeat, MT.MsgSnap):
                 self.become_follower(m.term, m.from_)
             else:

@@ -27,7 +27,7 @@ from petcd.raft.bounds import (
     MAX_ENTRIES_PER_MESSAGE,
     MAX_INDEX,
     MAX_TERM,
-    MAX_TERM_GAP,
+    MAX_TERM_STEP,
     UINT64_MAX,
 )
 from tests.raft.cluster import Cluster
@@ -172,7 +172,8 @@ def test_a_term_near_uint64_max_is_ignored_and_the_cluster_keeps_electing(term: 
         c.nodes[to].raw.step(Message(type=mtype, to=to, from_=3 if to != 3 else 1, term=term, log_term=term,
                                       index=10**6, commit=10**6))
     c.stabilize()
-    assert c.nodes[2].raw.raft.term == term0
+    # past MAX_TERM: ignored; up to it: the member moves MAX_TERM_STEP toward it at most
+    assert c.nodes[2].raw.raft.term == term0 if term > MAX_TERM else c.nodes[2].raw.raft.term <= term0 + MAX_TERM_STEP
     c.down.add(1)  # force elections: every member must still campaign, and encode what it sends
     _serving(c, b"after-poison")
     c.down.clear()
@@ -194,17 +195,33 @@ def test_a_node_at_the_term_limit_does_not_campaign() -> None:
     assert not [m for m in rd.messages if m.type in (MT.MsgVote, MT.MsgPreVote)]
 
 
-def test_a_term_jump_up_to_the_gap_is_taken_and_beyond_it_ignored() -> None:
+def test_a_term_jump_moves_a_node_by_the_step_at_most() -> None:
     c = WireCluster([1, 2, 3])
     c.elect(1)
     n2 = c.nodes[2].raw
     t = n2.raft.term
-    n2.step(Message(type=MT.MsgHeartbeat, to=2, from_=1, term=t + MAX_TERM_GAP + 1))
-    assert n2.raft.term == t
-    n2.step(Message(type=MT.MsgHeartbeat, to=2, from_=1, term=t + MAX_TERM_GAP))
-    assert n2.raft.term == t + MAX_TERM_GAP  # possible, if absurd: it is taken
+    n2.step(Message(type=MT.MsgHeartbeat, to=2, from_=1, term=t + MAX_TERM_STEP))
+    assert (n2.raft.term, n2.raft.lead) == (t + MAX_TERM_STEP, 1)  # possible, if absurd: it is taken
+    t = n2.raft.term
+    n2.step(Message(type=MT.MsgHeartbeat, to=2, from_=1, term=MAX_TERM))
+    assert (n2.raft.term, n2.raft.lead, n2.raft.vote) == (t + MAX_TERM_STEP, 0, 0)  # moved toward it, no leader
     c.stabilize()
     _serving(c, b"after-jump")
+    assert max(c.nodes[i].raw.raft.term for i in c.ids) < 3 * MAX_TERM_STEP
+
+
+def test_members_pushed_far_apart_converge() -> None:
+    """Forged terms can push each member somewhere else; they must still find one term and elect."""
+    c = WireCluster([1, 2, 3])
+    c.elect(1)
+    for i, k in ((1, 7), (2, 40), (3, 90)):
+        n = c.nodes[i].raw
+        for _ in range(k):
+            n.step(Message(type=MT.MsgHeartbeat, to=i, from_=1 if i != 1 else 2, term=MAX_TERM))
+    terms = sorted(c.nodes[i].raw.raft.term for i in c.ids)
+    assert terms[-1] - terms[0] > 50 * MAX_TERM_STEP
+    _serving(c, b"converged", ticks=500)
+    assert len({c.nodes[i].raw.raft.term for i in c.ids}) == 1
 
 
 def _app(c: Cluster, to: int, entries: list[Entry], **kw: int) -> Message:

@@ -38,13 +38,14 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import grpc
 import pytest
 
 from petcd.proto import raft_pb2, rpc_pb2
 from petcd.raft import Message, MessageType
-from petcd.raft.bounds import MAX_INDEX, MAX_TERM, MAX_TERM_GAP, UINT64_MAX
+from petcd.raft.bounds import MAX_INDEX, MAX_TERM, MAX_TERM_STEP, UINT64_MAX
 from petcd.server.transport import MAGIC, MEMBERS_MAGIC
 from petcd.storage.wal import WAL
 from tests.harness import Server, petcd_cluster, wait_for
@@ -112,7 +113,7 @@ class Fuzzer:
         if choice < 0.55:
             return r.getrandbits(64)
         if choice < 0.65:
-            return min(UINT64_MAX, value + r.choice([MAX_TERM_GAP, MAX_TERM_GAP + 1, 2**40]))
+            return min(UINT64_MAX, value + r.choice([MAX_TERM_STEP, MAX_TERM_STEP + 1, 2**40]))
         return min(UINT64_MAX, max(0, value + r.randint(-3, 3)))
 
     def base(self, kind: int, target: int, sender: int) -> raft_pb2.Message:
@@ -440,8 +441,17 @@ def test_a_snapshot_that_is_no_backend_kills_nobody(cluster: list[Server]) -> No
     assert_no_crash_in_logs(cluster)
 
 
+def _rss_mb(s: Server) -> float:
+    assert s.proc is not None
+    for line in Path(f"/proc/{s.proc.pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
 def test_peer_port_fuzz(cluster: list[Server]) -> None:
     info = _cluster_info(cluster)
+    rss_before = [_rss_mb(m) for m in cluster]
     writes = {"ok": 0, "failed": 0}
     stop = threading.Event()
 
@@ -464,7 +474,12 @@ def test_peer_port_fuzz(cluster: list[Server]) -> None:
         th.join(30)
     print(f"peer fuzz: seed {SEED}, {FUZZ_SECONDS:.0f} s, {stats.connections} connections, {stats.frames} frames, "
           f"{stats.refused} cut off; client puts during the run: {writes}; kinds: {sorted(stats.kinds.items())}")
+    rss_after = [_rss_mb(m) for m in cluster]
+    print(f"member RSS before/after the run (MB): {[f'{a:.0f}/{b:.0f}' for a, b in zip(rss_before, rss_after, strict=True)]}")
     assert stats.connections > 0
+    for i, (a, b) in enumerate(zip(rss_before, rss_after, strict=True)):
+        # hostile frames are refused before they are buffered or parsed whole: memory stays near where it was
+        assert b < a + 300, f"member {i} grew from {a:.0f} MB to {b:.0f} MB"
     check_serving(cluster, "after-fuzz")
     for i, m in enumerate(cluster):
         assert _status(m).raftTerm <= MAX_TERM, f"member {i} is at term {_status(m).raftTerm}"
