@@ -388,9 +388,14 @@ class EtcdServer(ClusterOps):
         m.snapshot = Snapshot(data, SnapshotMetadata(cs, index, term))
         self.transport.send([m])
 
+    def _snapshot_news(self, m: Message) -> bool:
+        """Whether raft could take this MsgSnap (not stale, past our commit): only then is its data checked."""
+        assert m.snapshot is not None
+        st = self.node.raw.status()
+        return m.term >= st.term and m.snapshot.metadata.index > st.commit
+
     def _on_peer_message(self, m: Message) -> None:
-        if m.type == MessageType.MsgSnap and m.snapshot is not None \
-                and m.snapshot.metadata.index > self.node.raw.status().commit:
+        if m.type == MessageType.MsgSnap and m.snapshot is not None and self._snapshot_news(m):
             why = _snapshot_problem(m.snapshot, self.cfg.backend_path())
             if why is not None:
                 log.warning("ignored a snapshot [index %d] from %x: %s", m.snapshot.metadata.index, m.from_, why)
