@@ -127,6 +127,7 @@ class Raft:
         # conf change entries up to here are already reflected in prs
         # (bootstrap applies its own at once)
         self.conf_reflected = 0
+        self.verified = 0
         self._step: Callable[[Message], None] = self._step_follower
 
         hs, cs = cfg.storage.initial_state()
@@ -145,6 +146,9 @@ class Raft:
         if cfg.applied > 0:
             self.log.applied_to(cfg.applied)
         self.become_follower(self.term, NONE)
+        # Restarted within a term, the log is taken as matched: the leader may well know this
+        # node's tail is its own (its match for it) and will send no append to say so again.
+        self.verified = self.log.last_index()
 
     # ---- state ---------------------------------------------------------------
 
@@ -186,6 +190,10 @@ class Raft:
         if self.term != term:
             self.term = term
             self.vote = NONE
+            # How far this node's log is known to match the leader of this term's: what
+            # it has committed, then what that leader's appends have matched. A heartbeat
+            # commits no further (_handle_heartbeat).
+            self.verified = self.log.committed
         self.lead = NONE
         self.election_elapsed = 0
         self.heartbeat_elapsed = 0
@@ -393,7 +401,9 @@ class Raft:
     def _step_leader(self, m: Message) -> None:
         t = m.type
         if t == MT.MsgBeat:
-            self._bcast_heartbeat(b"")
+            # Every heartbeat carries the newest pending read's context: a read
+            # whose acks were lost is confirmed by the next heartbeat, not never.
+            self._bcast_heartbeat(self.read_queue[-1] if self.read_queue else b"")
             return
         if t == MT.MsgCheckQuorum:
             if not self._quorum_active():
@@ -759,6 +769,7 @@ class Raft:
             return
         last_new = self.log.maybe_append(m.index, m.log_term, m.commit, m.entries)
         if last_new is not None:
+            self.verified = max(self.verified, last_new)
             self._send(Message(type=MT.MsgAppResp, to=m.from_, index=last_new))
             return
         hint_index = min(m.index, self.log.last_index())
@@ -770,7 +781,12 @@ class Raft:
         )
 
     def _handle_heartbeat(self, m: Message) -> None:
-        self.log.commit_to(min(m.commit, self.log.last_index()))
+        # A leader's heartbeat commits at most what the follower has matched with it
+        # (min(match, commit)). Entries past `verified` are not known to be this term's
+        # leader's: a stale tail from an earlier term must not be committed on the word
+        # of a heartbeat (a forged one, say); the leader's first append in its term,
+        # which every follower gets, verifies what is really its own.
+        self.log.commit_to(min(m.commit, self.verified, self.log.last_index()))
         self._send(Message(type=MT.MsgHeartbeatResp, to=m.from_, context=m.context))
 
     def _handle_snapshot(self, m: Message) -> None:
@@ -792,6 +808,7 @@ class Raft:
             self.log.commit_to(md.index)
             return False
         self.log.restore(snap)
+        self.verified = md.index
         self.prs = {}
         for v in cs.voters:
             self._add_progress(v, learner=False)

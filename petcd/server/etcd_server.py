@@ -562,7 +562,21 @@ class EtcdServer(ClusterOps):
                     except TimeoutError:
                         raise ErrTimeoutDueToLeaderFail() from None
             except TimeoutError:
+                self._forget_round(fut)
                 raise (ErrTimeoutDueToLeaderFail() if self.node.lead == 0 else ErrTimeout()) from None
+
+    def _forget_round(self, fut: asyncio.Future[None]) -> None:
+        """A read round that timed out may have been lost on the way (a dropped
+        message): forget it, so the next read starts a new round instead of
+        waiting behind this one for good. Reads still sharing it retry."""
+        for ctx, f in list(self._read_rounds.items()):
+            if f is fut:
+                del self._read_rounds[ctx]
+                if not fut.done():
+                    fut.set_exception(_RoundLost())
+                    fut.exception()  # retrieved: no "never retrieved" warning if nobody else waits on it
+        if not self._read_rounds:
+            self._start_read_round()  # the reads that queued behind the lost round
 
     def _start_read_round(self) -> None:
         fut, self._read_next = self._read_next, None

@@ -362,3 +362,59 @@ def test_requests_forwarded_back_to_their_maker_are_served() -> None:
     c.stabilize()
     assert c.data(3)[-1] == b"round-trip"
     assert [rs.request_ctx for rs in c.nodes[1].read_states] == [b"ctx"]
+
+
+def test_a_read_whose_acks_were_lost_is_confirmed_by_a_later_heartbeat() -> None:
+    """Regression: only the first heartbeat carried a read's context; with its
+    acks lost the read never completed, and every later read on that member
+    queued behind it until the leader changed."""
+    c = Cluster([1, 2, 3])
+    c.elect(1)
+    c.nodes[1].raw.propose(b"x")
+    c.stabilize()
+    c.drop = lambda m: m.type == MT.MsgHeartbeatResp and m.context == b"r1"
+    c.nodes[1].raw.read_index(b"r1")
+    c.stabilize()
+    assert c.nodes[1].read_states == []
+    c.drop = lambda m: False
+    c.tick(2)
+    assert [rs.request_ctx for rs in c.nodes[1].read_states] == [b"r1"]
+
+
+def test_a_heartbeat_does_not_commit_what_the_follower_has_not_matched_with_its_leader() -> None:
+    """A heartbeat's commit is min(match, commit) at a real leader; past what this
+    follower has matched in this term it can only be a forgery, and must not commit
+    a stale tail (entries a later leader may overwrite)."""
+    c = Cluster([1, 2, 3])
+    c.elect(1)
+    c.drop = lambda m: m.to == 3 or m.type == MT.MsgAppResp  # 2 gets the entries, nobody acks them
+    c.nodes[1].raw.propose(b"tail")
+    c.stabilize()
+    n2 = c.nodes[2].raw.raft
+    committed, last = n2.log.committed, n2.log.last_index()
+    assert last > committed
+    c.nodes[2].raw.step(Message(type=MT.MsgHeartbeat, to=2, from_=3, term=n2.term + 1, commit=last))
+    assert n2.log.committed == committed  # a new leader's word alone does not commit the old tail
+    c.nodes[2].raw.step(Message(type=MT.MsgHeartbeat, to=2, from_=1, term=n2.term, commit=last))
+    assert n2.log.committed == committed
+
+
+def test_a_follower_restarted_within_the_term_learns_the_commit_from_heartbeats() -> None:
+    """The leader may know a restarted follower's tail is its own and send it no append;
+    heartbeats alone must then move its commit index."""
+    c = Cluster([1, 2, 3])
+    c.elect(1)
+    c.drop = lambda m: m.to == 2 and m.type == MT.MsgHeartbeat or m.to == 2 and m.type == MT.MsgApp and not m.entries
+    c.nodes[1].raw.propose(b"a")
+    c.stabilize()  # 2 has the entry and acked it; the commit index reaches it only with the next message
+    n2 = c.nodes[2]
+    last = n2.raw.raft.log.last_index()
+    assert n2.raw.raft.log.committed < last
+    term = n2.raw.raft.term
+    n2.storage.set_hard_state(n2.raw.raft.hard_state())
+    c.nodes[2] = type(n2)(RawNode(Config(id=2, storage=n2.storage, applied=n2.raw.raft.log.applied, pre_vote=True,
+                                         check_quorum=True, rng=random.Random(2))), n2.storage, n2.applied)
+    c.drop = lambda m: False
+    c.tick(3, only=[1])
+    assert c.nodes[2].raw.raft.term == term
+    assert c.nodes[2].raw.raft.log.committed == last

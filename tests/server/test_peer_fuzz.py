@@ -18,9 +18,10 @@ content the cluster would then replicate (a well-formed append of new
 entries at the current term and log position, a proposal of a membership
 change or of bytes the applier cannot decode). Like etcd's, petcd's peer port
 trusts its members; those are forgeries, not malformed input, and peer TLS or
-a private network is what keeps them out. So every MsgApp carrying entries
-gets at least one impossibility (its entries do not follow its index), and
-proposals carry no-op entries only.
+a private network is what keeps them out. So every MsgApp gets at least one
+impossibility (a log term above its term; entries that do not follow its
+index), and proposals carry no-op entries only. Heartbeats may carry any
+commit: raft commits no further than a follower has matched with its leader.
 
 The seed is fixed (PETCD_FUZZ_SEED to change it); the run lasts
 PETCD_FUZZ_SECONDS (8 by default).
@@ -202,10 +203,13 @@ class Fuzzer:
                 setattr(m, "from", self.near(getattr(m, "from")))
 
     def guard(self, m: raft_pb2.Message) -> None:
-        """Make a MsgApp with entries impossible, so it cannot be a forgery the cluster would replicate."""
-        if m.type == MT.MsgApp and len(m.entries):
-            last = m.entries[-1]
-            last.Index = min(UINT64_MAX, last.Index + 2) if last.Index < UINT64_MAX else 0
+        """Make every MsgApp impossible, so it cannot be a forgery the cluster would replicate or commit:
+        one whose (index, log term) happened to match a member's log would commit that member's tail."""
+        if m.type == MT.MsgApp:
+            m.logTerm = min(UINT64_MAX, m.term + 1)  # above its own term (a term past MAX_TERM is impossible anyway)
+            if len(m.entries):
+                last = m.entries[-1]
+                last.Index = min(UINT64_MAX, last.Index + 2) if last.Index < UINT64_MAX else 0
         if m.type == MT.MsgProp:
             for e in m.entries:
                 e.Type = 0  # type: ignore[assignment]  # no membership change, ever
