@@ -469,3 +469,24 @@ def test_request_flood_to_a_handler_that_stops_reading_is_held_by_flow_control(s
     assert raw <= window
     assert raw >= sent - 20 * len(chunk)  # held back, not decoded
     c.close()
+
+
+def test_nghttp_continuation_padding_priority_and_small_windows(served: Served, tmp_path: object) -> None:
+    """nghttp2's own client sends its headers in CONTINUATIONs, pads every
+    frame, sends priority fields, grants only 64 KiB windows and a header
+    table of 0: a 3 MB answer still arrives whole."""
+    nghttp = shutil.which("nghttp")
+    if nghttp is None:
+        pytest.skip("nghttp not installed (apt-get install nghttp2-client)")
+    import pathlib
+
+    body = pathlib.Path(str(tmp_path)) / "body"
+    body.write_bytes(frame_message(BytesValue(value=b"3000000").SerializeToString()))
+    out = subprocess.run(
+        [nghttp, "--continuation", "-b", "50", "-w", "16", "-W", "16", "-c", "0",
+         "-H", "content-type: application/grpc", "-H", "te: trailers", "-d", str(body),
+         f"http://{served.target}/test.Echo/Big"],
+        capture_output=True, timeout=120, check=True,
+    ).stdout
+    expected = BytesValue(value=b"x" * 3000000).SerializeToString()
+    assert out == frame_message(expected)
