@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import resource
-import shutil
 import socket
 import subprocess
 import threading
@@ -19,6 +18,7 @@ from petcd.http2 import frames as f
 from petcd.http2 import server as srv
 from petcd.http2.connection import H2Settings
 from petcd.http2.grpc import frame_message
+from petcd.testing.harness import require_binary
 from tests.http2.conftest import BytesValue, Served, serve, shutdown
 from tests.http2.rawclient import RawClient
 
@@ -265,9 +265,7 @@ def test_memory_stays_bounded_for_a_reader_that_stops(served: Served) -> None:
 
 
 def test_curl_http2_prior_knowledge(served: Served, tmp_path: object) -> None:
-    curl = shutil.which("curl")
-    if curl is None:
-        pytest.skip("curl not installed")
+    curl = require_binary("curl")
     body = frame_message(BytesValue(value=b"curl!").SerializeToString())
     out = subprocess.run(
         [curl, "-s", "--http2-prior-knowledge", "-D", "-", "-H", "content-type: application/grpc",
@@ -280,9 +278,7 @@ def test_curl_http2_prior_knowledge(served: Served, tmp_path: object) -> None:
 
 
 def test_h2load(served: Served, tmp_path: object) -> None:
-    h2load = shutil.which("h2load")
-    if h2load is None:
-        pytest.skip("h2load not installed (apt-get install nghttp2-client)")
+    h2load = require_binary("h2load")
     import pathlib
 
     body = pathlib.Path(str(tmp_path)) / "body"
@@ -475,9 +471,7 @@ def test_nghttp_continuation_padding_priority_and_small_windows(served: Served, 
     """nghttp2's own client sends its headers in CONTINUATIONs, pads every
     frame, sends priority fields, grants only 64 KiB windows and a header
     table of 0: a 3 MB answer still arrives whole."""
-    nghttp = shutil.which("nghttp")
-    if nghttp is None:
-        pytest.skip("nghttp not installed (apt-get install nghttp2-client)")
+    nghttp = require_binary("nghttp")
     import pathlib
 
     body = pathlib.Path(str(tmp_path)) / "body"
