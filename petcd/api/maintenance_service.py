@@ -9,17 +9,16 @@ import subprocess
 import sys
 from collections.abc import AsyncIterator
 
-import grpc
-
 from petcd.api.errors import abort_with
 from petcd.api.handler import unary
-from petcd.proto import rpc_pb2, rpc_pb2_grpc
+from petcd.http2.server import CallContext
+from petcd.proto import rpc_pb2
 from petcd.server.errors import ErrNoLeader, ErrNotSupported
 from petcd.server.etcd_server import ETCD_VERSION, EtcdServer
 from petcd.storage.errors import BackendError
 from petcd.storage.etcd_format import SIZE_HEADER
 
-Ctx = grpc.aio.ServicerContext
+Ctx = CallContext
 
 # etcd streams snapshots in 32 KiB blobs, then one blob with the sha256 of all.
 # petcd sends 1 MiB blobs: a Python stream pays per message, and every client
@@ -64,7 +63,7 @@ def export_failure(proc: subprocess.Popen[bytes]) -> BackendError:
                         f"{err.decode(errors='replace')[-500:]}")
 
 
-class MaintenanceService(rpc_pb2_grpc.MaintenanceServicer):
+class MaintenanceService:
     def __init__(self, server: EtcdServer) -> None:
         self.s = server
 
