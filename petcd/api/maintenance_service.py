@@ -20,10 +20,12 @@ from petcd.storage.etcd_format import SIZE_HEADER
 
 Ctx = CallContext
 
-# etcd streams snapshots in 32 KiB blobs, then one blob with the sha256 of all.
-# petcd sends 1 MiB blobs: a Python stream pays per message, and every client
-# accepts them (gRPC's default receive limit is 4 MiB).
-SNAPSHOT_CHUNK = 1024 * 1024
+# etcd streams snapshots in 32 KiB blobs, then one blob with the sha256 of all;
+# petcd sends the same blobs, read from the export child a MiB at a time (one
+# worker-thread hop per MiB). Bigger blobs are legal gRPC, but with petcd's
+# HTTP/2 port grpc-go clients (etcdctl) lost the connection on 512 KiB ones.
+SNAPSHOT_CHUNK = 32 * 1024
+READ_CHUNK = 1024 * 1024
 
 
 def spawn_export(db_path: str) -> subprocess.Popen[bytes]:
@@ -135,12 +137,14 @@ class MaintenanceService:
                 await abort_with(context, exc)
             remaining = SIZE_HEADER.unpack(head)[0]
             while remaining > 0:
-                want = min(SNAPSHOT_CHUNK, remaining)
-                blob = await asyncio.to_thread(read_and_hash, want)
-                if len(blob) != want:
+                want = min(READ_CHUNK, remaining)
+                data = await asyncio.to_thread(read_and_hash, want)
+                if len(data) != want:
                     await abort_with(context, await asyncio.to_thread(export_failure, proc))
-                remaining -= len(blob)
-                yield rpc_pb2.SnapshotResponse(remaining_bytes=remaining, blob=blob)
+                for pos in range(0, want, SNAPSHOT_CHUNK):
+                    blob = data[pos : pos + SNAPSHOT_CHUNK]
+                    remaining -= len(blob)
+                    yield rpc_pb2.SnapshotResponse(remaining_bytes=remaining, blob=blob)
             # the child checks at its end that the file matches its layout
             # (the meta pages already sent): only then the hash
             if await asyncio.to_thread(proc.wait) != 0:
