@@ -21,9 +21,9 @@ from petcd.storage.etcd_format import SIZE_HEADER
 Ctx = CallContext
 
 # etcd streams snapshots in 32 KiB blobs, then one blob with the sha256 of all;
-# petcd sends the same blobs, read from the export child a MiB at a time (one
-# worker-thread hop per MiB). Bigger blobs are legal gRPC, but with petcd's
-# HTTP/2 port grpc-go clients (etcdctl) lost the connection on 512 KiB ones.
+# petcd sends the same blobs (a client that caps its message size takes them as
+# it takes etcd's), read from the export child a MiB at a time (one
+# worker-thread hop per MiB).
 SNAPSHOT_CHUNK = 32 * 1024
 READ_CHUNK = 1024 * 1024
 
