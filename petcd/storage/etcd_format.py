@@ -177,18 +177,27 @@ def import_bbolt(reader: BoltReader, backend: Backend) -> int:
     return n
 
 
+def _on_sigterm(signum: int, frame: object) -> None:
+    """The member gave up on the snapshot: unwind, so the read transaction
+    ends and its reader slot in the lock file is released. stdout now goes
+    to /dev/null first, so the unwinding flush of the pipe nobody reads any
+    more cannot block the exit."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 1)
+    os.close(devnull)
+    sys.exit(128 + signum)
+
+
 def main(argv: list[str]) -> int:
     """``export-stream DB_PATH``: a member's backend, read while it runs,
     written to stdout as export_stream writes it (the member streams it on);
     ``export-live DB_PATH OUT_FD``: written to the file OUT_FD, its size
     printed."""
-    # SIGTERM (the member gave up on the snapshot) unwinds, so the read
-    # transaction ends and its reader slot in the lock file is released.
-    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+    signal.signal(signal.SIGTERM, _on_sigterm)
     if len(argv) == 2 and argv[0] == "export-stream":
         env = open_live_reader(argv[1])
         try:
-            with os.fdopen(os.dup(1), "wb", buffering=1 << 20) as out:
+            with os.fdopen(1, "wb", buffering=1 << 20, closefd=False) as out:
                 export_stream(env, out)
         except BrokenPipeError:  # the member stopped reading: it has given up
             return 1

@@ -9,6 +9,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -220,7 +221,10 @@ def _export_children(db_path: str) -> list[int]:
     return pids
 
 
-def test_a_cancelled_snapshot_leaves_no_child_behind(tmp_path: Path) -> None:
+@pytest.mark.parametrize("when", ["before-first-blob", "mid-stream"])
+def test_a_cancelled_snapshot_leaves_no_child_behind(tmp_path: Path, when: str) -> None:
+    """Mid-stream, the child is blocked writing into a pipe nobody reads any
+    more: it must still end (its exit used to hang flushing that pipe)."""
     from petcd.testing.harness import wait_for
 
     s = petcd_server(tmp_path, extra=["--unsafe-no-fsync"]).start()
@@ -232,7 +236,11 @@ def test_a_cancelled_snapshot_leaves_no_child_behind(tmp_path: Path) -> None:
             kv.Txn(rpc_pb2.TxnRequest(success=ops), timeout=30)
         db_path = str(s.data_dir / "member" / "snap" / "db")
         call = s.maintenance().Snapshot(rpc_pb2.SnapshotRequest(), timeout=120)
-        wait_for(lambda: _export_children(db_path), 30, "the export child to start", interval=0.01)
+        if when == "mid-stream":
+            next(call)
+            time.sleep(0.5)  # the child fills the pipe and blocks on it
+        else:
+            wait_for(lambda: _export_children(db_path), 30, "the export child to start", interval=0.01)
         call.cancel()
         wait_for(lambda: not _export_children(db_path), 30, "the export child to end")
         blobs = [r.blob for r in s.maintenance().Snapshot(rpc_pb2.SnapshotRequest(), timeout=120)]
