@@ -46,6 +46,14 @@ def spawn_export(db_path: str) -> subprocess.Popen[bytes]:
     )
 
 
+def _end_spawned(spawn: asyncio.Future[subprocess.Popen[bytes]]) -> None:
+    if spawn.cancelled() or spawn.exception() is not None:
+        return
+    proc = spawn.result()
+    proc.terminate()
+    asyncio.get_running_loop().run_in_executor(None, _reap, proc)
+
+
 def _reap(proc: subprocess.Popen[bytes]) -> None:
     proc.wait()
     for pipe in (proc.stdout, proc.stderr):
@@ -115,7 +123,14 @@ class MaintenanceService:
         a child process builds it, then its sha256 (etcdctl checks it)."""
         try:
             self.s.backend.commit()  # the child's read transaction sees at least this
-            proc = await asyncio.to_thread(spawn_export, self.s.backend.path)
+            spawn = asyncio.ensure_future(asyncio.to_thread(spawn_export, self.s.backend.path))
+            try:
+                proc = await asyncio.shield(spawn)
+            except asyncio.CancelledError:
+                # the client gave up while the child was being started: the
+                # thread still starts it, so end it as soon as it exists
+                spawn.add_done_callback(_end_spawned)
+                raise
         except Exception as exc:
             await abort_with(context, exc)
         assert proc.stdout is not None
