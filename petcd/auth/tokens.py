@@ -225,11 +225,14 @@ class JWTTokenProvider:
     def info(self, token: str, revision: int) -> AuthInfo | None:
         try:
             # Only the configured method is accepted (etcd refuses any other
-            # alg in the header, "none" included); exp is checked.
+            # alg in the header, "none" included). The time claims are
+            # checked below against this provider's clock.
             claims = jwt.decode(token, self._verify_key, algorithms=[self.sign_method],
-                                options={"require": ["exp"]})
+                                options={"verify_exp": False, "verify_nbf": False, "verify_iat": False})
         except (jwt.PyJWTError, ValueError, TypeError) as exc:
             log.warning("failed to parse a JWT token: %s", exc)
+            return None
+        if not isinstance(claims, dict) or not self._times_ok(claims):
             return None
         username = claims.get("username")
         rev = claims.get("revision")
@@ -238,6 +241,19 @@ class JWTTokenProvider:
         if rev < 0 or rev > _UINT64_MAX:
             return None
         return AuthInfo(username, int(rev))
+
+    def _times_ok(self, claims: dict[str, Any]) -> bool:
+        """jwt-go v3's checks (etcd 3.4): exp, iat and nbf each optional;
+        when present, now <= exp, now >= iat, now >= nbf."""
+        now = self._clock()
+        for name, ok in (("exp", lambda t: now <= t), ("iat", lambda t: now >= t), ("nbf", lambda t: now >= t)):
+            if name not in claims:
+                continue
+            t = claims[name]
+            if not isinstance(t, int | float) or isinstance(t, bool) or not ok(t):
+                log.warning("a JWT token failed its %s check", name)
+                return False
+        return True
 
 
 def _parse_duration(text: str) -> float:
