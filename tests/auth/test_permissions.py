@@ -4,6 +4,7 @@ affine byte order (empty = +infinity) and ranges that end before they start."""
 from __future__ import annotations
 
 import random
+from typing import Any
 
 from petcd.auth.permissions import Interval, IntervalSet, merge_permissions, permission_interval, permitted
 from petcd.proto import auth_pb2
@@ -11,7 +12,7 @@ from petcd.proto import auth_pb2
 P = auth_pb2.Permission
 
 
-def role(*perms: tuple[int, bytes, bytes]) -> auth_pb2.Role:
+def role(*perms: tuple[Any, bytes, bytes]) -> auth_pb2.Role:
     return auth_pb2.Role(name=b"r", keyPermission=[P(permType=t, key=k, range_end=e) for t, k, e in perms])
 
 

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import base64
+from typing import Any
 
 import pytest
 
@@ -18,7 +19,7 @@ from tests.auth.conftest import TEST_COST, Env
 P = auth_pb2.Permission
 
 
-def grant(env: Env, role: str, key: bytes, end: bytes = b"", typ: int = P.READWRITE,
+def grant(env: Env, role: str, key: bytes, end: bytes = b"", typ: Any = P.READWRITE,
           info: AuthInfo | None = None) -> None:
     env.apply("auth_role_grant_permission",
               R.AuthRoleGrantPermissionRequest(name=role, perm=P(permType=typ, key=key, range_end=end)), info)

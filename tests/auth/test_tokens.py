@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Any
 
 import jwt
 import pytest
@@ -120,16 +121,18 @@ def test_jwt_expired_tampered_and_wrong_alg(tmp_path: Path) -> None:
     assert p.info(good[:-4] + ("AAAA" if not good.endswith("AAAA") else "BBBB"), 0) is None
     old = JWTTokenProvider("RS256", p._sign_key, p._verify_key, ttl=-10)
     assert p.info(old.assign("alice", 1, "", 0), 0) is None  # expired
-    none_alg = jwt.encode({"username": "root", "revision": 1, "exp": 9999999999}, None, algorithm="none")
+    none_key: Any = None
+    none_alg = jwt.encode({"username": "root", "revision": 1, "exp": 9999999999}, none_key, algorithm="none")
     assert p.info(none_alg, 0) is None
     hs = jwt.encode({"username": "root", "revision": 1, "exp": 9999999999}, "s" * 32, algorithm="HS256")
     assert p.info(hs, 0) is None
+    sign_key: Any = p._sign_key
     # as in etcd 3.4 (jwt-go v3), exp is checked when present, not required
-    no_exp = jwt.encode({"username": "root", "revision": 1}, p._sign_key, algorithm="RS256")
+    no_exp = jwt.encode({"username": "root", "revision": 1}, sign_key, algorithm="RS256")
     assert p.info(no_exp, 0) == AuthInfo("root", 1)
-    future = jwt.encode({"username": "root", "revision": 1, "nbf": 9999999999}, p._sign_key, algorithm="RS256")
+    future = jwt.encode({"username": "root", "revision": 1, "nbf": 9999999999}, sign_key, algorithm="RS256")
     assert p.info(future, 0) is None
-    no_user = jwt.encode({"revision": 1, "exp": 9999999999}, p._sign_key, algorithm="RS256")
+    no_user = jwt.encode({"revision": 1, "exp": 9999999999}, sign_key, algorithm="RS256")
     assert p.info(no_user, 0) is None
     for junk in ["", "a.b.c", "x" * 10000, "...."]:
         assert p.info(junk, 0) is None
