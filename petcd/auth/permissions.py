@@ -17,14 +17,18 @@ Semantics (etcd 3.4, byte for byte):
   here too.
 - A key check (``range_end`` empty) passes when some interval holds the
   key; a range check [key, range_end) passes when the intervals that
-  overlap it (etcd's overlap test) are contiguous and span it. For the
-  usual, well-formed intervals that is: one merged interval holds
-  [key, range_end). Ranges whose end is not after their start (etcd lets
-  a client send them) pass when the start key is held, as in etcd.
+  overlap it are contiguous and span it. For well-formed intervals
+  (begin < end) that is: one merged interval holds [key, range_end), found
+  by bisection.
+- A range that ends before it starts (etcd lets a client send one), or a
+  role's permission that does, bends etcd's overlap test, and etcd's answer
+  then depends on the shape of its red-black interval tree (its walk
+  prunes subtrees by a test such intervals break). Those checks are
+  answered by a node-for-node rebuild of that tree (:class:`_EtcdTree`),
+  from the same insertions in the same order; recorded against etcd 3.4.
 
-Guarantees: :class:`IntervalSet` is immutable once built; checks on it are
-O(log n) when every interval is well-formed (begin < end), and fall back
-to etcd's literal walk (O(n)) when a role holds a reversed range.
+Guarantees: an :class:`IntervalSet` does not change once built; checks
+are O(log n) for well-formed requests and permissions.
 """
 
 from __future__ import annotations
@@ -81,13 +85,15 @@ def permission_interval(key: bytes, range_end: bytes) -> Interval:
 class IntervalSet:
     """A union of intervals, with etcd's point and range checks."""
 
-    __slots__ = ("_raw", "_begins", "_ends", "_proper")
+    __slots__ = ("_inserted", "_raw", "_begins", "_ends", "_proper", "_tree")
 
     def __init__(self, intervals: Iterable[Interval] = ()) -> None:
-        # etcd's tree visits overlapping intervals in begin order, equal
-        # begins in insertion order: a stable sort keeps that.
-        raw = sorted(intervals, key=lambda iv: (iv.begin is None, iv.begin or b""))
+        # Insertion order (role by role, permission by permission) shapes
+        # etcd's tree; the merged form only needs begin order.
+        self._inserted: tuple[Interval, ...] = tuple(intervals)
+        raw = sorted(self._inserted, key=lambda iv: (iv.begin is None, iv.begin or b""))
         self._raw: tuple[Interval, ...] = tuple(raw)
+        self._tree: _EtcdTree | None = None
         self._proper = all(_lt(iv.begin, iv.end) for iv in raw)
         begins: list[bytes] = []
         ends: list[End] = []
@@ -125,41 +131,205 @@ class IntervalSet:
             if not key:
                 return False  # key +infinity: never below an end
             return self._holding(key) >= 0
-        return self._literal(permission_interval(key, b""))
+        return self._literal(permission_interval(key, b""), point=True)
 
     def contains_range(self, key: bytes, range_end: bytes) -> bool:
         """etcd's ``Contains`` for a request's [key, range_end) (range_end
         non-empty; b"\\x00" is from-key)."""
         q = permission_interval(key, range_end)
-        if not self._proper or q.begin is None:
+        if not self._proper or q.begin is None or not _lt(q.begin, q.end):
             return self._literal(q)
         i = self._holding(q.begin)
-        if i < 0:
-            return False
-        if not _lt(q.begin, q.end):
-            return True
-        return _le(q.end, self._ends[i])
+        return i >= 0 and _le(q.end, self._ends[i])
 
-    def _literal(self, q: Interval) -> bool:
-        """etcd 3.4's interval-tree walk, literally: the intervals that
-        overlap q (etcd's test), in begin order, must leave no gap, start at
-        or before q and end at or after it."""
-        min_begin: End = b""
-        max_end: End = b""
-        seen = False
-        for p in self._raw:
-            left = _lt(q.begin, p.begin) and _le(q.end, p.begin)
-            right = _le(p.end, q.begin)
-            if left or right:
-                continue
-            if not seen:
-                seen, min_begin, max_end = True, p.begin, p.end
-                continue
-            if _lt(max_end, p.begin):
+    def _literal(self, q: Interval, point: bool = False) -> bool:
+        """etcd 3.4's answer, from its own interval tree: the key check is
+        ``Intersects``, the range check ``Contains``."""
+        if self._tree is None:
+            self._tree = _EtcdTree(self._inserted)
+        return self._tree.intersects(q) if point else self._tree.contains(q)
+
+
+def _cmp(a: End, b: End) -> int:
+    """etcd's BytesAffineComparable.Compare (None: +infinity)."""
+    if a is None:
+        return 0 if b is None else 1
+    if b is None:
+        return -1
+    return (a > b) - (a < b)
+
+
+def _ivl_cmp(a: Interval, b: Interval) -> int:
+    """etcd's Interval.Compare: -1 when a is left of b, 1 when right, 0 when
+    they overlap (by its definition, which reversed intervals bend)."""
+    if _cmp(a.begin, b.begin) < 0 and _cmp(a.end, b.begin) <= 0:
+        return -1
+    if _cmp(a.begin, b.end) >= 0:
+        return 1
+    return 0
+
+
+class _Node:
+    __slots__ = ("iv", "max", "left", "right", "parent", "red")
+
+    def __init__(self, iv: Interval, parent: _Node | None) -> None:
+        self.iv = iv
+        self.max: End = iv.end
+        self.left: _Node | None = None
+        self.right: _Node | None = None
+        self.parent = parent
+        self.red = True
+
+
+def _max_of(n: _Node) -> End:
+    m = n.iv.end
+    for c in (n.left, n.right):
+        if c is not None and _cmp(c.max, m) > 0:
+            m = c.max
+    return m
+
+
+class _EtcdTree:
+    """etcd 3.4's red-black interval tree (pkg/adt), rebuilt node for node
+    from the same insertions in the same order: for ranges that end before
+    they start, or permissions that do, its pruned walk decides, and its
+    shape is part of the answer."""
+
+    def __init__(self, intervals: Iterable[Interval]) -> None:
+        self.root: _Node | None = None
+        for iv in intervals:
+            self._insert(iv)
+
+    def _insert(self, iv: Interval) -> None:
+        y: _Node | None = None
+        x = self.root
+        while x is not None:
+            y = x
+            x = x.left if _cmp(iv.begin, x.iv.begin) < 0 else x.right
+        z = _Node(iv, y)
+        if y is None:
+            self.root = z
+        else:
+            if _cmp(iv.begin, y.iv.begin) < 0:
+                y.left = z
+            else:
+                y.right = z
+            self._update_up(y)
+        self._fixup(z)
+
+    def _update_up(self, x: _Node | None) -> None:
+        while x is not None:
+            x.max = _max_of(x)
+            x = x.parent
+
+    def _replace_parent(self, x: _Node, y: _Node) -> None:
+        y.parent = x.parent
+        if x.parent is None:
+            self.root = y
+        elif x is x.parent.left:
+            x.parent.left = y
+        else:
+            x.parent.right = y
+        x.parent = y
+
+    def _rotate_left(self, x: _Node) -> None:
+        y = x.right
+        assert y is not None
+        x.right = y.left
+        if y.left is not None:
+            y.left.parent = x
+        self._replace_parent(x, y)
+        y.left = x
+        x.max = _max_of(x)
+        self._update_up(y)
+
+    def _rotate_right(self, x: _Node) -> None:
+        y = x.left
+        assert y is not None
+        x.left = y.right
+        if y.right is not None:
+            y.right.parent = x
+        self._replace_parent(x, y)
+        y.right = x
+        x.max = _max_of(x)
+        self._update_up(y)
+
+    def _fixup(self, z: _Node) -> None:
+        while z.parent is not None and z.parent.red:
+            p: _Node = z.parent
+            g = p.parent
+            assert g is not None  # a red node is never the root
+            if p is g.left:
+                u = g.right
+                if u is not None and u.red:
+                    p.red, u.red, g.red = False, False, True
+                    z = g
+                    continue
+                if z is p.right:
+                    z = p
+                    self._rotate_left(z)
+                    zp = z.parent
+                    assert zp is not None
+                    p = zp
+                g = p.parent
+                assert g is not None
+                p.red, g.red = False, True
+                self._rotate_right(g)
+            else:
+                u = g.left
+                if u is not None and u.red:
+                    p.red, u.red, g.red = False, False, True
+                    z = g
+                    continue
+                if z is p.left:
+                    z = p
+                    self._rotate_right(z)
+                    zp = z.parent
+                    assert zp is not None
+                    p = zp
+                g = p.parent
+                assert g is not None
+                p.red, g.red = False, True
+                self._rotate_left(g)
+        assert self.root is not None
+        self.root.red = False
+
+    def intersects(self, q: Interval) -> bool:
+        x = self.root
+        while x is not None and _ivl_cmp(q, x.iv) != 0:
+            if x.left is not None and _cmp(x.left.max, q.begin) > 0:
+                x = x.left
+            else:
+                x = x.right
+        return x is not None
+
+    def _visit(self, x: _Node | None, q: Interval, out: list[Interval]) -> None:
+        if x is None:
+            return
+        v = _ivl_cmp(q, x.iv)
+        if v < 0:
+            self._visit(x.left, q, out)
+        elif v > 0:
+            if _ivl_cmp(Interval(x.iv.begin, x.max), q) == 0:
+                self._visit(x.left, q, out)
+                self._visit(x.right, q, out)
+        else:
+            self._visit(x.left, q, out)
+            out.append(x.iv)
+            self._visit(x.right, q, out)
+
+    def contains(self, q: Interval) -> bool:
+        seen: list[Interval] = []
+        self._visit(self.root, q, seen)
+        if not seen:
+            return False
+        min_begin, max_end = seen[0].begin, seen[0].end
+        for p in seen[1:]:
+            if _cmp(max_end, p.begin) < 0:
                 return False
-            if _lt(max_end, p.end):
+            if _cmp(p.end, max_end) > 0:
                 max_end = p.end
-        return seen and _le(q.end, max_end) and _le(min_begin, q.begin)
+        return _cmp(max_end, q.end) >= 0 and _cmp(min_begin, q.begin) <= 0
 
 
 @dataclass(frozen=True, slots=True)

@@ -62,6 +62,7 @@ from petcd.auth.errors import (
     ErrUserEmpty,
     ErrUserNotFound,
 )
+from petcd.auth.gosort import go_sort
 from petcd.auth.permissions import UserPermissions, merge_permissions, permitted
 from petcd.auth.tokens import AuthInfo, TokenProvider
 from petcd.proto import auth_pb2, rpc_pb2
@@ -118,9 +119,11 @@ def _has_root_role(user: auth_pb2.User) -> bool:
 
 
 def _sort_perms_by_key(perms: list[auth_pb2.Permission]) -> list[auth_pb2.Permission]:
-    # etcd appends, then sorts by key alone; for the handful of permissions
-    # a role has, Go sorts by insertion, which keeps equal keys in order.
-    return sorted(perms, key=lambda p: p.key)
+    # etcd appends, then sorts by key alone with Go's unstable sort.Sort:
+    # permissions that share a key end up where Go leaves them.
+    out = list(perms)
+    go_sort(out, lambda a, b: a.key < b.key)
+    return out
 
 
 class AuthStore:
