@@ -263,7 +263,7 @@ def _parse_duration(text: str) -> float:
         return 0.0
     m = re.fullmatch(r"([+-]?)((?:[0-9]*\.?[0-9]+(?:ns|us|µs|ms|s|m|h))+)", text)
     if m is None:
-        raise ErrInvalidAuthOpts(f"time: invalid duration {text!r}")
+        raise _invalid(f"time: invalid duration {text!r}")
     total = sum(float(n) * units[u] for n, u in re.findall(r"([0-9]*\.?[0-9]+)(ns|us|µs|ms|s|m|h)", m.group(2)))
     return -total if m.group(1) == "-" else total
 
@@ -273,20 +273,24 @@ def _read(path: str) -> bytes:
         with open(path, "rb") as f:
             return f.read()
     except OSError as exc:
-        raise ErrInvalidAuthOpts(f"auth: cannot read {path}: {exc.strerror}") from exc
+        raise _invalid(f"cannot read {path}: {exc.strerror}") from exc
+
+
+def _invalid(detail: str) -> ErrInvalidAuthOpts:
+    return ErrInvalidAuthOpts(f"{ErrInvalidAuthOpts.message} ({detail})")
 
 
 def _jwt_provider(opts: dict[str, str], clock: Callable[[], float]) -> JWTTokenProvider:
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-    for k in opts:
-        if k not in ("pub-key", "priv-key", "sign-method", "ttl"):
-            raise ErrInvalidAuthOpts(f"auth: unknown token option {k!r}")
+    unknown = sorted(k for k in opts if k not in ("pub-key", "priv-key", "sign-method", "ttl"))
+    if unknown:
+        log.warning("unknown JWT options %s (ignored, as etcd ignores them)", unknown)
     ttl = _parse_duration(opts["ttl"]) if opts.get("ttl") else DEFAULT_JWT_TTL
     method = opts.get("sign-method", "")
     if method not in _HMAC | _RSA | _EC:
-        raise ErrInvalidAuthMethod()
+        raise _invalid(f"{ErrInvalidAuthMethod.message}: {method!r}")
     priv = _read(opts["priv-key"]) if opts.get("priv-key") else b""
     pub = _read(opts["pub-key"]) if opts.get("pub-key") else b""
     if method in _HMAC:
@@ -301,13 +305,13 @@ def _jwt_provider(opts: dict[str, str], clock: Callable[[], float]) -> JWTTokenP
         if priv:
             sign_key = serialization.load_pem_private_key(priv, password=None)
             if not isinstance(sign_key, want):
-                raise ErrInvalidAuthOpts("auth: the private key does not fit the signing method")
+                raise _invalid(f"the private key does not fit {method}")
         if pub:
             verify_key = serialization.load_pem_public_key(pub)
             if not isinstance(verify_key, want_pub):
-                raise ErrInvalidAuthOpts("auth: the public key does not fit the signing method")
+                raise _invalid(f"the public key does not fit {method}")
     except (ValueError, TypeError) as exc:
-        raise ErrInvalidAuthOpts(f"auth: cannot load the key: {exc}") from exc
+        raise _invalid(f"cannot load the key: {exc}") from exc
     if sign_key is None:
         if verify_key is None:
             raise ErrMissingKey()
