@@ -177,3 +177,19 @@ def test_token_option_errors() -> None:
             new_token_provider(bad)
     with pytest.raises(E.ErrInvalidAuthOpts):
         new_token_provider("jwt,sign-method=RS256,ttl=forever")
+
+
+def test_random_tokens_are_all_invalid_and_cheap() -> None:
+    import random
+    import time
+
+    p = SimpleTokenProvider()
+    real = p.assign("u", 1, "a" * 16, 7)
+    rng = random.Random(11)
+    alphabet = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-+/=\x00é"
+    start = time.monotonic()
+    for _ in range(200_000):
+        token = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 40)))
+        assert token == real or p.info(token, 1) is None
+    assert time.monotonic() - start < 60
+    assert p.info(real, 1) == AuthInfo("u", 1)
