@@ -5,11 +5,14 @@ state machine set one)."""
 
 from __future__ import annotations
 
+import asyncio
 import functools
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol, TypeVar
 
 from petcd.api.errors import abort_with
+from petcd.auth.errors import ErrAuthOldRevision, ErrInvalidAuthToken
+from petcd.auth.tokens import AuthInfo
 from petcd.http2.server import CallContext
 from petcd.proto import rpc_pb2
 from petcd.server.etcd_server import EtcdServer
@@ -47,3 +50,31 @@ def unary(fn: Handler[Resp]) -> Handler[Resp]:
         return resp
 
     return wrapper
+
+
+async def auth_info(server: EtcdServer, context: CallContext) -> AuthInfo | None:
+    """Who the call runs as: the ``token`` metadata (or ``authorization``,
+    the gateway's header), resolved by the member's auth front; None
+    without one. Raises ErrInvalidAuthToken for a token this member does
+    not know (also when waiting for the index that issued it outlasts the
+    call's deadline, as etcd answers then)."""
+    token = context.metadata_value("token")
+    if token is None:
+        token = context.metadata_value("authorization")
+    if token is None:
+        return None
+    if isinstance(token, bytes):
+        token = token.decode(errors="replace")
+    remaining = context.time_remaining()
+    limit = server.request_timeout if remaining is None else min(remaining, server.request_timeout)
+    try:
+        return await asyncio.wait_for(server.auth_front.auth_info(token), limit)
+    except TimeoutError:
+        raise ErrInvalidAuthToken() from None
+
+
+def check_revision(server: EtcdServer, info: AuthInfo | None) -> None:
+    """After a read served under ``info``: the auth store must not have
+    moved meanwhile (etcd's doSerialize), or the client retries."""
+    if info is not None and info.revision != 0 and info.revision != server.auth.revision:
+        raise ErrAuthOldRevision()

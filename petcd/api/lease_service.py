@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 from petcd.api.errors import abort_with
-from petcd.api.handler import fill_header, unary
+from petcd.api.handler import auth_info, fill_header, unary
 from petcd.http2.server import CallContext
 from petcd.lease.lessor import ErrLeaseNotFound
 from petcd.proto import rpc_pb2
@@ -24,7 +24,7 @@ class LeaseService:
 
     @unary
     async def LeaseRevoke(self, request: rpc_pb2.LeaseRevokeRequest, context: Ctx) -> rpc_pb2.LeaseRevokeResponse:
-        return await self.s.lease_revoke(request)
+        return await self.s.lease_revoke(request, await auth_info(self.s, context))
 
     @unary
     async def LeaseTimeToLive(

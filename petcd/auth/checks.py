@@ -15,7 +15,9 @@ name is empty, revision of auth store is old, ...) or returns.
   in etcd). Unlike etcd 3.4, which skips them, ops of nested txns are
   checked the same way: 3.4 lets a nested txn read and write any key.
 - LeaseRevoke: write on every key attached to the lease.
-- Watch: read on the watched range (at create).
+- Watch: read on the watched range (at create). etcd 3.4 checks a
+  from-key watch (``range_end`` b"\x00") on its first key only, which lets
+  a user watch keys it may not read; petcd checks the whole range.
 - Admin calls (Maintenance Hash, HashKV, Snapshot, Defragment; member
   add/remove/update/promote): the root role.
 
@@ -84,7 +86,10 @@ def check_lease_revoke(store: AuthStore, info: AuthInfo | None, lease_id: int, l
 
 
 def check_watch(store: AuthStore, info: AuthInfo | None, r: rpc_pb2.WatchCreateRequest) -> None:
-    store.is_range_permitted(info, r.key, r.range_end)
+    # an empty key watches from the smallest key, b"\x00" (etcd). Unlike
+    # etcd 3.4, which checks a from-key watch as if it were on its first key
+    # only, the whole range watched is checked.
+    store.is_range_permitted(info, r.key or b"\x00", r.range_end)
 
 
 def check_admin(store: AuthStore, info: AuthInfo | None) -> None:

@@ -96,6 +96,11 @@ FLAGS: dict[str, Flag] = {
              "Duration of periodical watch progress notification."),
         Flag("enable-grpc-gateway", "enable_grpc_gateway", "bool", "true", "Enable GRPC gateway."),
         Flag("unsafe-no-fsync", "unsafe_no_fsync", "bool", "false", "Disables fsync, unsafe, will cause data loss."),
+        Flag("auth-token", "auth_token", "str", "simple",
+             "Specify a v3 authentication token type and its options ('simple' or 'jwt')."),
+        Flag("bcrypt-cost", "bcrypt_cost", "int", "10",
+             "Specify the cost / strength of the bcrypt algorithm for hashing auth passwords. Valid values are between 4 and 31."),
+        Flag("auth-token-ttl", "auth_token_ttl", "int", "300", "Time (in seconds) of the auth-token-ttl."),
         Flag("config-file", None, "str", "", "Path to the server configuration file (then other flags and ETCD_* variables are ignored)."),
         Flag("version", None, "bool", "false", "Print the version and exit."),
     )
@@ -160,10 +165,6 @@ _UNSUPPORTED_LIST = (
     Unsupported("tls-max-version", "str", ""),
     Unsupported("cors", "str", "*"),
     Unsupported("host-whitelist", "str", "*"),
-    # auth
-    Unsupported("auth-token", "str", "simple"),
-    Unsupported("bcrypt-cost", "int", "10"),
-    Unsupported("auth-token-ttl", "int", "300"),
     # profiling and monitoring
     Unsupported("enable-pprof", "bool", "false"),
     Unsupported("metrics", "str", "basic"),

@@ -23,6 +23,9 @@ from typing import Any
 
 from google.protobuf.message import DecodeError
 
+from petcd.auth.front import AuthFront
+from petcd.auth.store import AuthStore
+from petcd.auth.tokens import AuthInfo, new_token_provider
 from petcd.lease.lessor import ErrLeaseNotFound, Lessor
 from petcd.mvcc.history import StoreHistory
 from petcd.mvcc.kvstore import Compaction, KVStore
@@ -110,6 +113,8 @@ class EtcdServer(ClusterOps):
         self.request_timeout = 5.0 + 2 * cfg.election_timeout_ms / 1000.0
         self.snapshot_index = 0
         self.conf_state = ConfState()
+        # tokens live in memory and outlive a backend swap (a snapshot install)
+        self.auth_tokens = new_token_provider(cfg.auth_token, float(cfg.auth_token_ttl))
 
     # ---- life cycle -------------------------------------------------------
 
@@ -152,7 +157,7 @@ class EtcdServer(ClusterOps):
         self.ids = ids.RequestIds(self.member_id)
         self.applied_index = max(applied, self.consistent_index)
         self.applied_wait.applied = self.applied_index
-        self.applier = Applier(self.kv, self.backend, self.alarms, self.lessor, self.membership)
+        self.applier = Applier(self.kv, self.backend, self.alarms, self.lessor, self.membership, self.auth)
         election_tick = max(1, cfg.election_timeout_ms // cfg.heartbeat_interval_ms)
         raw = RawNode(
             Config(
@@ -231,6 +236,9 @@ class EtcdServer(ClusterOps):
             self.watchable = WatchableStore(StoreHistory(self.kv))
             self._state_opened = True
         self.consistent_index = self.backend.consistent_index()[0]
+        self.auth: AuthStore = AuthStore(self.backend, self.auth_tokens, cfg.bcrypt_cost)
+        self.auth_front: AuthFront = AuthFront(self.auth, lambda: self.applied_index,
+                                    lambda index: self.applied_wait.wait(index))
 
     async def stop(self) -> None:
         """Finish the WAL write and apply in progress, commit the backend, close."""
@@ -377,7 +385,7 @@ class EtcdServer(ClusterOps):
         _install_backend(self.cfg.backend_path(), snap.data)
         self._open_state(None)
         self.membership = self._load_membership(WalIdentity(self.member_id, self.cluster_id))
-        self.applier = Applier(self.kv, self.backend, self.alarms, self.lessor, self.membership)
+        self.applier = Applier(self.kv, self.backend, self.alarms, self.lessor, self.membership, self.auth)
         for mid, urls in self.membership.peers().items():
             self.transport.update_peer(mid, urls)
         self.applied_index = max(self.applied_index, self.consistent_index, snap.metadata.index)
@@ -504,7 +512,8 @@ class EtcdServer(ClusterOps):
 
     async def _revoke_expired(self, lease_id: int) -> None:
         try:
-            await self.lease_revoke(rpc_pb2.LeaseRevokeRequest(ID=lease_id))
+            # as root, as etcd does (its keys may be any user's)
+            await self.lease_revoke(rpc_pb2.LeaseRevokeRequest(ID=lease_id), AuthInfo("root", self.auth.revision))
         except Exception as exc:  # tried again on the next pass while it is still expired
             log.warning("revoking expired lease %x failed: %s", lease_id, exc)
 
@@ -532,8 +541,11 @@ class EtcdServer(ClusterOps):
         if self.node.failed is not None:
             raise ErrStopped()
 
-    async def raft_request(self, req: raft_internal_pb2.InternalRaftRequest) -> Any:
+    async def raft_request(self, req: raft_internal_pb2.InternalRaftRequest, auth: AuthInfo | None = None) -> Any:
         self._check_running()
+        if auth is not None:  # who the request runs as, checked where it is applied
+            req.header.username = auth.username
+            req.header.auth_revision = auth.revision
         if self.membership.is_learner() and not req.HasField("cluster_member_attr_set"):
             raise ErrNotSupportedForLearner()
         req_id = self.ids.next()
@@ -661,17 +673,18 @@ class EtcdServer(ClusterOps):
         resp: rpc_pb2.RangeResponse = self.kv.range(req)
         return resp
 
-    async def put(self, req: rpc_pb2.PutRequest) -> rpc_pb2.PutResponse:
-        resp: rpc_pb2.PutResponse = await self.raft_request(raft_internal_pb2.InternalRaftRequest(put=req))
+    async def put(self, req: rpc_pb2.PutRequest, auth: AuthInfo | None = None) -> rpc_pb2.PutResponse:
+        resp: rpc_pb2.PutResponse = await self.raft_request(raft_internal_pb2.InternalRaftRequest(put=req), auth)
         return resp
 
-    async def delete_range(self, req: rpc_pb2.DeleteRangeRequest) -> rpc_pb2.DeleteRangeResponse:
+    async def delete_range(self, req: rpc_pb2.DeleteRangeRequest,
+                           auth: AuthInfo | None = None) -> rpc_pb2.DeleteRangeResponse:
         resp: rpc_pb2.DeleteRangeResponse = await self.raft_request(
-            raft_internal_pb2.InternalRaftRequest(delete_range=req)
+            raft_internal_pb2.InternalRaftRequest(delete_range=req), auth
         )
         return resp
 
-    async def txn(self, req: rpc_pb2.TxnRequest) -> rpc_pb2.TxnResponse:
+    async def txn(self, req: rpc_pb2.TxnRequest, auth: AuthInfo | None = None) -> rpc_pb2.TxnResponse:
         if txn_ops.is_read_only(req):
             if not txn_ops.is_serializable(req):
                 await self.linearizable_read()
@@ -679,7 +692,7 @@ class EtcdServer(ClusterOps):
             return ro
         wrapped = raft_internal_pb2.InternalRaftRequest()
         wrapped.txn.CopyFrom(req)  # not txn=req: that copies by re-parsing, which stops ~50 txns deep
-        resp: rpc_pb2.TxnResponse = await self.raft_request(wrapped)
+        resp: rpc_pb2.TxnResponse = await self.raft_request(wrapped, auth)
         return resp
 
     async def compact(self, req: rpc_pb2.CompactionRequest) -> rpc_pb2.CompactionResponse:
@@ -709,9 +722,10 @@ class EtcdServer(ClusterOps):
         )
         return resp
 
-    async def lease_revoke(self, req: rpc_pb2.LeaseRevokeRequest) -> rpc_pb2.LeaseRevokeResponse:
+    async def lease_revoke(self, req: rpc_pb2.LeaseRevokeRequest,
+                           auth: AuthInfo | None = None) -> rpc_pb2.LeaseRevokeResponse:
         resp: rpc_pb2.LeaseRevokeResponse = await self.raft_request(
-            raft_internal_pb2.InternalRaftRequest(lease_revoke=req)
+            raft_internal_pb2.InternalRaftRequest(lease_revoke=req), auth
         )
         return resp
 
@@ -739,6 +753,15 @@ class EtcdServer(ClusterOps):
         if lead is None:
             raise ErrNoLeader()
         return lead.client_urls
+
+    # ---- Auth -------------------------------------------------------------
+
+    async def auth_request(self, field: str, req: Any, auth: AuthInfo | None) -> Any:
+        """Propose one auth request (``field`` is its InternalRaftRequest
+        field); the auth store applies it and checks the caller's rights."""
+        wrapped = raft_internal_pb2.InternalRaftRequest()
+        getattr(wrapped, field).CopyFrom(req)
+        return await self.raft_request(wrapped, auth)
 
     # ---- Cluster ----------------------------------------------------------
 
