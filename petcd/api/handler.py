@@ -58,19 +58,29 @@ async def auth_info(server: EtcdServer, context: CallContext) -> AuthInfo | None
     without one. Raises ErrInvalidAuthToken for a token this member does
     not know (also when waiting for the index that issued it outlasts the
     call's deadline, as etcd answers then)."""
-    token = context.metadata_value("token")
-    if token is None:
-        token = context.metadata_value("authorization")
-    if token is None:
+    # straight from the raw headers: this runs for every request
+    raw: bytes | None = None
+    fallback: bytes | None = None
+    for name, value in context.headers:
+        if name == b"token":
+            raw = value
+        elif name == b"authorization":
+            fallback = value
+    if raw is None:
+        raw = fallback
+    if raw is None:
         return None
-    if isinstance(token, bytes):
-        token = token.decode(errors="replace")
-    remaining = context.time_remaining()
-    limit = server.request_timeout if remaining is None else min(remaining, server.request_timeout)
-    try:
-        return await asyncio.wait_for(server.auth_front.auth_info(token), limit)
-    except TimeoutError:
-        raise ErrInvalidAuthToken() from None
+    token = raw.decode("latin-1")
+    front = server.auth_front
+    index = front.must_wait(token)
+    if index:  # issued by an entry not applied here yet (rare: stay synchronous otherwise)
+        remaining = context.time_remaining()
+        limit = server.request_timeout if remaining is None else min(remaining, server.request_timeout)
+        try:
+            await asyncio.wait_for(server.applied_wait.wait(index), limit)
+        except TimeoutError:
+            raise ErrInvalidAuthToken() from None
+    return server.auth.auth_info_from_token(token)
 
 
 def check_revision(server: EtcdServer, info: AuthInfo | None) -> None:

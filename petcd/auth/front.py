@@ -56,15 +56,24 @@ class AuthFront:
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
 
+    def must_wait(self, token: str) -> int:
+        """The raft index to wait for before ``token`` can be looked up (a
+        simple token issued by an entry this member has not applied yet),
+        or 0. Lets the caller stay synchronous on the common path."""
+        if isinstance(self.store.tokens, SimpleTokenProvider):
+            index = simple_token_index(token)
+            if index is not None and index > self._applied_index():
+                return index
+        return 0
+
     async def auth_info(self, token: str | None) -> AuthInfo | None:
         """The user a request runs as: None without a token; raises
         ErrInvalidAuthToken for a token this member does not know."""
         if token is None:
             return None
-        if isinstance(self.store.tokens, SimpleTokenProvider):
-            index = simple_token_index(token)
-            if index is not None and index > self._applied_index():
-                await self._wait_applied(index)
+        index = self.must_wait(token)
+        if index:
+            await self._wait_applied(index)
         return self.store.auth_info_from_token(token)
 
     def auth_info_from_cn(self, common_name: str) -> AuthInfo | None:
