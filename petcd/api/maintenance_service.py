@@ -12,7 +12,8 @@ from petcd.api.errors import abort_with
 from petcd.api.handler import unary
 from petcd.proto import rpc_pb2, rpc_pb2_grpc
 from petcd.server.errors import ErrNoLeader, ErrNotSupported
-from petcd.server.etcd_server import ETCD_VERSION, EtcdServer
+from petcd.server.etcd_server import EtcdServer
+from petcd.version import ETCD_VERSION
 
 Ctx = grpc.aio.ServicerContext
 

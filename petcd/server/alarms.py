@@ -3,20 +3,30 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from petcd.proto import rpc_pb2
 
 ALARM_BUCKET = "alarm"
 
 
 class AlarmStore:
+    """The active alarms as (member id, alarm type) pairs; the applier
+    changes them and the backend's alarm bucket mirrors them."""
+
     def __init__(self) -> None:
         self._active: set[tuple[int, int]] = set()
 
-    def load(self, items: list[tuple[bytes, bytes]]) -> None:
+    def load(self, items: Iterable[tuple[bytes, bytes]]) -> None:
+        """Take the alarm bucket's content as the whole truth: alarms not in
+        it are cleared (a backend installed from the leader replaces ours,
+        with the alarms the cluster disarmed meanwhile gone)."""
+        active: set[tuple[int, int]] = set()
         for key, _ in items:
             am = rpc_pb2.AlarmMember()
             am.ParseFromString(key)
-            self._active.add((am.memberID, am.alarm))
+            active.add((am.memberID, am.alarm))
+        self._active = active
 
     @staticmethod
     def key(member_id: int, alarm: int) -> bytes:

@@ -108,7 +108,7 @@ class ClusterOps:
         if is_learner:
             if sum(1 for m in self.membership.members.values() if m.is_learner) >= MAX_LEARNERS:
                 raise ErrTooManyLearners()
-        elif self._active_voters() < (len(self.membership.voter_ids()) + 1) // 2 + 1:
+        elif not self._ready_to_add_voter():
             raise ErrNotEnoughStartedMembers()  # the new member would make quorum unreachable
         mid = ids.member_id(peer_urls, self.cfg.initial_cluster_token, int(time.time()))
         member = Member(mid, "", list(peer_urls), is_learner=is_learner)
@@ -174,6 +174,17 @@ class ClusterOps:
             self.wait.cancel(cc.id)
             raise ErrTimeout() from None
 
+    def _ready_to_add_voter(self) -> bool:
+        """etcd's check before adding a voter: the started voters must still
+        make a quorum of the grown cluster, except that a cluster of one may
+        always grow to two (how a cluster is rebuilt from one restored
+        member, as etcd's runtime-reconfiguration guide does it)."""
+        voters = len(self.membership.voter_ids()) + 1
+        started = self._active_voters()
+        if started == 1 and voters == 2:
+            return True
+        return started >= voters // 2 + 1
+
     def _is_active(self, member_id: int) -> bool:
         return member_id == self.member_id or self.transport.active_since(member_id) is not None
 
@@ -196,7 +207,7 @@ class ClusterOps:
         while self.node.lead != target:
             if loop.time() > deadline:
                 raise ErrTimeoutLeaderTransfer()
-            await asyncio.sleep(self.cfg.heartbeat_interval_ms / 1000.0)
+            await asyncio.sleep(self.cfg.tick_seconds())
 
 
 def _check_urls(urls: list[str]) -> None:

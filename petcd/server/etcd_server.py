@@ -13,9 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import os
-import random
 from collections.abc import Callable
 from typing import Any
 
@@ -27,7 +25,6 @@ from petcd.proto import kv_pb2, raft_internal_pb2, rpc_pb2
 from petcd.raft import (
     ConfChange,
     ConfChangeType,
-    Config,
     ConfState,
     Entry,
     EntryType,
@@ -67,12 +64,11 @@ from petcd.server.transport import PeerTransport
 from petcd.server.wait import AppliedWait, Wait
 from petcd.storage.backend import Backend
 from petcd.storage.fsutil import replace_file
+from petcd.version import ETCD_VERSION
+
+__all__ = ["ETCD_VERSION", "EtcdServer"]
 
 log = logging.getLogger("petcd.server")
-
-# The etcd release whose API and behaviour petcd reproduces; clients read it
-# from Status and decide what they may use.
-ETCD_VERSION = "3.4.23"
 
 # Keys of a compaction step: small enough that a step never holds the loop long.
 COMPACTION_STEP_KEYS = 1000
@@ -94,7 +90,7 @@ class EtcdServer(ClusterOps):
         self._state_opened = False
         self.removed = False  # this member was removed from the cluster
         self.leader_client = LeaderClient()
-        self.request_timeout = 5.0 + 2 * cfg.election_timeout_ms / 1000.0
+        self.request_timeout = cfg.request_timeout()
         self.snapshot_index = 0
         self.conf_state = ConfState()
 
@@ -106,7 +102,9 @@ class EtcdServer(ClusterOps):
         peers: list[int] = []
         applied = 0
         if RaftStorage.exists(cfg.wal_dir()):
-            self.raft_storage, rec = RaftStorage.open(cfg.wal_dir(), cfg.snap_dir())
+            self.raft_storage, rec = RaftStorage.open(
+                cfg.wal_dir(), cfg.snap_dir(), unsafe_no_fsync=cfg.unsafe_no_fsync
+            )
             if rec.snapshot is not None:
                 applied = rec.snapshot.metadata.index
                 self.snapshot_index = applied
@@ -119,7 +117,9 @@ class EtcdServer(ClusterOps):
             self._open_state(None)
             self.membership = await self._joined_membership()
             identity = WalIdentity(self.membership.local_id, self.membership.cluster_id)
-            self.raft_storage = RaftStorage.create(cfg.wal_dir(), cfg.snap_dir(), identity)
+            self.raft_storage = RaftStorage.create(
+                cfg.wal_dir(), cfg.snap_dir(), identity, unsafe_no_fsync=cfg.unsafe_no_fsync
+            )
             for m in self.membership.members.values():
                 self.backend.put(MEMBERS_BUCKET, member_key(m.id), m.to_json())
             self.backend.commit()
@@ -128,7 +128,9 @@ class EtcdServer(ClusterOps):
             self._open_state(None)
             self.membership = self._new_membership()
             identity = WalIdentity(self.membership.local_id, self.membership.cluster_id)
-            self.raft_storage = RaftStorage.create(cfg.wal_dir(), cfg.snap_dir(), identity)
+            self.raft_storage = RaftStorage.create(
+                cfg.wal_dir(), cfg.snap_dir(), identity, unsafe_no_fsync=cfg.unsafe_no_fsync
+            )
             for m in self.membership.members.values():
                 self.backend.put(MEMBERS_BUCKET, member_key(m.id), m.to_json())
             self.backend.commit()
@@ -140,22 +142,7 @@ class EtcdServer(ClusterOps):
         self.applied_index = max(applied, self.consistent_index)
         self.applied_wait.applied = self.applied_index
         self.applier = Applier(self.kv, self.backend, self.alarms, self.lessor, self.membership)
-        election_tick = max(1, cfg.election_timeout_ms // cfg.heartbeat_interval_ms)
-        raw = RawNode(
-            Config(
-                id=self.member_id,
-                peers=peers,
-                election_tick=election_tick,
-                heartbeat_tick=1,
-                storage=self.raft_storage.log,
-                applied=applied,
-                rng=random.Random(),
-                pre_vote=True,
-                check_quorum=True,
-                max_inflight_msgs=512,
-                max_size_per_msg=1 << 20,
-            )
-        )
+        raw = RawNode(cfg.raft_config(self.member_id, self.raft_storage.log, peers=peers, applied=applied))
         hooks = NodeHooks(
             apply_entries=self._apply_entries,
             apply_snapshot=self._apply_snapshot,
@@ -163,7 +150,7 @@ class EtcdServer(ClusterOps):
             leader_changed=self._on_leader_changed,
             send=self._send,
         )
-        self.node = RaftNode(raw, self.raft_storage, hooks, cfg.heartbeat_interval_ms / 1000.0)
+        self.node = RaftNode(raw, self.raft_storage, hooks, cfg.tick_seconds())
         self.transport = PeerTransport(
             self.member_id,
             self.cluster_id,
@@ -199,14 +186,14 @@ class EtcdServer(ClusterOps):
         carries a backend (sent by a leader) and is newer than the backend on
         disk replaces it: the crash came between the two."""
         cfg = self.cfg
-        self.backend = Backend(cfg.backend_path())
+        self.backend = Backend(cfg.backend_path(), unsafe_no_fsync=cfg.unsafe_no_fsync)
         if snap is not None and snap.data and self.backend.consistent_index()[0] < snap.metadata.index:
             self.backend.close()
             _install_backend(cfg.backend_path(), snap.data)
-            self.backend = Backend(cfg.backend_path())
+            self.backend = Backend(cfg.backend_path(), unsafe_no_fsync=cfg.unsafe_no_fsync)
         self.kv = KVStore(self.backend)
         self.alarms.load(self.backend.items(ALARM_BUCKET))
-        self.lessor = Lessor(self.backend, min_lease_ttl(cfg))
+        self.lessor = Lessor(self.backend, cfg.min_lease_ttl())
         self.kv.lease_exists = self.lessor.exists
         self._restore_lease_keys()
         self.kv.on_events = self._on_events
@@ -415,17 +402,23 @@ class EtcdServer(ClusterOps):
     async def _lease_expirer(self) -> None:
         """The leader revokes expired leases through raft, so every member
         deletes their keys at the same revision."""
-        revoking: set[int] = set()
-        while not self._stopped:
-            await asyncio.sleep(0.5)
-            if not self.node.is_leader():
-                continue
-            for lease_id in self.lessor.expired():
-                if lease_id in revoking:
+        # lease id -> its revocation in flight; holding the task here keeps
+        # the loop from dropping it (the loop keeps only weak references)
+        revoking: dict[int, asyncio.Task[None]] = {}
+        try:
+            while not self._stopped:
+                await asyncio.sleep(0.5)
+                if not self.node.is_leader():
                     continue
-                revoking.add(lease_id)
-                task = asyncio.create_task(self._revoke_expired(lease_id))
-                task.add_done_callback(lambda _t, i=lease_id: revoking.discard(i))
+                for lease_id in self.lessor.expired():
+                    if lease_id in revoking:
+                        continue
+                    task = asyncio.create_task(self._revoke_expired(lease_id), name=f"revoke-lease-{lease_id:x}")
+                    revoking[lease_id] = task
+                    task.add_done_callback(lambda _t, i=lease_id: revoking.pop(i, None))
+        finally:
+            for task in list(revoking.values()):
+                task.cancel()
 
     async def _revoke_expired(self, lease_id: int) -> None:
         try:
@@ -519,7 +512,7 @@ class EtcdServer(ClusterOps):
                     except TimeoutError:
                         raise ErrTimeoutDueToLeaderFail() from None
                 else:
-                    await asyncio.sleep(min(remaining, self.cfg.heartbeat_interval_ms / 1000.0))
+                    await asyncio.sleep(min(remaining, self.cfg.tick_seconds()))
 
     async def linearizable_read(self) -> None:
         """Returns once a read of the local store is linearizable: a ReadIndex
@@ -676,13 +669,6 @@ def _read_backend_snapshot(backend: Backend) -> bytes:
 class _RoundLost(Exception):
     """A read index round that will never be answered (no leader, or the
     leader changed); the reads in it start a new one."""
-
-
-def min_lease_ttl(cfg: ServerConfig) -> int:
-    """etcd's minimum lease TTL: 1.5 election timeouts, in whole seconds,
-    rounded up, so a lease outlives a leader election."""
-    election_ticks = max(1, cfg.election_timeout_ms // cfg.heartbeat_interval_ms)
-    return math.ceil((3 * election_ticks // 2) * cfg.heartbeat_interval_ms / 1000.0)
 
 
 def _chain(src: asyncio.Future[None], dst: asyncio.Future[None]) -> None:

@@ -1,0 +1,122 @@
+"""Regressions for defects of the server's shape (issue 10): each test here
+failed before its fix."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import grpc
+import pytest
+
+from petcd.proto import rpc_pb2 as pb
+from petcd.server.alarms import AlarmStore
+from petcd.server.leader_client import LeaderClient
+from petcd.server.membership import ErrMemberNotFound
+from petcd.storage.backend import Backend
+from tests.harness import etcd_server, etcdctl, free_port
+
+from .conftest import Member, member_config, start_member
+
+
+def _count_calls(monkeypatch: pytest.MonkeyPatch, name: str) -> list[int]:
+    """Count calls of os.<name> (still calling it): the member runs in this
+    process, so its WAL's syncs pass through here."""
+    real: Callable[[int], None] = getattr(os, name)
+    calls = [0]
+
+    def counted(fd: int) -> None:
+        calls[0] += 1
+        real(fd)
+
+    monkeypatch.setattr(os, name, counted)
+    return calls
+
+
+@pytest.mark.parametrize("no_fsync", [True, False])
+def test_unsafe_no_fsync_reaches_the_wal_and_the_backend(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, no_fsync: bool
+) -> None:
+    m = start_member(member_config(tmp_path / "m", unsafe_no_fsync=no_fsync))
+    try:
+        syncs = _count_calls(monkeypatch, "fdatasync")
+        for i in range(20):
+            m.kv.Put(pb.PutRequest(key=b"k%d" % i, value=b"v"))
+        backend = m.etcd.server.backend
+        flags = backend._env.flags()  # LMDB's own sync settings for the db file
+        if no_fsync:
+            assert syncs[0] == 0
+            assert flags["sync"] is False and flags["metasync"] is False
+        else:
+            assert syncs[0] > 0
+            assert flags["sync"] is True
+    finally:
+        m.stop()
+
+
+def test_alarm_load_replaces_the_active_alarms(tmp_path: Path) -> None:
+    """A member that installs the leader's backend takes its alarms whole:
+    an alarm the cluster disarmed meanwhile must not stay active here."""
+    armed = Backend(str(tmp_path / "armed"), unsafe_no_fsync=True)
+    disarmed = Backend(str(tmp_path / "disarmed"), unsafe_no_fsync=True)
+    try:
+        armed.put("alarm", AlarmStore.key(1, pb.NOSPACE), b"")
+        alarms = AlarmStore()
+        alarms.load(armed.items("alarm"))
+        assert alarms.is_active(pb.NOSPACE)
+        alarms.load(disarmed.items("alarm"))
+        assert not alarms.is_active(pb.NOSPACE) and alarms.list() == []
+    finally:
+        armed.close()
+        disarmed.close()
+
+
+def test_leader_client_promote_translates_the_leaders_error(member: Member) -> None:
+    """A follower forwards MemberPromote to the leader; the leader's error
+    must come back as ours (a status the client knows), not as a raw gRPC
+    error that the api layer can only report as UNKNOWN."""
+
+    async def promote() -> None:
+        client = LeaderClient()
+        try:
+            await client.promote(list(member.cfg.advertise_client_urls), 0x1234, 10.0)
+        finally:
+            await client.close()
+
+    with pytest.raises(ErrMemberNotFound):
+        asyncio.run(promote())
+
+
+def test_member_add_of_a_voter_to_a_cluster_of_one_is_allowed(tmp_path: Path) -> None:
+    """etcd lets a cluster of one grow to two voters (its runtime
+    reconfiguration guide relies on it), though the second has not started."""
+    m = start_member(member_config(tmp_path / "m"))
+    try:
+        peer = f"http://127.0.0.1:{free_port()}"
+        r = m.cluster.MemberAdd(pb.MemberAddRequest(peerURLs=[peer]))
+        assert not r.member.isLearner and list(r.member.peerURLs) == [peer]
+        assert len(r.members) == 2
+        # a third voter is refused: one started member of three is no quorum
+        with pytest.raises(grpc.RpcError) as e:
+            m.cluster.MemberAdd(pb.MemberAddRequest(peerURLs=[f"http://127.0.0.1:{free_port()}"]), timeout=30)
+        assert e.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+        assert e.value.details() == "etcdserver: re-configuration failed due to not enough started members"
+    finally:
+        m.stop()
+
+
+def test_real_etcd_allows_a_voter_added_to_a_cluster_of_one(tmp_path: Path) -> None:
+    """The oracle for the test above."""
+    etcd = etcd_server(tmp_path).start()
+    try:
+        peer = f"http://127.0.0.1:{free_port()}"
+        out = etcdctl(etcd.endpoint, "member", "add", "m2", f"--peer-urls={peer}").stdout
+        assert "added to cluster" in out
+        third = etcdctl(etcd.endpoint, "member", "add", "m3", f"--peer-urls=http://127.0.0.1:{free_port()}",
+                        check=False)
+        assert third.returncode != 0
+        assert "re-configuration failed due to not enough started members" in third.stderr
+    finally:
+        etcd.stop()
