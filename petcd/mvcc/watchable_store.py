@@ -22,6 +22,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from petcd.mvcc.key_range import KeyRange
 from petcd.proto import kv_pb2
 
 log = logging.getLogger("petcd.mvcc.watch")
@@ -62,13 +63,13 @@ class Watcher:
     progress_notify: bool = False
     synced: bool = False
     canceled: bool = False
+    keys: KeyRange = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.keys = KeyRange(self.key, self.end)
 
     def matches(self, key: bytes) -> bool:
-        if not self.end:
-            return key == self.key
-        if self.end == b"\0":
-            return key >= self.key
-        return self.key <= key < self.end
+        return self.keys.contains(key)
 
     def select(self, events: list[kv_pb2.Event]) -> list[kv_pb2.Event]:
         out = []
@@ -194,8 +195,8 @@ class WatchableStore:
         if not self._groups:
             return
         for g in list(self._groups.values()):
-            probe = g.watchers and next(iter(g.watchers))
-            if not probe or not any(probe.matches(ev.kv.key) for ev in events):
+            probe = next(iter(g.watchers), None)
+            if probe is None or not any(probe.matches(ev.kv.key) for ev in events):
                 continue
             # watchers of one range with the same options see the same events:
             # select (and strip prev_kv) once per option set, not per watcher

@@ -15,7 +15,7 @@ from typing import Any
 from petcd.lease.lessor import Lessor
 from petcd.mvcc.kvstore import Compaction, KVStore
 from petcd.proto import raft_internal_pb2, rpc_pb2
-from petcd.server import txn_ops
+from petcd.server import txn, txn_ops
 from petcd.server.alarms import ALARM_BUCKET, AlarmStore
 from petcd.server.errors import ErrNoSpace, ErrNotSupported
 from petcd.server.membership import MEMBERS_BUCKET, Member, Membership, member_key
@@ -54,15 +54,15 @@ class Applier:
         which = _which(r)
         if which == "put":
             self._check_space()
-            return self.kv.put(r.put)
+            return txn.put(self.kv, r.put, self.lessor.exists)
         if which == "delete_range":
-            return self.kv.delete_range(r.delete_range)
+            return txn.delete_range(self.kv, r.delete_range)
         if which == "txn":
             if txn_ops.has_puts(r.txn):  # deletes free space, so etcd lets them through
                 self._check_space()
-            return self.kv.txn(r.txn)
+            return txn.txn(self.kv, r.txn, self.lessor.exists)
         if which == "range":
-            return self.kv.range(r.range)
+            return txn.range_(self.kv, r.range)
         if which == "compaction":
             job = self.kv.compact(r.compaction.revision)
             resp = rpc_pb2.CompactionResponse()
@@ -102,11 +102,7 @@ class Applier:
     def _lease_revoke(self, lease_id: int) -> rpc_pb2.LeaseRevokeResponse:
         keys = self.lessor.revoke(lease_id)
         if keys:  # all of a lease's keys go in one revision
-            self.kv.txn(
-                rpc_pb2.TxnRequest(
-                    success=[rpc_pb2.RequestOp(request_delete_range=rpc_pb2.DeleteRangeRequest(key=k)) for k in keys]
-                )
-            )
+            txn.delete_keys(self.kv, keys)
         resp = rpc_pb2.LeaseRevokeResponse()
         resp.header.revision = self.kv.rev
         return resp

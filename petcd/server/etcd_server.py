@@ -19,6 +19,7 @@ from typing import Any
 
 from petcd.lease.lessor import ErrLeaseNotFound, Lessor
 from petcd.mvcc.history import StoreHistory
+from petcd.mvcc.key_range import KeyRange
 from petcd.mvcc.kvstore import Compaction, KVStore
 from petcd.mvcc.watchable_store import WatchableStore
 from petcd.proto import kv_pb2, raft_internal_pb2, rpc_pb2
@@ -36,7 +37,7 @@ from petcd.raft import (
     Snapshot,
     SnapshotMetadata,
 )
-from petcd.server import ids, txn_ops
+from petcd.server import ids, txn, txn_ops
 from petcd.server.alarms import ALARM_BUCKET, AlarmStore
 from petcd.server.apply import Applier, CompactResult
 from petcd.server.cluster_ops import ClusterOps
@@ -194,7 +195,6 @@ class EtcdServer(ClusterOps):
         self.kv = KVStore(self.backend)
         self.alarms.load(self.backend.items(ALARM_BUCKET))
         self.lessor = Lessor(self.backend, cfg.min_lease_ttl())
-        self.kv.lease_exists = self.lessor.exists
         self._restore_lease_keys()
         self.kv.on_events = self._on_events
         if self._state_opened:
@@ -394,8 +394,7 @@ class EtcdServer(ClusterOps):
 
     def _restore_lease_keys(self) -> None:
         """Re-attach every live key to its lease (attachments are not stored)."""
-        resp = self.kv.range(rpc_pb2.RangeRequest(key=b"\0", range_end=b"\0"))
-        for kv in resp.kvs:
+        for kv in self.kv.range(KeyRange(b"\0", b"\0")).kvs():
             if kv.lease:
                 self.lessor.attach(kv.lease, kv.key)
 
@@ -562,8 +561,7 @@ class EtcdServer(ClusterOps):
     async def range(self, req: rpc_pb2.RangeRequest) -> rpc_pb2.RangeResponse:
         if not req.serializable:
             await self.linearizable_read()
-        resp: rpc_pb2.RangeResponse = self.kv.range(req)
-        return resp
+        return txn.range_(self.kv, req)
 
     async def put(self, req: rpc_pb2.PutRequest) -> rpc_pb2.PutResponse:
         resp: rpc_pb2.PutResponse = await self.raft_request(raft_internal_pb2.InternalRaftRequest(put=req))
@@ -579,8 +577,7 @@ class EtcdServer(ClusterOps):
         if txn_ops.is_read_only(req):
             if not txn_ops.is_serializable(req):
                 await self.linearizable_read()
-            ro: rpc_pb2.TxnResponse = self.kv.txn(req)
-            return ro
+            return txn.txn(self.kv, req, self.lessor.exists)
         resp: rpc_pb2.TxnResponse = await self.raft_request(raft_internal_pb2.InternalRaftRequest(txn=req))
         return resp
 
