@@ -88,7 +88,7 @@ class MaintenanceService(rpc_pb2_grpc.MaintenanceServicer):
 
     @unary
     async def MoveLeader(self, request: rpc_pb2.MoveLeaderRequest, context: Ctx) -> rpc_pb2.MoveLeaderResponse:
-        await self.s.move_leader(request.targetID)
+        await self.s.cluster.move_leader(request.targetID)
         return rpc_pb2.MoveLeaderResponse()
 
     @unary

@@ -40,7 +40,14 @@ from petcd.raft import (
 from petcd.server import ids, txn, txn_ops
 from petcd.server.alarms import ALARM_BUCKET, AlarmStore
 from petcd.server.apply import Applier, CompactResult
-from petcd.server.cluster_ops import ClusterOps
+from petcd.server.cluster import (
+    ClusterManager,
+    joined_membership,
+    load_membership,
+    members_doc,
+    new_membership,
+    store_members,
+)
 from petcd.server.compactor import AutoCompactor
 from petcd.server.config import ServerConfig
 from petcd.server.errors import (
@@ -55,9 +62,7 @@ from petcd.server.errors import (
 )
 from petcd.server.leader_client import LeaderClient
 from petcd.server.membership import (
-    MEMBERS_BUCKET,
     apply_change,
-    member_key,
 )
 from petcd.server.raft_node import NodeHooks, RaftNode
 from petcd.server.raft_storage import RaftStorage, WalIdentity
@@ -75,7 +80,7 @@ log = logging.getLogger("petcd.server")
 COMPACTION_STEP_KEYS = 1000
 
 
-class EtcdServer(ClusterOps):
+class EtcdServer:
     def __init__(self, cfg: ServerConfig) -> None:
         self.cfg = cfg
         self.wait = Wait()
@@ -111,29 +116,27 @@ class EtcdServer(ClusterOps):
                 self.snapshot_index = applied
                 self.conf_state = rec.snapshot.metadata.conf_state
             self._open_state(rec.snapshot)
-            self.membership = self._load_membership(rec.identity)
+            self.membership = load_membership(self.backend, rec.identity, cfg)
             log.info("restarting member %x in cluster %x at commit %d", rec.identity.member_id,
                      rec.identity.cluster_id, rec.hard_state.commit)
         elif cfg.initial_cluster_state == "existing":
             self._open_state(None)
-            self.membership = await self._joined_membership()
+            self.membership = await joined_membership(cfg)
             identity = WalIdentity(self.membership.local_id, self.membership.cluster_id)
             self.raft_storage = RaftStorage.create(
                 cfg.wal_dir(), cfg.snap_dir(), identity, unsafe_no_fsync=cfg.unsafe_no_fsync
             )
-            for m in self.membership.members.values():
-                self.backend.put(MEMBERS_BUCKET, member_key(m.id), m.to_json())
+            store_members(self.backend, self.membership)
             self.backend.commit()
             log.info("joining cluster %x as member %x", self.membership.cluster_id, self.membership.local_id)
         else:
             self._open_state(None)
-            self.membership = self._new_membership()
+            self.membership = new_membership(cfg)
             identity = WalIdentity(self.membership.local_id, self.membership.cluster_id)
             self.raft_storage = RaftStorage.create(
                 cfg.wal_dir(), cfg.snap_dir(), identity, unsafe_no_fsync=cfg.unsafe_no_fsync
             )
-            for m in self.membership.members.values():
-                self.backend.put(MEMBERS_BUCKET, member_key(m.id), m.to_json())
+            store_members(self.backend, self.membership)
             self.backend.commit()
             peers = self.membership.voter_ids()
             log.info("starting new member %x in cluster %x", self.membership.local_id, self.membership.cluster_id)
@@ -159,7 +162,18 @@ class EtcdServer(ClusterOps):
             on_message=self._on_peer_message,
             on_unreachable=raw.report_unreachable,
             on_snapshot_status=raw.report_snapshot,
-            members_info=self._members_doc,
+            members_info=lambda: members_doc(self.membership),
+        )
+        self.cluster = ClusterManager(
+            cfg,
+            membership=lambda: self.membership,
+            check_running=self._check_running,
+            propose_conf_change=self._propose_conf_change,
+            raft_status=raw.status,
+            transfer_leader=self._transfer_leader,
+            active_since=self.transport.active_since,
+            leader_urls=self._leader_urls,
+            leader_client=self.leader_client,
         )
         await self.transport.start()
         for mid, urls in self.membership.peers().items():
@@ -299,7 +313,7 @@ class EtcdServer(ClusterOps):
         self.backend.close()
         _install_backend(self.cfg.backend_path(), snap.data)
         self._open_state(None)
-        self.membership = self._load_membership(WalIdentity(self.member_id, self.cluster_id))
+        self.membership = load_membership(self.backend, WalIdentity(self.member_id, self.cluster_id), self.cfg)
         self.applier = Applier(self.kv, self.backend, self.alarms, self.lessor, self.membership)
         for mid, urls in self.membership.peers().items():
             self.transport.update_peer(mid, urls)
@@ -459,11 +473,23 @@ class EtcdServer(ClusterOps):
         if len(data) > self.cfg.max_request_bytes:
             raise ErrRequestTooLarge()
         self._check_quota(req, len(data))
+        return await self._propose_and_wait(req_id, lambda: self.node.raw.propose(data))
+
+    async def _propose_conf_change(self, cc: ConfChange) -> None:
+        """Propose a membership change and wait until it is applied."""
+        self._check_running()
+        cc.id = self.ids.next()
+        await self._propose_and_wait(cc.id, lambda: self.node.raw.propose_conf_change(cc))
+
+    async def _propose_and_wait(self, req_id: int, feed: Callable[[], None]) -> Any:
+        """The one way in for writes and membership changes: register the
+        waiter, feed the proposal to raft (waiting for a leader if need be),
+        and wait for the applier's result under the request timeout."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.request_timeout
         fut = self.wait.register(req_id)
         try:
-            await self._until_taken(lambda: self.node.raw.propose(data), deadline)
+            await self._until_taken(feed, deadline)
         except BaseException:
             self.wait.cancel(req_id)
             raise
@@ -473,6 +499,10 @@ class EtcdServer(ClusterOps):
         except TimeoutError:
             self.wait.cancel(req_id)
             raise (ErrTimeoutDueToLeaderFail() if self.node.lead == 0 else ErrTimeout()) from None
+
+    def _transfer_leader(self, target: int) -> None:
+        self.node.raw.transfer_leader(target)
+        self.node.notify()
 
     def _check_quota(self, req: raft_internal_pb2.InternalRaftRequest, size: int) -> None:
         """etcd's backend quota: a request that may grow the database past
