@@ -2,7 +2,7 @@
 
 Starts one petcd member and one etcd member with equivalent flags (temp
 data dirs, free ports), drives each in turn with the Go load generator
-(bench/gobench, built with its build.sh) and prints each
+(../shared/tools/gobench, built with its build.sh) and prints each
 workload's figures and the petcd/etcd ratio. A benchmark, never a test.
 
     python bench/run_bench.py [--gobench /tmp/gobench] [--duration 10s] [--only put1,put64]
@@ -68,7 +68,7 @@ def main() -> None:
     ap.add_argument("--only", default="", help="comma-separated workload names")
     args = ap.parse_args()
     if not Path(args.gobench).exists():
-        sys.exit(f"gobench not found at {args.gobench}: run bench/gobench/build.sh /tmp/gobench")
+        sys.exit(f"gobench not found at {args.gobench}: run ../shared/tools/gobench/build.sh /tmp/gobench")
     chosen = [w for w in WORKLOADS if not args.only or w.name in args.only.split(",")]
     results: dict[str, dict[str, dict[str, float]]] = {}
     for kind, server in each_server():
