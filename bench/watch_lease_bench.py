@@ -1,13 +1,16 @@
 """Watch and lease figures for petcd beside real etcd on this machine:
 
 - RSS per idle watcher: the server's resident memory growth per watcher for
-  10,000 idle watchers (spread over 10 streams), in bytes;
-- keepalives/s with 10,000 leases, renewed over 10 LeaseKeepAlive streams.
+  10,000 idle watchers (spread over 10 streams), in bytes; the client is
+  Python (grpc.aio), the same for both servers;
+- keepalives/s with 10,000 leases renewed by the Go load generator
+  (bench/loadgen, op lease-keepalive: 64 workers, each with its own
+  LeaseKeepAlive stream, on 8 connections).
 
-The client is Python (grpc.aio) and the same for both servers, so the ratio
-is what to read. Watch fan-out throughput is in run_bench.py (gobench).
+Watch fan-out throughput is in run_bench.py. Every server started is
+stopped by PID at the end; every wait is bounded.
 
-    python bench/watch_lease_bench.py [--watchers 10000] [--leases 10000] [--seconds 5]
+    python3 bench/watch_lease_bench.py [--watchers 10000] [--leases 10000] [--seconds 5]
 """
 
 from __future__ import annotations
@@ -15,17 +18,20 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
-import time
+import tempfile
 from pathlib import Path
 
 import grpc
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.servers import each_server  # noqa: E402
+from bench import load  # noqa: E402
+from bench.load import Workload  # noqa: E402
+from bench.servers import KINDS, one_member, stop_on_sigterm  # noqa: E402
 from petcd.proto import rpc_pb2, rpc_pb2_grpc  # noqa: E402
-from tests.harness import Server  # noqa: E402
+from petcd.testing.harness import Server  # noqa: E402
 
+WATCH_TIMEOUT = 300.0  # creating and measuring the idle watchers, at most
 STREAMS = 10
 
 
@@ -60,31 +66,10 @@ async def idle_watchers(server: Server, n: int) -> float:
     return (after - before) / n
 
 
-async def keepalives(server: Server, n: int, seconds: float) -> float:
-    async with grpc.aio.insecure_channel(server.endpoint) as ch:
-        stub = rpc_pb2_grpc.LeaseStub(ch)
-        ids: list[int] = []
-        for start in range(0, n, 500):
-            grants = await asyncio.gather(*(stub.LeaseGrant(rpc_pb2.LeaseGrantRequest(TTL=600))
-                                            for _ in range(start, min(n, start + 500))))
-            ids.extend(g.ID for g in grants)
-        done = 0
-        deadline = time.monotonic() + seconds
-
-        async def stream(my: list[int]) -> None:
-            nonlocal done
-            call = stub.LeaseKeepAlive()
-            while time.monotonic() < deadline:
-                for lid in my:
-                    await call.write(rpc_pb2.LeaseKeepAliveRequest(ID=lid))
-                for _ in my:
-                    await call.read()
-                    done += 1
-            call.cancel()
-
-        t0 = time.monotonic()
-        await asyncio.gather(*(stream(ids[i::STREAMS]) for i in range(STREAMS)))
-        return done / (time.monotonic() - t0)
+def keepalives(binary: Path, server: Server, leases: int, seconds: float) -> float:
+    """Lease renewals per second the server answers (see the module docstring)."""
+    w = Workload("keepalive", "lease-keepalive", 64, 8, "ops/s", leases=leases)
+    return load.run(binary, server.endpoint, w, seconds, keys=1)["ops/s"]
 
 
 def main() -> None:
@@ -92,12 +77,17 @@ def main() -> None:
     ap.add_argument("--watchers", type=int, default=10_000)
     ap.add_argument("--leases", type=int, default=10_000)
     ap.add_argument("--seconds", type=float, default=5.0)
+    ap.add_argument("--loadgen", type=Path, help="a built load generator (default: build into the cache)")
     args = ap.parse_args()
+    stop_on_sigterm()
+    binary = args.loadgen or load.loadgen_binary()
     results: dict[str, tuple[float, float]] = {}
-    for kind, server in each_server():
-        per_watcher = asyncio.run(idle_watchers(server, args.watchers))
-        kps = asyncio.run(keepalives(server, args.leases, args.seconds))
-        results[kind] = (per_watcher, kps)
+    with tempfile.TemporaryDirectory(prefix="petcd-watch-lease-bench-") as tmp:
+        for kind in KINDS:
+            with one_member(kind, Path(tmp)) as server:
+                per_watcher = asyncio.run(asyncio.wait_for(idle_watchers(server, args.watchers), WATCH_TIMEOUT))
+                kps = keepalives(binary, server, args.leases, args.seconds)
+                results[kind] = (per_watcher, kps)
     p, e = results["petcd"], results["etcd"]
     print(f"{'metric':<26} {'petcd':>10} {'etcd':>10} {'ratio':>7}")
     print(f"{'RSS per idle watcher (B)':<26} {p[0]:>10.0f} {e[0]:>10.0f} {p[0] / e[0] if e[0] else float('nan'):>7.2f}")

@@ -9,7 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.harness import etcdctl, wait_for
+from petcd.testing.harness import etcdctl, wait_for
 
 
 def _free_base() -> int:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.harness import Server, petcd_cluster
+from petcd.testing.harness import Server, petcd_cluster
 
 
 @pytest.fixture

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from petcd.proto import rpc_pb2
-from tests.harness import Server, wait_for
+from petcd.testing.harness import Server, wait_for
 
 
 def status(m: Server) -> rpc_pb2.StatusResponse:

@@ -16,10 +16,10 @@ import grpc
 import pytest
 
 from petcd.proto import rpc_pb2, rpc_pb2_grpc
+from petcd.testing.harness import Server, petcd_cluster, wait_for
 from petcd.testing.linearizability import Op, check
 from tests.cluster.helpers import hash_kv_converges, leader
 from tests.cluster.proxy import Proxy
-from tests.harness import Server, petcd_cluster, wait_for
 
 pytestmark = pytest.mark.timeout(900)
 

@@ -11,8 +11,8 @@ import grpc
 import pytest
 
 from petcd.proto import rpc_pb2, rpc_pb2_grpc
+from petcd.testing.harness import Server, etcdctl, wait_for
 from tests.cluster.helpers import hash_kv_converges, leader, status
-from tests.harness import Server, etcdctl, wait_for
 
 pytestmark = pytest.mark.timeout(600)
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.harness import Server, etcd_server, petcd_server
+from petcd.testing.harness import Server, etcd_server, petcd_server
 
 
 @pytest.fixture(scope="module")

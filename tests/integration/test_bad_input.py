@@ -9,7 +9,7 @@ import grpc
 import pytest
 
 from petcd.proto import rpc_pb2
-from tests.harness import Server
+from petcd.testing.harness import Server
 
 pytestmark = pytest.mark.timeout(600)
 

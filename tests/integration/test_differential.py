@@ -15,7 +15,7 @@ from google.protobuf import text_format
 from google.protobuf.message import Message
 
 from petcd.proto import rpc_pb2
-from tests.harness import Server
+from petcd.testing.harness import Server
 
 pytestmark = pytest.mark.timeout(900)
 

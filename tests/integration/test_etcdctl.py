@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from tests.harness import Server, etcdctl
+from petcd.testing.harness import Server, etcdctl
 
 pytestmark = pytest.mark.timeout(300)
 

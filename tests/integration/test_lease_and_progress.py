@@ -9,7 +9,7 @@ import grpc
 import pytest
 
 from petcd.proto import rpc_pb2, rpc_pb2_grpc
-from tests.harness import petcd_server, wait_for
+from petcd.testing.harness import petcd_server, wait_for
 from tests.integration.test_watch_guarantees import WatchStream
 
 pytestmark = pytest.mark.timeout(300)

@@ -9,7 +9,7 @@ import grpc
 import pytest
 
 from petcd.proto import rpc_pb2
-from tests.harness import etcdctl, petcd_server, wait_for
+from petcd.testing.harness import etcdctl, petcd_server, wait_for
 
 pytestmark = pytest.mark.timeout(300)
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.harness import etcdctl, petcd_server
+from petcd.testing.harness import etcdctl, petcd_server
 
 pytestmark = pytest.mark.timeout(300)
 

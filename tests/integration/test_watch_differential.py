@@ -12,7 +12,7 @@ import pytest
 from google.protobuf import text_format
 
 from petcd.proto import rpc_pb2
-from tests.harness import Server, wait_for
+from petcd.testing.harness import Server, wait_for
 from tests.integration.test_watch_guarantees import WatchStream
 
 pytestmark = pytest.mark.timeout(600)

@@ -12,7 +12,7 @@ import grpc
 import pytest
 
 from petcd.proto import rpc_pb2, rpc_pb2_grpc
-from tests.harness import Server, petcd_server, wait_for
+from petcd.testing.harness import Server, petcd_server, wait_for
 
 pytestmark = pytest.mark.timeout(600)
 

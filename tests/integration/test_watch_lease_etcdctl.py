@@ -7,7 +7,7 @@ import signal
 
 import pytest
 
-from tests.harness import Background, Server, etcdctl, wait_for
+from petcd.testing.harness import Background, Server, etcdctl, wait_for
 
 pytestmark = pytest.mark.timeout(300)
 

@@ -1,6 +1,10 @@
-"""Real processes for integration tests: petcd members, real etcd (the
-oracle), and the real etcdctl. Ports come from the OS, data lives in the
-test's temp dir, processes are stopped by PID."""
+"""Real processes for integration tests and benchmarks: petcd members, real
+etcd (the oracle), and the real etcdctl. Ports come from the OS, data lives in
+the caller's temp dir, processes are stopped by PID.
+
+It lives in the package (not under tests/) so that bench/ and other projects'
+suites can start real members too. pytest is imported only where a missing
+tool must become a skip or a failure, so the module imports without it."""
 
 from __future__ import annotations
 
@@ -18,7 +22,6 @@ from pathlib import Path
 from typing import TypeVar
 
 import grpc
-import pytest
 
 from petcd.proto import rpc_pb2, rpc_pb2_grpc
 
@@ -36,6 +39,8 @@ def require_binary(name: str) -> str:
     """The path of a tool the test needs: a failure in CI, a skip elsewhere."""
     path = shutil.which(name)
     if path is None:
+        import pytest  # only here: the rest of the module works without pytest
+
         msg = f"{name} is not installed (apt-get install etcd-server etcd-client)"
         if os.environ.get("CI") == "true":
             pytest.fail(msg)
