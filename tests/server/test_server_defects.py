@@ -16,7 +16,7 @@ from petcd.server.alarms import AlarmStore
 from petcd.server.leader_client import LeaderClient
 from petcd.server.membership import ErrMemberNotFound
 from petcd.storage.backend import Backend
-from tests.harness import etcd_server, etcdctl, free_port
+from petcd.testing.harness import etcd_server, etcdctl, free_port
 
 from .conftest import Member, member_config, start_member
 
