@@ -32,7 +32,6 @@ from petcd.raft import (
     Message,
     MessageType,
     ProposalDropped,
-    RawNode,
     ReadState,
     Snapshot,
     SnapshotMetadata,
@@ -146,7 +145,6 @@ class EtcdServer:
         self.applied_index = max(applied, self.consistent_index)
         self.applied_wait.applied = self.applied_index
         self.applier = Applier(self.kv, self.backend, self.alarms, self.lessor, self.membership)
-        raw = RawNode(cfg.raft_config(self.member_id, self.raft_storage.log, peers=peers, applied=applied))
         hooks = NodeHooks(
             apply_entries=self._apply_entries,
             apply_snapshot=self._apply_snapshot,
@@ -154,14 +152,19 @@ class EtcdServer:
             leader_changed=self._on_leader_changed,
             send=self._send,
         )
-        self.node = RaftNode(raw, self.raft_storage, hooks, cfg.tick_seconds())
+        self.node = RaftNode(
+            cfg.raft_config(self.member_id, self.raft_storage.log, peers=peers, applied=applied),
+            self.raft_storage,
+            hooks,
+            cfg.tick_seconds(),
+        )
         self.transport = PeerTransport(
             self.member_id,
             self.cluster_id,
             list(cfg.listen_peer_urls),
             on_message=self._on_peer_message,
-            on_unreachable=raw.report_unreachable,
-            on_snapshot_status=raw.report_snapshot,
+            on_unreachable=self.node.report_unreachable,
+            on_snapshot_status=self.node.report_snapshot,
             members_info=lambda: members_doc(self.membership),
         )
         self.cluster = ClusterManager(
@@ -169,8 +172,8 @@ class EtcdServer:
             membership=lambda: self.membership,
             check_running=self._check_running,
             propose_conf_change=self._propose_conf_change,
-            raft_status=raw.status,
-            transfer_leader=self._transfer_leader,
+            raft_status=self.node.status,
+            transfer_leader=self.node.transfer_leader,
             active_since=self.transport.active_since,
             leader_urls=self._leader_urls,
             leader_client=self.leader_client,
@@ -179,7 +182,7 @@ class EtcdServer:
         for mid, urls in self.membership.peers().items():
             self.transport.add_peer(mid, urls)
         if len(self.membership.voter_ids()) == 1:
-            raw.campaign()  # a cluster of one need not wait out an election timeout
+            self.node.campaign()  # a cluster of one need not wait out an election timeout
         self.node.start()
         self.node.notify()
         self.watchable.start()
@@ -282,7 +285,7 @@ class EtcdServer:
 
     def _apply_conf_change(self, e: Entry) -> None:
         cc = ConfChange.from_bytes(e.data)
-        self.conf_state = self.node.raw.apply_conf_change(cc)
+        self.conf_state = self.node.apply_conf_change(cc)
         if e.index > self.consistent_index:
             changed = apply_change(self.membership, cc, self.backend)
             if changed is not None and changed.id != self.member_id:
@@ -301,8 +304,7 @@ class EtcdServer:
 
     def _campaign_alone(self) -> None:
         if self.node.lead == 0 and not self._stopped:
-            self.node.raw.campaign()
-            self.node.notify()
+            self.node.campaign()
 
     def _apply_snapshot(self, snap: Snapshot) -> None:
         """A snapshot from the leader: its backend replaces ours."""
@@ -386,8 +388,7 @@ class EtcdServer:
         self.transport.send([m])
 
     def _on_peer_message(self, m: Message) -> None:
-        self.node.raw.step(m)
-        self.node.notify()
+        self.node.step(m)
 
     async def _publish(self) -> None:
         """Record this member's name and client URLs in the cluster, through
@@ -473,13 +474,13 @@ class EtcdServer:
         if len(data) > self.cfg.max_request_bytes:
             raise ErrRequestTooLarge()
         self._check_quota(req, len(data))
-        return await self._propose_and_wait(req_id, lambda: self.node.raw.propose(data))
+        return await self._propose_and_wait(req_id, lambda: self.node.propose(data))
 
     async def _propose_conf_change(self, cc: ConfChange) -> None:
         """Propose a membership change and wait until it is applied."""
         self._check_running()
         cc.id = self.ids.next()
-        await self._propose_and_wait(cc.id, lambda: self.node.raw.propose_conf_change(cc))
+        await self._propose_and_wait(cc.id, lambda: self.node.propose_conf_change(cc))
 
     async def _propose_and_wait(self, req_id: int, feed: Callable[[], None]) -> Any:
         """The one way in for writes and membership changes: register the
@@ -499,10 +500,6 @@ class EtcdServer:
         except TimeoutError:
             self.wait.cancel(req_id)
             raise (ErrTimeoutDueToLeaderFail() if self.node.lead == 0 else ErrTimeout()) from None
-
-    def _transfer_leader(self, target: int) -> None:
-        self.node.raw.transfer_leader(target)
-        self.node.notify()
 
     def _check_quota(self, req: raft_internal_pb2.InternalRaftRequest, size: int) -> None:
         """etcd's backend quota: a request that may grow the database past
@@ -579,7 +576,7 @@ class EtcdServer:
         # unique across members: the leader keeps every member's rounds apart by it
         ctx = self.member_id.to_bytes(8, "big") + self._read_seq.to_bytes(8, "big")
         try:
-            self.node.raw.read_index(ctx)
+            self.node.read_index(ctx)
         except ProposalDropped:
             fut.set_exception(_RoundLost())
             return
