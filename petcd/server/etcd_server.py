@@ -12,14 +12,13 @@ Everything runs on one asyncio loop; only fsyncs and big copies go to threads.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
-import os
 from collections.abc import Callable
 from typing import Any
 
 from petcd.lease.lessor import ErrLeaseNotFound, Lessor
 from petcd.mvcc.history import StoreHistory
-from petcd.mvcc.key_range import KeyRange
 from petcd.mvcc.kvstore import Compaction, KVStore
 from petcd.mvcc.watchable_store import WatchableStore
 from petcd.proto import kv_pb2, raft_internal_pb2, rpc_pb2
@@ -37,16 +36,10 @@ from petcd.raft import (
     SnapshotMetadata,
 )
 from petcd.server import ids, txn, txn_ops
-from petcd.server.alarms import ALARM_BUCKET, AlarmStore
+from petcd.server.alarms import AlarmStore
 from petcd.server.apply import Applier, CompactResult
-from petcd.server.cluster import (
-    ClusterManager,
-    joined_membership,
-    load_membership,
-    members_doc,
-    new_membership,
-    store_members,
-)
+from petcd.server.bootstrap import bootstrap
+from petcd.server.cluster import ClusterManager, load_membership, members_doc
 from petcd.server.compactor import AutoCompactor
 from petcd.server.config import ServerConfig
 from petcd.server.errors import (
@@ -61,14 +54,15 @@ from petcd.server.errors import (
 )
 from petcd.server.leader_client import LeaderClient
 from petcd.server.membership import (
+    Membership,
     apply_change,
 )
 from petcd.server.raft_node import NodeHooks, RaftNode
-from petcd.server.raft_storage import RaftStorage, WalIdentity
+from petcd.server.raft_storage import WalIdentity
+from petcd.server.state import MemberState, install_backend, open_backend
 from petcd.server.transport import PeerTransport
 from petcd.server.wait import AppliedWait, Wait
 from petcd.storage.backend import Backend
-from petcd.storage.fsutil import replace_file
 from petcd.version import ETCD_VERSION
 
 __all__ = ["ETCD_VERSION", "EtcdServer"]
@@ -84,7 +78,6 @@ class EtcdServer:
         self.cfg = cfg
         self.wait = Wait()
         self.applied_wait = AppliedWait()
-        self.alarms = AlarmStore()
         self._read_next: asyncio.Future[None] | None = None
         self._read_rounds: dict[bytes, asyncio.Future[None]] = {}
         self._read_seq = 0
@@ -92,7 +85,6 @@ class EtcdServer:
         self._compactions: list[asyncio.Task[None]] = []
         self._tasks: list[asyncio.Task[None]] = []
         self._stopped = False
-        self._state_opened = False
         self.removed = False  # this member was removed from the cluster
         self.leader_client = LeaderClient()
         self.request_timeout = cfg.request_timeout()
@@ -103,48 +95,19 @@ class EtcdServer:
 
     async def start(self) -> None:
         cfg = self.cfg
-        os.makedirs(cfg.member_dir(), exist_ok=True)
-        peers: list[int] = []
-        applied = 0
-        if RaftStorage.exists(cfg.wal_dir()):
-            self.raft_storage, rec = RaftStorage.open(
-                cfg.wal_dir(), cfg.snap_dir(), unsafe_no_fsync=cfg.unsafe_no_fsync
-            )
-            if rec.snapshot is not None:
-                applied = rec.snapshot.metadata.index
-                self.snapshot_index = applied
-                self.conf_state = rec.snapshot.metadata.conf_state
-            self._open_state(rec.snapshot)
-            self.membership = load_membership(self.backend, rec.identity, cfg)
-            log.info("restarting member %x in cluster %x at commit %d", rec.identity.member_id,
-                     rec.identity.cluster_id, rec.hard_state.commit)
-        elif cfg.initial_cluster_state == "existing":
-            self._open_state(None)
-            self.membership = await joined_membership(cfg)
-            identity = WalIdentity(self.membership.local_id, self.membership.cluster_id)
-            self.raft_storage = RaftStorage.create(
-                cfg.wal_dir(), cfg.snap_dir(), identity, unsafe_no_fsync=cfg.unsafe_no_fsync
-            )
-            store_members(self.backend, self.membership)
-            self.backend.commit()
-            log.info("joining cluster %x as member %x", self.membership.cluster_id, self.membership.local_id)
-        else:
-            self._open_state(None)
-            self.membership = new_membership(cfg)
-            identity = WalIdentity(self.membership.local_id, self.membership.cluster_id)
-            self.raft_storage = RaftStorage.create(
-                cfg.wal_dir(), cfg.snap_dir(), identity, unsafe_no_fsync=cfg.unsafe_no_fsync
-            )
-            store_members(self.backend, self.membership)
-            self.backend.commit()
-            peers = self.membership.voter_ids()
-            log.info("starting new member %x in cluster %x", self.membership.local_id, self.membership.cluster_id)
+        boot = await bootstrap(cfg)
+        self.raft_storage = boot.raft_storage
+        self.state = boot.state
+        self.snapshot_index = boot.snapshot_index
+        self.conf_state = boot.conf_state
+        peers, applied = boot.peers, boot.snapshot_index
+        self.watchable = WatchableStore(StoreHistory(self.state.kv))
+        self.state.kv.on_events = self._on_events
         self.member_id = self.membership.local_id
         self.cluster_id = self.membership.cluster_id
         self.ids = ids.RequestIds(self.member_id)
         self.applied_index = max(applied, self.consistent_index)
         self.applied_wait.applied = self.applied_index
-        self.applier = Applier(self.kv, self.backend, self.alarms, self.lessor, self.membership)
         hooks = NodeHooks(
             apply_entries=self._apply_entries,
             apply_snapshot=self._apply_snapshot,
@@ -199,27 +162,53 @@ class EtcdServer:
         )
         self._tasks.append(asyncio.create_task(compactor.run(), name="auto-compaction"))
 
-    def _open_state(self, snap: Snapshot | None) -> None:
-        """Open the backend and everything built on it. A raft snapshot that
-        carries a backend (sent by a leader) and is newer than the backend on
-        disk replaces it: the crash came between the two."""
-        cfg = self.cfg
-        self.backend = Backend(cfg.backend_path(), unsafe_no_fsync=cfg.unsafe_no_fsync)
-        if snap is not None and snap.data and self.backend.consistent_index()[0] < snap.metadata.index:
-            self.backend.close()
-            _install_backend(cfg.backend_path(), snap.data)
-            self.backend = Backend(cfg.backend_path(), unsafe_no_fsync=cfg.unsafe_no_fsync)
-        self.kv = KVStore(self.backend)
-        self.alarms.load(self.backend.items(ALARM_BUCKET))
-        self.lessor = Lessor(self.backend, cfg.min_lease_ttl())
-        self._restore_lease_keys()
-        self.kv.on_events = self._on_events
-        if self._state_opened:
-            self.watchable.history = StoreHistory(self.kv)
-        else:
-            self.watchable = WatchableStore(StoreHistory(self.kv))
-            self._state_opened = True
-        self.consistent_index = self.backend.consistent_index()[0]
+    # ---- the state machine (one MemberState, swapped whole) ---------------------
+
+    @property
+    def backend(self) -> Backend:
+        return self.state.backend
+
+    @property
+    def kv(self) -> KVStore:
+        return self.state.kv
+
+    @property
+    def lessor(self) -> Lessor:
+        return self.state.lessor
+
+    @property
+    def alarms(self) -> AlarmStore:
+        return self.state.alarms
+
+    @property
+    def membership(self) -> Membership:
+        return self.state.membership
+
+    @property
+    def applier(self) -> Applier:
+        return self.state.applier
+
+    @property
+    def consistent_index(self) -> int:
+        """The index of the last raft entry the state machine holds."""
+        return self.state.consistent_index
+
+    @consistent_index.setter
+    def consistent_index(self, index: int) -> None:
+        self.state.consistent_index = index
+
+    def _install_state(self, state: MemberState) -> None:
+        """Make state the member's state machine: the one place where the
+        watchable store, the peers and the compactions learn of it."""
+        for task in self._compactions:
+            task.cancel()  # each holds the old store, whose backend is closed
+        self._compactions = []
+        state.kv.on_events = self._on_events
+        self.state = state
+        self.watchable.history = StoreHistory(state.kv)
+        for mid, urls in state.membership.peers().items():
+            self.transport.update_peer(mid, urls)
+        self.watchable.resync_all()
 
     async def stop(self) -> None:
         """Finish the WAL write and apply in progress, commit the backend, close."""
@@ -307,21 +296,24 @@ class EtcdServer:
             self.node.campaign()
 
     def _apply_snapshot(self, snap: Snapshot) -> None:
-        """A snapshot from the leader: its backend replaces ours."""
+        """A snapshot from the leader: its backend replaces ours, and a
+        fresh state machine is built on it."""
         self.snapshot_index = snap.metadata.index
         self.conf_state = snap.metadata.conf_state
         if not snap.data:
             return
-        self.backend.close()
-        _install_backend(self.cfg.backend_path(), snap.data)
-        self._open_state(None)
-        self.membership = load_membership(self.backend, WalIdentity(self.member_id, self.cluster_id), self.cfg)
-        self.applier = Applier(self.kv, self.backend, self.alarms, self.lessor, self.membership)
-        for mid, urls in self.membership.peers().items():
-            self.transport.update_peer(mid, urls)
+        self.state.close()
+        install_backend(self.cfg, snap.data)
+        backend = open_backend(self.cfg)
+        try:
+            membership = load_membership(backend, WalIdentity(self.member_id, self.cluster_id), self.cfg)
+            state = MemberState.open(self.cfg, backend, membership)
+        except BaseException:
+            backend.close()
+            raise
+        self._install_state(state)
         self.applied_index = max(self.applied_index, self.consistent_index, snap.metadata.index)
         self.applied_wait.advance(self.applied_index)
-        self.watchable.resync_all()
         log.info("installed the leader's backend at index %d", self.consistent_index)
 
     def _snapshot(self) -> None:
@@ -343,7 +335,7 @@ class EtcdServer:
             if fut is None:
                 continue
             waiter = self.applied_wait.wait(rs.index)
-            waiter.add_done_callback(lambda w, f=fut: _chain(w, f))
+            waiter.add_done_callback(functools.partial(_chain, dst=fut))
         self._start_read_round()
 
     def _on_leader_changed(self, old: int, new: int) -> None:
@@ -371,7 +363,7 @@ class EtcdServer:
         for m in msgs:
             if m.type == MessageType.MsgSnap:
                 task = asyncio.create_task(self._send_snapshot(m), name="send-snapshot")
-                self._compactions.append(task)
+                self._tasks = [t for t in self._tasks if not t.done()] + [task]
 
     async def _send_snapshot(self, m: Message) -> None:
         """A follower needs a snapshot: send our whole backend, described as
@@ -407,12 +399,6 @@ class EtcdServer:
                 log.info("publishing member attributes failed, retrying: %s", exc)
                 await asyncio.sleep(0.5)
 
-    def _restore_lease_keys(self) -> None:
-        """Re-attach every live key to its lease (attachments are not stored)."""
-        for kv in self.kv.range(KeyRange(b"\0", b"\0")).kvs():
-            if kv.lease:
-                self.lessor.attach(kv.lease, kv.key)
-
     async def _lease_expirer(self) -> None:
         """The leader revokes expired leases through raft, so every member
         deletes their keys at the same revision."""
@@ -429,7 +415,7 @@ class EtcdServer:
                         continue
                     task = asyncio.create_task(self._revoke_expired(lease_id), name=f"revoke-lease-{lease_id:x}")
                     revoking[lease_id] = task
-                    task.add_done_callback(lambda _t, i=lease_id: revoking.pop(i, None))
+                    task.add_done_callback(functools.partial(_forget, revoking, lease_id))
         finally:
             for task in list(revoking.values()):
                 task.cancel()
@@ -513,8 +499,10 @@ class EtcdServer:
         if not self.alarms.is_active(rpc_pb2.NOSPACE):
             alarm = rpc_pb2.AlarmRequest(action=rpc_pb2.AlarmRequest.ACTIVATE, memberID=self.member_id,
                                          alarm=rpc_pb2.NOSPACE)
-            task = asyncio.create_task(self.raft_request(raft_internal_pb2.InternalRaftRequest(alarm=alarm)))
-            self._compactions.append(task)
+            task = asyncio.create_task(
+                self.raft_request(raft_internal_pb2.InternalRaftRequest(alarm=alarm)), name="raise-nospace"
+            )
+            self._tasks = [t for t in self._tasks if not t.done()] + [task]
             log.warning("database space exceeded (%d bytes, quota %d): raising the NOSPACE alarm",
                         self.backend.size(), quota)
         raise ErrNoSpace()
@@ -673,11 +661,6 @@ class EtcdServer:
         return rpc_pb2.LeaseLeasesResponse(leases=[rpc_pb2.LeaseStatus(ID=i) for i in sorted(self.lessor.leases)])
 
 
-def _install_backend(path: str, data: bytes) -> None:
-    """Replace the backend file at path with data, durably."""
-    replace_file(path, data)
-
-
 def _read_backend_snapshot(backend: Backend) -> bytes:
     """The whole committed backend as bytes (in a worker thread)."""
     snap = backend.snapshot()
@@ -693,6 +676,10 @@ def _read_backend_snapshot(backend: Backend) -> bytes:
 class _RoundLost(Exception):
     """A read index round that will never be answered (no leader, or the
     leader changed); the reads in it start a new one."""
+
+
+def _forget(tasks: dict[int, asyncio.Task[None]], key: int, _done: asyncio.Task[None]) -> None:
+    tasks.pop(key, None)
 
 
 def _chain(src: asyncio.Future[None], dst: asyncio.Future[None]) -> None:

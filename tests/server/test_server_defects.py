@@ -4,6 +4,7 @@ failed before its fix."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -11,8 +12,11 @@ from pathlib import Path
 import grpc
 import pytest
 
+from petcd.mvcc.kvstore import KVStore
 from petcd.proto import rpc_pb2 as pb
+from petcd.raft import ConfState, Snapshot, SnapshotMetadata
 from petcd.server.alarms import AlarmStore
+from petcd.server.etcd_server import EtcdServer, _read_backend_snapshot
 from petcd.server.leader_client import LeaderClient
 from petcd.server.membership import ErrMemberNotFound
 from petcd.storage.backend import Backend
@@ -120,3 +124,56 @@ def test_real_etcd_allows_a_voter_added_to_a_cluster_of_one(tmp_path: Path) -> N
         assert "re-configuration failed due to not enough started members" in third.stderr
     finally:
         etcd.stop()
+
+
+def _install_own_backend(member: Member, before: Callable[[EtcdServer], None]) -> list[asyncio.Task[None]]:
+    """On the member's loop: write a history, start a compaction job over it,
+    call before(server), then install a copy of the member's own backend as
+    if the leader had sent it. Returns the compaction tasks that were
+    running when the snapshot arrived."""
+
+    async def scenario() -> list[asyncio.Task[None]]:
+        s = member.etcd.server
+        for round_ in range(2):  # two revisions per key: a compaction has work to do
+            w = s.kv.write()
+            for i in range(20000):
+                w.put(b"k%05d" % i, b"v%d" % round_, 0)
+            w.end()
+        s.backend.commit()
+        data = await asyncio.to_thread(_read_backend_snapshot, s.backend)
+        await s.compact(pb.CompactionRequest(revision=s.kv.rev))
+        running = [t for t in s._compactions if not t.done()]
+        before(s)
+        meta = SnapshotMetadata(ConfState(voters=[s.member_id]), s.consistent_index, s.term)
+        s._apply_snapshot(Snapshot(data, meta))
+        for _ in range(50):
+            await asyncio.sleep(0)
+        return running
+
+    return asyncio.run_coroutine_threadsafe(scenario(), member.loop).result(120)
+
+
+def test_a_snapshot_install_cancels_compactions_of_the_old_store(
+    member: Member, caplog: pytest.LogCaptureFixture
+) -> None:
+    old: list[KVStore] = []
+    running = _install_own_backend(member, lambda s: old.append(s.kv))
+    assert running, "the compaction finished before the snapshot arrived; the test needs a longer one"
+    assert all(t.cancelled() for t in running)
+    assert member.etcd.server.kv is not old[0]
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+    # the member goes on serving from the installed backend
+    assert member.kv.Range(pb.RangeRequest(key=b"k00001")).kvs[0].value == b"v1"
+    member.kv.Put(pb.PutRequest(key=b"after", value=b"install"))
+
+
+def test_a_snapshot_install_takes_the_leaders_alarms(member: Member) -> None:
+    """A NOSPACE alarm this member holds but the installed backend does not
+    (the cluster disarmed it meanwhile) must not survive the install."""
+
+    def raise_alarm_here_only(s: EtcdServer) -> None:
+        s.alarms.activate(s.member_id, pb.NOSPACE)
+
+    _install_own_backend(member, raise_alarm_here_only)
+    assert not member.etcd.server.alarms.is_active(pb.NOSPACE)
+    member.kv.Put(pb.PutRequest(key=b"after", value=b"install"))  # no "database space exceeded"

@@ -1,0 +1,80 @@
+"""MemberState: everything a member's state machine is, built on one backend.
+
+What it is for: the backend file, the mvcc store on it, the lessor, the
+alarms, the membership, the applier that changes them, and the index of the
+last raft entry they hold (etcd's consistent index) belong together: each is
+built from the same backend, and when the member installs a backend sent by
+the leader, all of them must be replaced at once. So they live in one object
+that is built whole from a backend (:meth:`MemberState.open`), and a
+snapshot install builds a fresh one; the server swaps its one reference.
+Nothing here is rebound after construction except ``consistent_index``,
+which the apply loop advances.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from petcd.lease.lessor import Lessor
+from petcd.mvcc.key_range import KeyRange
+from petcd.mvcc.kvstore import KVStore
+from petcd.raft import Snapshot
+from petcd.server.alarms import ALARM_BUCKET, AlarmStore
+from petcd.server.apply import Applier
+from petcd.server.config import ServerConfig
+from petcd.server.membership import Membership
+from petcd.storage.backend import Backend
+from petcd.storage.fsutil import replace_file
+
+log = logging.getLogger("petcd.server.state")
+
+
+def open_backend(cfg: ServerConfig, snap: Snapshot | None = None) -> Backend:
+    """The member's backend. A raft snapshot that carries a backend (sent by
+    a leader) and is newer than the backend on disk replaces it first: a
+    crash came between saving the one and installing the other."""
+    backend = Backend(cfg.backend_path(), unsafe_no_fsync=cfg.unsafe_no_fsync)
+    if snap is not None and snap.data and backend.consistent_index()[0] < snap.metadata.index:
+        backend.close()
+        install_backend(cfg, snap.data)
+        backend = Backend(cfg.backend_path(), unsafe_no_fsync=cfg.unsafe_no_fsync)
+    return backend
+
+
+def install_backend(cfg: ServerConfig, data: bytes) -> None:
+    """Replace the backend file with a leader's, durably. The backend must be closed."""
+    replace_file(cfg.backend_path(), data)
+
+
+@dataclass(eq=False)
+class MemberState:
+    """The state machine on one backend (see the module docstring)."""
+
+    backend: Backend
+    kv: KVStore
+    lessor: Lessor
+    alarms: AlarmStore
+    membership: Membership
+    applier: Applier
+    consistent_index: int
+
+    @classmethod
+    def open(cls, cfg: ServerConfig, backend: Backend, membership: Membership) -> MemberState:
+        """Build everything on backend, which the state then owns (``close``
+        closes it); if building fails, the backend stays the caller's."""
+        kv = KVStore(backend)
+        alarms = AlarmStore()
+        alarms.load(backend.items(ALARM_BUCKET))
+        lessor = Lessor(backend, cfg.min_lease_ttl())
+        # which key belongs to which lease is not stored: rebuild it
+        for kv_ in kv.range(KeyRange(b"\0", b"\0")).kvs():
+            if kv_.lease:
+                lessor.attach(kv_.lease, kv_.key)
+        applier = Applier(kv, backend, alarms, lessor, membership)
+        return cls(backend, kv, lessor, alarms, membership, applier, backend.consistent_index()[0])
+
+    def close(self) -> None:
+        """Close the backend (without committing: a caller that keeps the
+        state commits first)."""
+        self.backend.close()
