@@ -59,6 +59,7 @@ from petcd.server.membership import (
 )
 from petcd.server.raft_node import NodeHooks, RaftNode
 from petcd.server.raft_storage import WalIdentity
+from petcd.server.read_index import ReadIndex
 from petcd.server.state import MemberState, install_backend, open_backend
 from petcd.server.transport import PeerTransport
 from petcd.server.wait import AppliedWait, Wait
@@ -78,9 +79,6 @@ class EtcdServer:
         self.cfg = cfg
         self.wait = Wait()
         self.applied_wait = AppliedWait()
-        self._read_next: asyncio.Future[None] | None = None
-        self._read_rounds: dict[bytes, asyncio.Future[None]] = {}
-        self._read_seq = 0
         self._has_leader = asyncio.Event()
         self._compactions: list[asyncio.Task[None]] = []
         self._tasks: list[asyncio.Task[None]] = []
@@ -141,6 +139,7 @@ class EtcdServer:
             leader_urls=self._leader_urls,
             leader_client=self.leader_client,
         )
+        self.reads = ReadIndex(self.member_id, self.node, self.applied_wait, self._has_leader)
         await self.transport.start()
         for mid, urls in self.membership.peers().items():
             self.transport.add_peer(mid, urls)
@@ -330,13 +329,7 @@ class EtcdServer:
         self._compactions = [t for t in self._compactions if not t.done()] + [task]
 
     def _on_read_states(self, states: list[ReadState]) -> None:
-        for rs in states:
-            fut = self._read_rounds.pop(rs.request_ctx, None)
-            if fut is None:
-                continue
-            waiter = self.applied_wait.wait(rs.index)
-            waiter.add_done_callback(functools.partial(_chain, dst=fut))
-        self._start_read_round()
+        self.reads.on_read_states(states)
 
     def _on_leader_changed(self, old: int, new: int) -> None:
         log.info("raft leader changed from %x to %x", old, new)
@@ -350,11 +343,7 @@ class EtcdServer:
             self._has_leader.clear()
         else:
             self._has_leader.set()
-        if self._read_rounds:  # rounds sent to the old leader may never be answered
-            rounds, self._read_rounds = self._read_rounds, {}
-            for fut in rounds.values():
-                if not fut.done():
-                    fut.set_exception(_RoundLost())
+        self.reads.leader_changed()
 
     def _send(self, msgs: list[Message]) -> None:
         plain = [m for m in msgs if m.type != MessageType.MsgSnap]
@@ -529,47 +518,12 @@ class EtcdServer:
                     await asyncio.sleep(min(remaining, self.cfg.tick_seconds()))
 
     async def linearizable_read(self) -> None:
-        """Returns once a read of the local store is linearizable: a ReadIndex
-        round that started after this call has been confirmed by a quorum and
-        applied. Reads arriving together share one round; a round lost to a
-        leader change is retried."""
+        """Returns once a read of the local store is linearizable (see
+        petcd.server.read_index)."""
         self._check_running()
         if self.membership.is_learner():
             raise ErrNotSupportedForLearner()
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.request_timeout
-        while True:
-            if self._read_next is None:
-                self._read_next = loop.create_future()
-            fut = self._read_next
-            if not self._read_rounds:
-                self._start_read_round()
-            try:
-                await asyncio.wait_for(asyncio.shield(fut), max(0.0, deadline - loop.time()))
-                return
-            except _RoundLost:
-                if self.node.lead == 0:
-                    try:
-                        await asyncio.wait_for(self._has_leader.wait(), max(0.0, deadline - loop.time()))
-                    except TimeoutError:
-                        raise ErrTimeoutDueToLeaderFail() from None
-            except TimeoutError:
-                raise (ErrTimeoutDueToLeaderFail() if self.node.lead == 0 else ErrTimeout()) from None
-
-    def _start_read_round(self) -> None:
-        fut, self._read_next = self._read_next, None
-        if fut is None:
-            return
-        self._read_seq += 1
-        # unique across members: the leader keeps every member's rounds apart by it
-        ctx = self.member_id.to_bytes(8, "big") + self._read_seq.to_bytes(8, "big")
-        try:
-            self.node.read_index(ctx)
-        except ProposalDropped:
-            fut.set_exception(_RoundLost())
-            return
-        self._read_rounds[ctx] = fut
-        self.node.notify()
+        await self.reads.wait(self.request_timeout)
 
     # ---- KV ---------------------------------------------------------------
 
@@ -673,20 +627,5 @@ def _read_backend_snapshot(backend: Backend) -> bytes:
         snap.close()
 
 
-class _RoundLost(Exception):
-    """A read index round that will never be answered (no leader, or the
-    leader changed); the reads in it start a new one."""
-
-
 def _forget(tasks: dict[int, asyncio.Task[None]], key: int, _done: asyncio.Task[None]) -> None:
     tasks.pop(key, None)
-
-
-def _chain(src: asyncio.Future[None], dst: asyncio.Future[None]) -> None:
-    if dst.done():
-        return
-    exc = src.exception()
-    if exc is not None:
-        dst.set_exception(exc)
-    else:
-        dst.set_result(None)

@@ -1,0 +1,105 @@
+"""Linearizable reads through raft's ReadIndex, shared by reads that
+arrive together (etcd's linearizableReadLoop).
+
+A read is linearizable once a ReadIndex round that *started after the read
+arrived* has been confirmed by a quorum (the leader is still the leader)
+and the local applied index has reached the round's index. Every read that
+arrives while a round is in flight joins the next round, so under load one
+round serves many reads. A round lost to a leader change (it may never be
+answered) fails its reads over to a new round, after a leader is known.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+
+from petcd.raft import ProposalDropped, ReadState
+from petcd.server.errors import ErrTimeout, ErrTimeoutDueToLeaderFail
+from petcd.server.raft_node import RaftNode
+from petcd.server.wait import AppliedWait
+
+
+class RoundLost(Exception):
+    """A read index round that will never be answered (no leader, or the
+    leader changed); the reads in it start a new one."""
+
+
+class ReadIndex:
+    """The member's ReadIndex rounds. Runs on the event loop only."""
+
+    def __init__(self, member_id: int, node: RaftNode, applied_wait: AppliedWait, has_leader: asyncio.Event) -> None:
+        self._member_id = member_id
+        self._node = node
+        self._applied_wait = applied_wait
+        self._has_leader = has_leader
+        self._next: asyncio.Future[None] | None = None  # the round the next reads join
+        self._rounds: dict[bytes, asyncio.Future[None]] = {}  # rounds sent, by context
+        self._seq = 0
+
+    async def wait(self, timeout: float) -> None:
+        """Return once a read of the local store is linearizable (see the
+        module docstring); raise ErrTimeout (or ErrTimeoutDueToLeaderFail
+        without a leader) after timeout seconds."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            if self._next is None:
+                self._next = loop.create_future()
+            fut = self._next
+            if not self._rounds:
+                self._start_round()
+            try:
+                await asyncio.wait_for(asyncio.shield(fut), max(0.0, deadline - loop.time()))
+                return
+            except RoundLost:
+                if self._node.lead == 0:
+                    try:
+                        await asyncio.wait_for(self._has_leader.wait(), max(0.0, deadline - loop.time()))
+                    except TimeoutError:
+                        raise ErrTimeoutDueToLeaderFail() from None
+            except TimeoutError:
+                raise (ErrTimeoutDueToLeaderFail() if self._node.lead == 0 else ErrTimeout()) from None
+
+    def _start_round(self) -> None:
+        fut, self._next = self._next, None
+        if fut is None:
+            return
+        self._seq += 1
+        # unique across members: the leader keeps every member's rounds apart by it
+        ctx = self._member_id.to_bytes(8, "big") + self._seq.to_bytes(8, "big")
+        try:
+            self._node.read_index(ctx)
+        except ProposalDropped:
+            fut.set_exception(RoundLost())
+            return
+        self._rounds[ctx] = fut
+
+    def on_read_states(self, states: list[ReadState]) -> None:
+        """Raft confirmed rounds: each completes once the applied index
+        reaches its index. Reads waiting meanwhile start the next round."""
+        for rs in states:
+            fut = self._rounds.pop(rs.request_ctx, None)
+            if fut is None:
+                continue
+            waiter = self._applied_wait.wait(rs.index)
+            waiter.add_done_callback(functools.partial(_chain, dst=fut))
+        self._start_round()
+
+    def leader_changed(self) -> None:
+        """Rounds sent to the old leader may never be answered: fail them over."""
+        if self._rounds:
+            rounds, self._rounds = self._rounds, {}
+            for fut in rounds.values():
+                if not fut.done():
+                    fut.set_exception(RoundLost())
+
+
+def _chain(src: asyncio.Future[None], dst: asyncio.Future[None]) -> None:
+    if dst.done():
+        return
+    exc = src.exception()
+    if exc is not None:
+        dst.set_exception(exc)
+    else:
+        dst.set_result(None)
