@@ -22,6 +22,7 @@ from petcd.mvcc.go_sort import go_sort
 from petcd.mvcc.key_range import KeyRange
 from petcd.mvcc.kvstore import KVStore, RangeResult, TxnWrite
 from petcd.proto import rpc_pb2
+from petcd.server import txn_ops
 from petcd.server.errors import ErrKeyNotFound
 
 LeaseExists = Callable[[int], bool]
@@ -230,7 +231,7 @@ def txn(kv: KVStore, req: rpc_pb2.TxnRequest, lease_exists: LeaseExists | None) 
     ones included) choose the branches; then every check; then the ops in
     order, all writes sharing one new revision."""
     plan = _plan(kv, req)
-    if _has_writes(req):
+    if not txn_ops.is_read_only(req):
         _check_puts(kv, plan, lease_exists)
     _check_ranges(kv, plan)
     w = kv.write()
@@ -239,17 +240,6 @@ def txn(kv: KVStore, req: rpc_pb2.TxnRequest, lease_exists: LeaseExists | None) 
     resp.header.revision = w.rev
     w.end()
     return resp
-
-
-def _has_writes(t: rpc_pb2.TxnRequest) -> bool:
-    """Whether either branch of t (nested txns included) holds a put or a delete."""
-    for op in (*t.success, *t.failure):
-        which = op.WhichOneof("request")
-        if which in ("request_put", "request_delete_range"):
-            return True
-        if which == "request_txn" and _has_writes(op.request_txn):
-            return True
-    return False
 
 
 def _plan(kv: KVStore, t: rpc_pb2.TxnRequest) -> _Plan:
