@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import grpc
 
+from petcd.api import validation
 from petcd.api.handler import unary
 from petcd.proto import rpc_pb2, rpc_pb2_grpc
 from petcd.server.etcd_server import EtcdServer
@@ -23,6 +24,7 @@ class ClusterService(rpc_pb2_grpc.ClusterServicer):
 
     @unary
     async def MemberAdd(self, request: rpc_pb2.MemberAddRequest, context: Ctx) -> rpc_pb2.MemberAddResponse:
+        validation.check_peer_urls(request.peerURLs)
         m = await self.s.cluster.member_add(list(request.peerURLs), request.isLearner)
         return rpc_pb2.MemberAddResponse(member=m.to_pb(), members=self.s.membership.to_pb_list())
 
@@ -33,6 +35,7 @@ class ClusterService(rpc_pb2_grpc.ClusterServicer):
 
     @unary
     async def MemberUpdate(self, request: rpc_pb2.MemberUpdateRequest, context: Ctx) -> rpc_pb2.MemberUpdateResponse:
+        validation.check_peer_urls(request.peerURLs)
         await self.s.cluster.member_update(request.ID, list(request.peerURLs))
         return rpc_pb2.MemberUpdateResponse(members=self.s.membership.to_pb_list())
 

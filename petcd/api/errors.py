@@ -17,6 +17,7 @@ from petcd.lease import lessor as lease_errors
 from petcd.mvcc import errors as mvcc_errors
 from petcd.server import errors as server_errors
 from petcd.server import membership
+from petcd.server.apply import ErrUnappliable
 
 log = logging.getLogger("petcd.api")
 
@@ -51,6 +52,7 @@ _STATUS: dict[type[BaseException], tuple[grpc.StatusCode, str | None]] = {
     server_errors.ErrNotSupported: (_C.UNIMPLEMENTED, None),
     server_errors.ErrTimeoutLeaderTransfer: (_C.UNAVAILABLE, None),
     server_errors.ErrNotSupportedForLearner: (_C.UNAVAILABLE, None),
+    ErrUnappliable: (_C.INTERNAL, None),
     membership.ErrMemberNotFound: (_C.NOT_FOUND, None),
     membership.ErrPeerURLExists: (_C.FAILED_PRECONDITION, None),
     membership.ErrMemberNotLearner: (_C.FAILED_PRECONDITION, None),

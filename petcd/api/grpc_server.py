@@ -12,12 +12,15 @@ from google.protobuf.message import DecodeError, Message
 from google.protobuf.message_factory import GetMessageClass
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
+from petcd.api import validation
 from petcd.api.cluster_service import ClusterService
 from petcd.api.kv_service import KVService
 from petcd.api.lease_service import LeaseService
 from petcd.api.maintenance_service import MaintenanceService
 from petcd.api.watch_service import WatchService
 from petcd.proto import rpc_pb2
+from petcd.server import txn_ops
+from petcd.server.decoding import TooDeep, parse_deep
 from petcd.server.etcd_server import EtcdServer
 
 # etcd lets gRPC frames exceed --max-request-bytes by this much, so that the
@@ -88,17 +91,20 @@ def add_service(g: grpc.aio.Server, service: ServiceDescriptor, servicer: object
 
 
 class _BadRequest(Exception):
-    pass
+    def __init__(self, message: str, code: grpc.StatusCode = grpc.StatusCode.INTERNAL) -> None:
+        super().__init__(message)
+        self.code = code
 
 
 def _decoder(cls: type[Message]) -> Callable[[bytes], Message]:
     def decode(raw: bytes) -> Message:
-        msg = cls()
+        # deeper than protobuf's own limit: etcd applies txns nested that deep
         try:
-            msg.ParseFromString(raw)
+            return parse_deep(cls, raw, txn_ops.MAX_MESSAGE_DEPTH)
+        except TooDeep:
+            raise _BadRequest(validation.ErrTxnTooDeep.message, grpc.StatusCode.INVALID_ARGUMENT) from None
         except DecodeError as exc:
             raise _BadRequest(f"grpc: error unmarshalling request: {exc}") from None
-        return msg
 
     return decode
 
@@ -108,7 +114,7 @@ def _decoding_unary(impl: Any, decode: Callable[[bytes], Message]) -> Any:
         try:
             request = decode(raw)
         except _BadRequest as exc:
-            await context.abort(grpc.StatusCode.INTERNAL, str(exc))
+            await context.abort(exc.code, str(exc))
         return await impl(request, context)
 
     return behaviour
@@ -119,7 +125,7 @@ def _decoding_unary_stream(impl: Any, decode: Callable[[bytes], Message]) -> Any
         try:
             request = decode(raw)
         except _BadRequest as exc:
-            await context.abort(grpc.StatusCode.INTERNAL, str(exc))
+            await context.abort(exc.code, str(exc))
         async for item in impl(request, context):
             yield item
 
@@ -135,7 +141,7 @@ def _decoding_stream(impl: Any, decode: Callable[[bytes], Message]) -> Any:
                 try:
                     yield decode(raw)
                 except _BadRequest as exc:
-                    await context.abort(grpc.StatusCode.INTERNAL, str(exc))
+                    await context.abort(exc.code, str(exc))
 
         async for item in impl(decoded(), context):
             yield item

@@ -3,11 +3,14 @@ v3rpc layer makes them, with etcd's errors."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
+from urllib.parse import urlsplit
 
 from petcd.mvcc.key_range import KeyRange
 from petcd.proto import rpc_pb2
+from petcd.server import txn_ops
 from petcd.server.errors import ErrKeyNotFound as ErrKeyNotFound  # also a txn op naming no request
+from petcd.server.membership import ErrBadURLs
 
 
 class RequestError(Exception):
@@ -43,6 +46,35 @@ class ErrInvalidSortOption(RequestError):
     message = "etcdserver: invalid sort option"
 
 
+class ErrTxnTooDeep(ErrTooManyOps):
+    """A txn nested deeper than petcd carries (txn_ops.MAX_TXN_DEPTH). etcd
+    has no such error: with its default --max-txn-ops the op budget refuses
+    such a txn first, as ours does. A kind of ErrTooManyOps, so it maps to
+    the same status (InvalidArgument)."""
+
+    message = f"etcdserver: too many operations in txn request (nested deeper than {txn_ops.MAX_TXN_DEPTH} txns)"
+
+
+def check_peer_urls(urls: Iterable[str]) -> None:
+    """A member's peer URLs as etcd's types.NewURLs takes them (at least one;
+    each scheme://host:port with no path), and only what petcd's peer
+    transport can dial (http, a port in range): a URL committed to the
+    member list that the transport cannot use would fail every member that
+    applies it, and again at every start."""
+    urls = list(urls)
+    if not urls:
+        raise ErrBadURLs()
+    for u in urls:
+        try:
+            parts = urlsplit(u)
+            port = parts.port
+            host = parts.hostname
+        except ValueError:  # a bad IPv6 literal, a port out of range or not a number
+            raise ErrBadURLs() from None
+        if parts.scheme != "http" or not host or port is None or parts.path not in ("",):
+            raise ErrBadURLs()
+
+
 def check_range(r: rpc_pb2.RangeRequest) -> None:
     if not r.key:
         raise ErrEmptyKey()
@@ -68,8 +100,11 @@ def check_delete(r: rpc_pb2.DeleteRangeRequest) -> None:
 
 def check_txn(r: rpc_pb2.TxnRequest, max_txn_ops: int) -> None:
     """Op counts and keys of a txn and (recursively) of its nested txns, then
-    the put/delete overlap rule on the top level's branches."""
+    the put/delete overlap rule on the top level's branches; a txn nested
+    deeper than the applier carries is refused here, before it is proposed."""
     _check_txn_ops(r, max_txn_ops)
+    if txn_ops.depth(r) > txn_ops.MAX_TXN_DEPTH:
+        raise ErrTxnTooDeep()
     _collect_writes(r.success)
     _collect_writes(r.failure)
 

@@ -4,6 +4,18 @@ state machine (mvcc, alarms) and returns the response or the error.
 Every member applies the same entries in the same order, so everything here
 is deterministic: no clocks, no randomness, no reads of local-only state
 beyond what the log itself built.
+
+A committed entry never stops the member because of what it holds (issue 9):
+an entry that does not decode, or whose request fails in a way the applier
+did not foresee, is applied as an error result: every member logs it at
+error level with its index and answers its waiting client with
+ErrUnappliable, and WAL replay does the same again. An entry that does not
+decode changes nothing; a defect that strikes in the middle of a write
+leaves what was written so far, the same on every member (the applier is
+deterministic), so the members still agree. Only failures of this member's
+own storage (StorageError, OSError, MemoryError) propagate: they are not
+the entry's, and applying the entry as an error on one member alone would
+fork the state.
 """
 
 from __future__ import annotations
@@ -12,16 +24,83 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from petcd.lease.lessor import Lessor
+from google.protobuf.message import DecodeError
+
+from petcd.lease.lessor import LeaseError, Lessor
+from petcd.mvcc.errors import MvccError
 from petcd.mvcc.kvstore import Compaction, KVStore
 from petcd.proto import raft_internal_pb2, rpc_pb2
+from petcd.raft import ConfChange, ConfChangeType
 from petcd.server import txn, txn_ops
 from petcd.server.alarms import ALARM_BUCKET, AlarmStore
-from petcd.server.errors import ErrNoSpace, ErrNotSupported
-from petcd.server.membership import MEMBERS_BUCKET, Member, Membership, member_key
+from petcd.server.decoding import field_bytes, parse_deep
+from petcd.server.errors import ErrNoSpace, ErrNotSupported, ServerError
+from petcd.server.membership import MEMBERS_BUCKET, Member, Membership, MembershipError, member_key
+from petcd.server.transport import parse_url
 from petcd.storage.backend import Backend
+from petcd.storage.errors import StorageError
 
 log = logging.getLogger("petcd.server.apply")
+
+
+# Failures of this member, not of the entry: they must stop the member
+# rather than be applied as an error result on this member alone.
+LOCAL_FAILURES: tuple[type[BaseException], ...] = (StorageError, OSError, MemoryError)
+
+# InternalRaftRequest's header field (a RequestHeader holding the request id).
+_HEADER_FIELD = raft_internal_pb2.InternalRaftRequest.DESCRIPTOR.fields_by_name["header"].number
+
+
+class ErrUnappliable(ServerError):
+    """A committed request that could not be decoded or applied; every
+    member answered it the same way."""
+
+    message = "etcdserver: request could not be applied"
+
+
+def conf_change_problem(data: bytes) -> tuple[int, str | None]:
+    """(the change's id or 0, why it cannot be applied or None) for a
+    committed configuration change entry. A change that decodes but names a
+    member whose record does not decode, or whose peer URLs the transport
+    cannot dial, would fail every member that applies it and then every
+    start (the transport is given each member's URLs), so it is applied as
+    a no-op instead. etcd's applier refuses a member whose id is not the
+    change's node id the same way."""
+    try:
+        cc = ConfChange.from_bytes(data)
+    except Exception as exc:  # DecodeError, or ValueError for an unknown change type
+        return 0, f"it does not decode ({exc})"
+    if cc.node_id == 0 or not cc.context or cc.type == ConfChangeType.ConfChangeRemoveNode:
+        return cc.id, None
+    try:
+        m = Member.from_json(cc.context)
+        for url in m.peer_urls:
+            parse_url(url)
+    except Exception as exc:  # JSON, missing fields, types, BadURLError
+        return cc.id, f"its member record is unusable ({exc!r})"
+    if m.id != cc.node_id:
+        return cc.id, f"its member record is for member {m.id:x}, not {cc.node_id:x}"
+    return cc.id, None
+
+
+def decode_request(data: bytes) -> raft_internal_pb2.InternalRaftRequest:
+    """A committed entry's request, nested as deep as anything the api lets
+    through (txn_ops.MAX_MESSAGE_DEPTH); DecodeError otherwise."""
+    return parse_deep(raft_internal_pb2.InternalRaftRequest, data, txn_ops.MAX_MESSAGE_DEPTH)
+
+
+def request_id(data: bytes) -> int:
+    """The request id in an entry that does not decode as a whole, when its
+    header still does; 0 when not even that."""
+    try:
+        raw = field_bytes(data, _HEADER_FIELD)
+        if raw is None:
+            return 0
+        header = raft_internal_pb2.RequestHeader()
+        header.ParseFromString(raw)
+        return header.ID
+    except DecodeError:
+        return 0
 
 
 @dataclass(slots=True)
@@ -42,13 +121,21 @@ class Applier:
         self.lessor = lessor
         self.membership = membership
 
-    def apply(self, r: raft_internal_pb2.InternalRaftRequest) -> Any:
+    def apply(self, r: raft_internal_pb2.InternalRaftRequest, index: int = 0) -> Any:
         """The response message (or CompactResult), or the exception to
-        hand back to the caller. Never raises for a client's error."""
+        hand back to the caller. Raises only LOCAL_FAILURES; a failure
+        nobody foresaw is logged (with the entry's index) and answered with
+        ErrUnappliable."""
         try:
             return self._dispatch(r)
-        except Exception as exc:  # the request's own failure, for its caller
+        except LOCAL_FAILURES:
+            raise
+        except _EXPECTED as exc:  # the request's own failure, for its caller
             return exc
+        except Exception as exc:  # a poison pill: the same on every member
+            log.error("applying raft entry %d failed, applied as an error (nothing changed): %r",
+                      index, exc, exc_info=exc)
+            return ErrUnappliable()
 
     def _dispatch(self, r: raft_internal_pb2.InternalRaftRequest) -> Any:
         which = _which(r)
@@ -124,6 +211,10 @@ class Applier:
                 resp.alarms.append(rpc_pb2.AlarmMember(memberID=a.memberID, alarm=a.alarm))
         return resp
 
+
+# The errors a request may end in by etcd's rules: ours, each with etcd's
+# message. Anything else out of the applier is a defect.
+_EXPECTED: tuple[type[BaseException], ...] = (ServerError, LeaseError, MvccError, MembershipError)
 
 _REQUEST_FIELDS = (
     "put",

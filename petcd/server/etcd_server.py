@@ -17,6 +17,8 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+from google.protobuf.message import DecodeError
+
 from petcd.lease.lessor import ErrLeaseNotFound, Lessor
 from petcd.mvcc.history import StoreHistory
 from petcd.mvcc.kvstore import Compaction, KVStore
@@ -37,7 +39,15 @@ from petcd.raft import (
 )
 from petcd.server import ids, txn, txn_ops
 from petcd.server.alarms import AlarmStore
-from petcd.server.apply import Applier, CompactResult
+from petcd.server.apply import (
+    LOCAL_FAILURES,
+    Applier,
+    CompactResult,
+    ErrUnappliable,
+    conf_change_problem,
+    decode_request,
+    request_id,
+)
 from petcd.server.bootstrap import bootstrap
 from petcd.server.cluster import ClusterManager, load_membership, members_doc
 from petcd.server.compactor import AutoCompactor
@@ -240,7 +250,19 @@ class EtcdServer:
             if e.type != EntryType.EntryNormal:
                 # membership lives in raft's memory too, so it is rebuilt on
                 # every restart, even from entries the backend already has
-                self._apply_conf_change(e)
+                cc_id, problem = conf_change_problem(e.data)
+                if problem is None:
+                    try:
+                        self._apply_conf_change(e)
+                    except LOCAL_FAILURES:
+                        raise
+                    except Exception as exc:  # a defect, not the entry's: still never fatal
+                        problem = repr(exc)
+                if problem is not None:  # the same on every member, and on every replay
+                    log.error("raft entry %d (term %d) is a configuration change petcd cannot apply, "
+                              "applied as a no-op: %s", e.index, e.term, problem)
+                    if cc_id:
+                        self.wait.fail(cc_id, ErrUnappliable())
             if e.index <= self.consistent_index:
                 continue  # already in the backend before a restart
             if e.type == EntryType.EntryNormal and e.data:
@@ -258,9 +280,20 @@ class EtcdServer:
         self.watchable.notify(events, rev)
 
     def _apply_request(self, e: Entry) -> None:
-        req = raft_internal_pb2.InternalRaftRequest()
-        req.ParseFromString(e.data)
-        result = self.applier.apply(req)
+        """Apply one committed request and answer its waiter. An entry that
+        does not decode is applied as an error result (nothing changes, the
+        same on every member and on every WAL replay): the member never
+        stops for what an entry holds."""
+        try:
+            req = decode_request(e.data)
+        except DecodeError as exc:
+            log.error("raft entry %d (term %d, %d bytes) is not a request petcd can decode, "
+                      "applied as an error (nothing changed): %s", e.index, e.term, len(e.data), exc)
+            req_id = request_id(e.data)
+            if req_id:
+                self.wait.fail(req_id, ErrUnappliable())
+            return
+        result = self.applier.apply(req, e.index)
         if isinstance(result, CompactResult):
             if result.job is not None:
                 self._run_compaction(result.job)
@@ -547,7 +580,9 @@ class EtcdServer:
             if not txn_ops.is_serializable(req):
                 await self.linearizable_read()
             return txn.txn(self.kv, req, self.lessor.exists)
-        resp: rpc_pb2.TxnResponse = await self.raft_request(raft_internal_pb2.InternalRaftRequest(txn=req))
+        wrapped = raft_internal_pb2.InternalRaftRequest()
+        wrapped.txn.CopyFrom(req)  # not txn=req: that copies by re-parsing, which stops ~50 txns deep
+        resp: rpc_pb2.TxnResponse = await self.raft_request(wrapped)
         return resp
 
     async def compact(self, req: rpc_pb2.CompactionRequest) -> rpc_pb2.CompactionResponse:

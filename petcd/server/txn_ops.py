@@ -7,6 +7,18 @@ from collections.abc import Iterator
 
 from petcd.proto import rpc_pb2
 
+# The deepest txn petcd carries: TxnRequests nested in one another, the top
+# one included. etcd's op budget (each nested level spends at least one of
+# --max-txn-ops) stops a chain at 128 levels with the default budget; with a
+# larger budget etcd goes on, but a Python applier cannot recurse without
+# bound, so deeper txns are refused before they are proposed.
+MAX_TXN_DEPTH = 256
+
+# The nesting depth in protobuf messages that every request petcd accepts
+# fits in: a txn level is two messages (TxnRequest, RequestOp), plus the
+# InternalRaftRequest around it and the leaf request, with room to spare.
+MAX_MESSAGE_DEPTH = 2 * MAX_TXN_DEPTH + 16
+
 
 def walk(t: rpc_pb2.TxnRequest) -> Iterator[rpc_pb2.RequestOp]:
     """Every operation of t, success and failure branches, nested txns included."""
@@ -27,3 +39,17 @@ def is_read_only(t: rpc_pb2.TxnRequest) -> bool:
 def is_serializable(t: rpc_pb2.TxnRequest) -> bool:
     """Whether every range in t asked for a serializable read."""
     return all(op.request_range.serializable for op in walk(t) if op.WhichOneof("request") == "request_range")
+
+
+def depth(t: rpc_pb2.TxnRequest) -> int:
+    """How many TxnRequests deep t goes (1: no nested txn). Iterative, so a
+    txn too deep for Python's recursion limit still gets an answer."""
+    deepest = 0
+    stack = [(t, 1)]
+    while stack:
+        cur, d = stack.pop()
+        deepest = max(deepest, d)
+        for op in (*cur.success, *cur.failure):
+            if op.WhichOneof("request") == "request_txn":
+                stack.append((op.request_txn, d + 1))
+    return deepest
