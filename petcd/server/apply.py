@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Any
 
 from google.protobuf.message import DecodeError
 
@@ -103,12 +102,31 @@ def request_id(data: bytes) -> int:
         return 0
 
 
-@dataclass(slots=True)
-class CompactResult:
-    """A compaction's response, with the backend job the server finishes."""
+# What a request's apply answers its caller with.
+Response = (
+    rpc_pb2.RangeResponse
+    | rpc_pb2.PutResponse
+    | rpc_pb2.DeleteRangeResponse
+    | rpc_pb2.TxnResponse
+    | rpc_pb2.CompactionResponse
+    | rpc_pb2.AlarmResponse
+    | rpc_pb2.LeaseGrantResponse
+    | rpc_pb2.LeaseRevokeResponse
+    | rpc_pb2.LeaseCheckpointResponse
+    | Member
+    | None
+)
 
-    response: rpc_pb2.CompactionResponse
-    job: Compaction | None
+
+@dataclass(slots=True)
+class Applied:
+    """What applying one request gave: its response, or the error its
+    caller gets instead (then ``response`` is None); and, for a compaction,
+    the job that removes the old revisions, which the server runs on."""
+
+    response: Response = None
+    error: Exception | None = None
+    compaction: Compaction | None = None
 
 
 class Applier:
@@ -121,23 +139,30 @@ class Applier:
         self.lessor = lessor
         self.membership = membership
 
-    def apply(self, r: raft_internal_pb2.InternalRaftRequest, index: int = 0) -> Any:
-        """The response message (or CompactResult), or the exception to
-        hand back to the caller. Raises only LOCAL_FAILURES; a failure
-        nobody foresaw is logged (with the entry's index) and answered with
-        ErrUnappliable."""
+    def apply(self, r: raft_internal_pb2.InternalRaftRequest, index: int = 0) -> Applied:
+        """The request's response, or the error to hand back to its caller.
+        Raises only LOCAL_FAILURES; a failure nobody foresaw is logged (with
+        the entry's index) and answered with ErrUnappliable."""
         try:
-            return self._dispatch(r)
+            if r.HasField("compaction"):
+                return self._compact(r.compaction)
+            return Applied(self._dispatch(r))
         except LOCAL_FAILURES:
             raise
         except _EXPECTED as exc:  # the request's own failure, for its caller
-            return exc
+            return Applied(error=exc)
         except Exception as exc:  # a poison pill: the same on every member
             log.error("applying raft entry %d failed, applied as an error (nothing changed): %r",
                       index, exc, exc_info=exc)
-            return ErrUnappliable()
+            return Applied(error=ErrUnappliable())
 
-    def _dispatch(self, r: raft_internal_pb2.InternalRaftRequest) -> Any:
+    def _compact(self, r: rpc_pb2.CompactionRequest) -> Applied:
+        job = self.kv.compact(r.revision)
+        resp = rpc_pb2.CompactionResponse()
+        resp.header.revision = self.kv.rev
+        return Applied(resp, compaction=job)
+
+    def _dispatch(self, r: raft_internal_pb2.InternalRaftRequest) -> Response:
         which = _which(r)
         if which == "put":
             self._check_space()
@@ -150,11 +175,6 @@ class Applier:
             return txn.txn(self.kv, r.txn, self.lessor.exists)
         if which == "range":
             return txn.range_(self.kv, r.range)
-        if which == "compaction":
-            job = self.kv.compact(r.compaction.revision)
-            resp = rpc_pb2.CompactionResponse()
-            resp.header.revision = self.kv.rev
-            return CompactResult(resp, job)
         if which == "alarm":
             return self._alarm(r.alarm)
         if which == "lease_grant":
@@ -214,7 +234,7 @@ class Applier:
 
 # The errors a request may end in by etcd's rules: ours, each with etcd's
 # message. Anything else out of the applier is a defect.
-_EXPECTED: tuple[type[BaseException], ...] = (ServerError, LeaseError, MvccError, MembershipError)
+_EXPECTED: tuple[type[Exception], ...] = (ServerError, LeaseError, MvccError, MembershipError)
 
 _REQUEST_FIELDS = (
     "put",

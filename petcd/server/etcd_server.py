@@ -42,7 +42,6 @@ from petcd.server.alarms import AlarmStore
 from petcd.server.apply import (
     LOCAL_FAILURES,
     Applier,
-    CompactResult,
     ErrUnappliable,
     conf_change_problem,
     decode_request,
@@ -293,16 +292,13 @@ class EtcdServer:
             if req_id:
                 self.wait.fail(req_id, ErrUnappliable())
             return
-        result = self.applier.apply(req, e.index)
-        if isinstance(result, CompactResult):
-            if result.job is not None:
-                self._run_compaction(result.job)
-            result = result.response
-        req_id = req.header.ID
-        if isinstance(result, BaseException):
-            self.wait.fail(req_id, result)
+        applied = self.applier.apply(req, e.index)
+        if applied.compaction is not None:
+            self._run_compaction(applied.compaction)
+        if applied.error is not None:
+            self.wait.fail(req.header.ID, applied.error)
         else:
-            self.wait.trigger(req_id, result)
+            self.wait.trigger(req.header.ID, applied.response)
 
     def _apply_conf_change(self, e: Entry) -> None:
         cc = ConfChange.from_bytes(e.data)
