@@ -70,6 +70,7 @@ from petcd.server.raft_node import NodeHooks, RaftNode
 from petcd.server.raft_storage import WalIdentity
 from petcd.server.read_index import ReadIndex
 from petcd.server.state import MemberState, install_backend, open_backend
+from petcd.server.tasks import TaskGroup
 from petcd.server.transport import PeerTransport
 from petcd.server.wait import AppliedWait, Wait
 from petcd.storage.backend import Backend
@@ -89,8 +90,10 @@ class EtcdServer:
         self.wait = Wait()
         self.applied_wait = AppliedWait()
         self._has_leader = asyncio.Event()
-        self._compactions: list[asyncio.Task[None]] = []
-        self._tasks: list[asyncio.Task[None]] = []
+        # compaction jobs apart from everything else, so that waiting for
+        # compactions waits for nothing else
+        self.compactions = TaskGroup("compaction", log)
+        self.background = TaskGroup("background", log)
         self._stopped = False
         self.removed = False  # this member was removed from the cluster
         self.leader_client = LeaderClient()
@@ -157,9 +160,9 @@ class EtcdServer:
         self.node.start()
         self.node.notify()
         self.watchable.start()
-        self._tasks.append(asyncio.create_task(self._backend_committer(), name="backend-commit"))
-        self._tasks.append(asyncio.create_task(self._lease_expirer(), name="lease-expiry"))
-        self._tasks.append(asyncio.create_task(self._publish(), name="publish"))
+        self.background.spawn(self._backend_committer(), "backend-commit")
+        self.background.spawn(self._lease_expirer(), "lease-expiry")
+        self.background.spawn(self._publish(), "publish")
         compactor = AutoCompactor(
             cfg.auto_compaction_mode,
             cfg.compaction_retention(),
@@ -168,7 +171,7 @@ class EtcdServer:
             is_leader=self.node.is_leader,
             compact=lambda rev: self.compact(rpc_pb2.CompactionRequest(revision=rev)),
         )
-        self._tasks.append(asyncio.create_task(compactor.run(), name="auto-compaction"))
+        self.background.spawn(compactor.run(), "auto-compaction")
 
     # ---- the state machine (one MemberState, swapped whole) ---------------------
 
@@ -208,9 +211,7 @@ class EtcdServer:
     def _install_state(self, state: MemberState) -> None:
         """Make state the member's state machine: the one place where the
         watchable store, the peers and the compactions learn of it."""
-        for task in self._compactions:
-            task.cancel()  # each holds the old store, whose backend is closed
-        self._compactions = []
+        self.compactions.cancel_all()  # each holds the old store, whose backend is closed
         state.kv.on_events = self._on_events
         self.state = state
         self.watchable.history = StoreHistory(state.kv)
@@ -223,8 +224,8 @@ class EtcdServer:
         if self._stopped:
             return
         self._stopped = True
-        for t in self._tasks + self._compactions:
-            t.cancel()
+        await self.background.close()
+        await self.compactions.close()
         await self.node.stop()
         await self.transport.stop()
         await self.leader_client.close()
@@ -354,8 +355,7 @@ class EtcdServer:
         async def run() -> None:
             while not job.step(COMPACTION_STEP_KEYS):
                 await asyncio.sleep(0)
-        task = asyncio.create_task(run(), name="compaction")
-        self._compactions = [t for t in self._compactions if not t.done()] + [task]
+        self.compactions.spawn(run(), f"compaction-{job.rev}")
 
     def _on_read_states(self, states: list[ReadState]) -> None:
         self.reads.on_read_states(states)
@@ -380,8 +380,7 @@ class EtcdServer:
             self.transport.send(plain)
         for m in msgs:
             if m.type == MessageType.MsgSnap:
-                task = asyncio.create_task(self._send_snapshot(m), name="send-snapshot")
-                self._tasks = [t for t in self._tasks if not t.done()] + [task]
+                self.background.spawn(self._send_snapshot(m), f"send-snapshot-{m.to:x}")
 
     async def _send_snapshot(self, m: Message) -> None:
         """A follower needs a snapshot: send our whole backend, described as
@@ -420,23 +419,17 @@ class EtcdServer:
     async def _lease_expirer(self) -> None:
         """The leader revokes expired leases through raft, so every member
         deletes their keys at the same revision."""
-        # lease id -> its revocation in flight; holding the task here keeps
-        # the loop from dropping it (the loop keeps only weak references)
-        revoking: dict[int, asyncio.Task[None]] = {}
-        try:
-            while not self._stopped:
-                await asyncio.sleep(0.5)
-                if not self.node.is_leader():
+        revoking: set[int] = set()  # revocations in flight (held by self.background)
+        while not self._stopped:
+            await asyncio.sleep(0.5)
+            if not self.node.is_leader():
+                continue
+            for lease_id in self.lessor.expired():
+                if lease_id in revoking:
                     continue
-                for lease_id in self.lessor.expired():
-                    if lease_id in revoking:
-                        continue
-                    task = asyncio.create_task(self._revoke_expired(lease_id), name=f"revoke-lease-{lease_id:x}")
-                    revoking[lease_id] = task
-                    task.add_done_callback(functools.partial(_forget, revoking, lease_id))
-        finally:
-            for task in list(revoking.values()):
-                task.cancel()
+                revoking.add(lease_id)
+                task = self.background.spawn(self._revoke_expired(lease_id), f"revoke-lease-{lease_id:x}")
+                task.add_done_callback(functools.partial(_forget, revoking, lease_id))
 
     async def _revoke_expired(self, lease_id: int) -> None:
         try:
@@ -517,10 +510,8 @@ class EtcdServer:
         if not self.alarms.is_active(rpc_pb2.NOSPACE):
             alarm = rpc_pb2.AlarmRequest(action=rpc_pb2.AlarmRequest.ACTIVATE, memberID=self.member_id,
                                          alarm=rpc_pb2.NOSPACE)
-            task = asyncio.create_task(
-                self.raft_request(raft_internal_pb2.InternalRaftRequest(alarm=alarm)), name="raise-nospace"
-            )
-            self._tasks = [t for t in self._tasks if not t.done()] + [task]
+            self.background.spawn(self.raft_request(raft_internal_pb2.InternalRaftRequest(alarm=alarm)),
+                                  "raise-nospace")
             log.warning("database space exceeded (%d bytes, quota %d): raising the NOSPACE alarm",
                         self.backend.size(), quota)
         raise ErrNoSpace()
@@ -590,9 +581,8 @@ class EtcdServer:
         return resp
 
     async def wait_compactions(self) -> None:
-        pending = [t for t in self._compactions if not t.done()]
-        if pending:
-            await asyncio.gather(*pending, return_exceptions=True)
+        """Wait for the compaction jobs running now (and nothing else)."""
+        await self.compactions.wait()
 
     async def alarm(self, req: rpc_pb2.AlarmRequest) -> rpc_pb2.AlarmResponse:
         resp: rpc_pb2.AlarmResponse = await self.raft_request(raft_internal_pb2.InternalRaftRequest(alarm=req))
@@ -658,5 +648,5 @@ def _read_backend_snapshot(backend: Backend) -> bytes:
         snap.close()
 
 
-def _forget(tasks: dict[int, asyncio.Task[None]], key: int, _done: asyncio.Task[None]) -> None:
-    tasks.pop(key, None)
+def _forget(ids: set[int], lease_id: int, _done: asyncio.Task[None]) -> None:
+    ids.discard(lease_id)

@@ -62,11 +62,21 @@ class TaskGroup:
         if pending:
             await asyncio.gather(*pending, return_exceptions=True)
 
-    async def close(self) -> None:
-        """Cancel every task and wait for them to end; spawn cancels from now on."""
+    def cancel_all(self) -> None:
+        """Cancel every task now (they end at their next await)."""
+        for t in list(self._tasks):
+            t.cancel()
+
+    async def close(self, timeout: float = 10.0) -> None:
+        """Cancel every task and wait (up to timeout) for them to end;
+        spawn cancels from now on. A task still running after the timeout
+        (it ignored its cancellation) is logged."""
         self._closed = True
         tasks = list(self._tasks)
         for t in tasks:
             t.cancel()
-        if tasks:
-            await asyncio.gather(*tasks, return_exceptions=True)
+        if not tasks:
+            return
+        _, stuck = await asyncio.wait(tasks, timeout=timeout)
+        for t in stuck:
+            self._log.error("%s task %r did not stop within %.0f s of its cancellation", self.name, t.get_name(), timeout)

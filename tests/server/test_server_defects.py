@@ -4,10 +4,12 @@ failed before its fix."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import os
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -20,7 +22,7 @@ from petcd.server.etcd_server import EtcdServer, _read_backend_snapshot
 from petcd.server.leader_client import LeaderClient
 from petcd.server.membership import ErrMemberNotFound
 from petcd.storage.backend import Backend
-from petcd.testing.harness import etcd_server, etcdctl, free_port
+from petcd.testing.harness import etcd_server, etcdctl, free_port, wait_for
 
 from .conftest import Member, member_config, start_member
 
@@ -126,13 +128,13 @@ def test_real_etcd_allows_a_voter_added_to_a_cluster_of_one(tmp_path: Path) -> N
         etcd.stop()
 
 
-def _install_own_backend(member: Member, before: Callable[[EtcdServer], None]) -> list[asyncio.Task[None]]:
+def _install_own_backend(member: Member, before: Callable[[EtcdServer], None]) -> list[asyncio.Task[Any]]:
     """On the member's loop: write a history, start a compaction job over it,
     call before(server), then install a copy of the member's own backend as
     if the leader had sent it. Returns the compaction tasks that were
     running when the snapshot arrived."""
 
-    async def scenario() -> list[asyncio.Task[None]]:
+    async def scenario() -> list[asyncio.Task[Any]]:
         s = member.etcd.server
         for round_ in range(2):  # two revisions per key: a compaction has work to do
             w = s.kv.write()
@@ -142,7 +144,7 @@ def _install_own_backend(member: Member, before: Callable[[EtcdServer], None]) -
         s.backend.commit()
         data = await asyncio.to_thread(_read_backend_snapshot, s.backend)
         await s.compact(pb.CompactionRequest(revision=s.kv.rev))
-        running = [t for t in s._compactions if not t.done()]
+        running = s.compactions.pending()
         before(s)
         meta = SnapshotMetadata(ConfState(voters=[s.member_id]), s.consistent_index, s.term)
         s._apply_snapshot(Snapshot(data, meta))
@@ -177,3 +179,54 @@ def test_a_snapshot_install_takes_the_leaders_alarms(member: Member) -> None:
     _install_own_backend(member, raise_alarm_here_only)
     assert not member.etcd.server.alarms.is_active(pb.NOSPACE)
     member.kv.Put(pb.PutRequest(key=b"after", value=b"install"))  # no "database space exceeded"
+
+
+def test_expired_lease_revocations_are_held_by_the_server(
+    member: Member, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The lease expirer's revocations are owned by the server's task group
+    (asyncio itself keeps only weak references to tasks)."""
+    s = member.etcd.server
+    gate = asyncio.Event()
+    real_revoke = EtcdServer.lease_revoke
+
+    async def slow_revoke(self: EtcdServer, req: pb.LeaseRevokeRequest) -> pb.LeaseRevokeResponse:
+        await gate.wait()  # hold the revocation in flight while the test looks
+        return await real_revoke(self, req)
+
+    monkeypatch.setattr(EtcdServer, "lease_revoke", slow_revoke)
+    lease = member.lease.LeaseGrant(pb.LeaseGrantRequest(TTL=2)).ID
+    member.kv.Put(pb.PutRequest(key=b"leased", value=b"v", lease=lease))
+    name = f"revoke-lease-{lease:x}"
+
+    async def revocation_held() -> bool:
+        gc.collect()
+        return any(t.get_name() == name for t in s.background.pending())
+
+    wait_for(lambda: asyncio.run_coroutine_threadsafe(revocation_held(), member.loop).result(30), 30,
+             "the expired lease's revocation")
+    member.loop.call_soon_threadsafe(gate.set)
+    wait_for(lambda: not member.kv.Range(pb.RangeRequest(key=b"leased")).kvs, 30, "the lease's key to go")
+
+
+def test_the_nospace_alarm_proposal_is_not_a_compaction(tmp_path: Path) -> None:
+    """Compact(physical=true) waits for compactions only, not for the
+    proposals and snapshot sends the server runs meanwhile."""
+    m = start_member(member_config(tmp_path / "m", quota_backend_bytes=1))
+    try:
+        with pytest.raises(grpc.RpcError) as e:
+            m.kv.Put(pb.PutRequest(key=b"k", value=b"v"))
+        assert e.value.details() == "etcdserver: mvcc: database space exceeded"
+        s = m.etcd.server
+
+        async def groups() -> tuple[list[str], list[str]]:
+            return ([t.get_name() for t in s.compactions.pending()],
+                    [t.get_name() for t in s.background.pending()])
+
+        compactions, _ = asyncio.run_coroutine_threadsafe(groups(), m.loop).result(30)
+        assert "raise-nospace" not in compactions
+        wait_for(lambda: m.maintenance.Alarm(pb.AlarmRequest(action=pb.AlarmRequest.GET)).alarms, 30,
+                 "the NOSPACE alarm")
+        m.kv.Compact(pb.CompactionRequest(revision=1, physical=True), timeout=30)
+    finally:
+        m.stop()
