@@ -78,6 +78,13 @@ def _restart(cfg: ServerConfig) -> Bootstrapped:
         raft_storage.close()
         raise
     snap = rec.snapshot
+    if snap is None and raft_storage.log.last_index() == 0 and rec.hard_state.term == 0:
+        # the WAL was created but raft never recorded anything (the first
+        # start failed right after creating it): nothing happened yet, so
+        # start raft as that start would have
+        peers = state.membership.voter_ids() if cfg.initial_cluster_state == "new" else []
+        log.info("member %x never started raft: starting it now", rec.identity.member_id)
+        return Bootstrapped(raft_storage, state, peers, 0)
     log.info("restarting member %x in cluster %x at commit %d", rec.identity.member_id,
              rec.identity.cluster_id, rec.hard_state.commit)
     if snap is None:

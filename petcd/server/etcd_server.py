@@ -47,7 +47,7 @@ from petcd.server.apply import (
     decode_request,
     request_id,
 )
-from petcd.server.bootstrap import bootstrap
+from petcd.server.bootstrap import Bootstrapped, bootstrap
 from petcd.server.cluster import ClusterManager, load_membership, members_doc
 from petcd.server.compactor import AutoCompactor
 from petcd.server.config import ServerConfig
@@ -85,48 +85,60 @@ COMPACTION_STEP_KEYS = 1000
 
 
 class EtcdServer:
-    def __init__(self, cfg: ServerConfig) -> None:
+    """One member: raft, storage and the state machine joined, built whole
+    from what bootstrap opened (``await EtcdServer.create(cfg)``), then
+    ``start`` and ``stop``. ``done`` resolves when the member stops serving:
+    with None after ``stop`` or its removal from the cluster, with the
+    failure when it failed (a failed fsync, say); the embedding program
+    awaits it."""
+
+    @classmethod
+    async def create(cls, cfg: ServerConfig) -> EtcdServer:
+        """Bootstrap the member's data directory and build the server on it
+        (closing what bootstrap opened if building fails)."""
+        boot = await bootstrap(cfg)
+        try:
+            return cls(cfg, boot)
+        except BaseException:
+            boot.close()
+            raise
+
+    def __init__(self, cfg: ServerConfig, boot: Bootstrapped) -> None:
+        """Build the member on boot; call from the event loop's thread."""
         self.cfg = cfg
+        self.raft_storage = boot.raft_storage
+        self.state = boot.state
+        self.member_id = boot.member_id
+        self.cluster_id = boot.cluster_id
+        self.snapshot_index = boot.snapshot_index
+        self.conf_state = boot.conf_state
+        self.applied_index = max(boot.snapshot_index, self.state.consistent_index)
+        self.request_timeout = cfg.request_timeout()
+        self.done: asyncio.Future[BaseException | None] = asyncio.get_running_loop().create_future()
+        self.removed = False  # this member was removed from the cluster
+        self._stopped = False
+        self._has_leader = asyncio.Event()
+        self.ids = ids.RequestIds(self.member_id)
         self.wait = Wait()
         self.applied_wait = AppliedWait()
-        self._has_leader = asyncio.Event()
+        self.applied_wait.applied = self.applied_index
         # compaction jobs apart from everything else, so that waiting for
         # compactions waits for nothing else
         self.compactions = TaskGroup("compaction", log)
         self.background = TaskGroup("background", log)
-        self._stopped = False
-        self.removed = False  # this member was removed from the cluster
         self.leader_client = LeaderClient()
-        self.request_timeout = cfg.request_timeout()
-        self.snapshot_index = 0
-        self.conf_state = ConfState()
-
-    # ---- life cycle -------------------------------------------------------
-
-    async def start(self) -> None:
-        cfg = self.cfg
-        boot = await bootstrap(cfg)
-        self.raft_storage = boot.raft_storage
-        self.state = boot.state
-        self.snapshot_index = boot.snapshot_index
-        self.conf_state = boot.conf_state
-        peers, applied = boot.peers, boot.snapshot_index
         self.watchable = WatchableStore(StoreHistory(self.state.kv))
         self.state.kv.on_events = self._on_events
-        self.member_id = self.membership.local_id
-        self.cluster_id = self.membership.cluster_id
-        self.ids = ids.RequestIds(self.member_id)
-        self.applied_index = max(applied, self.consistent_index)
-        self.applied_wait.applied = self.applied_index
         hooks = NodeHooks(
             apply_entries=self._apply_entries,
             apply_snapshot=self._apply_snapshot,
             read_states=self._on_read_states,
             leader_changed=self._on_leader_changed,
             send=self._send,
+            failed=self._node_failed,
         )
         self.node = RaftNode(
-            cfg.raft_config(self.member_id, self.raft_storage.log, peers=peers, applied=applied),
+            cfg.raft_config(self.member_id, self.raft_storage.log, peers=boot.peers, applied=boot.snapshot_index),
             self.raft_storage,
             hooks,
             cfg.tick_seconds(),
@@ -152,7 +164,21 @@ class EtcdServer:
             leader_client=self.leader_client,
         )
         self.reads = ReadIndex(self.member_id, self.node, self.applied_wait, self._has_leader)
-        await self.transport.start()
+
+    # ---- life cycle -------------------------------------------------------
+
+    async def start(self) -> None:
+        """Listen for peers and start the node loop and the background work.
+        If the peer listener cannot start, everything bootstrap opened is
+        closed and the error raised."""
+        cfg = self.cfg
+        try:
+            await self.transport.start()
+        except BaseException:
+            self._stopped = True
+            self.state.close()
+            self.raft_storage.close()
+            raise
         for mid, urls in self.membership.peers().items():
             self.transport.add_peer(mid, urls)
         if len(self.membership.voter_ids()) == 1:
@@ -172,6 +198,13 @@ class EtcdServer:
             compact=lambda rev: self.compact(rpc_pb2.CompactionRequest(revision=rev)),
         )
         self.background.spawn(compactor.run(), "auto-compaction")
+
+    def _node_failed(self, exc: BaseException) -> None:
+        self._set_done(exc)
+
+    def _set_done(self, failure: BaseException | None) -> None:
+        if not self.done.done():
+            self.done.set_result(failure)
 
     # ---- the state machine (one MemberState, swapped whole) ---------------------
 
@@ -224,6 +257,7 @@ class EtcdServer:
         if self._stopped:
             return
         self._stopped = True
+        self._set_done(None)
         await self.background.close()
         await self.compactions.close()
         await self.node.stop()
@@ -313,7 +347,8 @@ class EtcdServer:
                     self.transport.update_peer(changed.id, list(changed.peer_urls))
             if cc.type == ConfChangeType.ConfChangeRemoveNode and cc.node_id == self.member_id:
                 log.warning("this member was removed from the cluster")
-                self.removed = True  # the embedding program stops the server
+                self.removed = True
+                self._set_done(None)  # the embedding program stops the server
         self.wait.trigger(cc.id, self.membership.to_pb_list())
         if self.conf_state.voters == [self.member_id] and self.node.lead == 0:
             # a cluster of one need not wait out an election timeout, on

@@ -46,6 +46,7 @@ class NodeHooks:
     read_states: Callable[[list[ReadState]], None]
     leader_changed: Callable[[int, int], None]  # (old lead, new lead)
     send: Callable[[list[Message]], None]
+    failed: Callable[[BaseException], None]  # the member can no longer serve writes
 
 
 class RaftNode:
@@ -67,7 +68,7 @@ class RaftNode:
         self._wake = asyncio.Event()
         self._stopped = False
         self._tasks: list[asyncio.Task[None]] = []
-        self.failed: BaseException | None = None
+        self._failed: BaseException | None = None
 
     def start(self) -> None:
         self._tasks = [
@@ -85,6 +86,21 @@ class RaftNode:
                 await t
             except (asyncio.CancelledError, Exception):
                 pass
+
+    @property
+    def failed(self) -> BaseException | None:
+        """The failure that stopped this member serving writes (the node
+        loop's, or one the server records, such as a failed backend commit);
+        None while it serves."""
+        return self._failed
+
+    @failed.setter
+    def failed(self, exc: BaseException | None) -> None:
+        # the first failure wins and is reported once
+        if exc is None or self._failed is not None:
+            return
+        self._failed = exc
+        self.hooks.failed(exc)
 
     def notify(self) -> None:
         """Something changed that may give the core a Ready: look soon."""
