@@ -6,7 +6,10 @@ arrived* has been confirmed by a quorum (the leader is still the leader)
 and the local applied index has reached the round's index. Every read that
 arrives while a round is in flight joins the next round, so under load one
 round serves many reads. A round lost to a leader change (it may never be
-answered) fails its reads over to a new round, after a leader is known.
+answered) fails its reads over to a new round, after a leader is known. A
+round whose request or answer the network lost while the leader stayed the
+same is asked again every RETRY_INTERVAL (etcd's readIndexRetryTime), so it
+cannot block every later read until the leader changes.
 """
 
 from __future__ import annotations
@@ -18,6 +21,9 @@ from petcd.raft import ProposalDropped, ReadState
 from petcd.server.errors import ErrTimeout, ErrTimeoutDueToLeaderFail
 from petcd.server.raft_node import RaftNode
 from petcd.server.wait import AppliedWait
+
+# How long a round may go unanswered before it is asked again.
+RETRY_INTERVAL = 0.5
 
 
 class RoundLost(Exception):
@@ -35,6 +41,7 @@ class ReadIndex:
         self._has_leader = has_leader
         self._next: asyncio.Future[None] | None = None  # the round the next reads join
         self._rounds: dict[bytes, asyncio.Future[None]] = {}  # rounds sent, by context
+        self._sent_at: dict[bytes, float] = {}  # when each round was last asked
         self._seq = 0
 
     async def wait(self, timeout: float) -> None:
@@ -50,7 +57,7 @@ class ReadIndex:
             if not self._rounds:
                 self._start_round()
             try:
-                await asyncio.wait_for(asyncio.shield(fut), max(0.0, deadline - loop.time()))
+                await asyncio.wait_for(asyncio.shield(fut), min(RETRY_INTERVAL, max(0.0, deadline - loop.time())))
                 return
             except RoundLost:
                 if self._node.lead == 0:
@@ -59,12 +66,17 @@ class ReadIndex:
                     except TimeoutError:
                         raise ErrTimeoutDueToLeaderFail() from None
             except TimeoutError:
-                raise (ErrTimeoutDueToLeaderFail() if self._node.lead == 0 else ErrTimeout()) from None
+                if loop.time() >= deadline:
+                    raise (ErrTimeoutDueToLeaderFail() if self._node.lead == 0 else ErrTimeout()) from None
+                self._ask_again(loop.time())
 
     def _start_round(self) -> None:
         fut, self._next = self._next, None
-        if fut is None:
-            return
+        if fut is not None:
+            self._send(fut)
+
+    def _send(self, fut: asyncio.Future[None]) -> None:
+        """Ask raft to confirm a round under a fresh context."""
         self._seq += 1
         # unique across members: the leader keeps every member's rounds apart by it
         ctx = self._member_id.to_bytes(8, "big") + self._seq.to_bytes(8, "big")
@@ -74,12 +86,27 @@ class ReadIndex:
             fut.set_exception(RoundLost())
             return
         self._rounds[ctx] = fut
+        self._sent_at[ctx] = asyncio.get_running_loop().time()
+
+    def _ask_again(self, now: float) -> None:
+        """Rounds unanswered for RETRY_INTERVAL are asked again under a new
+        context (the leader ignores a context it is still confirming, and a
+        confirmation that was lost would never come): any index confirmed
+        after a read arrived serves it. A late answer to the old context is
+        ignored."""
+        for ctx in [c for c, sent in self._sent_at.items() if now - sent >= RETRY_INTERVAL]:
+            fut = self._rounds.pop(ctx, None)
+            del self._sent_at[ctx]
+            if fut is None or fut.done():
+                continue
+            self._send(fut)
 
     def on_read_states(self, states: list[ReadState]) -> None:
         """Raft confirmed rounds: each completes once the applied index
         reaches its index. Reads waiting meanwhile start the next round."""
         for rs in states:
             fut = self._rounds.pop(rs.request_ctx, None)
+            self._sent_at.pop(rs.request_ctx, None)
             if fut is None:
                 continue
             waiter = self._applied_wait.wait(rs.index)
@@ -90,6 +117,7 @@ class ReadIndex:
         """Rounds sent to the old leader may never be answered: fail them over."""
         if self._rounds:
             rounds, self._rounds = self._rounds, {}
+            self._sent_at.clear()
             for fut in rounds.values():
                 if not fut.done():
                     fut.set_exception(RoundLost())

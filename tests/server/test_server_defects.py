@@ -7,6 +7,7 @@ import asyncio
 import gc
 import logging
 import os
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ from petcd.server.alarms import AlarmStore
 from petcd.server.etcd_server import EtcdServer, _read_backend_snapshot
 from petcd.server.leader_client import LeaderClient
 from petcd.server.membership import ErrMemberNotFound
+from petcd.server.raft_node import RaftNode
 from petcd.storage.backend import Backend
 from petcd.testing.harness import etcd_server, etcdctl, free_port, wait_for
 
@@ -230,3 +232,24 @@ def test_the_nospace_alarm_proposal_is_not_a_compaction(tmp_path: Path) -> None:
         m.kv.Compact(pb.CompactionRequest(revision=1, physical=True), timeout=30)
     finally:
         m.stop()
+
+
+def test_a_read_index_round_lost_on_the_way_is_asked_again(
+    member: Member, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A ReadIndex request (or its answer) the network loses while the
+    leader stays the leader must not block reads until the next leader
+    change: the round is asked again (found by the partition fault test)."""
+    real = RaftNode.read_index
+    lost: list[bytes] = []
+
+    def lossy(node: RaftNode, ctx: bytes) -> None:
+        if not lost:
+            lost.append(ctx)  # the network ate the first one
+            return
+        real(node, ctx)
+
+    monkeypatch.setattr(RaftNode, "read_index", lossy)
+    started = time.monotonic()
+    member.kv.Range(pb.RangeRequest(key=b"k"), timeout=30)  # linearizable
+    assert lost and time.monotonic() - started < member.cfg.request_timeout() / 2
