@@ -7,6 +7,7 @@ not understand or does not support (Go's flag package, and so etcd, use 2).
 
 from __future__ import annotations
 
+import faulthandler
 import logging
 import os
 import platform
@@ -16,6 +17,7 @@ from importlib.metadata import PackageNotFoundError
 from importlib.metadata import version as dist_version
 
 from petcd.cli import flags
+from petcd.cli.limits import ReserveMonitor, raise_fd_limit
 from petcd.cli.logging_setup import LoggingSetupError, setup_logging
 from petcd.server.config import ConfigError, ServerConfig
 from petcd.version import ETCD_VERSION as ETCD_API_VERSION
@@ -50,6 +52,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from petcd.cli import cluster
 
         return cluster.main(args[1:])
+    if args and args[0] == "wal":
+        from petcd.cli import wal
+
+        return wal.main(args[1:])
     try:
         inv = flags.parse(args, os.environ)
     except flags.UsageError as exc:
@@ -82,6 +88,9 @@ def run_server(cfg: ServerConfig, notices: list[tuple[int, str]]) -> int:
         return 1
     for level, msg in notices:
         log.log(level, msg)
+    # A fault in native code (SIGBUS on a db page that vanished, say) then
+    # leaves a Python traceback on stderr instead of a silent death.
+    faulthandler.enable()
     log.info(
         "starting petcd",
         extra={"fields": {
@@ -110,6 +119,7 @@ def run_server(cfg: ServerConfig, notices: list[tuple[int, str]]) -> int:
             "unsafe-no-fsync": cfg.unsafe_no_fsync,
         }},
     )
+    monitor = ReserveMonitor(raise_fd_limit()).start()
     try:
         from petcd.embed.etcd import serve
 
@@ -119,6 +129,8 @@ def run_server(cfg: ServerConfig, notices: list[tuple[int, str]]) -> int:
     except Exception as exc:
         log.critical("petcd stopped: %s", exc, exc_info=True)
         return 1
+    finally:
+        monitor.stop()
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -74,6 +74,7 @@ from petcd.server.tasks import TaskGroup
 from petcd.server.transport import PeerTransport
 from petcd.server.wait import AppliedWait, Wait
 from petcd.storage.backend import Backend
+from petcd.storage.errors import StorageError
 from petcd.version import ETCD_VERSION
 
 __all__ = ["ETCD_VERSION", "EtcdServer"]
@@ -266,15 +267,41 @@ class EtcdServer:
         await self.watchable.stop()
         self.wait.fail_all(ErrStopped())
         self.applied_wait.fail_all(ErrStopped())
-        self.backend.commit()
+        # After a failed commit the backend refuses to commit again (the
+        # failure was logged when it happened); the WAL replays what it lost.
+        if self.backend.failed is None:
+            try:
+                self.backend.commit()
+            except StorageError as exc:
+                log.critical("%s; the WAL replays the lost batch on the next start", exc,
+                             extra={"fields": {"path": self.backend.path}})
         self.backend.close()
         self.raft_storage.close()
 
     async def _backend_committer(self) -> None:
+        """Commit the backend's batch when it is due (checked every 100 ms).
+
+        A failed commit (disk full, I/O error, read-only file system, a
+        truncated db file) is fatal, as in etcd: it is logged at fatal level
+        naming the db file and the OS error, and the member fails at once:
+        the node loop is marked failed, so no request is taken and the
+        embedding program stops the member (``petcd`` exits with status 1),
+        and the backend refuses every later write, so the applier applies
+        and acknowledges nothing after the failed commit. Nothing
+        acknowledged is lost: the WAL holds every acknowledged write and the
+        next start replays it above the backend's consistent index.
+        """
         interval = 0.1
         while not self._stopped:
             await asyncio.sleep(interval)
-            self.backend.commit_if_due()
+            try:
+                self.backend.commit_if_due()
+            except StorageError as exc:
+                log.critical("%s; stopping the member (fail-stop: no write is acknowledged after a failed commit)",
+                             exc, extra={"fields": {"path": self.backend.path}})
+                if self.node.failed is None:
+                    self.node.failed = exc
+                return
 
     # ---- raft hooks -------------------------------------------------------
 

@@ -6,6 +6,7 @@ from petcd.storage.backend import BUCKETS, Backend, BackendSnapshot
 from petcd.storage.errors import (
     BackendClosedError,
     BackendError,
+    BackendFileError,
     SnapError,
     StorageError,
     UnknownBucketError,
@@ -16,6 +17,7 @@ from petcd.storage.errors import (
     WalLockedError,
     WalNotFoundError,
     WalSnapshotMismatchError,
+    WalWriteError,
 )
 from petcd.storage.snap import Snapshotter
 from petcd.storage.wal import WAL, WalContents, WalSnapshot
@@ -26,6 +28,7 @@ __all__ = [
     "Backend",
     "BackendClosedError",
     "BackendError",
+    "BackendFileError",
     "BackendSnapshot",
     "SnapError",
     "Snapshotter",
@@ -40,4 +43,5 @@ __all__ = [
     "WalNotFoundError",
     "WalSnapshot",
     "WalSnapshotMismatchError",
+    "WalWriteError",
 ]

@@ -23,6 +23,23 @@ Guarantees:
 - ``snapshot()`` may run in a worker thread while the loop thread keeps
   writing: it uses LMDB's compacting copy, which reads through a read-only
   transaction and never waits for the writer lock.
+- A failed commit (disk full, I/O error, read-only file system) raises
+  :class:`BackendFileError` naming the file, the OS error and the free space
+  left, and is final: every later operation raises it again (fail-stop, as
+  etcd exits on a failed commit; the WAL, which holds every acknowledged
+  write, replays what the backend lost on the next start). Nothing is
+  retried: after a failed fsync the page cache may claim data the disk does
+  not hold.
+- A truncated file is refused on open with :class:`BackendFileError`
+  instead of dying of SIGBUS on the first read of a missing page: the size
+  is checked against the last page the newest committed LMDB meta page
+  uses (LMDB may leave pages allocated and freed in one transaction
+  unwritten past the end, so when the file is shorter than the last page
+  number, the committed trees are walked to find the last page actually
+  used), before the file is mapped. ``commit_if_due`` checks that the file
+  has not shrunk (LMDB never shrinks it), so a file truncated under a live
+  member is reported by name before (usually) a read touches the missing
+  pages.
 
 Threading: every method except ``snapshot()`` (and the returned
 :class:`BackendSnapshot`) must be called from one thread, the one that owns
@@ -50,7 +67,7 @@ from typing import Any
 
 import lmdb
 
-from petcd.storage.errors import BackendClosedError, BackendError, UnknownBucketError
+from petcd.storage.errors import BackendClosedError, BackendError, BackendFileError, UnknownBucketError
 from petcd.storage.fsutil import fsync_dir
 
 log = logging.getLogger("petcd.storage.backend")
@@ -85,6 +102,30 @@ _MAX_MAP_SIZE = 1 << 42
 _FIRST_CHUNK = 64
 _MAX_CHUNK = 4096
 
+# LMDB's on-disk layout (64-bit, little-endian), as far as the truncation
+# check reads it. Pages 0 and 1 are meta pages; the one with the higher txnid
+# is the newest committed state. A meta page holds, from the page start: the
+# magic (u32) at 16; the free-list db record at 40 (its first u32 is the page
+# size) and the main db record at 88, 48 bytes each with the root page (u64)
+# at byte 40 of the record; the last page number allocated (u64) at 136; the
+# txnid (u64) at 144. Every page starts with a 16-byte header: flags (u16)
+# at 10, then the end of the node offset array (u16) at 12, or, on an
+# overflow page, its page count (u32) at 12. Node offsets (u16) follow the
+# header; a node is lo, hi, flags, key size (u16 each), the key, the data.
+_LMDB_MAGIC = 0xBEEFC0DE
+_U16 = struct.Struct("<H")
+_U32 = struct.Struct("<I")
+_U64 = struct.Struct("<Q")
+_NODE = struct.Struct("<HHHH")
+_META_PSIZE_OFF = 40
+_META_DB_ROOTS = (40 + 40, 88 + 40)
+_META_LAST_PG_OFF = 136
+_META_TXNID_OFF = 144
+_PAGE_HEADER = 16
+_P_BRANCH, _P_LEAF, _P_OVERFLOW, _P_LEAF2 = 0x01, 0x02, 0x04, 0x20
+_F_BIGDATA, _F_SUBDATA, _F_DUPDATA = 0x01, 0x02, 0x04
+_P_INVALID = (1 << 64) - 1
+
 _PUT, _DEL, _DEL_RANGE = 0, 1, 2
 _Op = tuple[int, Any, bytes, bytes | None]
 _key0 = itemgetter(0)
@@ -116,6 +157,121 @@ def _apply(txn: lmdb.Transaction[bytes], op: _Op) -> int:
         return 1 if txn.delete(a, db=db) else 0
     assert b is not None
     return _delete_range(txn, db, a, b)
+
+
+def _free_space(path: str) -> str:
+    """'N bytes free' on path's file system, for error messages."""
+    try:
+        st = os.statvfs(os.path.dirname(path))
+    except OSError as exc:
+        return f"free space unknown: {exc}"
+    return f"{st.f_bavail * st.f_frsize} bytes free on its file system"
+
+
+def _newest_meta(fd: int) -> tuple[int, bytes] | None:
+    """(page size, newest meta page) of the LMDB file open at fd, or None
+    when it is not (recognisably) one or is cut inside its meta pages."""
+    first = os.pread(fd, _META_TXNID_OFF + 8, 0)
+    if len(first) < _META_TXNID_OFF + 8 or _U32.unpack_from(first, 16)[0] != _LMDB_MAGIC:
+        return None
+    (psize,) = _U32.unpack_from(first, _META_PSIZE_OFF)
+    if psize < 512 or psize & (psize - 1):
+        return None
+    second = os.pread(fd, _META_TXNID_OFF + 8, psize)
+    if len(second) < _META_TXNID_OFF + 8:
+        return psize, b""
+    if _U32.unpack_from(second, 16)[0] == _LMDB_MAGIC and (
+        _U64.unpack_from(second, _META_TXNID_OFF)[0] > _U64.unpack_from(first, _META_TXNID_OFF)[0]
+    ):
+        return psize, second
+    return psize, first
+
+
+def _last_used_page(fd: int, psize: int, meta: bytes, size: int) -> int:
+    """The highest page number the committed trees of meta use (branch, leaf
+    and overflow pages of the free-list db, the main db and every named db),
+    read with pread. A page at or past the end of the file counts as used
+    without being read (the caller reports truncation)."""
+    stack = [r for r in (_U64.unpack_from(meta, off)[0] for off in _META_DB_ROOTS) if r != _P_INVALID]
+    last = 1
+    budget = _U64.unpack_from(meta, _META_LAST_PG_OFF)[0] + 1  # a damaged tree cannot loop forever
+    while stack and budget > 0:
+        budget -= 1
+        pgno = stack.pop()
+        last = max(last, pgno)
+        if (pgno + 1) * psize > size:
+            continue
+        page = os.pread(fd, psize, pgno * psize)
+        (flags,) = _U16.unpack_from(page, 10)
+        if flags & _P_OVERFLOW:
+            last = max(last, pgno + _U32.unpack_from(page, 12)[0] - 1)
+            continue
+        if flags & _P_LEAF2 or not flags & (_P_BRANCH | _P_LEAF):
+            continue
+        nkeys = (_U16.unpack_from(page, 12)[0] - _PAGE_HEADER) >> 1
+        for i in range(max(0, min(nkeys, (psize - _PAGE_HEADER) // 2))):
+            (at,) = _U16.unpack_from(page, _PAGE_HEADER + 2 * i)
+            if at + _NODE.size > psize:
+                continue
+            lo, hi, nflags, ksize = _NODE.unpack_from(page, at)
+            if flags & _P_BRANCH:
+                stack.append(lo | hi << 16 | nflags << 32)
+                continue
+            data = at + _NODE.size + ksize
+            if nflags & _F_BIGDATA and data + 8 <= psize:
+                stack.append(_U64.unpack_from(page, data)[0])
+            elif nflags & _F_SUBDATA and not nflags & _F_DUPDATA and data + 48 <= psize:
+                root = _U64.unpack_from(page, data + 40)[0]
+                if root != _P_INVALID:
+                    stack.append(root)
+    return last
+
+
+def _truncation(path: str) -> str | None:
+    """Why the LMDB file at path is truncated, or None when it is not (or is
+    missing, empty, or not an LMDB file: LMDB creates or rejects those)."""
+    try:
+        size = os.stat(path).st_size
+    except FileNotFoundError:
+        return None
+    if size == 0:
+        return None
+    with open(path, "rb") as f:
+        found = _newest_meta(f.fileno())
+        if found is None:
+            return None
+        psize, meta = found
+        if not meta:
+            return f"it has {size} bytes, less than its two {psize}-byte meta pages"
+        last_pg = _U64.unpack_from(meta, _META_LAST_PG_OFF)[0]
+        if size >= (last_pg + 1) * psize:
+            return None  # the quick answer: every page ever allocated is there
+        # LMDB may leave pages that were allocated and freed in one
+        # transaction unwritten past the end of the file; only a page the
+        # committed trees use is missing data.
+        used = _last_used_page(f.fileno(), psize, meta, size)
+    if size >= (used + 1) * psize:
+        return None
+    return (
+        f"it has {size} bytes but its last committed transaction uses page {used} "
+        f"({(used + 1) * psize} bytes, pages of {psize})"
+    )
+
+
+def check_file_size(path: str) -> None:
+    """Raise BackendFileError when the LMDB file at path is shorter than the
+    pages its newest committed transaction uses (it was truncated: mapping
+    it would die of SIGBUS on the first read of a missing page)."""
+    try:
+        why = _truncation(path)
+    except OSError as exc:
+        raise BackendFileError(f"backend: cannot read {path}: {exc}", path) from exc
+    if why is not None:
+        raise BackendFileError(
+            f"backend: {path} is truncated: {why}; restore the member from a snapshot "
+            "(`petcd snapshot restore`) or remove it from the cluster and add it back",
+            path,
+        )
 
 
 class BackendSnapshot:
@@ -178,11 +334,16 @@ class Backend:
         self._env_lock = threading.Lock()
         self._txn: lmdb.Transaction[bytes] | None = None
         # The open batch's operations, replayed if its transaction is lost
-        # (map full, failed commit); cleared by a successful commit.
+        # (map full, a failed write); cleared by a successful commit.
         self._ops: list[_Op] = []
         self._pending = 0
         self._batch_started = 0.0
         self._closed = False
+        # The failed commit that made the backend unusable (see the module doc).
+        self._failed: BackendFileError | None = None
+        # The file's size after open and after every commit: LMDB never
+        # shrinks its file, so a smaller size means someone truncated it.
+        self._size_floor = 0
         os.makedirs(os.path.dirname(self.path), exist_ok=True)
         self._env = self._open_env(initial_map_size)
         self._dbs = self._open_dbs()
@@ -191,12 +352,14 @@ class Backend:
     # --- environment ------------------------------------------------------
 
     def _open_env(self, map_size: int) -> lmdb.Environment:
+        check_file_size(self.path)
         try:
             env = self._lmdb_open(map_size)
         except lmdb.Error as exc:
             raise BackendError(f"backend: cannot open {self.path}: {exc}") from exc
         # Clear reader slots left by dead processes (a killed `snapshot save`).
         env.reader_check()
+        self._size_floor = os.stat(self.path).st_size
         return env
 
     def _lmdb_open(self, map_size: int) -> lmdb.Environment:
@@ -249,6 +412,8 @@ class Backend:
         transaction was lost."""
         if self._closed:
             raise BackendClosedError("backend is closed")
+        if self._failed is not None:
+            raise self._failed
         self._grow_if_needed()
         while True:
             txn = self._env.begin(write=True)
@@ -389,14 +554,28 @@ class Backend:
 
     # --- commit -------------------------------------------------------------
 
+    @property
+    def failed(self) -> BackendFileError | None:
+        """The error of the failed commit that made the backend unusable."""
+        return self._failed
+
+    def _fail(self, what: str, exc: BaseException) -> BackendFileError:
+        err = BackendFileError(f"backend: {what} {self.path} failed: {exc} ({_free_space(self.path)})", self.path)
+        err.__cause__ = exc
+        self._failed = err
+        return err
+
     def commit(self) -> None:
-        """Commit the batch now (fsync'd unless unsafe_no_fsync)."""
+        """Commit the batch now (fsync'd unless unsafe_no_fsync). A failure
+        raises BackendFileError and leaves the backend unusable."""
+        if self._failed is not None:
+            raise self._failed
         txn = self._txn
         if not self._ops:
             self._end_read_only()
             return
         if txn is None:
-            txn = self._begin()  # an earlier commit failed: replay and retry
+            txn = self._begin()  # a write failed and dropped the transaction: replay
         while True:
             self._txn = None
             try:
@@ -407,13 +586,50 @@ class Backend:
                 self._double()
                 txn = self._begin()
             except lmdb.Error as exc:
-                # Keep _ops: the next access replays them into a new batch.
-                raise BackendError(f"backend: commit failed: {exc}") from exc
+                raise self._fail("committing to", exc) from exc
         self._ops = []
         self._pending = 0
+        self._cover_last_page()
+
+    def _cover_last_page(self) -> None:
+        """Extend the file (sparse) to cover LMDB's last allocated page, so
+        the next open's truncation check takes its quick path: LMDB does not
+        write pages that were allocated and freed in one transaction, and
+        leaves the file short of them. Free pages are never read, so zeros
+        there change nothing. Not fsync'd: after a crash the open-time walk
+        of the trees gives the same answer, only slower."""
+        need = (int(self._env.info()["last_pgno"]) + 1) * self._psize
+        size = os.stat(self.path).st_size
+        if size < need:
+            try:
+                os.truncate(self.path, need)
+                size = need
+            except OSError as exc:  # a full disk: the walk at the next open copes
+                log.warning("backend %s: cannot extend to %d bytes: %s", self.path, need, exc)
+        self._size_floor = max(self._size_floor, size)
+
+    def _check_not_truncated(self) -> None:
+        try:
+            size = os.stat(self.path).st_size
+        except OSError as exc:
+            raise self._fail("checking", exc) from exc
+        if size < self._size_floor:
+            err = BackendFileError(
+                f"backend: {self.path} was truncated under the running member: it has {size} bytes, "
+                f"{self._size_floor} after the last commit; reading a missing page would kill the process "
+                "(SIGBUS): stopping",
+                self.path,
+            )
+            self._failed = err
+            raise err
 
     def commit_if_due(self) -> None:
-        """Commit when the batch is batch_interval old or holds batch_limit writes."""
+        """Commit when the batch is batch_interval old or holds batch_limit
+        writes. Also checks that the file was not truncated under the live
+        map (BackendFileError, final like a failed commit)."""
+        if self._failed is not None:
+            raise self._failed
+        self._check_not_truncated()
         if not self._ops:
             # Only reads: release the writer lock while idle.
             self._end_read_only()
@@ -447,12 +663,22 @@ class Backend:
             raise BackendClosedError("backend is closed")
         dirname = os.path.dirname(self.path)
         map_size = int(self._env.info()["map_size"])
-        fd, tmp = tempfile.mkstemp(prefix=os.path.basename(self.path) + ".defrag-", suffix=".tmp", dir=dirname)
+        try:
+            fd, tmp = tempfile.mkstemp(prefix=os.path.basename(self.path) + ".defrag-", suffix=".tmp", dir=dirname)
+        except OSError as exc:
+            raise BackendError(f"backend: defragmenting {self.path}: cannot create the copy: {exc}") from exc
         replaced = False
         try:
             with self._env_lock:
-                self._env.copyfd(fd, compact=True)
-                os.fsync(fd)
+                try:
+                    self._env.copyfd(fd, compact=True)
+                    os.fsync(fd)
+                except (lmdb.Error, OSError) as exc:
+                    # The file in use is untouched: the member goes on.
+                    raise BackendError(
+                        f"backend: defragmenting {self.path} failed writing the copy {tmp}: {exc} "
+                        f"({_free_space(self.path)})"
+                    ) from exc
                 self._env.close()
                 try:
                     os.replace(tmp, self.path)
@@ -477,9 +703,11 @@ class Backend:
         """
         if self._closed:
             raise BackendClosedError("backend is closed")
-        fd, tmp = tempfile.mkstemp(
-            prefix=os.path.basename(self.path) + ".snapshot-", suffix=".tmp", dir=os.path.dirname(self.path)
-        )
+        dirname = os.path.dirname(self.path)
+        try:
+            fd, tmp = tempfile.mkstemp(prefix=os.path.basename(self.path) + ".snapshot-", suffix=".tmp", dir=dirname)
+        except OSError as exc:
+            raise BackendError(f"backend: snapshot of {self.path}: cannot create the copy: {exc}") from exc
         try:
             # Unlinked at once: the copy lives exactly as long as the descriptor.
             os.unlink(tmp)
@@ -488,17 +716,26 @@ class Backend:
                     raise BackendClosedError("backend is closed")
                 self._env.copyfd(fd, compact=True)
             size = os.fstat(fd).st_size
+        except (lmdb.Error, OSError) as exc:
+            os.close(fd)
+            raise BackendError(
+                f"backend: snapshot of {self.path} failed writing a copy in {dirname}: {exc} "
+                f"({_free_space(self.path)})"
+            ) from exc
         except BaseException:
             os.close(fd)
             raise
         return BackendSnapshot(fd, size)
 
     def close(self) -> None:
-        """Commit the batch, then close the file. Idempotent."""
+        """Commit the batch, then close the file. Idempotent. A backend whose
+        commit failed is closed without committing (and without raising
+        again: the failure was raised when it happened)."""
         if self._closed:
             return
         try:
-            self.commit()
+            if self._failed is None:
+                self.commit()
         finally:
             if self._txn is not None:
                 self._txn.abort()

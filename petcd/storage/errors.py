@@ -26,6 +26,22 @@ class UnknownBucketError(BackendError, KeyError):
     """A bucket name that the backend does not hold."""
 
 
+class BackendFileError(BackendError):
+    """The backend's file is unusable: a commit or write to it failed (disk
+    full, I/O error, read-only file system), or it is shorter than the pages
+    its last committed transaction uses (truncated). ``path`` names the file.
+
+    After a failed commit the backend refuses every further operation: the
+    state of the file and of the page cache is unknown, and retrying an fsync
+    that failed can report success for data that never reached the disk. The
+    server stops (as etcd does); the WAL replays what the backend lost.
+    """
+
+    def __init__(self, message: str, path: str) -> None:
+        super().__init__(message)
+        self.path = path
+
+
 # --- WAL -------------------------------------------------------------------
 
 
@@ -39,6 +55,15 @@ class WalExistsError(WalError):
 
 class WalNotFoundError(WalError):
     """WAL.open() found no WAL segment in the directory."""
+
+
+class WalWriteError(WalError):
+    """Writing or fsyncing a WAL file failed (disk full, I/O error, read-only
+    file system). ``path`` names the file. The WAL refuses every later write."""
+
+    def __init__(self, message: str, path: str) -> None:
+        super().__init__(message)
+        self.path = path
 
 
 class WalLockedError(WalError):
@@ -58,6 +83,7 @@ class WalCorruptError(WalError):
         if path is not None:
             where = f"{path}" if offset is None else f"{path} at byte offset {offset}"
             message = f"{message} ({where})"
+        message += "; refusing to use the WAL: see `petcd wal repair --help` for the ways to recover"
         super().__init__(message)
         self.path = path
         self.offset = offset

@@ -37,6 +37,14 @@ _NAME_RE = re.compile(r"^([0-9a-f]{16})-([0-9a-f]{16})\.snap$")
 _CRC = struct.Struct(">I")
 
 
+def _free_space(dirpath: str) -> str:
+    try:
+        st = os.statvfs(dirpath)
+    except OSError as exc:
+        return f"free space unknown: {exc}"
+    return f"{st.f_bavail * st.f_frsize} bytes free on its file system"
+
+
 def snap_name(term: int, index: int) -> str:
     return f"{term:016x}-{index:016x}.snap"
 
@@ -60,30 +68,37 @@ class Snapshotter:
         return names
 
     def save_snap(self, snap: Snapshot) -> None:
-        """Write snap durably; an empty snapshot (index 0) is ignored."""
+        """Write snap durably; an empty snapshot (index 0) is ignored. A
+        failed write raises SnapError naming the file and the OS error."""
         if snap.is_empty():
             return
         body = snap.to_bytes()
         md = snap.metadata
         final = os.path.join(self.dir, snap_name(md.term, md.index))
         with self._lock:
-            fd, tmp = tempfile.mkstemp(prefix=snap_name(md.term, md.index) + ".", suffix=".tmp", dir=self.dir)
             try:
-                try:
-                    view = memoryview(_CRC.pack(zlib.crc32(body)) + body)
-                    while view:
-                        view = view[os.write(fd, view) :]
-                    os.fsync(fd)
-                finally:
-                    os.close(fd)
-                os.rename(tmp, final)
-            except BaseException:
-                try:
-                    os.unlink(tmp)
-                except FileNotFoundError:
-                    pass
-                raise
-            fsync_dir(self.dir)
+                self._write(final, body)
+            except OSError as exc:
+                raise SnapError(f"snap: writing {final} failed: {exc} ({_free_space(self.dir)})") from exc
+
+    def _write(self, final: str, body: bytes) -> None:
+        fd, tmp = tempfile.mkstemp(prefix=os.path.basename(final) + ".", suffix=".tmp", dir=self.dir)
+        try:
+            try:
+                view = memoryview(_CRC.pack(zlib.crc32(body)) + body)
+                while view:
+                    view = view[os.write(fd, view) :]
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.rename(tmp, final)
+        except BaseException:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+            raise
+        fsync_dir(self.dir)
 
     def load(self) -> Snapshot | None:
         """The newest readable snapshot, or None when there is none."""

@@ -45,17 +45,59 @@ CRC mismatch:
    payload CRC) starts anywhere after F (after the bad frame's claimed end,
    when its header is intact), the damage is in the middle of durable data:
    ``WalCorruptError`` naming the file and F; the file is not touched;
-3. otherwise, in the LAST segment, the bytes from F on are the remains of
-   the one write that was in flight when the process died (its ``save``
-   never returned, so nothing in it was acknowledged): the file is
-   truncated at F (and re-preallocated) and the log opens at the last whole
-   frame. In any other segment this is corruption too (a segment is sealed
-   and fsync'd before the next one is created).
+3. otherwise, in any segment but the last, it is corruption too (a segment
+   is sealed and fsync'd before the next one is created);
+4. otherwise (the last segment) the frame at F is a *torn write*, the
+   remains of the one write in flight when the process died (its ``save``
+   never returned, so nothing in it was acknowledged), when it runs past
+   the end of the file, or when one of its 512-byte sectors (file offsets
+   at multiples of 512; for a bad header, the header's sectors) is still
+   all zeros: the segment is preallocated with zeros and disks write whole
+   sectors, so a write that did not finish leaves a zero sector. The file
+   is then truncated at F (and re-preallocated) and the log opens at the
+   last whole frame;
+5. a frame that lies wholly in the file with every sector written, whose
+   CRC still fails, was written whole and damaged afterwards (a bit flip
+   on the medium): ``WalCorruptError`` naming the file and F, as etcd
+   refuses to start on a CRC mismatch.
 
 Because a whole ``save`` is one frame, reordered sector writes within the
-in-flight write cannot produce a valid frame after a bad one. A bit flip in
-the very last frame is indistinguishable from a torn write and is repaired
-as one; a flip anywhere before it is reported.
+in-flight write cannot produce a valid frame after a bad one. (A bit flip
+in the last frame of a segment whose final sector holds only zero bytes of
+data, such as the high bytes of a hard state, reads as a tear; that frame
+was never followed by another write.)
+
+Repairing a corrupt WAL
+-----------------------
+A member whose WAL is corrupt refuses to start; the error names the
+segment and the byte offset. In order of preference:
+
+1. In a cluster with a healthy quorum, replace the member: ``etcdctl member
+   remove <id>``, move its data directory aside, ``etcdctl member add``,
+   and start it with ``--initial-cluster-state existing``; it receives
+   everything from the leader. Nothing is lost.
+2. A single member: restore the newest ``etcdctl snapshot save`` file with
+   ``petcd snapshot restore``; writes after the snapshot are lost.
+3. As a last resort, ``petcd wal repair --data-dir DIR`` (:func:`repair`)
+   cuts the WAL at the damaged record and keeps everything before it. The
+   damaged segment and every later one are moved, not deleted, into
+   ``<wal dir>.broken-<UTC time>``. It is lossy: entries from the damage
+   on are dropped (they may have been acknowledged; in a cluster the other
+   members hold the committed ones and send them back), and so is any
+   term/vote recorded there, so a repaired member may cast a second vote in
+   a term it already voted in: only repair a member of a cluster when its
+   peers are up and past that term. The command refuses (and puts the
+   files back) when the backend already applied entries beyond the cut,
+   since the member could never catch up with its own database.
+
+Write failures
+--------------
+A failed write, fsync or segment creation (disk full, I/O error, read-only
+file system) raises ``WalWriteError`` naming the file, the OS error and the
+free space left. It is final: the file may hold part of the frame and,
+after a failed fsync, the page cache may claim data the disk does not hold,
+so every later write raises again and the server stops (fail-stop). The
+next open decides what of the failed write survived by the rule above.
 
 Threading: every public method takes the WAL's lock, so ``save`` running in
 a worker thread and ``save_snapshot``/``release_lock_to`` on the event loop
@@ -73,6 +115,7 @@ import re
 import shutil
 import struct
 import threading
+import time
 import zlib
 from dataclasses import dataclass, field
 
@@ -85,6 +128,7 @@ from petcd.storage.errors import (
     WalLockedError,
     WalNotFoundError,
     WalSnapshotMismatchError,
+    WalWriteError,
 )
 from petcd.storage.fsutil import fsync_dir
 
@@ -114,6 +158,26 @@ _ENTRY_TYPES = {int(t): t for t in EntryType}
 _SEGMENT_RE = re.compile(r"^([0-9a-f]{16})-([0-9a-f]{16})\.wal$")
 LOCK_NAME = "wal.lock"
 _ZERO_CHUNK = bytes(1 << 20)
+
+DEFAULT_SEGMENT_SIZE = 64 << 20
+# Tests set a small segment size (etcd's tests set wal.SegmentSizeBytes) so
+# that segment cuts, and the disk faults they can meet, come within seconds.
+SEGMENT_SIZE_ENV = "PETCD_WAL_SEGMENT_BYTES"
+_MIN_SEGMENT_SIZE = 64 << 10
+
+
+def _segment_size_from_env() -> int:
+    raw = os.environ.get(SEGMENT_SIZE_ENV)
+    if not raw:
+        return DEFAULT_SEGMENT_SIZE
+    try:
+        size = int(raw)
+    except ValueError:
+        size = 0
+    if size < _MIN_SEGMENT_SIZE:
+        log.warning("wal: ignoring %s=%r (want an integer >= %d)", SEGMENT_SIZE_ENV, raw, _MIN_SEGMENT_SIZE)
+        return DEFAULT_SEGMENT_SIZE
+    return size
 
 
 @dataclass(slots=True)
@@ -202,12 +266,21 @@ def _lock_dir(dirpath: str) -> int:
 # --- reading ------------------------------------------------------------------
 
 
+_PAST_EOF = "frame runs past the end of the file"
+_SHORT_HEADER = "incomplete frame header"
+_BAD_PAYLOAD = "frame payload crc mismatch"
+# Torn writes are assumed to tear at this granularity (disks write whole
+# sectors); see _torn_in.
+_SECTOR = 512
+
+
 def _check_frame(data: bytes, mv: memoryview, off: int) -> tuple[int, int, str]:
     """Validate the frame at off: (end, skip_to, problem). problem == "" means
-    valid; otherwise skip_to is where a search for later frames may start."""
+    valid; otherwise skip_to is where a search for later frames may start
+    (for a payload crc mismatch: the frame's claimed end)."""
     size = len(data)
     if off + HEADER_SIZE > size:
-        return -1, off + 1, "incomplete frame header"
+        return -1, off + 1, _SHORT_HEADER
     magic, length, pcrc, hcrc = _HDR.unpack_from(data, off)
     if magic != MAGIC:
         return -1, off + 1, "bad frame magic"
@@ -215,10 +288,25 @@ def _check_frame(data: bytes, mv: memoryview, off: int) -> tuple[int, int, str]:
         return -1, off + 1, "frame header crc mismatch"
     end = off + HEADER_SIZE + length
     if end > size:
-        return -1, end, "frame runs past the end of the file"
+        return -1, end, _PAST_EOF
     if zlib.crc32(mv[off + HEADER_SIZE : end]) != pcrc:
-        return -1, end, "frame payload crc mismatch"
+        return -1, end, _BAD_PAYLOAD
     return end, end, ""
+
+
+def _torn_in(data: bytes, start: int, end: int) -> bool:
+    """True when some sector of [start, end) (sector boundaries at multiples
+    of _SECTOR in the file, the first and last clipped to the range) holds
+    only zeros: a part of the write that never reached the disk. A frame
+    whose every sector holds data was written whole, so a bad crc in it is
+    damage, not a tear."""
+    pos = start
+    while pos < end:
+        nxt = min(end, (pos // _SECTOR + 1) * _SECTOR)
+        if data.count(0, pos, nxt) == nxt - pos:
+            return True
+        pos = nxt
+    return False
 
 
 def _data_end(data: bytes, start: int) -> int:
@@ -347,6 +435,14 @@ def _scan_segment(seg: _Segment, is_last: bool, replay: _Replay) -> _ScanResult:
         raise WalCorruptError(f"wal: {problem}, followed by valid records", seg.path, off)
     if not is_last:
         raise WalCorruptError(f"wal: {problem} in a sealed segment", seg.path, off)
+    if problem not in (_PAST_EOF, _SHORT_HEADER):
+        # The frame (or, when its header is bad, the header) lies wholly in
+        # the file: it is a torn write only if a sector of it is still zero.
+        span_end = skip_to if problem == _BAD_PAYLOAD else off + HEADER_SIZE
+        if not _torn_in(data, off, span_end):
+            raise WalCorruptError(
+                f"wal: {problem} in the last frame, which was written whole (no unwritten sector)", seg.path, off
+            )
     return _ScanResult(off, header_end, torn=True)
 
 
@@ -356,7 +452,8 @@ def _scan_segment(seg: _Segment, is_last: bool, replay: _Replay) -> _ScanResult:
 class WAL:
     """A segmented, CRC-checked, append-only log; see the module docstring."""
 
-    SEGMENT_SIZE = 64 << 20
+    # 64 MiB, like etcd's; PETCD_WAL_SEGMENT_BYTES overrides it (for tests).
+    SEGMENT_SIZE = _segment_size_from_env()
 
     def __init__(
         self,
@@ -432,9 +529,11 @@ class WAL:
             os.rename(tmpdir, dirpath)
             if sync:
                 fsync_dir(parent)
-        except BaseException:
+        except BaseException as exc:
             os.close(lock_fd)
             shutil.rmtree(tmpdir, ignore_errors=True)
+            if isinstance(exc, OSError):
+                raise _write_error("creating the WAL", dirpath, exc) from exc
             raise
         segs = [_Segment(0, 0, os.path.join(dirpath, segment_name(0, 0)))]
         contents = WalContents(metadata, HardState(), [], WalSnapshot())
@@ -507,10 +606,13 @@ class WAL:
                 log.warning(
                     "wal: %s: discarding a torn write at byte %d (%d bytes)", last.path, result.end, size - result.end
                 )
-                os.ftruncate(fd, result.end)
-                _preallocate(fd, max(segment_size, result.end))
-                if not unsafe_no_fsync:
-                    os.fsync(fd)
+                try:
+                    os.ftruncate(fd, result.end)
+                    _preallocate(fd, max(segment_size, result.end))
+                    if not unsafe_no_fsync:
+                        os.fsync(fd)
+                except OSError as exc:
+                    raise _write_error("cutting the torn write off", last.path, exc) from exc
         except BaseException:
             os.close(fd)
             raise
@@ -582,9 +684,16 @@ class WAL:
         try:
             if self._offset + n > self._segment_size and self._offset > self._header_end:
                 self._cut()
-            _pwrite_all(self._fd, [header, payload], self._offset)
+            path = self._segments[-1].path
+            try:
+                _pwrite_all(self._fd, [header, payload], self._offset)
+            except OSError as exc:
+                raise _write_error("writing", path, exc) from exc
             if self._sync and sync:
-                os.fdatasync(self._fd)
+                try:
+                    os.fdatasync(self._fd)
+                except OSError as exc:
+                    raise _write_error("fsyncing", path, exc) from exc
         except BaseException as exc:
             # The file may now hold part of this frame and the page cache's
             # state after a failed fsync is unknown: refuse further writes.
@@ -600,11 +709,18 @@ class WAL:
         seq = self._segments[-1].seq + 1
         index = self._last_index + 1
         path = os.path.join(self.dir, segment_name(seq, index))
-        fd, header_end, chain = _write_new_segment(
-            path, self._chain, self._metadata, self._state, self._segment_size, self._sync
-        )
-        if self._sync:
-            fsync_dir(self.dir)
+        try:
+            fd, header_end, chain = _write_new_segment(
+                path, self._chain, self._metadata, self._state, self._segment_size, self._sync
+            )
+        except OSError as exc:
+            raise _write_error("creating the segment", path, exc) from exc
+        try:
+            if self._sync:
+                fsync_dir(self.dir)
+        except OSError as exc:
+            os.close(fd)
+            raise _write_error("fsyncing the directory of", path, exc) from exc
         os.close(self._fd)
         self._fd = fd
         self._offset = self._header_end = header_end
@@ -622,11 +738,18 @@ class WAL:
                     keep = i
             if keep == 0:
                 return
-            for s in self._segments[:keep]:
-                os.unlink(s.path)
-            del self._segments[:keep]
+            for _ in range(keep):
+                path = self._segments[0].path
+                try:
+                    os.unlink(path)
+                except OSError as exc:
+                    raise _write_error("deleting the released segment", path, exc) from exc
+                del self._segments[0]  # gone: a failure on a later one leaves the list true
             if self._sync:
-                fsync_dir(self.dir)
+                try:
+                    fsync_dir(self.dir)
+                except OSError as exc:
+                    raise _write_error("fsyncing the directory", self.dir, exc) from exc
 
     def segments(self) -> list[str]:
         """Paths of the live segments, oldest first (for tests and tools)."""
@@ -647,6 +770,138 @@ class WAL:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+@dataclass(slots=True)
+class RepairResult:
+    """What :func:`repair` did: the WAL was cut at ``offset`` of ``damaged``;
+    the original of that segment and every later segment were moved into
+    ``backup_dir`` (``moved``, their original paths); the WAL now ends at
+    entry ``last_index`` with hard state ``hard_state``."""
+
+    damaged: str
+    offset: int
+    problem: str
+    backup_dir: str
+    moved: list[str]
+    last_index: int
+    hard_state: HardState
+
+
+def find_damage(dirpath: str, snap: WalSnapshot | None = None) -> WalCorruptError | None:
+    """The corruption WAL.open would refuse, or None when the WAL opens.
+    Changes nothing: a torn tail is reported as fine (open repairs it)."""
+    dirpath = os.path.abspath(dirpath)
+    if not WAL.exists(dirpath):
+        raise WalNotFoundError(f"wal: no WAL in {dirpath}")
+    lock_fd = _lock_dir(dirpath)
+    try:
+        segs = _list_segments(dirpath)
+        for a, b in zip(segs, segs[1:], strict=False):
+            if b.seq != a.seq + 1:
+                return WalCorruptError(f"wal: segment {a.seq + 1:016x} is missing", b.path)
+        snap = snap if snap is not None else WalSnapshot()
+        live = [s for s in segs if s.index <= snap.index]
+        first = segs.index(live[-1]) if live else 0
+        replay = _Replay(snap)
+        try:
+            for i, seg in enumerate(segs[first:]):
+                _scan_segment(seg, first + i == len(segs) - 1, replay)
+        except WalCorruptError as exc:
+            return exc
+        return None
+    finally:
+        os.close(lock_fd)
+
+
+def repair(dirpath: str, snap: WalSnapshot | None = None, *, segment_size: int = 64 << 20) -> RepairResult | None:
+    """Cut a corrupt WAL at its first damaged record, keeping everything
+    before it. Returns None (and changes nothing) when the WAL is not
+    corrupt. LOSSY: the records from the damage on are dropped, entries and
+    votes among them; see "Repairing a corrupt WAL" in the module docstring
+    for when that is safe. Nothing is deleted: the damaged segment and every
+    later one are moved into a sibling directory ``<dir>.broken-<UTC time>``
+    (undo: move them back), and the damaged segment is replaced by a copy of
+    its bytes before the damage."""
+    dirpath = os.path.abspath(dirpath)
+    damage = find_damage(dirpath, snap)
+    if damage is None:
+        return None
+    if damage.path is None:
+        raise WalError(f"wal: cannot repair: the damage has no location: {damage}")
+    lock_fd = _lock_dir(dirpath)
+    try:
+        segs = _list_segments(dirpath)
+        at = next(i for i, s in enumerate(segs) if s.path == damage.path)
+        offset = damage.offset or 0
+        keep_head = offset > 0
+        base = snap.index if snap is not None else 0
+        first_live = max([i for i, s in enumerate(segs) if s.index <= base], default=0)
+        if not keep_head and at <= first_live:
+            raise WalError(
+                f"wal: cannot repair {dirpath}: the damage is at the start of its first segment, so no record "
+                f"survives a cut ({damage}); restore the member from a snapshot or replace it"
+            )
+        backup = f"{dirpath}.broken-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}"
+        os.makedirs(backup)
+        moved = [s.path for s in segs[at:]]
+        if keep_head:
+            # The kept prefix of the damaged segment, preallocated like any
+            # segment, made durable before the original moves out.
+            with open(damage.path, "rb") as f:
+                head = f.read(offset)
+            tmp = damage.path + ".tmp"
+            fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
+            try:
+                _preallocate(fd, max(segment_size, offset))
+                _pwrite_all(fd, [head], 0)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        for path in moved:
+            os.rename(path, os.path.join(backup, os.path.basename(path)))
+        fsync_dir(backup)
+        if keep_head:
+            os.rename(damage.path + ".tmp", damage.path)
+        fsync_dir(dirpath)
+    finally:
+        os.close(lock_fd)
+    result = RepairResult(damage.path, offset, str(damage), backup, moved, 0, HardState())
+    try:
+        w = WAL.open(dirpath, snap, segment_size=segment_size)
+    except BaseException:
+        undo_repair(result)
+        raise
+    try:
+        contents = w.read_all()
+    finally:
+        w.close()
+    result.last_index = contents.snapshot.index + len(contents.entries)
+    result.hard_state = contents.hard_state
+    return result
+
+
+def undo_repair(result: RepairResult) -> None:
+    """Put back what repair() moved aside: the WAL is as it was before."""
+    for path in result.moved:
+        os.replace(os.path.join(result.backup_dir, os.path.basename(path)), path)
+    leftover = result.damaged + ".tmp"
+    if os.path.exists(leftover):
+        os.unlink(leftover)
+    fsync_dir(os.path.dirname(result.damaged))
+    os.rmdir(result.backup_dir)
+
+
+def _write_error(what: str, path: str, exc: OSError) -> WalWriteError:
+    """The error for a failed write to a WAL file: names the file, the OS
+    error and the space left, so the fatal log line says what to fix."""
+    try:
+        st = os.statvfs(os.path.dirname(path))
+        free = f"{st.f_bavail * st.f_frsize} bytes free on its file system"
+    except OSError as stat_exc:
+        free = f"free space unknown: {stat_exc}"
+    reason = exc.strerror or str(exc)
+    return WalWriteError(f"wal: {what} {path} failed: [Errno {exc.errno}] {reason} ({free})", path)
 
 
 def _write_new_segment(

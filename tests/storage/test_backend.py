@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import os
+import random
+import shutil
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
 import pytest
 
 from petcd.storage.backend import BUCKETS, Backend
-from petcd.storage.errors import BackendClosedError, BackendError, UnknownBucketError
+from petcd.storage.errors import BackendClosedError, BackendError, BackendFileError, UnknownBucketError
 
 
 def k(i: int) -> bytes:
@@ -328,3 +332,234 @@ def test_snapshots_in_a_worker_thread_while_the_map_grows(tmp_path: Path) -> Non
     finally:
         r.close()
         b.close()
+
+
+# --- disk failures and damaged files (issue 9, defects 3 and 8) -------------------
+
+_REPO = Path(__file__).resolve().parents[2]
+
+
+def _run_py(code: str, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONPATH": str(_REPO)}
+    return subprocess.run(
+        [sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=120, env=env, cwd=str(_REPO)
+    )
+
+
+_FAILED_COMMIT = """
+import os, resource, signal, sys
+from petcd.storage.backend import Backend
+from petcd.storage.errors import BackendFileError
+path = sys.argv[1]
+b = Backend(path)
+b.put("key", b"committed", b"1")
+b.commit()
+size = os.stat(path).st_size
+# A real OS error on the file's writes: the file may not grow past its size.
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+resource.setrlimit(resource.RLIMIT_FSIZE, (size, size))
+for i in range(2000):
+    b.put("key", b"k%06d" % i, b"v" * 1000)
+try:
+    b.commit()
+except BackendFileError as exc:
+    print("COMMIT", exc.path, "|", exc)
+else:
+    print("COMMIT succeeded")
+for name, op in [("put", lambda: b.put("key", b"after", b"x")), ("get", lambda: b.get("key", b"committed")),
+                 ("commit", b.commit), ("commit_if_due", b.commit_if_due)]:
+    try:
+        op()
+    except BackendFileError as exc:
+        print(name.upper(), "refused", exc.path)
+    else:
+        print(name.upper(), "accepted")
+b.close()
+print("CLOSED")
+"""
+
+
+def test_a_failed_commit_names_the_file_and_the_backend_refuses_everything_after_it(tmp_path: Path) -> None:
+    path = str(tmp_path / "db")
+    r = _run_py(_FAILED_COMMIT, path)
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert lines[0].startswith(f"COMMIT {path} | backend: committing to {path} failed:"), r.stdout
+    assert "bytes free on its file system" in lines[0]
+    assert lines[1:] == [f"{op} refused {path}" for op in ("PUT", "GET", "COMMIT", "COMMIT_IF_DUE")] + ["CLOSED"]
+    # What was committed before the failure is intact; nothing of the failed batch is.
+    with Backend(path) as b:
+        assert b.get("key", b"committed") == b"1"
+        assert b.get("key", b"k000000") is None
+
+
+_OPEN_AND_READ = """
+import sys
+from petcd.storage.backend import Backend
+from petcd.storage.errors import BackendFileError
+try:
+    b = Backend(sys.argv[1])
+    n = sum(1 for _ in b.items("key"))
+except BackendFileError as exc:
+    print("REFUSED", exc.path, "|", exc)
+    sys.exit(3)
+print("READ", n)
+"""
+
+
+@pytest.mark.parametrize("keep", ["half", "one meta page and a bit"])
+def test_a_truncated_db_is_refused_on_open_naming_the_file_instead_of_sigbus(tmp_path: Path, keep: str) -> None:
+    path = str(tmp_path / "db")
+    with Backend(path) as b:
+        for i in range(3000):
+            b.put("key", k(i), b"v" * 200)
+    size = os.stat(path).st_size
+    os.truncate(path, size // 2 if keep == "half" else 4096 + 100)
+    r = _run_py(_OPEN_AND_READ, path)
+    # Before the fix the process died of SIGBUS (-7) without a word.
+    assert r.returncode == 3, (r.returncode, r.stdout, r.stderr)
+    assert r.stdout.startswith(f"REFUSED {path} | backend: {path} is truncated"), r.stdout
+
+
+def test_a_db_truncated_under_a_live_backend_is_reported_by_commit_if_due(tmp_path: Path) -> None:
+    path = str(tmp_path / "db")
+    b = Backend(path, unsafe_no_fsync=True)
+    for i in range(3000):
+        b.put("key", k(i), b"v" * 200)
+    b.commit()
+    b.commit_if_due()  # an intact file passes
+    os.truncate(path, os.stat(path).st_size // 3)
+    # (No read here: a read of a missing page is the SIGBUS this check exists to pre-empt.)
+    with pytest.raises(BackendFileError, match="was truncated under the running member") as info:
+        b.commit_if_due()
+    assert info.value.path == path
+    with pytest.raises(BackendFileError):
+        b.put("key", b"x", b"y")
+    b.close()
+
+
+_TRIMMED_OPENS = """
+import sys
+from petcd.storage.backend import Backend
+b = Backend(sys.argv[1])
+print(b.hash())
+b.put("lease", b"after", b"trim")
+b.commit()
+assert b.get("lease", b"after") == b"trim"
+b.close()
+"""
+
+
+def test_the_truncation_check_knows_which_pages_are_used(tmp_path: Path) -> None:
+    """A file may legitimately end before LMDB's last allocated page (pages
+    allocated and freed in one transaction are never written): cut right
+    after the last page its trees use, it opens and reads whole (no false
+    alarm, no SIGBUS); one page shorter, it is refused."""
+    from petcd.storage import backend as backend_mod
+
+    path = str(tmp_path / "db")
+    with Backend(path) as b:
+        for i in range(500):
+            b.put("lease", k(i), b"l" * (30 if i % 100 else 9000))  # kept; some on overflow pages
+        b.commit()
+        for _ in range(2):  # pages allocated at the end, then freed: the last used page drops
+            for i in range(3000):
+                b.put("key", k(i), b"v" * (100 if i % 50 else 20_000))
+            b.commit()
+            b.delete_range("key", k(0), k(3000))
+            b.commit()
+        expected = b.hash()
+    with open(path, "rb") as f:
+        found = backend_mod._newest_meta(f.fileno())
+        assert found is not None
+        psize, meta = found
+        used = backend_mod._last_used_page(f.fileno(), psize, meta, os.stat(path).st_size)
+    last_pg = int.from_bytes(meta[136:144], "little")
+    assert 2 < used < last_pg - 100  # the case the walk is for
+    # A commit extends the file over LMDB's last allocated page, so the next
+    # open takes the quick path.
+    assert os.stat(path).st_size == (last_pg + 1) * psize
+    shorter = str(tmp_path / "shorter")
+    shutil.copyfile(path, shorter)
+    os.truncate(shorter, used * psize)
+    with pytest.raises(BackendFileError, match=f"uses page {used} "):
+        Backend(shorter)
+    os.truncate(path, (used + 1) * psize)
+    r = _run_py(_TRIMMED_OPENS, path)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == [str(expected)]
+
+
+def _mixed_batch(b: Backend, seed: int) -> None:
+    """One batch of puts with deletes among them: LMDB allocates pages at
+    the end of the file and frees some of them again before the commit, and
+    never writes those, so the file ends before LMDB's last page number."""
+    rng = random.Random(seed)
+    for i in range(3000):
+        b.put("key", rng.randbytes(rng.randint(1, 60)), rng.randbytes(rng.choice([10, 100, 1000, 5000])))
+        if i % 3 == 0:
+            b.delete_range("key", rng.randbytes(2), rng.randbytes(2) + b"\xff")
+    b.commit()
+
+
+def test_a_healthy_db_that_ends_before_lmdbs_last_page_is_not_called_truncated(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = str(tmp_path / "db")
+    # As after a crash right after LMDB's commit, before the backend extends the file.
+    monkeypatch.setattr(Backend, "_cover_last_page", lambda self: None)
+    with Backend(path, unsafe_no_fsync=True) as b:
+        _mixed_batch(b, 0)
+        need = (int(b._env.info()["last_pgno"]) + 1) * b._psize
+        expected = b.hash()
+    assert os.stat(path).st_size < need  # the situation under test
+    monkeypatch.undo()
+    r = _run_py(_OPEN_AND_READ, path)  # a SIGBUS here would mean a used page was missing
+    assert r.returncode == 0, (r.returncode, r.stdout, r.stderr)
+    with Backend(path) as b:
+        assert b.hash() == expected
+
+
+def test_mixed_batches_never_raise_a_false_truncation_alarm_on_a_running_backend(tmp_path: Path) -> None:
+    path = str(tmp_path / "db")
+    with Backend(path, unsafe_no_fsync=True, batch_interval=0.0) as b:
+        for seed in range(5):
+            _mixed_batch(b, seed)
+            b.commit_if_due()
+            assert os.stat(path).st_size >= (int(b._env.info()["last_pgno"]) + 1) * b._psize
+    Backend(path).close()
+
+
+_FAILED_COPIES = """
+import os, resource, signal, sys
+from petcd.storage.backend import Backend
+from petcd.storage.errors import BackendError
+path = sys.argv[1]
+b = Backend(path)
+for i in range(3000):
+    b.put("key", i.to_bytes(8, "big"), b"v" * 300)
+b.commit()
+print(b.hash())
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+resource.setrlimit(resource.RLIMIT_FSIZE, (65536, 65536))  # the copies cannot be written
+for name, op in [("defrag", b.defrag), ("snapshot", b.snapshot)]:
+    try:
+        op()
+    except BackendError as exc:
+        print(name.upper(), exc)
+print(b.hash())  # the backend in use is intact and still serves
+"""
+
+
+def test_a_defrag_or_snapshot_that_cannot_write_its_copy_names_the_file_and_changes_nothing(tmp_path: Path) -> None:
+    path = str(tmp_path / "db")
+    r = _run_py(_FAILED_COPIES, path)
+    assert r.returncode == 0, r.stderr
+    before, defrag, snapshot, after = r.stdout.splitlines()
+    assert defrag.startswith(f"DEFRAG backend: defragmenting {path} failed writing the copy {path}.defrag-"), defrag
+    assert snapshot.startswith(f"SNAPSHOT backend: snapshot of {path} failed writing a copy in {tmp_path}"), snapshot
+    assert "bytes free on its file system" in defrag and "bytes free on its file system" in snapshot
+    assert before == after
+    assert sorted(os.listdir(tmp_path)) == ["db", "db-lock"]  # no copy left behind
+    with Backend(path) as b:
+        assert str(b.hash()) == before

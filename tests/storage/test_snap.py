@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 from petcd.raft.types import ConfState, Snapshot, SnapshotMetadata
@@ -58,3 +60,29 @@ def test_purge_keeps_the_newest_files_and_removes_stray_temporaries(tmp_path: Pa
     s.purge()
     assert sorted(os.listdir(tmp_path)) == [snap_name(1, 500), snap_name(1, 600), snap_name(1, 700)]
     assert s.load() == snap(1, 700)
+
+
+_FAILED_SAVE = """
+import resource, signal, sys
+from petcd.raft.types import ConfState, Snapshot, SnapshotMetadata
+from petcd.storage.errors import SnapError
+from petcd.storage.snap import Snapshotter
+s = Snapshotter(sys.argv[1])
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+resource.setrlimit(resource.RLIMIT_FSIZE, (4096, 4096))  # a real OS error on the write
+try:
+    s.save_snap(Snapshot(b"x" * 100_000, SnapshotMetadata(ConfState(voters=[1]), 10, 2)))
+except SnapError as exc:
+    print(exc)
+"""
+
+
+def test_a_failed_save_names_the_file_and_leaves_no_temporary(tmp_path: Path) -> None:
+    d = tmp_path / "snap"
+    repo = Path(__file__).resolve().parents[2]
+    r = subprocess.run([sys.executable, "-c", _FAILED_SAVE, str(d)], capture_output=True, text=True, timeout=60,
+                       env={**os.environ, "PYTHONPATH": str(repo)})
+    assert r.returncode == 0, r.stderr
+    final = d / snap_name(2, 10)
+    assert r.stdout.startswith(f"snap: writing {final} failed: [Errno 27] File too large ("), r.stdout
+    assert os.listdir(d) == []

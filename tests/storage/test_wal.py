@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from petcd.raft.types import ConfState, Entry, EntryType, HardState
+from petcd.storage import wal as wal_mod
 from petcd.storage.errors import (
     WalCorruptError,
     WalExistsError,
@@ -157,40 +158,83 @@ def _frame_offsets(path: str) -> list[int]:
     return offs
 
 
+def _tears(start: int, end: int) -> list[tuple[int, int]]:
+    """Ranges [a, b) of the frame [start, end) that a torn write can leave
+    unwritten (zero): one of its sectors (file offsets at multiples of 512,
+    clipped to the frame), or every sector from one of them to the end."""
+    bounds = [start] + [b for b in range(start // 512 * 512 + 512, end, 512)] + [end]
+    ranges = [(bounds[i], bounds[i + 1]) for i in range(len(bounds) - 1)]
+    ranges += [(bounds[i], end) for i in range(1, len(bounds) - 2)]
+    return ranges
+
+
 @pytest.mark.parametrize("mode", ["truncate", "zero"])
 def test_a_torn_last_record_at_every_byte_offset_opens_at_the_previous_record(tmp_path: Path, mode: str) -> None:
     src = str(tmp_path / "src")
-    w = WAL.create(src, b"m", segment_size=4096, unsafe_no_fsync=True)
+    w = WAL.create(src, b"m", segment_size=8192, unsafe_no_fsync=True)
     w.save(HardState(1, 1, 1), ents(1, 2))
     w.save(HardState(1, 1, 2), ents(3, 3))
-    w.save(HardState(1, 1, 3), [Entry(1, 4, data=b"last record " * 8)])
+    w.save(HardState(1, 1, 3), [Entry(1, 4, data=b"last record " * 200)])  # spans several sectors
     w.close()
     seg_name = os.path.basename(_segment(src))
     offs = _frame_offsets(os.path.join(src, seg_name))
     start, end = offs[-2], offs[-1]
     original = Path(src, seg_name).read_bytes()
-    for cut in range(start, end):
-        if mode == "zero" and original[cut:end] == bytes(end - cut):
-            continue  # zeroing bytes that are already zero tears nothing
-        d = str(tmp_path / f"{mode}-{cut}")
+    # truncate: the file ends at every byte inside the record (it runs past
+    # the end of the file); zero: a sector, or the sectors from one on,
+    # never reached the disk.
+    cases = [(cut, cut) for cut in range(start, end)] if mode == "truncate" else _tears(start, end)
+    assert len(cases) >= 5
+    for a, b in cases:
+        d = str(tmp_path / f"{mode}-{a}-{b}")
         shutil.copytree(src, d)
         path = os.path.join(d, seg_name)
         if mode == "truncate":
-            os.truncate(path, cut)  # the file ends inside the record
+            os.truncate(path, a)
         else:
-            with open(path, "r+b") as f:  # the record's tail never reached the disk
-                f.seek(cut)
-                f.write(bytes(end - cut))
-        w = WAL.open(d, None, segment_size=4096, unsafe_no_fsync=True)
+            with open(path, "r+b") as f:
+                f.seek(a)
+                f.write(bytes(b - a))
+        w = WAL.open(d, None, segment_size=8192, unsafe_no_fsync=True)
         c = w.read_all()
-        assert c.entries == ents(1, 3), cut
-        assert c.hard_state == HardState(1, 1, 2), cut
+        assert c.entries == ents(1, 3), (a, b)
+        assert c.hard_state == HardState(1, 1, 2), (a, b)
         w.save(HardState(1, 1, 4), [Entry(1, 4, data=b"rewritten")])  # appends where the torn record was
         w.close()
-        w = WAL.open(d, None, segment_size=4096, unsafe_no_fsync=True)
+        w = WAL.open(d, None, segment_size=8192, unsafe_no_fsync=True)
         c = w.read_all()
         w.close()
-        assert c.entries == ents(1, 3) + [Entry(1, 4, data=b"rewritten")], cut
+        assert c.entries == ents(1, 3) + [Entry(1, 4, data=b"rewritten")], (a, b)
+        assert Path(path).read_bytes() != original
+        shutil.rmtree(d)
+
+
+def test_a_bit_flip_in_the_last_complete_frame_is_corruption_not_a_torn_write(tmp_path: Path) -> None:
+    """Issue 9, defect 8: the last frame, written whole, then damaged, was cut
+    silently as if torn (losing acknowledged entries); it must be refused,
+    naming the file and the frame's offset, with the file untouched."""
+    src = str(tmp_path / "src")
+    w = WAL.create(src, b"m", segment_size=8192)
+    w.save(HardState(1, 1, 1), ents(1, 2))
+    w.save(HardState(1, 1, 2), [Entry(1, 3, data=b"acknowledged " * 100)])  # the last frame
+    w.close()
+    seg_name = os.path.basename(_segment(src))
+    start, end = _frame_offsets(os.path.join(src, seg_name))[-2:]
+    original = Path(src, seg_name).read_bytes()
+    positions = list(range(start, start + 16)) + list(range(start + 16, end, 37)) + [end - 30]
+    for pos in positions:
+        d = str(tmp_path / f"flip-{pos}")
+        shutil.copytree(src, d)
+        path = os.path.join(d, seg_name)
+        raw = bytearray(original)
+        raw[pos] ^= 0x04
+        Path(path).write_bytes(bytes(raw))
+        with pytest.raises(WalCorruptError) as info:
+            WAL.open(d, None, segment_size=8192)
+        assert info.value.path == path and info.value.offset == start, pos
+        assert f"{path} at byte offset {start}" in str(info.value)
+        assert "petcd wal repair" in str(info.value)
+        assert Path(path).read_bytes() == bytes(raw), pos  # nothing was cut
         shutil.rmtree(d)
 
 
@@ -335,3 +379,124 @@ def test_sigkill_at_random_moments_keeps_every_acknowledged_save(tmp_path: Path)
         assert all(e.data == payload(e.index) for e in c.entries)
         acked = len(indexes)
     assert rounds >= 3
+
+
+_FAILED_CUT = """
+import os, resource, signal, sys
+from petcd.raft.types import Entry, HardState
+from petcd.storage.errors import WalError, WalWriteError
+from petcd.storage.wal import WAL
+d = sys.argv[1]
+w = WAL.create(d, b"m", segment_size=65536)
+# A real OS error: no file may grow to a segment's size, so the next cut fails.
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+resource.setrlimit(resource.RLIMIT_FSIZE, (65535, 65535))
+acked = 0
+try:
+    for i in range(1, 10_000):
+        w.save(HardState(1, 1, i), [Entry(1, i, data=b"x" * 1000)])
+        acked = i
+except WalWriteError as exc:
+    print("FAILED", acked, exc.path, "|", exc)
+try:
+    w.save(HardState(1, 1, acked + 1), [Entry(1, acked + 1, data=b"y")])
+except WalError as exc:
+    print("REFUSED", exc)
+w.close()
+"""
+
+
+def test_a_failed_wal_write_names_the_file_and_refuses_later_writes(tmp_path: Path) -> None:
+    d = str(tmp_path / "wal")
+    r = subprocess.run([sys.executable, "-c", _FAILED_CUT, d], capture_output=True, text=True, timeout=120,
+                       env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert r.returncode == 0, r.stderr
+    failed, refused = r.stdout.splitlines()
+    _, acked, path, rest = failed.split(" ", 3)
+    assert path.startswith(d + os.sep) and path.endswith(".wal"), failed
+    assert f"wal: creating the segment {path} failed: [Errno 27] File too large" in rest, failed
+    assert "bytes free on its file system" in rest
+    assert refused.startswith("REFUSED wal: unusable after an earlier write failure"), refused
+    w = WAL.open(d, None, segment_size=65536)
+    c = w.read_all()
+    w.close()
+    assert [e.index for e in c.entries] == list(range(1, int(acked) + 1))  # every acknowledged save survives
+
+
+def _make_corrupt_wal(tmp_path: Path) -> tuple[str, str, int, int]:
+    """A WAL of several segments with a flipped bit in the fourth frame of
+    its second segment: (dir, damaged segment, damaged frame's offset, the
+    last entry index before it)."""
+    d = str(tmp_path / "member" / "wal")
+    os.makedirs(os.path.dirname(d))
+    w = WAL.create(d, b"m", segment_size=4096)
+    for i in range(1, 120):
+        w.save(HardState(1, 1, i), ents(i, i))
+    segs = w.segments()
+    w.close()
+    assert len(segs) >= 3
+    damaged = segs[1]
+    offs = _frame_offsets(damaged)
+    raw = bytearray(Path(damaged).read_bytes())
+    raw[offs[3] + 20] ^= 0x01
+    Path(damaged).write_bytes(bytes(raw))
+    # Before the damaged frame: the segment's first frame (crc chain,
+    # metadata, hard state) and two frames of one entry each, the first of
+    # them the entry the segment is named after.
+    first_index = int(os.path.basename(damaged).split("-")[1].split(".")[0], 16)
+    return d, damaged, offs[3], first_index + 1
+
+
+def test_repair_cuts_at_the_damage_keeps_everything_before_it_and_can_be_undone(tmp_path: Path) -> None:
+    d, damaged, offset, last_kept = _make_corrupt_wal(tmp_path)
+    before = {n: Path(d, n).read_bytes() for n in os.listdir(d) if n.endswith(".wal")}
+    with pytest.raises(WalCorruptError):
+        WAL.open(d, None, segment_size=4096)
+    result = wal_mod.repair(d, None, segment_size=4096)
+    assert result is not None and result.damaged == damaged and result.offset == offset
+    w = WAL.open(d, None, segment_size=4096)
+    c = w.read_all()
+    assert c.entries == ents(1, last_kept)
+    assert c.hard_state == HardState(1, 1, last_kept)
+    w.save(HardState(1, 1, last_kept + 1), ents(last_kept + 1, last_kept + 1))  # the log goes on
+    w.close()
+    [backup] = [p for p in os.listdir(tmp_path / "member") if p.startswith("wal.broken-")]
+    moved = sorted(os.listdir(tmp_path / "member" / backup))
+    assert moved == sorted(n for n in before if n >= os.path.basename(damaged))
+    for n in moved:  # the originals are kept byte for byte
+        assert Path(tmp_path / "member" / backup / n).read_bytes() == before[n]
+    assert wal_mod.repair(d, None, segment_size=4096) is None  # nothing left to repair
+
+
+def test_repair_then_undo_restores_the_original_files(tmp_path: Path) -> None:
+    d, damaged, offset, last_kept = _make_corrupt_wal(tmp_path)
+    before = {n: Path(d, n).read_bytes() for n in os.listdir(d)}
+    result = wal_mod.repair(d, None, segment_size=4096)
+    assert result is not None
+    assert result.damaged == damaged and result.offset == offset and result.last_index == last_kept
+    assert str(offset) in result.problem
+    wal_mod.undo_repair(result)
+    assert {n: Path(d, n).read_bytes() for n in os.listdir(d)} == before
+    assert not os.path.exists(result.backup_dir)
+
+
+_FAILED_CREATE = """
+import resource, signal, sys
+from petcd.storage.errors import WalWriteError
+from petcd.storage.wal import WAL
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+resource.setrlimit(resource.RLIMIT_FSIZE, (65536, 65536))
+try:
+    WAL.create(sys.argv[1], b"m", segment_size=1 << 20)
+except WalWriteError as exc:
+    print(exc)
+"""
+
+
+def test_a_wal_that_cannot_be_created_names_the_directory_and_leaves_nothing(tmp_path: Path) -> None:
+    d = str(tmp_path / "wal")
+    r = subprocess.run([sys.executable, "-c", _FAILED_CREATE, d], capture_output=True, text=True, timeout=60,
+                       env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith(f"wal: creating the WAL {d} failed: [Errno 27] File too large ("), r.stdout
+    assert os.listdir(tmp_path) == []
