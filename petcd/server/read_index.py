@@ -53,6 +53,9 @@ class ReadIndex:
         while True:
             if self._next is None:
                 self._next = loop.create_future()
+                # a round's outcome may find no reader left (they timed out,
+                # or the member stopped): that is no error to report
+                self._next.add_done_callback(_retrieve)
             fut = self._next
             if not self._rounds:
                 self._start_round()
@@ -121,6 +124,11 @@ class ReadIndex:
             for fut in rounds.values():
                 if not fut.done():
                     fut.set_exception(RoundLost())
+
+
+def _retrieve(fut: asyncio.Future[None]) -> None:
+    if not fut.cancelled():
+        fut.exception()
 
 
 def _chain(src: asyncio.Future[None], dst: asyncio.Future[None]) -> None:
