@@ -12,6 +12,7 @@ from typing import TypeAlias
 import grpc
 
 from petcd.api.handler import fill_header
+from petcd.mvcc.key_range import KeyRange
 from petcd.mvcc.watchable_store import WatchableStore, WatchBatch, Watcher, WatchSink
 from petcd.proto import kv_pb2, rpc_pb2, rpc_pb2_grpc
 from petcd.server.etcd_server import EtcdServer
@@ -130,7 +131,7 @@ class _Stream:
     def create(self, c: rpc_pb2.WatchCreateRequest) -> None:
         key = c.key or b"\0"  # an empty key watches from the smallest key
         end = c.range_end
-        if end and end != b"\0" and key >= end:
+        if KeyRange(key, end).is_empty():
             resp = self.response(-1)
             resp.created = True
             resp.canceled = True
