@@ -128,3 +128,16 @@ def test_lease_revoke_deletes_all_keys_in_one_revision(member: Member) -> None:
     assert rev == 5
     assert member.kv.Range(pb.RangeRequest(key=b"a", range_end=b"d")).count == 0
     assert [x.ID for x in lease.LeaseLeases(pb.LeaseLeasesRequest()).leases] == []
+
+
+def test_a_watch_on_an_empty_range_is_refused_as_etcd_does(member: Member) -> None:
+    w = WatchClient(member.channel)
+    try:
+        for key, end in [(b"b", b"a"), (b"a", b"a")]:
+            refused = w.create(key=key, range_end=end)
+            assert refused.canceled and refused.cancel_reason == "mvcc: watcher range is empty"
+        for key, end in [(b"a", b"\0"), (b"a", b""), (b"a", b"b")]:
+            ok = w.create(key=key, range_end=end)
+            assert not ok.canceled, (key, end)
+    finally:
+        w.close()
