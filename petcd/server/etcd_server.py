@@ -12,8 +12,11 @@ Everything runs on one asyncio loop; only fsyncs and big copies go to threads.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
+import os
+import tempfile
 from collections.abc import Callable
 from typing import Any
 
@@ -71,7 +74,7 @@ from petcd.server.raft_storage import WalIdentity
 from petcd.server.read_index import ReadIndex
 from petcd.server.state import MemberState, install_backend, open_backend
 from petcd.server.tasks import TaskGroup
-from petcd.server.transport import PeerTransport
+from petcd.server.transport import DEFAULT_MAX_MESSAGE_BYTES, PeerTransport
 from petcd.server.wait import AppliedWait, Wait
 from petcd.storage.backend import Backend
 from petcd.storage.errors import StorageError
@@ -152,6 +155,8 @@ class EtcdServer:
             on_unreachable=self.node.report_unreachable,
             on_snapshot_status=self.node.report_snapshot,
             members_info=lambda: members_doc(self.membership),
+            # a MsgApp holds up to 1 MiB of entries plus one, which may be a whole request
+            max_message_bytes=max(DEFAULT_MAX_MESSAGE_BYTES, 2 * cfg.max_request_bytes + (2 << 20)),
         )
         self.cluster = ClusterManager(
             cfg,
@@ -458,7 +463,18 @@ class EtcdServer:
         m.snapshot = Snapshot(data, SnapshotMetadata(cs, index, term))
         self.transport.send([m])
 
+    def _snapshot_news(self, m: Message) -> bool:
+        """Whether raft could take this MsgSnap (not stale, past our commit): only then is its data checked."""
+        assert m.snapshot is not None
+        st = self.node.status()
+        return m.term >= st.term and m.snapshot.metadata.index > st.commit
+
     def _on_peer_message(self, m: Message) -> None:
+        if m.type == MessageType.MsgSnap and m.snapshot is not None and self._snapshot_news(m):
+            why = _snapshot_problem(m.snapshot, self.cfg.backend_path())
+            if why is not None:
+                log.warning("ignored a snapshot [index %d] from %x: %s", m.snapshot.metadata.index, m.from_, why)
+                return
         self.node.step(m)
 
     async def _publish(self) -> None:
@@ -696,6 +712,35 @@ class EtcdServer:
     async def lease_leases(self) -> rpc_pb2.LeaseLeasesResponse:
         await self.linearizable_read()
         return rpc_pb2.LeaseLeasesResponse(leases=[rpc_pb2.LeaseStatus(ID=i) for i in sorted(self.lessor.leases)])
+
+
+def _snapshot_problem(snap: Snapshot, backend_path: str) -> str | None:
+    """Why the backend a MsgSnap carries could not be installed here, or None.
+
+    Checked before raft sees the message: once raft takes a snapshot it is in
+    the WAL, and a backend that cannot be opened would stop the member on
+    every start. A leader always sends its whole backend, committed at or past
+    the snapshot's index."""
+    if not snap.data:
+        return "it carries no backend"
+    fd, tmp = tempfile.mkstemp(prefix=os.path.basename(backend_path) + ".check-", dir=os.path.dirname(backend_path))
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(snap.data)
+        backend = Backend(tmp)
+        try:
+            index, _ = backend.consistent_index()
+        finally:
+            backend.close()
+    except Exception as exc:  # anything the bytes make the backend raise
+        return f"its backend cannot be opened: {exc}"
+    finally:
+        for path in (tmp, tmp + "-lock"):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+    if index < snap.metadata.index:
+        return f"its backend is at index {index}, behind the snapshot's {snap.metadata.index}"
+    return None
 
 
 def _read_backend_snapshot(backend: Backend) -> bytes:
