@@ -130,7 +130,7 @@ class Fuzzer:
                 m.entries.add(Term=term, Index=index + 1 + k)
         elif kind == MT.MsgProp:
             m.term = 0
-            m.entries.add(Data=b"")  # an empty normal entry: applied as nothing
+            m.entries.add(Data=b"")
         elif kind in (MT.MsgReadIndex, MT.MsgReadIndexResp):
             m.entries.add(Data=r.randbytes(8))
             if kind == MT.MsgReadIndex:
@@ -213,7 +213,9 @@ class Fuzzer:
         if m.type == MT.MsgProp:
             for e in m.entries:
                 e.Type = 0  # type: ignore[assignment]  # no membership change, ever
-                e.Data = b""
+                # Undecodable (wire type 7 does not exist): the applier must apply it as an error on
+                # every member; random bytes could decode into a valid request (an alarm, say).
+                e.Data = b"\xff" + self.rng.randbytes(self.rng.choice([0, 1, 16, 300]))
 
     def frame(self, target: int, sender: int, corrupt: bool) -> tuple[str, bytes]:
         """One frame (length prefix included) for the connection from sender to target, and its kind:
