@@ -12,11 +12,8 @@ Everything runs on one asyncio loop; only fsyncs and big copies go to threads.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import logging
-import os
-import tempfile
 from collections.abc import Callable
 from typing import Any
 
@@ -72,7 +69,13 @@ from petcd.server.membership import (
 from petcd.server.raft_node import NodeHooks, RaftNode
 from petcd.server.raft_storage import WalIdentity
 from petcd.server.read_index import ReadIndex
-from petcd.server.state import MemberState, install_backend, open_backend
+from petcd.server.state import (
+    MemberState,
+    install_backend,
+    open_backend,
+    read_backend_snapshot,
+    snapshot_problem,
+)
 from petcd.server.tasks import TaskGroup
 from petcd.server.transport import DEFAULT_MAX_MESSAGE_BYTES, PeerTransport
 from petcd.server.wait import AppliedWait, Wait
@@ -459,7 +462,7 @@ class EtcdServer:
         index = self.consistent_index
         term = self.raft_storage.log.term(index)
         cs = ConfState(list(self.conf_state.voters), list(self.conf_state.learners))
-        data = await asyncio.to_thread(_read_backend_snapshot, self.backend)
+        data = await asyncio.to_thread(read_backend_snapshot, self.backend)
         m.snapshot = Snapshot(data, SnapshotMetadata(cs, index, term))
         self.transport.send([m])
 
@@ -471,7 +474,7 @@ class EtcdServer:
 
     def _on_peer_message(self, m: Message) -> None:
         if m.type == MessageType.MsgSnap and m.snapshot is not None and self._snapshot_news(m):
-            why = _snapshot_problem(m.snapshot, self.cfg.backend_path())
+            why = snapshot_problem(m.snapshot, self.cfg.backend_path())
             if why is not None:
                 log.warning("ignored a snapshot [index %d] from %x: %s", m.snapshot.metadata.index, m.from_, why)
                 return
@@ -712,47 +715,6 @@ class EtcdServer:
     async def lease_leases(self) -> rpc_pb2.LeaseLeasesResponse:
         await self.linearizable_read()
         return rpc_pb2.LeaseLeasesResponse(leases=[rpc_pb2.LeaseStatus(ID=i) for i in sorted(self.lessor.leases)])
-
-
-def _snapshot_problem(snap: Snapshot, backend_path: str) -> str | None:
-    """Why the backend a MsgSnap carries could not be installed here, or None.
-
-    Checked before raft sees the message: once raft takes a snapshot it is in
-    the WAL, and a backend that cannot be opened would stop the member on
-    every start. A leader always sends its whole backend, committed at or past
-    the snapshot's index."""
-    if not snap.data:
-        return "it carries no backend"
-    fd, tmp = tempfile.mkstemp(prefix=os.path.basename(backend_path) + ".check-", dir=os.path.dirname(backend_path))
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(snap.data)
-        backend = Backend(tmp)
-        try:
-            index, _ = backend.consistent_index()
-        finally:
-            backend.close()
-    except Exception as exc:  # anything the bytes make the backend raise
-        return f"its backend cannot be opened: {exc}"
-    finally:
-        for path in (tmp, tmp + "-lock"):
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(path)
-    if index < snap.metadata.index:
-        return f"its backend is at index {index}, behind the snapshot's {snap.metadata.index}"
-    return None
-
-
-def _read_backend_snapshot(backend: Backend) -> bytes:
-    """The whole committed backend as bytes (in a worker thread)."""
-    snap = backend.snapshot()
-    try:
-        chunks = []
-        while chunk := snap.read(1 << 20):
-            chunks.append(chunk)
-        return b"".join(chunks)
-    finally:
-        snap.close()
 
 
 def _forget(ids: set[int], lease_id: int, _done: asyncio.Task[None]) -> None:

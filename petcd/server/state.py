@@ -9,11 +9,19 @@ that is built whole from a backend (:meth:`MemberState.open`), and a
 snapshot install builds a fresh one; the server swaps its one reference.
 Nothing here is rebound after construction except ``consistent_index``,
 which the apply loop advances.
+
+The functions beside it are what the member does with whole backend files:
+open its own (installing a leader's first when a crash came between),
+check a leader's before raft takes the snapshot, install it, and read its
+own to send to a follower.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
+import tempfile
 from dataclasses import dataclass
 
 from petcd.lease.lessor import Lessor
@@ -45,6 +53,47 @@ def open_backend(cfg: ServerConfig, snap: Snapshot | None = None) -> Backend:
 def install_backend(cfg: ServerConfig, data: bytes) -> None:
     """Replace the backend file with a leader's, durably. The backend must be closed."""
     replace_file(cfg.backend_path(), data)
+
+
+def snapshot_problem(snap: Snapshot, backend_path: str) -> str | None:
+    """Why the backend a MsgSnap carries could not be installed here, or None.
+
+    Checked before raft sees the message: once raft takes a snapshot it is in
+    the WAL, and a backend that cannot be opened would stop the member on
+    every start. A leader always sends its whole backend, committed at or past
+    the snapshot's index."""
+    if not snap.data:
+        return "it carries no backend"
+    fd, tmp = tempfile.mkstemp(prefix=os.path.basename(backend_path) + ".check-", dir=os.path.dirname(backend_path))
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(snap.data)
+        backend = Backend(tmp)
+        try:
+            index, _ = backend.consistent_index()
+        finally:
+            backend.close()
+    except Exception as exc:  # anything the bytes make the backend raise
+        return f"its backend cannot be opened: {exc}"
+    finally:
+        for path in (tmp, tmp + "-lock"):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+    if index < snap.metadata.index:
+        return f"its backend is at index {index}, behind the snapshot's {snap.metadata.index}"
+    return None
+
+
+def read_backend_snapshot(backend: Backend) -> bytes:
+    """The whole committed backend as bytes (in a worker thread)."""
+    snap = backend.snapshot()
+    try:
+        chunks = []
+        while chunk := snap.read(1 << 20):
+            chunks.append(chunk)
+        return b"".join(chunks)
+    finally:
+        snap.close()
 
 
 @dataclass(eq=False)

@@ -19,10 +19,11 @@ from petcd.mvcc.kvstore import KVStore
 from petcd.proto import rpc_pb2 as pb
 from petcd.raft import ConfState, Snapshot, SnapshotMetadata
 from petcd.server.alarms import AlarmStore
-from petcd.server.etcd_server import EtcdServer, _read_backend_snapshot
+from petcd.server.etcd_server import EtcdServer
 from petcd.server.leader_client import LeaderClient
 from petcd.server.membership import ErrMemberNotFound
 from petcd.server.raft_node import RaftNode
+from petcd.server.state import read_backend_snapshot
 from petcd.storage.backend import Backend
 from petcd.testing.harness import etcd_server, etcdctl, free_port, wait_for
 
@@ -144,7 +145,7 @@ def _install_own_backend(member: Member, before: Callable[[EtcdServer], None]) -
                 w.put(b"k%05d" % i, b"v%d" % round_, 0)
             w.end()
         s.backend.commit()
-        data = await asyncio.to_thread(_read_backend_snapshot, s.backend)
+        data = await asyncio.to_thread(read_backend_snapshot, s.backend)
         await s.compact(pb.CompactionRequest(revision=s.kv.rev))
         running = s.compactions.pending()
         before(s)
