@@ -298,9 +298,10 @@ class WatchService:
         # When the client closes its side the reader ends, but (as with
         # etcd) the watchers keep delivering until the call is cancelled.
         reading: set[asyncio.Future[Any]] = {reader}
+        take: asyncio.Future[Any] | None = None
         try:
             while True:
-                take: asyncio.Future[Any] = asyncio.ensure_future(stream.out.take())
+                take = asyncio.ensure_future(stream.out.take())
                 done, _ = await asyncio.wait({take, *reading}, return_when=asyncio.FIRST_COMPLETED)
                 if reader in done:
                     reading.clear()
@@ -311,6 +312,10 @@ class WatchService:
                 for resp in stream.render_all(take.result()):
                     yield resp
         finally:
+            # the pending take too: a task left pending is destroyed with
+            # the stream and logged as an error ("Task was destroyed...")
+            if take is not None:
+                take.cancel()
             reader.cancel()
             ticker.cancel()
             stream.close()
