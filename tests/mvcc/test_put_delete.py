@@ -1,4 +1,5 @@
-"""Put and DeleteRange: revisions, versions, prev_kv, ignore_value/lease, leases."""
+"""Put and DeleteRange: revisions, versions, prev_kv, ignore_value/lease, leases
+(petcd.server.txn over a real store, as the applier runs it)."""
 
 from __future__ import annotations
 

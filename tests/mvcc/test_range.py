@@ -1,5 +1,5 @@
 """Range: every option, as etcd 3.4 answers it (expectations checked against
-a real etcd 3.4.23 running the same writes)."""
+a real etcd 3.4.23 running the same writes); petcd.server.txn over a real store."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Txn: compares, branches, nested txns, sub-response revisions, atomicity."""
+"""Txn: compares, branches, nested txns, sub-response revisions, atomicity
+(petcd.server.txn over a real store, as the applier runs it)."""
 
 from __future__ import annotations
 
