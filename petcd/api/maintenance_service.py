@@ -13,7 +13,8 @@ from petcd.http2.grpc import RpcError, StatusCode
 from petcd.http2.server import CallContext
 from petcd.proto import rpc_pb2
 from petcd.server.errors import ErrNoLeader, ErrNotSupported
-from petcd.server.etcd_server import ETCD_VERSION, EtcdServer
+from petcd.server.etcd_server import EtcdServer
+from petcd.version import ETCD_VERSION
 
 Ctx = CallContext
 
@@ -101,7 +102,7 @@ class MaintenanceService:
 
     @unary
     async def MoveLeader(self, request: rpc_pb2.MoveLeaderRequest, context: Ctx) -> rpc_pb2.MoveLeaderResponse:
-        await self.s.move_leader(request.targetID)
+        await self.s.cluster.move_leader(request.targetID)
         return rpc_pb2.MoveLeaderResponse()
 
     @unary

@@ -16,6 +16,7 @@ from petcd.api.handler import auth_info, fill_header
 from petcd.auth import checks as auth_checks
 from petcd.auth.errors import AuthError
 from petcd.http2.server import CallContext
+from petcd.mvcc.key_range import KeyRange
 from petcd.mvcc.watchable_store import WatchableStore, WatchBatch, Watcher, WatchSink
 from petcd.proto import rpc_pb2
 from petcd.server.etcd_server import EtcdServer
@@ -134,7 +135,7 @@ class _Stream:
     def create(self, c: rpc_pb2.WatchCreateRequest) -> None:
         key = c.key or b"\0"  # an empty key watches from the smallest key
         end = c.range_end
-        if end and end != b"\0" and key >= end:
+        if KeyRange(key, end).is_empty():
             resp = self.response(-1)
             resp.created = True
             resp.canceled = True
@@ -300,9 +301,10 @@ class WatchService:
         # When the client closes its side the reader ends, but (as with
         # etcd) the watchers keep delivering until the call is cancelled.
         reading: set[asyncio.Future[Any]] = {reader}
+        take: asyncio.Future[Any] | None = None
         try:
             while True:
-                take: asyncio.Future[Any] = asyncio.ensure_future(stream.out.take())
+                take = asyncio.ensure_future(stream.out.take())
                 done, _ = await asyncio.wait({take, *reading}, return_when=asyncio.FIRST_COMPLETED)
                 if reader in done:
                     reading.clear()
@@ -313,6 +315,10 @@ class WatchService:
                 for resp in stream.render_all(take.result()):
                     yield resp
         finally:
+            # the pending take too: a task left pending is destroyed with
+            # the stream and logged as an error ("Task was destroyed...")
+            if take is not None:
+                take.cancel()
             reader.cancel()
             ticker.cancel()
             stream.close()

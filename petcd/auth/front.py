@@ -46,12 +46,17 @@ ProposeAuthenticate = Callable[[raft_internal_pb2.InternalAuthenticateRequest],
 class AuthFront:
     """Token resolution and pre-raft auth work for one member."""
 
-    def __init__(self, store: AuthStore, applied_index: Callable[[], int],
+    def __init__(self, store: Callable[[], AuthStore], applied_index: Callable[[], int],
                  wait_applied: Callable[[int], Awaitable[None]], *, bcrypt_workers: int = 2) -> None:
-        self.store = store
+        # the member's current store: a snapshot install replaces it
+        self._store = store
         self._applied_index = applied_index
         self._wait_applied = wait_applied
         self._pool = ThreadPoolExecutor(max_workers=bcrypt_workers, thread_name_prefix="petcd-bcrypt")
+
+    @property
+    def store(self) -> AuthStore:
+        return self._store()
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)

@@ -26,7 +26,10 @@ from typing import Any
 import yaml
 
 from petcd.server.config import (
+    CLUSTER_STATES,
+    COMPACTION_MODES,
     DEFAULT_SNAPSHOT_COUNT,
+    LOG_LEVELS,
     ConfigError,
     ServerConfig,
     parse_go_duration,
@@ -80,21 +83,23 @@ FLAGS: dict[str, Flag] = {
         Flag("initial-cluster", "initial_cluster", "str", "${name}=${initial-advertise-peer-urls}",
              "Initial cluster configuration for bootstrapping."),
         Flag("initial-cluster-state", "initial_cluster_state", "str", "new", "Initial cluster state ('new' or 'existing').",
-             ("new", "existing")),
+             CLUSTER_STATES),
         Flag("initial-cluster-token", "initial_cluster_token", "str", "etcd-cluster", "Initial cluster token for the cluster during bootstrap."),
         Flag("advertise-client-urls", "advertise_client_urls", "list", "http://localhost:2379",
              "List of this member's client URLs to advertise to the public."),
         Flag("auto-compaction-retention", "auto_compaction_retention", "str", "0",
              "Auto compaction retention length. 0 means disable auto compaction."),
         Flag("auto-compaction-mode", "auto_compaction_mode", "str", "periodic",
-             "Interpret 'auto-compaction-retention' one of: periodic|revision.", ("periodic", "revision")),
+             "Interpret 'auto-compaction-retention' one of: periodic|revision.", COMPACTION_MODES),
         Flag("logger", None, "str", "zap", "petcd always logs zap's JSON lines; 'zap' (or 'capnslog', with a warning)."),
         Flag("log-outputs", "log_outputs", "list", "stderr", "'stderr', 'stdout', 'default' (stderr) or file paths, comma separated."),
         Flag("log-level", "log_level", "str", "info", "Configures log level. Only supports debug, info, warn, error, panic, or fatal.",
-             ("debug", "info", "warn", "error", "panic", "fatal")),
+             LOG_LEVELS),
         Flag("experimental-watch-progress-notify-interval", "watch_progress_notify_interval_s", "duration", "10m",
              "Duration of periodical watch progress notification."),
         Flag("enable-grpc-gateway", "enable_grpc_gateway", "bool", "true", "Enable GRPC gateway."),
+        Flag("pre-vote", "pre_vote", "bool", "true",
+             "Enable to run an additional Raft election phase (etcd 3.4's default is false; petcd's is true)."),
         Flag("unsafe-no-fsync", "unsafe_no_fsync", "bool", "false", "Disables fsync, unsafe, will cause data loss."),
         Flag("auth-token", "auth_token", "str", "simple",
              "Specify a v3 authentication token type and its options ('simple' or 'jwt')."),
@@ -141,7 +146,6 @@ _UNSUPPORTED_LIST = (
     Unsupported("discovery-srv", "str", ""),
     Unsupported("discovery-srv-name", "str", ""),
     Unsupported("strict-reconfig-check", "bool", "true"),
-    Unsupported("pre-vote", "bool", "false", ("true",)),  # petcd always runs pre-vote
     Unsupported("enable-v2", "bool", "false"),
     # security
     Unsupported("cert-file", "str", ""),
@@ -535,6 +539,10 @@ def usage() -> str:
         "                         --initial-cluster-token T --initial-advertise-peer-urls U]",
         "  petcd snapshot status FILE [-w simple|json|table|fields]",
         "    Restore a member's data directory from a snapshot, or describe a snapshot.",
+        "",
+        "  petcd cluster [--size 1|3|5] [--data-dir DIR] [--base-port PORT]",
+        "    Run a local cluster on 127.0.0.1, one process per member, until Ctrl-C"
+        " ('petcd cluster --help' for details).",
         "",
         "Flags (each also as ETCD_<NAME>, e.g. ETCD_DATA_DIR for --data-dir):",
     ]

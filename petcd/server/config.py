@@ -10,10 +10,15 @@ mistake, so people and scripts that know etcd recognise it.
 from __future__ import annotations
 
 import ipaddress
+import math
 import os
+import random
 import re
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
+
+from petcd.raft import Config as RaftConfig
+from petcd.raft import MemoryStorage
 
 # etcd's DefaultQuotaBytes: the backend quota when --quota-backend-bytes is 0.
 DEFAULT_QUOTA_BYTES = 2 * 1024 * 1024 * 1024
@@ -61,6 +66,10 @@ class ServerConfig:
     log_outputs: list[str] = field(default_factory=lambda: ["stderr"])
     watch_progress_notify_interval_s: float = 600.0
     unsafe_no_fsync: bool = False
+    # etcd 3.4 defaults to false; petcd runs pre-vote unless told not to
+    # (etcd 3.5 made it the default), so a member coming back from a
+    # partition does not depose a healthy leader.
+    pre_vote: bool = True
     # Accepted for etcd compatibility; the gateway's presence does not depend on it yet.
     enable_grpc_gateway: bool = True
     # auth: the token scheme (--auth-token), simple tokens' TTL in seconds, bcrypt's cost
@@ -110,6 +119,43 @@ class ServerConfig:
         where a bare number means hours; a revision count (int) in revision
         mode. 0 means auto compaction is off."""
         return parse_compaction_retention(self.auto_compaction_mode, self.auto_compaction_retention)
+
+    def election_ticks(self) -> int:
+        """The election timeout in heartbeat ticks (raft ticks once per
+        heartbeat interval), at least 1."""
+        return max(1, self.election_timeout_ms // self.heartbeat_interval_ms)
+
+    def tick_seconds(self) -> float:
+        """How often the raft core ticks: once per heartbeat interval."""
+        return self.heartbeat_interval_ms / 1000.0
+
+    def request_timeout(self) -> float:
+        """How long a request waits for raft before it times out: etcd's
+        5 s plus two election timeouts."""
+        return 5.0 + 2 * self.election_timeout_ms / 1000.0
+
+    def min_lease_ttl(self) -> int:
+        """etcd's minimum lease TTL: 1.5 election timeouts, in whole
+        seconds, rounded up, so a lease outlives a leader election."""
+        return math.ceil((3 * self.election_ticks() // 2) * self.heartbeat_interval_ms / 1000.0)
+
+    def raft_config(self, member_id: int, storage: MemoryStorage, *, peers: list[int], applied: int) -> RaftConfig:
+        """The raft core's configuration for this member: the one place
+        where flags become raft settings. ``peers`` only when starting a
+        new cluster; ``applied`` is the index the state machine holds."""
+        return RaftConfig(
+            id=member_id,
+            peers=list(peers),
+            election_tick=self.election_ticks(),
+            heartbeat_tick=1,
+            storage=storage,
+            applied=applied,
+            rng=random.Random(),
+            pre_vote=self.pre_vote,
+            check_quorum=True,
+            max_inflight_msgs=512,
+            max_size_per_msg=1 << 20,
+        )
 
     # ---- checks -----------------------------------------------------------------
 

@@ -10,11 +10,42 @@ from typing import TypeVar
 
 import grpc
 
-from petcd.lease.lessor import ErrLeaseNotFound
+from petcd.lease import lessor
 from petcd.proto import rpc_pb2, rpc_pb2_grpc
+from petcd.server import errors, membership
 from petcd.server.errors import ErrNoLeader
 
 T = TypeVar("T")
+
+# The errors the leader may answer a forwarded request with, by etcd's
+# message: its answer becomes the same error here, so the client sees the
+# leader's status code and message, not UNKNOWN.
+_KNOWN: dict[str, type[Exception]] = {
+    cls.message: cls
+    for cls in (
+        lessor.ErrLeaseNotFound,
+        lessor.ErrLeaseTTLTooLarge,
+        membership.ErrMemberNotFound,
+        membership.ErrMemberNotLearner,
+        membership.ErrLearnerNotReady,
+        membership.ErrTooManyLearners,
+        membership.ErrNotEnoughStartedMembers,
+        errors.ErrNotLeader,
+        errors.ErrLeaderChanged,
+        errors.ErrStopped,
+        errors.ErrTimeout,
+        errors.ErrTimeoutDueToLeaderFail,
+        errors.ErrNotSupportedForLearner,
+    )
+}
+
+
+def translate(exc: grpc.aio.AioRpcError) -> Exception:
+    """Our error for the leader's failed answer: the one whose message the
+    leader sent; anything else (the leader unreachable, gone, unknown) is
+    "no leader", which clients retry."""
+    known = _KNOWN.get(exc.details() or "")
+    return known() if known is not None else ErrNoLeader()
 
 
 async def _answer(call: Awaitable[T]) -> T:
@@ -22,9 +53,7 @@ async def _answer(call: Awaitable[T]) -> T:
     try:
         return await call
     except grpc.aio.AioRpcError as exc:
-        if exc.code() == grpc.StatusCode.NOT_FOUND:
-            raise ErrLeaseNotFound() from None
-        raise ErrNoLeader() from None
+        raise translate(exc) from None
 
 
 class LeaderClient:
@@ -64,7 +93,7 @@ class LeaderClient:
 
     async def promote(self, client_urls: list[str], member_id: int, timeout: float) -> None:
         stub = rpc_pb2_grpc.ClusterStub(self._channel(client_urls))
-        await stub.MemberPromote(rpc_pb2.MemberPromoteRequest(ID=member_id), timeout=timeout)
+        await _answer(stub.MemberPromote(rpc_pb2.MemberPromoteRequest(ID=member_id), timeout=timeout))
 
     async def close(self) -> None:
         for ch in self._channels.values():

@@ -24,7 +24,7 @@ def make_front(env: Env) -> tuple[AuthFront, list[int]]:
         waited.append(index)
         env.index = max(env.index, index)
 
-    return AuthFront(env.store, lambda: env.index, wait_applied), waited
+    return AuthFront(lambda: env.store, lambda: env.index, wait_applied), waited
 
 
 def test_token_from_a_later_index_waits_for_it(env: Env) -> None:

@@ -307,3 +307,35 @@ def test_unreadable_or_malformed_config_file(tmp_path: Path) -> None:
 def test_initial_cluster_state_existing_is_accepted(tmp_path: Path) -> None:
     d = tmp_path / "d"
     assert cfg_of(["--data-dir", str(d), "--initial-cluster-state", "existing"]).initial_cluster_state == "existing"
+
+
+def test_flag_defaults_and_choices_are_the_configs() -> None:
+    """What --help shows as a default is what ServerConfig starts with, and
+    a flag's choices are the ones ServerConfig.validate accepts."""
+    from petcd.server import config as server_config
+
+    # the defaults that are templates, not values
+    templated = {"data-dir", "initial-cluster"}
+    defaults = ServerConfig()
+    for flag in FLAGS.values():
+        if flag.attr is None or flag.name in templated:
+            continue
+        want = getattr(defaults, flag.attr)
+        shown = cfg_of([f"--{flag.name}={flag.default}"] if flag.kind == "bool" else [f"--{flag.name}", flag.default],
+                       {"ETCD_ADVERTISE_CLIENT_URLS": "http://localhost:2379"}
+                       if flag.name == "listen-client-urls" else None)
+        assert getattr(shown, flag.attr) == want, flag.name
+    assert FLAGS["log-level"].choices == server_config.LOG_LEVELS
+    assert FLAGS["initial-cluster-state"].choices == server_config.CLUSTER_STATES
+    assert FLAGS["auto-compaction-mode"].choices == server_config.COMPACTION_MODES
+
+
+def test_pre_vote_flag_reaches_the_raft_config() -> None:
+    from petcd.raft import MemoryStorage
+
+    off = cfg_of(["--pre-vote=false"])
+    assert off.pre_vote is False
+    assert off.raft_config(1, MemoryStorage(), peers=[1], applied=0).pre_vote is False
+    on = cfg_of(["--pre-vote"])
+    assert on.pre_vote is True and on.raft_config(1, MemoryStorage(), peers=[1], applied=0).pre_vote is True
+    assert cfg_of([], {"ETCD_PRE_VOTE": "false"}).pre_vote is False

@@ -63,6 +63,17 @@ def test_help_exits_0_and_lists_flags() -> None:
     assert "--listen-client-urls" in r.stdout and "--initial-cluster-token" in r.stdout
 
 
+def test_help_mentions_the_cluster_command_and_it_describes_its_flags() -> None:
+    assert "petcd cluster" in petcd("--help").stdout
+    r = petcd("cluster", "--help")
+    assert r.returncode == 0
+    text = " ".join(r.stdout.split())
+    for described in ("--size {1,3,5} number of members", "--data-dir DATA_DIR folder for every member",
+                      "--base-port BASE_PORT client port of the first member",
+                      "--initial-cluster-token INITIAL_CLUSTER_TOKEN the cluster's"):
+        assert described in text, described
+
+
 def test_member_from_flags_and_env_serves_etcdctl(tmp_path: Path, processes: list[PetcdProcess]) -> None:
     """`petcd` with etcd's flags (one given as ETCD_*) starts a member that
     the real etcdctl writes to and reads from; its log is zap JSON lines;
