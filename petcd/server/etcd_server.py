@@ -522,8 +522,7 @@ class EtcdServer:
 
     async def _revoke_expired(self, lease_id: int) -> None:
         try:
-            # as root, as etcd does (its keys may be any user's)
-            await self.lease_revoke(rpc_pb2.LeaseRevokeRequest(ID=lease_id), AuthInfo("root", self.auth.revision))
+            await self.lease_revoke(rpc_pb2.LeaseRevokeRequest(ID=lease_id))
         except Exception as exc:  # tried again on the next pass while it is still expired
             log.warning("revoking expired lease %x failed: %s", lease_id, exc)
 
@@ -694,6 +693,10 @@ class EtcdServer:
 
     async def lease_revoke(self, req: rpc_pb2.LeaseRevokeRequest,
                            auth: AuthInfo | None = None) -> rpc_pb2.LeaseRevokeResponse:
+        """Revoke as ``auth``'s user; None is the server itself (expiry),
+        which revokes as root, as etcd does (the keys may be anyone's)."""
+        if auth is None:
+            auth = AuthInfo("root", self.auth.revision)
         resp: rpc_pb2.LeaseRevokeResponse = await self.raft_request(
             raft_internal_pb2.InternalRaftRequest(lease_revoke=req), auth
         )
