@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
 from typing import Any
-from urllib.parse import urlsplit
 
 import grpc
 from google.protobuf.descriptor import ServiceDescriptor
@@ -22,6 +21,7 @@ from petcd.proto import rpc_pb2
 from petcd.server import txn_ops
 from petcd.server.decoding import TooDeep, parse_deep
 from petcd.server.etcd_server import EtcdServer
+from petcd.server.urls import parse_url
 
 # etcd lets gRPC frames exceed --max-request-bytes by this much, so that the
 # server, not the transport, refuses a request that is merely too large.
@@ -34,14 +34,8 @@ MAX_PENDING_REQUESTS = 100_000
 
 
 def listen_address(url: str) -> str:
-    """host:port for grpc from an etcd listen URL (http://127.0.0.1:2379)."""
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "unix", "unixs", "https", ""):
-        raise ValueError(f"unsupported listen URL scheme {parts.scheme!r} in {url!r}")
-    host = parts.hostname or "0.0.0.0"
-    if ":" in host:
-        host = f"[{host}]"
-    return f"{host}:{parts.port or 2379}"
+    """host:port for grpc from an etcd listen URL (http://127.0.0.1:2379); URLError (a ValueError) otherwise."""
+    return parse_url(url, ("http",)).netloc
 
 
 def build(server: EtcdServer, listen_urls: list[str]) -> tuple[grpc.aio.Server, health.aio.HealthServicer]:

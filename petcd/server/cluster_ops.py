@@ -12,12 +12,12 @@ import asyncio
 import json
 import time
 from collections.abc import Callable
-from urllib.parse import urlsplit
 
 from petcd.raft import ConfChange, ConfChangeType
 from petcd.server import ids
 from petcd.server.config import ConfigError, ServerConfig
 from petcd.server.errors import ErrBadLeaderTransferee, ErrNotLeader, ErrTimeout, ErrTimeoutLeaderTransfer
+from petcd.server.join import fetch_members
 from petcd.server.leader_client import LeaderClient
 from petcd.server.membership import (
     MAX_LEARNERS,
@@ -35,7 +35,8 @@ from petcd.server.membership import (
 )
 from petcd.server.raft_node import RaftNode
 from petcd.server.raft_storage import WalIdentity
-from petcd.server.transport import PeerTransport, fetch_members
+from petcd.server.transport import PeerTransport
+from petcd.server.urls import URLError, parse_url
 from petcd.server.wait import Wait
 from petcd.storage.backend import Backend
 
@@ -201,6 +202,7 @@ class ClusterOps:
 
 def _check_urls(urls: list[str]) -> None:
     for u in urls:
-        parts = urlsplit(u)
-        if parts.scheme not in ("http", "https") or not parts.hostname or parts.port is None:
-            raise ErrBadURLs()
+        try:
+            parse_url(u, ("http", "https"))
+        except URLError:
+            raise ErrBadURLs() from None

@@ -13,6 +13,7 @@ import grpc
 from petcd.lease.lessor import ErrLeaseNotFound
 from petcd.proto import rpc_pb2, rpc_pb2_grpc
 from petcd.server.errors import ErrNoLeader
+from petcd.server.urls import parse_url
 
 T = TypeVar("T")
 
@@ -34,7 +35,7 @@ class LeaderClient:
     def _channel(self, client_urls: list[str]) -> grpc.aio.Channel:
         if not client_urls:
             raise ErrNoLeader()  # the leader has not published its client URLs yet
-        target = client_urls[0].split("://", 1)[-1]
+        target = parse_url(client_urls[0]).netloc
         ch = self._channels.get(target)
         if ch is None:
             ch = self._channels[target] = grpc.aio.insecure_channel(target)
