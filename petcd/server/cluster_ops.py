@@ -36,6 +36,7 @@ from petcd.server.membership import (
 from petcd.server.raft_node import RaftNode
 from petcd.server.raft_storage import WalIdentity
 from petcd.server.transport import PeerTransport
+from petcd.server.transport.tls import peer_tls_from_config
 from petcd.server.urls import URLError, parse_url
 from petcd.server.wait import Wait
 from petcd.storage.backend import Backend
@@ -75,7 +76,7 @@ class ClusterOps:
         MemberAdd: it learns the members (and so its own id) from a peer."""
         cfg = self.cfg
         others = [u for name, urls in cfg.initial_cluster_map().items() if name != cfg.name for u in urls]
-        doc = json.loads(await fetch_members(others))
+        doc = json.loads(await fetch_members(others, tls=peer_tls_from_config(cfg)))
         members = {m.id: m for m in (Member.from_json(json.dumps(d).encode()) for d in doc["members"])}
         mine = set(cfg.initial_advertise_peer_urls)
         local = next((m for m in members.values() if set(m.peer_urls) == mine), None)

@@ -62,6 +62,13 @@ class ServerConfig:
     log_outputs: list[str] = field(default_factory=lambda: ["stderr"])
     watch_progress_notify_interval_s: float = 600.0
     unsafe_no_fsync: bool = False
+    # TLS on the peer URLs (etcd's --peer-* security flags; petcd/server/transport/tls.py)
+    peer_cert_file: str = ""
+    peer_key_file: str = ""
+    peer_trusted_ca_file: str = ""
+    peer_client_cert_auth: bool = False
+    peer_auto_tls: bool = False
+    peer_cert_allowed_cn: str = ""
     # Accepted for etcd compatibility; the gateway's presence does not depend on it yet.
     enable_grpc_gateway: bool = True
 
@@ -123,12 +130,18 @@ class ServerConfig:
             bootstrapping = not os.path.isdir(self.wal_dir())
         for u in self.listen_client_urls:
             check_url(u, "--listen-client-urls", bind=True)
+        if bool(self.peer_cert_file) != bool(self.peer_key_file):
+            raise ConfigError(f"KeyFile and CertFile must both be present"
+                              f"[key: {self.peer_key_file}, cert: {self.peer_cert_file}]")
+        peer_tls = bool(self.peer_cert_file or self.peer_auto_tls)
         for u in self.listen_peer_urls:
-            check_url(u, "--listen-peer-urls", bind=True)
+            check_url(u, "--listen-peer-urls", bind=True, tls=True)
+            if parse_url(u).tls and not peer_tls:
+                raise ConfigError(f"cannot listen on TLS for {parse_url(u).netloc}: KeyFile and CertFile are not presented")
         for u in self.advertise_client_urls:
             check_url(u, "--advertise-client-urls")
         for u in self.initial_advertise_peer_urls:
-            check_url(u, "--initial-advertise-peer-urls")
+            check_url(u, "--initial-advertise-peer-urls", tls=True)
         if not self.listen_client_urls:
             raise ConfigError("--listen-client-urls must name at least one URL")
         if self.initial_cluster_state not in CLUSTER_STATES:
@@ -161,7 +174,7 @@ class ServerConfig:
         cluster = self.initial_cluster_map()
         for urls in cluster.values():
             for u in urls:
-                check_url(u, "--initial-cluster")
+                check_url(u, "--initial-cluster", tls=True)
         if bootstrapping:
             self._check_bootstrap(cluster)
 
@@ -206,12 +219,12 @@ def format_initial_cluster(cluster: dict[str, list[str]]) -> str:
     return ",".join(f"{name}={u}" for name, urls in cluster.items() for u in urls)
 
 
-def check_url(url: str, flag: str, *, bind: bool = False) -> None:
-    """Raise ConfigError unless url is an http://host:port URL without a path.
-    For listeners (bind=True) the host must be an IP address or localhost,
-    as etcd requires."""
+def check_url(url: str, flag: str, *, bind: bool = False, tls: bool = False) -> None:
+    """Raise ConfigError unless url is an http://host:port URL without a path
+    (or https, where petcd has TLS: tls=True). For listeners (bind=True) the
+    host must be an IP address or localhost, as etcd requires."""
     try:
-        u = parse_url(url, ("http",))
+        u = parse_url(url, ("http", "https") if tls else ("http",))
     except URLError as exc:
         # etcd names the flag for what it cannot parse at all; its other messages stand alone
         raise ConfigError(f"{flag}: {exc}" if exc.reason in ("syntax", "unsupported") else str(exc)) from None

@@ -76,6 +76,7 @@ from petcd.server.membership import (
 from petcd.server.raft_node import NodeHooks, RaftNode
 from petcd.server.raft_storage import RaftStorage, WalIdentity
 from petcd.server.transport import DEFAULT_MAX_MESSAGE_BYTES, PeerTransport
+from petcd.server.transport.tls import peer_tls_from_config
 from petcd.server.wait import AppliedWait, Wait
 from petcd.storage.backend import Backend
 from petcd.storage.errors import StorageError
@@ -187,6 +188,7 @@ class EtcdServer(ClusterOps):
             members_info=self._members_doc,
             # a MsgApp holds up to 1 MiB of entries plus one, which may be a whole request
             max_message_bytes=max(DEFAULT_MAX_MESSAGE_BYTES, 2 * cfg.max_request_bytes + (2 << 20)),
+            tls=peer_tls_from_config(cfg),
         )
         await self.transport.start()
         for mid, urls in self.membership.peers().items():

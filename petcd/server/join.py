@@ -11,38 +11,36 @@ document, see the cluster code) and hangs up.
 from __future__ import annotations
 
 import asyncio
-import ssl
-from collections.abc import Callable
 
+from petcd.server.transport.tls import PeerTLS
 from petcd.server.transport.wire import MEMBERS_MAGIC, BadURLError, TransportError
 from petcd.server.urls import PEER_SCHEMES, URLError, parse_url
 
-# How to dial one peer URL: (host, port, TLS context or None). The default dials http URLs only.
-DialTarget = Callable[[str], tuple[str, int, "ssl.SSLContext | None"]]
 
-
-def plain_target(url: str) -> tuple[str, int, ssl.SSLContext | None]:
-    """Dial an http:// peer URL without TLS; BadURLError for anything else."""
-    try:
-        u = parse_url(url, PEER_SCHEMES)
-    except URLError as exc:
-        raise BadURLError(f"petcd: bad peer URL: {exc}") from None
-    if u.tls:
-        raise BadURLError(f"petcd: peer URL {url} needs TLS, and no peer TLS is configured")
-    return u.host, u.port, None
-
-
-async def fetch_members(peer_urls: list[str], timeout: float = 5.0, dial: DialTarget = plain_target) -> bytes:
+async def fetch_members(peer_urls: list[str], timeout: float = 5.0, tls: PeerTLS | None = None) -> bytes:
     """Ask the first peer that answers for its cluster's member list (the
-    bytes its server's members_info gave); TransportError if none answers."""
+    bytes its server's members_info gave); TransportError if none answers.
+    https peers are dialed with tls (the member's own peer TLS), checked as
+    the transport checks them."""
     errors = []
     for url in peer_urls:
-        host, port, ctx = dial(url)
+        try:
+            u = parse_url(url, PEER_SCHEMES)
+        except URLError as exc:
+            raise BadURLError(f"petcd: bad peer URL: {exc}") from None
+        if u.tls and tls is None:
+            errors.append(f"{url}: needs TLS, and no peer certificate is configured")
+            continue
+        ctx = tls.client_context() if u.tls and tls is not None else None
         try:
             reader, writer = await asyncio.wait_for(
-                asyncio.open_connection(host, port, ssl=ctx, server_hostname=host if ctx is not None else None),
+                asyncio.open_connection(u.host, u.port, ssl=ctx, server_hostname=u.host if ctx is not None else None),
                 timeout)
             try:
+                why = tls.check_peer(writer.get_extra_info("peercert"), inbound=False) if ctx and tls else None
+                if why is not None:
+                    errors.append(f"{url}: {why}")
+                    continue
                 writer.write(MEMBERS_MAGIC)
                 await writer.drain()
                 data = await asyncio.wait_for(reader.read(), timeout)

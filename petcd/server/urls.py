@@ -22,7 +22,7 @@ from urllib.parse import urlsplit
 ETCD_SCHEMES = ("http", "https", "unix", "unixs")
 TLS_SCHEMES = frozenset({"https", "unixs"})
 # What the peer transport can listen on and dial.
-PEER_SCHEMES = ("http",)
+PEER_SCHEMES = ("http", "https")
 
 
 class URLError(ValueError):

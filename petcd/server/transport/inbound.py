@@ -51,6 +51,11 @@ class Inbound(asyncio.Protocol):
         self.transport = cast(asyncio.Transport, transport)
         set_nodelay(transport)
         self.owner.inbound.add(self)
+        why = self.owner.refused(transport, inbound=True)
+        if why is not None:
+            log.warning("petcd: rejected peer connection from %s: %s", self.remote(), why)
+            self.close()
+            return
         self.timer = self.owner.loop.call_later(HANDSHAKE_TIMEOUT, self.handshake_timeout)
 
     def handshake_timeout(self) -> None:

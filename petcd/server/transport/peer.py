@@ -95,6 +95,13 @@ class _Outbound(asyncio.Protocol):
         # uvloop's transports implement asyncio.Transport without subclassing it
         self.transport = cast(asyncio.Transport, transport)
         set_nodelay(transport)
+        why = self.peer.owner.refused(transport, inbound=False)
+        if why is not None:
+            if not self.peer.warned:  # once per outage, as for a peer that cannot be reached
+                self.peer.warned = True
+                log.error("petcd: refusing peer %x at %s: %s", self.peer.id, self.peer.url, why)
+            self.transport.abort()
+            return
         self.peer.connected(self, self.transport)
 
     def data_received(self, data: bytes) -> None:
@@ -388,6 +395,11 @@ class Peer:
                 err = exc
                 continue
             set_nodelay(writer.transport)
+            why = self.owner.refused(writer.transport, inbound=False)
+            if why is not None:
+                writer.transport.abort()
+                err = TransportError(why)
+                continue
             return reader, writer
         assert err is not None
         raise err

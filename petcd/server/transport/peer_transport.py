@@ -18,11 +18,13 @@ from dataclasses import dataclass
 from petcd.raft import Message, MessageType
 from petcd.server.transport.inbound import Inbound
 from petcd.server.transport.peer import Peer
+from petcd.server.transport.tls import TLS_HANDSHAKE_TIMEOUT, PeerTLS
 from petcd.server.transport.wire import (
     DEFAULT_MAX_MESSAGE_BYTES,
     BadURLError,
+    TransportError,
 )
-from petcd.server.urls import URL, URLError, parse_url
+from petcd.server.urls import PEER_SCHEMES, URL, URLError, parse_url
 
 log = logging.getLogger("petcd.server.transport")
 
@@ -55,10 +57,13 @@ class PeerTransport:
         max_queue_messages: int = DEFAULT_QUEUE_MESSAGES,
         max_queue_bytes: int = DEFAULT_QUEUE_BYTES,
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+        tls: PeerTLS | None = None,
     ) -> None:
-        self.schemes: tuple[str, ...] = ("http",)
+        self.tls = tls  # None: plain TCP only; https peers cannot be dialed, https listen URLs are refused
         for u in listen_urls:
-            self.parse_url(u)
+            if self.parse_url(u).tls and tls is None:
+                raise BadURLError(f"cannot listen on TLS for {self.parse_url(u).netloc}: "
+                                  "KeyFile and CertFile are not presented")
         self.local_id = local_id
         self.cluster_id = cluster_id
         self.listen_urls = list(listen_urls)
@@ -85,14 +90,31 @@ class PeerTransport:
     def parse_url(self, url: str) -> URL:
         """A listen or peer URL this transport can use; BadURLError otherwise."""
         try:
-            return parse_url(url, self.schemes)
+            return parse_url(url, PEER_SCHEMES)
         except URLError as exc:
             raise BadURLError(f"petcd: bad peer URL: {exc}") from None
 
     def dial_target(self, url: str) -> tuple[str, int, ssl.SSLContext | None]:
         """(host, port, TLS context or None) to dial a peer URL with."""
         u = self.parse_url(url)
-        return u.host, u.port, None
+        if not u.tls:
+            return u.host, u.port, None
+        if self.tls is None:
+            raise TransportError(f"peer URL {url} needs TLS, and no peer certificate is configured "
+                                 "(--peer-cert-file, --peer-key-file)")
+        return u.host, u.port, self.tls.client_context()
+
+    def refused(self, transport: asyncio.BaseTransport, *, inbound: bool) -> str | None:
+        """Why a connection whose TLS handshake is done must be dropped (its
+        certificate's common name is not the allowed one); None for a plain one."""
+        if self.tls is None or transport.get_extra_info("ssl_object") is None:
+            return None
+        return self.tls.check_peer(transport.get_extra_info("peercert"), inbound=inbound)
+
+    def _accept(self, tls: bool) -> Inbound:
+        if tls and self.tls is not None:
+            self.tls.refresh()  # before this connection's handshake: rotated files take effect now
+        return Inbound(self)
 
     async def start(self) -> None:
         """Listen on every listen URL; raises OSError if one cannot be bound (nothing is left listening then)."""
@@ -100,7 +122,14 @@ class PeerTransport:
         try:
             for url in self.listen_urls:
                 u = self.parse_url(url)
-                server = await loop.create_server(lambda: Inbound(self), u.host, u.port, reuse_address=True)
+                if u.tls:
+                    assert self.tls is not None  # __init__ refused an https listen URL without TLS
+                    server = await loop.create_server(
+                        lambda: self._accept(True), u.host, u.port, reuse_address=True,
+                        ssl=self.tls.server_context(), ssl_handshake_timeout=TLS_HANDSHAKE_TIMEOUT)
+                else:
+                    server = await loop.create_server(lambda: self._accept(False), u.host, u.port,
+                                                      reuse_address=True)
                 self._servers.append(server)
                 log.info("petcd: listening for peers on %s", url)
         except BaseException:
