@@ -18,7 +18,7 @@ import pytest
 
 from petcd.proto import rpc_pb2
 from petcd.testing.certs import CA, CertFiles
-from petcd.testing.harness import Server, free_port, wait_for
+from petcd.testing.harness import Server, etcdctl, free_port, wait_for
 from tests.cluster.helpers import hash_kv_converges, leader, status
 
 pytestmark = pytest.mark.timeout(600)
@@ -74,7 +74,7 @@ def serializable_get(m: Server, key: bytes) -> bytes | None:
 @pytest.fixture
 def pki(tmp_path: Path) -> dict[str, CertFiles]:
     ca, rogue = CA(tmp_path / "pki"), CA(tmp_path / "rogue", "rogue CA")
-    out = {n: ca.issue("petcd-peer", file_name=n) for n in NAMES}
+    out = {n: ca.issue("petcd-peer", file_name=n) for n in (*NAMES, "m3")}
     out["rogue"] = rogue.issue("petcd-peer", file_name="rogue")
     return out
 
@@ -114,6 +114,23 @@ def test_members_form_over_mutual_tls_and_a_member_from_another_ca_is_kept_out(
     assert got.kvs[0].value == b"over-tls"
     for i in range(20):
         put(c.all()[i % 3], b"after-%02d" % i, b"v")
+    hash_kv_converges(c.all())
+    # A fourth member joins over TLS: it asks a peer for the member list (petcd/server/join.py) over https.
+    peer = f"https://127.0.0.1:{free_port()}"
+    out = etcdctl(m0.endpoint, "member", "add", "m3", f"--peer-urls={peer}")
+    initial = next(ln for ln in out.stdout.splitlines() if ln.startswith("ETCD_INITIAL_CLUSTER="))
+    client = f"http://127.0.0.1:{free_port()}"
+    args = [
+        sys.executable, "-m", "petcd", "--name", "m3", "--data-dir", str(tmp_path / "m3.petcd"),
+        "--listen-client-urls", client, "--advertise-client-urls", client,
+        "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
+        "--initial-cluster", initial.split("=", 1)[1].strip('"'), "--initial-cluster-state", "existing",
+        *tls_flags(pki["m3"]),
+    ]
+    m3 = Server("petcd", args, tmp_path / "m3.petcd", client, tmp_path / "m3.log")
+    c.members["m3"] = m3
+    m3.start()
+    assert m3.kv().Range(rpc_pb2.RangeRequest(key=b"k"), timeout=30).kvs[0].value == b"over-tls"
     hash_kv_converges(c.all())
     # Plain TCP to a TLS peer port is not a peer: the raft handshake gets no further than the TLS layer.
     with socket.create_connection(("127.0.0.1", c.peer_ports["m0"]), timeout=30) as s:
