@@ -96,6 +96,15 @@ FLAGS: dict[str, Flag] = {
              "Duration of periodical watch progress notification."),
         Flag("enable-grpc-gateway", "enable_grpc_gateway", "bool", "true", "Enable GRPC gateway."),
         Flag("unsafe-no-fsync", "unsafe_no_fsync", "bool", "false", "Disables fsync, unsafe, will cause data loss."),
+        # TLS for clients (https:// client URLs)
+        Flag("cert-file", "cert_file", "str", "", "The client port's certificate (PEM)."),
+        Flag("key-file", "key_file", "str", "", "The private key of --cert-file (PEM)."),
+        Flag("trusted-ca-file", "trusted_ca_file", "str", "",
+             "CA certificates (PEM) that client certificates must chain to (default: the system's)."),
+        Flag("client-cert-auth", "client_cert_auth", "bool", "false",
+             "Accept a client connection only with a client certificate that verifies."),
+        Flag("auto-tls", "auto_tls", "bool", "false",
+             "Without --cert-file/--key-file, make a self-signed certificate for the client port."),
         # TLS between members (https:// peer URLs)
         Flag("peer-cert-file", "peer_cert_file", "str", "",
              "This member's certificate for peer connections (PEM), presented as server and as client."),
@@ -151,13 +160,8 @@ _UNSUPPORTED_LIST = (
     Unsupported("pre-vote", "bool", "false", ("true",)),  # petcd always runs pre-vote
     Unsupported("enable-v2", "bool", "false"),
     # security
-    Unsupported("cert-file", "str", ""),
-    Unsupported("key-file", "str", ""),
-    Unsupported("client-cert-auth", "bool", "false"),
     Unsupported("client-crl-file", "str", ""),
     Unsupported("client-cert-allowed-hostname", "str", ""),
-    Unsupported("trusted-ca-file", "str", ""),
-    Unsupported("auto-tls", "bool", "false"),
     Unsupported("peer-cert-allowed-hostname", "str", ""),
     Unsupported("peer-crl-file", "str", ""),
     Unsupported("self-signed-cert-validity", "int", "1"),

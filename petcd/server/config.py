@@ -62,7 +62,13 @@ class ServerConfig:
     log_outputs: list[str] = field(default_factory=lambda: ["stderr"])
     watch_progress_notify_interval_s: float = 600.0
     unsafe_no_fsync: bool = False
-    # TLS on the peer URLs (etcd's --peer-* security flags; petcd/server/transport/tls.py)
+    # TLS on the client URLs (etcd's --cert-file & co.; petcd/server/tls.py)
+    cert_file: str = ""
+    key_file: str = ""
+    trusted_ca_file: str = ""
+    client_cert_auth: bool = False
+    auto_tls: bool = False
+    # TLS on the peer URLs (etcd's --peer-* security flags; petcd/server/tls.py)
     peer_cert_file: str = ""
     peer_key_file: str = ""
     peer_trusted_ca_file: str = ""
@@ -128,8 +134,14 @@ class ServerConfig:
         """
         if bootstrapping is None:
             bootstrapping = not os.path.isdir(self.wal_dir())
+        if bool(self.cert_file) != bool(self.key_file):
+            raise ConfigError(f"KeyFile and CertFile must both be present[key: {self.key_file}, cert: {self.cert_file}]")
+        client_tls = bool(self.cert_file or self.auto_tls)
         for u in self.listen_client_urls:
-            check_url(u, "--listen-client-urls", bind=True)
+            check_url(u, "--listen-client-urls", bind=True, tls=True)
+            if parse_url(u).tls and not client_tls:
+                raise ConfigError(f"TLS key/cert (--cert-file, --key-file) must be provided for client url {u} "
+                                  "with HTTPS scheme")
         if bool(self.peer_cert_file) != bool(self.peer_key_file):
             raise ConfigError(f"KeyFile and CertFile must both be present"
                               f"[key: {self.peer_key_file}, cert: {self.peer_cert_file}]")
@@ -139,7 +151,7 @@ class ServerConfig:
             if parse_url(u).tls and not peer_tls:
                 raise ConfigError(f"cannot listen on TLS for {parse_url(u).netloc}: KeyFile and CertFile are not presented")
         for u in self.advertise_client_urls:
-            check_url(u, "--advertise-client-urls")
+            check_url(u, "--advertise-client-urls", tls=True)
         for u in self.initial_advertise_peer_urls:
             check_url(u, "--initial-advertise-peer-urls", tls=True)
         if not self.listen_client_urls:

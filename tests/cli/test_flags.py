@@ -94,8 +94,8 @@ def test_unknown_env_var_is_warned_about() -> None:
 
 
 def test_unsupported_env_var_is_refused() -> None:
-    with pytest.raises(UnsupportedError, match=r"flag --cert-file is not supported yet \(from ETCD_CERT_FILE\)"):
-        parse([], {"ETCD_CERT_FILE": "/x.pem"})
+    with pytest.raises(UnsupportedError, match=r"flag --client-crl-file is not supported yet \(from ETCD_CLIENT_CRL_FILE\)"):
+        parse([], {"ETCD_CLIENT_CRL_FILE": "/x.pem"})
 
 
 def test_unknown_flag_is_a_usage_error_naming_it() -> None:
@@ -105,7 +105,7 @@ def test_unknown_flag_is_a_usage_error_naming_it() -> None:
     assert not isinstance(e.value, UnsupportedError)
 
 
-@pytest.mark.parametrize("argv", [["--cert-file", "/x.pem"], ["--client-cert-auth"], ["--peer-crl-file=/k"],
+@pytest.mark.parametrize("argv", [["--cipher-suites", "x"], ["--client-crl-file", "/c"], ["--peer-crl-file=/k"],
                                   ["--auth-token", "jwt"], ["--discovery", "https://d"], ["--enable-v2"],
                                   ["--listen-metrics-urls", "http://127.0.0.1:1"], ["--force-new-cluster"],
                                   ["--proxy", "on"], ["--cors", "example.com"]])
@@ -123,7 +123,7 @@ def test_unsupported_flags_at_etcds_default_are_accepted() -> None:
 
 
 def test_broad_list_of_etcd_flags_is_known() -> None:
-    for name in ("client-cert-auth", "cert-file", "key-file", "trusted-ca-file", "peer-crl-file",
+    for name in ("client-crl-file", "cipher-suites", "tls-min-version", "peer-crl-file",
                  "peer-cert-allowed-hostname", "auth-token", "discovery", "discovery-srv", "proxy", "enable-v2",
                  "listen-metrics-urls", "cors", "force-new-cluster", "strict-reconfig-check", "metrics",
                  "experimental-initial-corrupt-check", "max-wals", "grpc-keepalive-interval"):
@@ -279,8 +279,8 @@ def test_config_file_still_rejects_unknown_flags(tmp_path: Path) -> None:
 
 def test_config_file_refuses_unsupported_and_unknown_keys(tmp_path: Path) -> None:
     f = tmp_path / "c.yml"
-    f.write_text("client-transport-security:\n  cert-file: /x.pem\n")
-    with pytest.raises(UnsupportedError, match="flag --cert-file is not supported yet"):
+    f.write_text("client-transport-security:\n  crl-file: /x.pem\n")
+    with pytest.raises(UnsupportedError, match="flag --client-crl-file is not supported yet"):
         parse(["--config-file", str(f)], {})
     f.write_text("peer-transport-security:\n  allowed-hostname: m1.example\n")
     with pytest.raises(UnsupportedError, match="flag --peer-cert-allowed-hostname is not supported yet"):
@@ -332,5 +332,11 @@ def test_https_peer_urls_need_a_certificate() -> None:
         parse(peer, {})
     with pytest.raises(ConfigError, match=re.escape("KeyFile and CertFile must both be present[key: /k, cert: ]")):
         parse(["--peer-key-file=/k"], {})
-    with pytest.raises(ConfigError, match="https URLs are not supported yet"):  # client TLS: not yet
-        parse(["--listen-client-urls", "https://127.0.0.1:2379", "--advertise-client-urls", "https://127.0.0.1:2379"], {})
+    client = ["--listen-client-urls", "https://127.0.0.1:2379", "--advertise-client-urls", "https://127.0.0.1:2379"]
+    with pytest.raises(ConfigError, match=re.escape("TLS key/cert (--cert-file, --key-file) must be provided for "
+                                                    "client url https://127.0.0.1:2379 with HTTPS scheme")):
+        parse(client, {})
+    c = cfg_of([*client, "--cert-file", "/c.pem", "--key-file", "/k.pem", "--trusted-ca-file", "/ca.pem",
+                "--client-cert-auth"])
+    assert (c.cert_file, c.key_file, c.trusted_ca_file, c.client_cert_auth) == ("/c.pem", "/k.pem", "/ca.pem", True)
+    assert cfg_of(client, {"ETCD_AUTO_TLS": "true"}).auto_tls
