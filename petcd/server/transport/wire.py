@@ -35,6 +35,7 @@ from enum import Enum
 from petcd.proto import raft_pb2
 from petcd.raft import Message, MessageType, Snapshot
 from petcd.raft.bounds import FORWARDED, MAX_ENTRIES_PER_MESSAGE
+from petcd.varint import varint
 
 MAGIC = b"PETCDRAFT1"
 # A one-shot request on the peer port: "who is in this cluster?", asked by a
@@ -135,15 +136,6 @@ class Handshake:
 # ---- sending -------------------------------------------------------------------------------------
 
 
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while n >= 0x80:
-        out.append((n & 0x7F) | 0x80)
-        n >>= 7
-    out.append(n)
-    return bytes(out)
-
-
 def frame_limit(kind: int, max_message_bytes: int) -> int:
     """The largest frame a message of type kind may take."""
     if kind == MessageType.MsgSnap:
@@ -170,8 +162,8 @@ def snapshot_frame(msg: Message) -> list[bytes]:
         return [_LEN.pack(len(body)), body]
     data = snap.data
     head = dataclasses.replace(msg, snapshot=Snapshot(b"", snap.metadata)).to_bytes()
-    inner = _KEY_SNAPSHOT_DATA + _varint(len(data))
-    outer = _KEY_MESSAGE_SNAPSHOT + _varint(len(inner) + len(data))
+    inner = _KEY_SNAPSHOT_DATA + varint(len(data))
+    outer = _KEY_MESSAGE_SNAPSHOT + varint(len(inner) + len(data))
     size = len(head) + len(outer) + len(inner) + len(data)
     if size > MAX_FRAME:
         raise FrameError(f"snapshot message of {size} bytes exceeds the frame limit")
@@ -257,7 +249,7 @@ def decode_snapshot(buf: bytearray, start: int, stop: int) -> Message:
                         f"bad frame: a snapshot message with more than {MAX_SNAPSHOT_META} bytes besides its data")
                 inner.append(bytes(buf[inner_start:pos]))
         body = b"".join(inner)
-        rest.append(_KEY_MESSAGE_SNAPSHOT + _varint(len(body)) + body)
+        rest.append(_KEY_MESSAGE_SNAPSHOT + varint(len(body)) + body)
     pb = raft_pb2.Message()
     try:
         pb.ParseFromString(b"".join(rest))
