@@ -69,6 +69,9 @@ async def auth_info(server: EtcdServer, context: CallContext) -> AuthInfo | None
     if raw is None:
         raw = fallback
     if raw is None:
+        # --client-cert-auth: a verified client certificate names the user
+        if context.client_cn and server.cfg.client_cert_auth:
+            return server.auth_front.auth_info_from_cn(context.client_cn)
         return None
     token = raw.decode("latin-1")
     front = server.auth_front
