@@ -62,9 +62,9 @@ from petcd.auth.errors import (
     ErrUserEmpty,
     ErrUserNotFound,
 )
-from petcd.auth.gosort import go_sort
 from petcd.auth.permissions import UserPermissions, merge_permissions, permitted
 from petcd.auth.tokens import AuthInfo, TokenProvider
+from petcd.gosort import go_sort
 from petcd.proto import auth_pb2, rpc_pb2
 from petcd.storage.backend import Backend
 

@@ -109,33 +109,3 @@ def test_reversed_permission_uses_the_literal_walk() -> None:
     assert not s._proper
     assert not s.contains_key(b"b")
     assert not s.contains_key(b"c")
-
-
-def test_go_sort_sorts_and_keeps_small_runs_in_order() -> None:
-    from petcd.auth.gosort import go_sort
-
-    rng = random.Random(3)
-    for n in [0, 1, 5, 12, 13, 40, 60, 200]:
-        xs = [(rng.randint(0, 9), i) for i in range(n)]
-        go_sort(xs, lambda a, b: a[0] < b[0])
-        assert [x[0] for x in xs] == sorted(x[0] for x in xs)
-        if n <= 12:  # insertion sort: stable
-            assert xs == sorted(xs)
-    desc = list(range(100, 0, -1))
-    go_sort(desc, lambda a, b: a < b)
-    assert desc == list(range(1, 101))
-
-
-def test_go_sort_agrees_with_the_mvcc_one() -> None:
-    # two independent reproductions of Go 1.19's sort.Sort (petcd/mvcc has
-    # its own, for Range's sort order) must leave equal keys alike
-    from petcd.auth.gosort import go_sort
-    from petcd.mvcc.go_sort import go_sort as mvcc_go_sort
-
-    rng = random.Random(1)
-    for _ in range(1000):
-        n = rng.randint(0, 120)
-        items = [(rng.randint(0, rng.choice([2, 5, 50])), i) for i in range(n)]
-        mine = list(items)
-        go_sort(mine, lambda a, b: a[0] < b[0])
-        assert mine == mvcc_go_sort(list(items), key=lambda x: x[0], descending=False)

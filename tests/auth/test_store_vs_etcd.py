@@ -171,7 +171,7 @@ class PetcdSide:
 
 
 # Seeds 10 and 17 give a role more than 12 permissions with shared keys,
-# where Go's unstable sort decides their order (petcd/auth/gosort.py).
+# where Go's unstable sort decides their order (petcd/gosort.py).
 SEEDS = [int(x) for x in os.environ.get("AUTH_DIFF_SEEDS", "1,2,10,17").split(",")]
 
 

@@ -1,23 +1,28 @@
 """Go 1.19's ``sort.Sort`` (pattern-defeating quicksort), element for
-element, for the one place where etcd's output depends on it.
+element, for the places where etcd's output depends on it.
 
-What it is for: etcd 3.4 keeps a role's permissions sorted by key alone
-with ``sort.Sort``, which is not stable, so the order of permissions that
-share a key, which ``role get`` shows and which decides whether a later
-grant changes a permission in place or adds one, is whatever Go's
-algorithm leaves. Debian's etcd 3.4.23 is built with Go 1.19; this module
-repeats that algorithm's comparisons and swaps (insertion sort up to 12
-elements, otherwise pdqsort with its pivot choice, pattern breaking and
-heapsort fallback), so petcd leaves the same order.
+What it is for: ``sort.Sort`` is not stable, so wherever etcd 3.4 sorts
+items with equal keys, the order it leaves them in is whatever Go's
+algorithm makes of the input: a Range sorted by a target with ties (many
+keys with the same version, say) lists the tied keys in that order, and a
+role's permissions, sorted by key alone, keep permissions that share a key
+in that order (which ``role get`` shows, and which decides whether a later
+grant changes a permission in place or adds one). Debian's etcd 3.4.23 is
+built with Go 1.19; this module repeats that algorithm's comparisons and
+swaps (insertion sort up to 12 elements, otherwise pdqsort with its pivot
+choice, pattern breaking and heapsort fallback), so petcd leaves the same
+order. It imports nothing of petcd, so every layer may use it.
 
 Guarantees: ``go_sort(xs, less)`` sorts xs in place by ``less`` (a strict
-order) with exactly the permutation Go 1.19 produces for the same input.
+order) with exactly the permutation Go 1.19 produces for the same input;
+``go_sorted(items, key, descending)`` is the same for a sort by key
+(descending as through ``sort.Reverse``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 T = TypeVar("T")
 _MASK64 = (1 << 64) - 1
@@ -224,3 +229,18 @@ def go_sort(xs: list[T], less: Callable[[T, T], bool]) -> None:
     n = len(xs)
     if n > 1:
         _Sorter(xs, less).pdq(0, n, n.bit_length())
+
+
+def go_sorted(items: list[T], key: Callable[[T], Any], descending: bool) -> list[T]:
+    """items sorted by key in the order Go's sort.Sort leaves them (through
+    sort.Reverse when descending). With all keys distinct every sort agrees,
+    and Python's sort is used."""
+    keys = [key(it) for it in items]
+    if len(set(keys)) == len(keys):
+        return sorted(items, key=key, reverse=descending)
+    pairs = list(zip(keys, range(len(items)), strict=True))
+    if descending:
+        go_sort(pairs, lambda a, b: bool(b[0] < a[0]))
+    else:
+        go_sort(pairs, lambda a, b: bool(a[0] < b[0]))
+    return [items[i] for _, i in pairs]
