@@ -49,7 +49,7 @@ class MaintenanceService:
 
     @unary
     async def Defragment(self, request: rpc_pb2.DefragmentRequest, context: Ctx) -> rpc_pb2.DefragmentResponse:
-        self.s.backend.defrag()
+        await self.s.defragment()
         return rpc_pb2.DefragmentResponse()
 
     @unary

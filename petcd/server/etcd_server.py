@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import os
 from collections.abc import Callable
 from typing import Any
 
@@ -79,8 +80,9 @@ from petcd.server.state import (
 from petcd.server.tasks import TaskGroup
 from petcd.server.transport import DEFAULT_MAX_MESSAGE_BYTES, PeerTransport
 from petcd.server.wait import AppliedWait, Wait
-from petcd.storage.backend import Backend
+from petcd.storage.backend import Backend, DefragCopy
 from petcd.storage.errors import StorageError
+from petcd.storage.fsutil import fsync_dir
 from petcd.version import ETCD_VERSION
 
 __all__ = ["ETCD_VERSION", "EtcdServer"]
@@ -173,6 +175,8 @@ class EtcdServer:
             leader_client=self.leader_client,
         )
         self.reads = ReadIndex(self.member_id, self.node, self.applied_wait, self._has_leader)
+        self._snapshot_saving = False  # a raft snapshot's files are being written
+        self._defrag_lock = asyncio.Lock()  # one defrag at a time; held while one runs
 
     # ---- life cycle -------------------------------------------------------
 
@@ -342,7 +346,7 @@ class EtcdServer:
             self.applied_index = max(self.applied_index, entries[-1].index)
             self.applied_wait.advance(self.applied_index)
             if self.applied_index - self.snapshot_index > self.cfg.snapshot_count:
-                self._snapshot()
+                self._maybe_snapshot()
 
     def _on_events(self, events: list[kv_pb2.Event], rev: int) -> None:
         self.lessor.on_events(events)
@@ -415,11 +419,60 @@ class EtcdServer:
         self.applied_wait.advance(self.applied_index)
         log.info("installed the leader's backend at index %d", self.consistent_index)
 
+    def _maybe_snapshot(self) -> None:
+        """Take a raft snapshot unless one is being saved, or a defrag is in
+        flight: a defrag swaps in a file whose durable state is older than
+        the last commit until its replay is committed and the rename made
+        durable, and a snapshot would release the WAL entries that cover
+        the gap."""
+        if self._snapshot_saving or self._defrag_lock.locked():
+            return
+        self._snapshot()
+
     def _snapshot(self) -> None:
-        self.backend.commit()  # the snapshot must not be ahead of the backend
-        self.raft_storage.snapshot_at(self.applied_index, self.conf_state, b"")
+        """Save a raft snapshot at the applied index: the backend is committed
+        here (the snapshot must not be ahead of the durable backend), the
+        snapshot file, the WAL marker and the release of WAL segments run in
+        a worker thread, then the in-memory log is compacted."""
+        self.backend.commit()
+        snap = self.raft_storage.create_snapshot(self.applied_index, self.conf_state, b"")
         self.snapshot_index = self.applied_index
-        log.info("saved raft snapshot at index %d", self.applied_index)
+        self._snapshot_saving = True
+        self.background.spawn(self._save_snapshot(snap), f"raft-snapshot-{snap.metadata.index}")
+
+    async def _save_snapshot(self, snap: Snapshot) -> None:
+        try:
+            await asyncio.to_thread(self.raft_storage.save_snapshot_files, snap)
+        except StorageError as exc:
+            log.critical("%s; stopping the member (fail-stop)", exc)
+            if self.node.failed is None:
+                self.node.failed = exc
+            return
+        finally:
+            self._snapshot_saving = False
+        self.raft_storage.compact_log(snap.metadata.index)
+        log.info("saved raft snapshot at index %d", snap.metadata.index)
+
+    async def defragment(self) -> None:
+        """Defragment the backend without holding the loop: the compacting
+        copy and its fsync run in a worker thread while writes, reads and
+        commits go on; the swap on the loop replays the writes the copy
+        missed. One defrag at a time; raft snapshots wait for it."""
+        self._check_running()
+        async with self._defrag_lock:
+            backend = self.backend
+            copy = backend.start_defrag()
+            running = asyncio.ensure_future(asyncio.to_thread(copy.run))
+            try:
+                await asyncio.shield(running)
+                while not backend.finish_defrag(copy):  # a snapshot copy holds the environment
+                    await asyncio.to_thread(backend.wait_env_free)
+            except BaseException:
+                # the copy may still be running in its thread: clean up once it is done
+                running.add_done_callback(functools.partial(_abort_defrag, backend, copy))
+                raise
+            await asyncio.to_thread(fsync_dir, os.path.dirname(backend.path))
+            log.info("defragmented %s: %d bytes", backend.path, backend.size())
 
     def _run_compaction(self, job: Compaction) -> None:
         async def run() -> None:
@@ -715,6 +768,12 @@ class EtcdServer:
     async def lease_leases(self) -> rpc_pb2.LeaseLeasesResponse:
         await self.linearizable_read()
         return rpc_pb2.LeaseLeasesResponse(leases=[rpc_pb2.LeaseStatus(ID=i) for i in sorted(self.lessor.leases)])
+
+
+def _abort_defrag(backend: Backend, copy: DefragCopy, running: asyncio.Future[None]) -> None:
+    if not running.cancelled():
+        running.exception()  # retrieved: the caller got the failure already
+    backend.abort_defrag(copy)
 
 
 def _forget(ids: set[int], lease_id: int, _done: asyncio.Task[None]) -> None:
