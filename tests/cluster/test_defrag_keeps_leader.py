@@ -46,7 +46,7 @@ def fill_backend(path: Path, megabytes: int) -> None:
 
 
 def test_defrag_of_a_large_db_keeps_the_leader(tmp_path: Path) -> None:
-    members = petcd_cluster(tmp_path, 3)
+    members = petcd_cluster(tmp_path, 3, extra=["--election-timeout", "500"])
     try:
         _run(tmp_path, members)
     finally:
@@ -91,9 +91,9 @@ def _run(tmp_path: Path, members: list[Server]) -> None:
                 kv.Put(rpc_pb2.PutRequest(key=b"during/%d" % i, value=b"x" * 100), timeout=10)
                 acks.append(time.monotonic())
                 i += 1
-            except grpc.RpcError as exc:
+            except grpc.RpcError as exc:  # a put refused: recorded, the checks below say why
                 errors.append(exc)
-                return
+                i += 1
             time.sleep(0.02)
 
     def poller() -> None:
@@ -126,7 +126,6 @@ def _run(tmp_path: Path, members: list[Server]) -> None:
     print(f"db {db_size >> 20} MiB (3 members filled in {fill_seconds:.1f}s): "
           f"defrag took {t1 - t0:.2f}s, {sum(t0 <= a <= t1 for a in acks)} puts acknowledged during it")
 
-    assert not errors, errors
     # the leader never changed, on any member, and no election happened
     assert {lead for _, lead, _ in seen} == {lead_id}
     for m in members:
@@ -138,9 +137,10 @@ def _run(tmp_path: Path, members: list[Server]) -> None:
     assert len(during) > 2, "no put was acknowledged during the defrag"
     gap = max(b - a for a, b in zip(during, during[1:], strict=False))
     assert gap < 1.0, f"puts stalled for {gap:.2f}s during the defrag"
+    assert not errors, errors
     # nothing lost: the big keys and the puts made during the defrag are there
     kv = lead.kv()
     got = kv.Range(rpc_pb2.RangeRequest(key=b"big/%05d" % (DB_MB - 1)), timeout=30)
     assert got.kvs[0].value[:4] == (DB_MB - 1).to_bytes(4, "big")
     n = kv.Range(rpc_pb2.RangeRequest(key=b"during/", range_end=b"during0", count_only=True), timeout=30).count
-    assert n == len(acks)
+    assert n >= len(acks)
