@@ -471,7 +471,7 @@ class EtcdServer:
                 # the copy may still be running in its thread: clean up once it is done
                 running.add_done_callback(functools.partial(_abort_defrag, backend, copy))
                 raise
-            await asyncio.to_thread(fsync_dir, os.path.dirname(backend.path))
+            await asyncio.to_thread(_settle_defrag, copy, os.path.dirname(backend.path))
             log.info("defragmented %s: %d bytes", backend.path, backend.size())
 
     def _run_compaction(self, job: Compaction) -> None:
@@ -768,6 +768,12 @@ class EtcdServer:
     async def lease_leases(self) -> rpc_pb2.LeaseLeasesResponse:
         await self.linearizable_read()
         return rpc_pb2.LeaseLeasesResponse(leases=[rpc_pb2.LeaseStatus(ID=i) for i in sorted(self.lessor.leases)])
+
+
+def _settle_defrag(copy: DefragCopy, dirname: str) -> None:
+    """After the swap (in a worker thread): free the old file, make the rename durable."""
+    copy.release_old()
+    fsync_dir(dirname)
 
 
 def _abort_defrag(backend: Backend, copy: DefragCopy, running: asyncio.Future[None]) -> None:

@@ -322,6 +322,7 @@ class DefragCopy:
         self._reader: lmdb.Transaction[bytes] | None = reader
         self.done = False
         self.replaced = False
+        self.old_fd = -1  # the replaced file, until release_old
 
     def run(self) -> None:
         """Write and fsync the copy. Holds the backend's environment lock (a
@@ -348,6 +349,13 @@ class DefragCopy:
                 reader.abort()
             except lmdb.Error:
                 pass  # the environment was closed under it: nothing left to release
+
+    def release_old(self) -> None:
+        """Close the replaced file, freeing its blocks (slow for a big file:
+        call from a worker thread)."""
+        if self.old_fd >= 0:
+            os.close(self.old_fd)
+            self.old_fd = -1
 
     def cleanup(self) -> None:
         """Close the copy's descriptor; remove the file unless it replaced the backend."""
@@ -788,6 +796,10 @@ class Backend:
             copy.close_reader()
             self._env.close()
             try:
+                # Held open so the old file's blocks are freed when this
+                # descriptor closes (``release_old``, in a worker thread: it
+                # takes about 0.1 s per 0.5 GB), not inside the rename.
+                copy.old_fd = os.open(self.path, os.O_RDONLY)
                 os.replace(copy.tmp, self.path)
                 copy.replaced = True
             finally:
@@ -823,6 +835,7 @@ class Backend:
             self._defrag_copy = None
         copy.close_reader()
         copy.cleanup()
+        copy.release_old()
 
     def defrag(self) -> None:
         """Commit, then replace the file by a compacted copy of itself and
@@ -838,6 +851,8 @@ class Backend:
         except BaseException:
             self.abort_defrag(copy)
             raise
+        finally:
+            copy.release_old()
         self.commit()
         fsync_dir(os.path.dirname(self.path))
 
