@@ -91,6 +91,8 @@ log = logging.getLogger("petcd.server")
 
 # Keys of a compaction step: small enough that a step never holds the loop long.
 COMPACTION_STEP_KEYS = 1000
+# Keys per step of re-attaching keys to leases after installing a leader's backend.
+LEASE_REBUILD_STEP_KEYS = 1000
 
 
 class EtcdServer:
@@ -366,6 +368,8 @@ class EtcdServer:
             if req_id:
                 self.wait.fail(req_id, ErrUnappliable())
             return
+        if req.HasField("lease_revoke"):
+            self.state.lease_keys.finish()  # a revocation deletes every key of the lease
         applied = self.applier.apply(req, e.index)
         if applied.compaction is not None:
             self._run_compaction(applied.compaction)
@@ -410,14 +414,21 @@ class EtcdServer:
         backend = open_backend(self.cfg)
         try:
             membership = load_membership(backend, WalIdentity(self.member_id, self.cluster_id), self.cfg)
-            state = MemberState.open(self.cfg, backend, membership)
+            # the lease keys are re-attached a chunk at a time, off this call
+            state = MemberState.open(self.cfg, backend, membership, lease_keys_now=False)
         except BaseException:
             backend.close()
             raise
         self._install_state(state)
+        self.background.spawn(self._rebuild_lease_keys(state), "lease-keys")
         self.applied_index = max(self.applied_index, self.consistent_index, snap.metadata.index)
         self.applied_wait.advance(self.applied_index)
         log.info("installed the leader's backend at index %d", self.consistent_index)
+
+    async def _rebuild_lease_keys(self, state: MemberState) -> None:
+        """Step a fresh state's lease-key rebuild between other work."""
+        while state is self.state and not state.lease_keys.step(LEASE_REBUILD_STEP_KEYS):
+            await asyncio.sleep(0)
 
     def _maybe_snapshot(self) -> None:
         """Take a raft snapshot unless one is being saved, or a defrag is in
@@ -749,6 +760,8 @@ class EtcdServer:
         if not self.node.is_leader():
             # the remaining TTL lives in the leader's lessor
             return await self.leader_client.time_to_live(self._leader_urls(), req, self.request_timeout)
+        if req.keys:
+            self.state.lease_keys.finish()
         lease = self.lessor.lookup(req.ID)
         if lease is None:
             raise ErrLeaseNotFound()
