@@ -177,7 +177,8 @@ class EtcdServer:
             leader_client=self.leader_client,
         )
         self.reads = ReadIndex(self.member_id, self.node, self.applied_wait, self._has_leader)
-        self._snapshot_saving = False  # a raft snapshot's files are being written
+        # the worker thread writing a raft snapshot's files, while it runs
+        self._snapshot_saving: asyncio.Future[None] | None = None
         self._defrag_lock = asyncio.Lock()  # one defrag at a time; held while one runs
 
     # ---- life cycle -------------------------------------------------------
@@ -275,6 +276,10 @@ class EtcdServer:
         self._set_done(None)
         await self.background.close()
         await self.compactions.close()
+        if self._snapshot_saving is not None:  # its thread writes to the WAL: let it finish
+            await asyncio.wait([self._snapshot_saving])
+            if not self._snapshot_saving.cancelled() and self._snapshot_saving.exception() is not None:
+                log.error("saving the raft snapshot failed: %s", self._snapshot_saving.exception())
         await self.node.stop()
         await self.transport.stop()
         await self.leader_client.close()
@@ -436,7 +441,7 @@ class EtcdServer:
         the last commit until its replay is committed and the rename made
         durable, and a snapshot would release the WAL entries that cover
         the gap."""
-        if self._snapshot_saving or self._defrag_lock.locked():
+        if self._snapshot_saving is not None or self._defrag_lock.locked():
             return
         self._snapshot()
 
@@ -448,19 +453,22 @@ class EtcdServer:
         self.backend.commit()
         snap = self.raft_storage.create_snapshot(self.applied_index, self.conf_state, b"")
         self.snapshot_index = self.applied_index
-        self._snapshot_saving = True
-        self.background.spawn(self._save_snapshot(snap), f"raft-snapshot-{snap.metadata.index}")
+        saving = asyncio.ensure_future(asyncio.to_thread(self.raft_storage.save_snapshot_files, snap))
+        self._snapshot_saving = saving
+        self.background.spawn(self._save_snapshot(snap, saving), f"raft-snapshot-{snap.metadata.index}")
 
-    async def _save_snapshot(self, snap: Snapshot) -> None:
+    async def _save_snapshot(self, snap: Snapshot, saving: asyncio.Future[None]) -> None:
         try:
-            await asyncio.to_thread(self.raft_storage.save_snapshot_files, snap)
+            # shielded: stop() waits for the thread rather than closing the WAL under it
+            await asyncio.shield(saving)
         except StorageError as exc:
             log.critical("%s; stopping the member (fail-stop)", exc)
             if self.node.failed is None:
                 self.node.failed = exc
             return
         finally:
-            self._snapshot_saving = False
+            if saving.done():
+                self._snapshot_saving = None
         self.raft_storage.compact_log(snap.metadata.index)
         log.info("saved raft snapshot at index %d", snap.metadata.index)
 
