@@ -6,7 +6,12 @@ applier has applied the committed entry (after the WAL fsync). A
 linearizable read: ``linearizable_read`` joins the next ReadIndex round, then
 waits until the applied index reaches the round's index.
 
-Everything runs on one asyncio loop; only fsyncs and big copies go to threads.
+Everything runs on one asyncio loop; fsyncs and big copies go to threads:
+the WAL's fsync (the node loop), a raft snapshot's file, WAL marker and
+segment release (``_snapshot``), a defrag's copy (``defragment``), a backend
+snapshot for a follower. Long scans go in steps: compactions, re-attaching
+keys to leases after installing a leader's backend. The backend's batch
+commit (with its fsync) stays on the loop (see petcd.storage.backend).
 """
 
 from __future__ import annotations

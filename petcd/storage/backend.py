@@ -41,11 +41,31 @@ Guarantees:
   member is reported by name before (usually) a read touches the missing
   pages.
 
-Threading: every method except ``snapshot()`` (and the returned
+Defragmenting without stopping the owner: ``start_defrag`` opens a read
+transaction on the committed state and from then on logs every write (the
+open batch's too); the returned :class:`DefragCopy` makes the compacting
+copy from that reader and fsyncs it in a worker thread while the owning
+thread goes on writing, reading and committing; ``finish_defrag`` swaps the
+copy in and replays the logged writes onto it as the open batch (each write
+sets its keys whatever they held before, so those the copy already has
+replay harmlessly). The owning thread's share is the swap: closing and
+reopening the environment and the replay, milliseconds; freeing the old
+file's blocks and the directory fsync are left to a worker thread.
+
+Threading: every method except ``snapshot()``, ``DefragCopy.run()``,
+``DefragCopy.release_old()`` and ``wait_env_free()`` (and the returned
 :class:`BackendSnapshot`) must be called from one thread, the one that owns
 the batch write transaction (LMDB write transactions are bound to a thread).
-A map growth or defrag that coincides with a running snapshot copy waits for
-the copy to finish (the map cannot be replaced under a reader).
+A map growth that coincides with a running copy (snapshot or defrag) waits
+for the copy to finish (the map cannot be replaced under a reader); a defrag
+grows the map ahead of its copy so that the owner does not wait, and its
+swap is refused (``finish_defrag`` returns False) rather than waited for
+while a snapshot copy runs.
+
+The batch commit (with LMDB's fsync) stays on the owning thread: LMDB's
+writer lock is a mutex that only the thread that took it may release, and
+a commit without fsync followed by a sync elsewhere leaves a window in which
+a power loss can leave a meta page pointing at pages never written.
 
 Limits inherited from LMDB: keys are 1..511 bytes (values are unbounded).
 """
