@@ -85,6 +85,10 @@ class ServerConfig:
     peer_cert_allowed_cn: str = ""
     # Accepted for etcd compatibility; the gateway's presence does not depend on it yet.
     enable_grpc_gateway: bool = True
+    # auth: the token scheme (--auth-token), simple tokens' TTL in seconds, bcrypt's cost
+    auth_token: str = "simple"
+    auth_token_ttl: int = 300
+    bcrypt_cost: int = 10
 
     def __post_init__(self) -> None:
         if not self.data_dir:

@@ -25,6 +25,9 @@ from typing import Any
 
 from google.protobuf.message import DecodeError
 
+from petcd.auth.front import AuthFront
+from petcd.auth.store import AuthStore
+from petcd.auth.tokens import AuthInfo
 from petcd.lease.lessor import ErrLeaseNotFound, Lessor
 from petcd.mvcc.history import StoreHistory
 from petcd.mvcc.kvstore import Compaction, KVStore
@@ -139,6 +142,7 @@ class EtcdServer:
         self.wait = Wait()
         self.applied_wait = AppliedWait()
         self.applied_wait.applied = self.applied_index
+        self.auth_front = AuthFront(lambda: self.state.auth, lambda: self.applied_index, self.applied_wait.wait)
         # compaction jobs apart from everything else, so that waiting for
         # compactions waits for nothing else
         self.compactions = TaskGroup("compaction", log)
@@ -254,6 +258,10 @@ class EtcdServer:
     @property
     def applier(self) -> Applier:
         return self.state.applier
+
+    @property
+    def auth(self) -> AuthStore:
+        return self.state.auth
 
     @property
     def consistent_index(self) -> int:
@@ -380,8 +388,11 @@ class EtcdServer:
             if req_id:
                 self.wait.fail(req_id, ErrUnappliable())
             return
-        if req.HasField("lease_revoke"):
-            self.state.lease_keys.finish()  # a revocation deletes every key of the lease
+        if not self.state.lease_keys.done and (
+            req.HasField("lease_revoke")  # a revocation deletes every key of the lease
+            or (req.HasField("put") and req.put.lease and self.state.auth.enabled)  # auth checks its keys
+        ):
+            self.state.lease_keys.finish()
         applied = self.applier.apply(req, e.index)
         if applied.compaction is not None:
             self._run_compaction(applied.compaction)
@@ -427,7 +438,7 @@ class EtcdServer:
         try:
             membership = load_membership(backend, WalIdentity(self.member_id, self.cluster_id), self.cfg)
             # the lease keys are re-attached a chunk at a time, off this call
-            state = MemberState.open(self.cfg, backend, membership, lease_keys_now=False)
+            state = MemberState.open(self.cfg, backend, membership, self.state.auth.tokens, lease_keys_now=False)
         except BaseException:
             backend.close()
             raise
@@ -621,8 +632,11 @@ class EtcdServer:
         if self.node.failed is not None:
             raise ErrStopped()
 
-    async def raft_request(self, req: raft_internal_pb2.InternalRaftRequest) -> Any:
+    async def raft_request(self, req: raft_internal_pb2.InternalRaftRequest, auth: AuthInfo | None = None) -> Any:
         self._check_running()
+        if auth is not None:  # who the request runs as, checked where it is applied
+            req.header.username = auth.username
+            req.header.auth_revision = auth.revision
         if self.membership.is_learner() and not req.HasField("cluster_member_attr_set"):
             raise ErrNotSupportedForLearner()
         req_id = self.ids.next()
@@ -712,24 +726,25 @@ class EtcdServer:
             await self.linearizable_read()
         return txn.range_(self.kv, req)
 
-    async def put(self, req: rpc_pb2.PutRequest) -> rpc_pb2.PutResponse:
-        resp: rpc_pb2.PutResponse = await self.raft_request(raft_internal_pb2.InternalRaftRequest(put=req))
+    async def put(self, req: rpc_pb2.PutRequest, auth: AuthInfo | None = None) -> rpc_pb2.PutResponse:
+        resp: rpc_pb2.PutResponse = await self.raft_request(raft_internal_pb2.InternalRaftRequest(put=req), auth)
         return resp
 
-    async def delete_range(self, req: rpc_pb2.DeleteRangeRequest) -> rpc_pb2.DeleteRangeResponse:
+    async def delete_range(self, req: rpc_pb2.DeleteRangeRequest,
+                           auth: AuthInfo | None = None) -> rpc_pb2.DeleteRangeResponse:
         resp: rpc_pb2.DeleteRangeResponse = await self.raft_request(
-            raft_internal_pb2.InternalRaftRequest(delete_range=req)
+            raft_internal_pb2.InternalRaftRequest(delete_range=req), auth
         )
         return resp
 
-    async def txn(self, req: rpc_pb2.TxnRequest) -> rpc_pb2.TxnResponse:
+    async def txn(self, req: rpc_pb2.TxnRequest, auth: AuthInfo | None = None) -> rpc_pb2.TxnResponse:
         if txn_ops.is_read_only(req):
             if not txn_ops.is_serializable(req):
                 await self.linearizable_read()
             return txn.txn(self.kv, req, self.lessor.exists)
         wrapped = raft_internal_pb2.InternalRaftRequest()
         wrapped.txn.CopyFrom(req)  # not txn=req: that copies by re-parsing, which stops ~50 txns deep
-        resp: rpc_pb2.TxnResponse = await self.raft_request(wrapped)
+        resp: rpc_pb2.TxnResponse = await self.raft_request(wrapped, auth)
         return resp
 
     async def compact(self, req: rpc_pb2.CompactionRequest) -> rpc_pb2.CompactionResponse:
@@ -758,9 +773,14 @@ class EtcdServer:
         )
         return resp
 
-    async def lease_revoke(self, req: rpc_pb2.LeaseRevokeRequest) -> rpc_pb2.LeaseRevokeResponse:
+    async def lease_revoke(self, req: rpc_pb2.LeaseRevokeRequest,
+                           auth: AuthInfo | None = None) -> rpc_pb2.LeaseRevokeResponse:
+        """Revoke as ``auth``'s user; None is the server itself (expiry),
+        which revokes as root, as etcd does (the keys may be anyone's)."""
+        if auth is None:
+            auth = AuthInfo("root", self.auth.revision)
         resp: rpc_pb2.LeaseRevokeResponse = await self.raft_request(
-            raft_internal_pb2.InternalRaftRequest(lease_revoke=req)
+            raft_internal_pb2.InternalRaftRequest(lease_revoke=req), auth
         )
         return resp
 
@@ -790,6 +810,15 @@ class EtcdServer:
         if lead is None:
             raise ErrNoLeader()
         return lead.client_urls
+
+    # ---- Auth -------------------------------------------------------------
+
+    async def auth_request(self, field: str, req: Any, auth: AuthInfo | None) -> Any:
+        """Propose one auth request (``field`` is its InternalRaftRequest
+        field); the auth store applies it and checks the caller's rights."""
+        wrapped = raft_internal_pb2.InternalRaftRequest()
+        getattr(wrapped, field).CopyFrom(req)
+        return await self.raft_request(wrapped, auth)
 
     # ---- Cluster ----------------------------------------------------------
 

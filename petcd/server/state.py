@@ -24,6 +24,8 @@ import os
 import tempfile
 from dataclasses import dataclass
 
+from petcd.auth.store import AuthStore
+from petcd.auth.tokens import TokenProvider, new_token_provider
 from petcd.lease.lessor import Lessor
 from petcd.mvcc.key_range import KeyRange
 from petcd.mvcc.kvstore import KVStore
@@ -144,18 +146,27 @@ class MemberState:
     lessor: Lessor
     alarms: AlarmStore
     membership: Membership
+    auth: AuthStore
     applier: Applier
     consistent_index: int
     lease_keys: LeaseKeyRebuild  # done unless open() was told to leave it to the caller
 
     @classmethod
     def open(
-        cls, cfg: ServerConfig, backend: Backend, membership: Membership, *, lease_keys_now: bool = True
+        cls,
+        cfg: ServerConfig,
+        backend: Backend,
+        membership: Membership,
+        tokens: TokenProvider | None = None,
+        *,
+        lease_keys_now: bool = True,
     ) -> MemberState:
         """Build everything on backend, which the state then owns (``close``
-        closes it); if building fails, the backend stays the caller's. With
-        lease_keys_now False the keys are re-attached to their leases later,
-        by stepping ``lease_keys`` (see LeaseKeyRebuild)."""
+        closes it); if building fails, the backend stays the caller's.
+        ``tokens`` carries the auth tokens over from the state this one
+        replaces (they live in memory); a new provider from the config
+        otherwise. With lease_keys_now False the keys are re-attached to
+        their leases later, by stepping ``lease_keys`` (see LeaseKeyRebuild)."""
         kv = KVStore(backend)
         alarms = AlarmStore()
         alarms.load(backend.items(ALARM_BUCKET))
@@ -163,8 +174,13 @@ class MemberState:
         lease_keys = LeaseKeyRebuild(kv, lessor)
         if lease_keys_now:
             lease_keys.finish()
-        applier = Applier(kv, backend, alarms, lessor, membership)
-        return cls(backend, kv, lessor, alarms, membership, applier, backend.consistent_index()[0], lease_keys)
+        if tokens is None:
+            tokens = new_token_provider(cfg.auth_token, float(cfg.auth_token_ttl))
+        auth = AuthStore(backend, tokens, cfg.bcrypt_cost)
+        applier = Applier(kv, backend, alarms, lessor, membership, auth)
+        return cls(
+            backend, kv, lessor, alarms, membership, auth, applier, backend.consistent_index()[0], lease_keys
+        )
 
     def close(self) -> None:
         """Close the backend (without committing: a caller that keeps the
