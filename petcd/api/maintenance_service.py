@@ -61,7 +61,7 @@ class MaintenanceService:
     @unary
     async def Defragment(self, request: rpc_pb2.DefragmentRequest, context: Ctx) -> rpc_pb2.DefragmentResponse:
         await self._admin(context)
-        self.s.backend.defrag()
+        await self.s.defragment()
         return rpc_pb2.DefragmentResponse()
 
     @unary
