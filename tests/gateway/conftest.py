@@ -1,0 +1,89 @@
+"""Fixtures: petcd serving the JSON gateway, and real etcd 3.4 (the oracle).
+
+Until the client port's own listener serves HTTP/1.1, petcd's gateway is
+served in-process: a petcd member (petcd.embed) on an event loop in a
+thread, with the gateway on its own HTTP/1.1 listener next to gRPC."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from petcd.api import http1
+from petcd.api.cluster_service import ClusterService
+from petcd.api.gateway import handlers_of
+from petcd.api.http_app import ClientHttp
+from petcd.api.kv_service import KVService
+from petcd.api.lease_service import LeaseService
+from petcd.api.maintenance_service import MaintenanceService
+from petcd.api.watch_service import WatchService
+from petcd.embed import Etcd
+from petcd.server.config import ServerConfig
+from petcd.testing.harness import Server, etcd_server, free_port, wait_for
+
+
+class InProcessGateway:
+    """A petcd member and its gateway listener on a loop in a thread."""
+
+    def __init__(self, tmp: Path) -> None:
+        client, peer, self.http_port = free_port(), free_port(), free_port()
+        self.cfg = ServerConfig(
+            name="default", data_dir=str(tmp / "gw.petcd"),
+            listen_client_urls=[f"http://127.0.0.1:{client}"], advertise_client_urls=[f"http://127.0.0.1:{client}"],
+            listen_peer_urls=[f"http://127.0.0.1:{peer}"], initial_advertise_peer_urls=[f"http://127.0.0.1:{peer}"],
+            initial_cluster=f"default=http://127.0.0.1:{peer}",
+        )
+        self.url = f"http://127.0.0.1:{self.http_port}"
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.etcd = Etcd(self.cfg)
+        self.listener: asyncio.Server | None = None
+        self.app: ClientHttp | None = None
+
+    def start(self) -> InProcessGateway:
+        self.thread.start()
+        asyncio.run_coroutine_threadsafe(self._start(), self.loop).result(60)
+        wait_for(lambda: self.etcd.server.leader != 0, 30, "the member to elect itself")
+        return self
+
+    async def _start(self) -> None:
+        await self.etcd.start()
+        s = self.etcd.server
+        handlers = handlers_of([KVService(s), LeaseService(s), ClusterService(s), MaintenanceService(s), WatchService(s)])
+        self.app = ClientHttp(s, handlers)
+        self.listener = await http1.serve(self.app, "127.0.0.1", self.http_port)
+
+    def stop(self) -> None:
+        async def stop() -> None:
+            if self.listener is not None:
+                self.listener.close()
+            await self.etcd.stop()
+
+        try:
+            asyncio.run_coroutine_threadsafe(stop(), self.loop).result(60)
+        finally:
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            self.thread.join(30)
+
+
+@pytest.fixture(scope="module")
+def module_tmp(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("gateway")
+
+
+@pytest.fixture(scope="module")
+def petcd_gw(module_tmp: Path) -> Iterator[str]:
+    g = InProcessGateway(module_tmp).start()
+    yield g.url
+    g.stop()
+
+
+@pytest.fixture(scope="module")
+def etcd(module_tmp: Path) -> Iterator[Server]:
+    s = etcd_server(module_tmp).start()
+    yield s
+    s.stop()
