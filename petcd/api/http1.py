@@ -16,6 +16,7 @@ or with an async iterator of chunks.
 from __future__ import annotations
 
 import asyncio
+import http
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -313,7 +314,7 @@ class Http1Protocol(asyncio.Protocol):
         elif self.conn.their_http_version == b"1.1":
             headers.append(("Transfer-Encoding", "chunked"))
         try:
-            self._send(h11.Response(status_code=resp.status, headers=headers))
+            self._send(h11.Response(status_code=resp.status, headers=headers, reason=_reason(resp.status)))
             if resp.stream is None:
                 if resp.body and not head:
                     self._send(h11.Data(data=resp.body))
@@ -354,7 +355,7 @@ class Http1Protocol(asyncio.Protocol):
             return
         body = (message + "\n").encode()
         try:
-            self._send(h11.Response(status_code=status, headers=[
+            self._send(h11.Response(status_code=status, reason=_reason(status), headers=[
                 ("Content-Type", "text/plain; charset=utf-8"),
                 ("Content-Length", str(len(body))),
                 ("Connection", "close"),
@@ -371,6 +372,13 @@ class Http1Protocol(asyncio.Protocol):
     def _close(self) -> None:
         if self.transport is not None and not self.transport.is_closing():
             self.transport.close()
+
+
+def _reason(status: int) -> bytes:
+    try:
+        return http.HTTPStatus(status).phrase.encode()
+    except ValueError:
+        return b""
 
 
 async def serve(app: App, host: str, port: int) -> asyncio.Server:

@@ -143,13 +143,13 @@ def _go_type(fd: FieldDescriptor) -> str:
     if t in _GO_INT_TYPE:
         return _GO_INT_TYPE[t]
     if t == _F.TYPE_ENUM:
-        return fd.enum_type.full_name.replace(".", "_", fd.enum_type.full_name.count(".") - 1)
+        return _go_message_type(fd.enum_type)
     if t == _F.TYPE_MESSAGE:
         return _go_message_type(fd.message_type)
     return "value"
 
 
-def _go_message_type(d: Descriptor) -> str:
+def _go_message_type(d: Any) -> str:
     pkg = d.file.package
     return f"{pkg}.{d.full_name[len(pkg) + 1:].replace('.', '_')}" if pkg else d.full_name
 
@@ -218,7 +218,7 @@ def _scalar(fd: FieldDescriptor, v: Any) -> Any:
         if isinstance(v, str):
             ev = fd.enum_type.values_by_name.get(v)
             if ev is None:
-                raise JsonError(f"unknown value {json.dumps(v)} for enum {fd.enum_type.full_name}")
+                raise JsonError(f"unknown value {json.dumps(v)} for enum {_go_type(fd)}")
             return ev.number
         if isinstance(v, int) and not isinstance(v, bool):
             return v
