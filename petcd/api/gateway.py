@@ -297,9 +297,10 @@ class Gateway:
             async for chunk in it:
                 for obj in objects.feed(chunk):
                     yield jsonpb.from_obj(obj, call.request_cls())
-            # The body has ended; like etcd, the stream goes on until the
-            # client goes away.
-            await req.closed.wait()
+            if call.path == "/etcdserverpb.Watch/Watch":
+                # The body has ended; like etcd, a watch goes on until the
+                # client goes away (a keep-alive stream ends with its body).
+                await req.closed.wait()
 
         gen = call.handler(requests(), ctx)
         return await self._stream_response(call, gen)
