@@ -20,7 +20,7 @@ import http
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import cast
+from typing import Any, cast
 
 import h11
 
@@ -237,7 +237,9 @@ class Http1Protocol(asyncio.Protocol):
             self.reading_paused = False
             self.transport.resume_reading()
 
-    async def _next_event(self) -> h11.Event | type[h11.PAUSED] | None:
+    async def _next_event(self) -> Any:
+        """The next h11 event (an Event or the PAUSED sentinel), None once
+        the connection is done."""
         while True:
             try:
                 ev = self.conn.next_event()

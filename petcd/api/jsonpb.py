@@ -21,10 +21,13 @@ import json
 from base64 import b64encode
 from typing import Any
 
-from google.protobuf.descriptor import Descriptor, FieldDescriptor
+from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
 
 _F = FieldDescriptor
+# Descriptors come as protobuf's Python classes or upb's, which mypy tells apart.
+FieldDesc = Any
+MessageDesc = Any
 _INT64 = frozenset({_F.TYPE_INT64, _F.TYPE_UINT64, _F.TYPE_SINT64, _F.TYPE_FIXED64, _F.TYPE_SFIXED64})
 _INT32 = frozenset({_F.TYPE_INT32, _F.TYPE_UINT32, _F.TYPE_SINT32, _F.TYPE_FIXED32, _F.TYPE_SFIXED32})
 _UNSIGNED = frozenset({_F.TYPE_UINT64, _F.TYPE_FIXED64, _F.TYPE_UINT32, _F.TYPE_FIXED32})
@@ -55,7 +58,7 @@ def to_obj(msg: Message) -> dict[str, Any]:
     return out
 
 
-def _value(fd: FieldDescriptor, v: Any) -> Any:
+def _value(fd: FieldDesc, v: Any) -> Any:
     t = fd.type
     if t == _F.TYPE_MESSAGE:
         return to_obj(v)
@@ -64,6 +67,7 @@ def _value(fd: FieldDescriptor, v: Any) -> Any:
     if t == _F.TYPE_BYTES:
         return b64encode(v).decode("ascii")
     if t == _F.TYPE_ENUM:
+        assert fd.enum_type is not None
         ev = fd.enum_type.values_by_number.get(v)
         return ev.name if ev is not None else v
     return v
@@ -132,7 +136,7 @@ def _json_kind(v: Any) -> str:
     return "null"
 
 
-def _go_type(fd: FieldDescriptor) -> str:
+def _go_type(fd: FieldDesc) -> str:
     t = fd.type
     if t == _F.TYPE_BYTES:
         return "[]uint8"
@@ -188,17 +192,17 @@ def from_obj(obj: Any, msg: Message) -> Message:
     return msg
 
 
-_JSON_NAMES: dict[str, dict[str, FieldDescriptor]] = {}
+_JSON_NAMES: dict[str, dict[str, FieldDesc]] = {}
 
 
-def _json_names(d: Descriptor) -> dict[str, FieldDescriptor]:
+def _json_names(d: MessageDesc) -> dict[str, FieldDesc]:
     got = _JSON_NAMES.get(d.full_name)
     if got is None:
         got = _JSON_NAMES[d.full_name] = {fd.json_name: fd for fd in d.fields}
     return got
 
 
-def _scalar(fd: FieldDescriptor, v: Any) -> Any:
+def _scalar(fd: FieldDesc, v: Any) -> Any:
     t = fd.type
     if t == _F.TYPE_BYTES:
         if not isinstance(v, str):
@@ -216,6 +220,7 @@ def _scalar(fd: FieldDescriptor, v: Any) -> Any:
         return _integer(fd, v)
     if t == _F.TYPE_ENUM:
         if isinstance(v, str):
+            assert fd.enum_type is not None
             ev = fd.enum_type.values_by_name.get(v)
             if ev is None:
                 raise JsonError(f"unknown value {json.dumps(v)} for enum {_go_type(fd)}")
@@ -230,7 +235,7 @@ def _scalar(fd: FieldDescriptor, v: Any) -> Any:
     raise JsonError(f"unsupported field {fd.full_name}")
 
 
-def _integer(fd: FieldDescriptor, v: Any) -> int:
+def _integer(fd: FieldDesc, v: Any) -> int:
     go = _GO_INT_TYPE[fd.type]
     bits = 64 if "64" in go else 32
     unsigned = fd.type in _UNSIGNED
