@@ -184,7 +184,7 @@ def method_descriptors(files: Iterable[FileDescriptor]) -> dict[str, MethodDescr
     return out
 
 
-def handlers_of(services: Iterable[object], files: Iterable[FileDescriptor] = (rpc_pb2.DESCRIPTOR,)) -> dict[str, Callable[..., Any]]:
+def handlers_of(services: Iterable[object], files: Iterable[FileDescriptor] | None = None) -> dict[str, Callable[..., Any]]:
     """gRPC path -> bound handler for servicer objects whose class names
     their service (KVService serves etcdserverpb.KV, and so on)."""
     by_service: dict[str, object] = {}
@@ -192,7 +192,7 @@ def handlers_of(services: Iterable[object], files: Iterable[FileDescriptor] = (r
         name = type(svc).__name__.removesuffix("Service").removesuffix("Servicer")
         by_service[name] = svc
     out: dict[str, Callable[..., Any]] = {}
-    for path, m in method_descriptors(files).items():
+    for path, m in method_descriptors(files if files is not None else _proto_files()).items():
         impl = by_service.get(m.containing_service.name)
         fn = getattr(impl, m.name, None) if impl is not None else None
         if fn is not None:

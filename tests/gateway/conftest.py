@@ -15,10 +15,12 @@ import pytest
 
 from petcd.api import http1
 from petcd.api.cluster_service import ClusterService
+from petcd.api.election_service import ElectionService
 from petcd.api.gateway import handlers_of
 from petcd.api.http_app import ClientHttp
 from petcd.api.kv_service import KVService
 from petcd.api.lease_service import LeaseService
+from petcd.api.lock_service import LockService
 from petcd.api.maintenance_service import MaintenanceService
 from petcd.api.watch_service import WatchService
 from petcd.embed import Etcd
@@ -53,7 +55,8 @@ class InProcessGateway:
     async def _start(self) -> None:
         await self.etcd.start()
         s = self.etcd.server
-        handlers = handlers_of([KVService(s), LeaseService(s), ClusterService(s), MaintenanceService(s), WatchService(s)])
+        handlers = handlers_of([KVService(s), LeaseService(s), ClusterService(s), MaintenanceService(s), WatchService(s),
+                                LockService(s), ElectionService(s)])
         self.app = ClientHttp(s, handlers)
         self.listener = await http1.serve(self.app, "127.0.0.1", self.http_port)
 

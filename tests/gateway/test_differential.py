@@ -5,6 +5,7 @@ sizes, URLs)."""
 
 from __future__ import annotations
 
+import base64
 import json
 import random
 import socket
@@ -27,6 +28,15 @@ class Ids:
     def __init__(self) -> None:
         self.seen: dict[str, str] = {}
 
+    def key(self, encoded: str) -> str:
+        """A lock or election key (prefix/<lease id in hex>) with the lease named."""
+        raw = base64.b64decode(encoded)
+        prefix, sep, tail = raw.rpartition(b"/")
+        for lid, name in self.seen.items():
+            if sep and tail == format(int(lid), "x").encode():
+                return f"{prefix.decode(errors='replace')}/{name}"
+        return encoded
+
     def name(self, raw: str) -> str:
         if raw not in self.seen:
             self.seen[raw] = f"L{len(self.seen)}"
@@ -45,6 +55,8 @@ def normalise(obj: Any, ids: Ids) -> Any:
                     v.pop("revision", None)
             elif k in ("ID", "lease") and isinstance(v, str):
                 v = ids.name(v)
+            elif k == "key" and isinstance(v, str):
+                v = ids.key(v)
             elif k in ("dbSize", "dbSizeInUse", "leader", "raftIndex", "raftTerm", "raftAppliedIndex",
                        "peerURLs", "clientURLs", "hash", "memberID"):
                 v = "*"
@@ -52,8 +64,8 @@ def normalise(obj: Any, ids: Ids) -> Any:
                 v = "ttl"
             out[k] = normalise(v, ids)
         return out
-    if isinstance(obj, list):
-        return [normalise(v, ids) for v in obj]
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(normalise(v, ids) for v in obj)
     return obj
 
 
