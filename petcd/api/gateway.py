@@ -14,6 +14,7 @@ gRPC code, the ``Authorization`` header as the call's token, and streams
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -25,6 +26,7 @@ from google.protobuf.message_factory import GetMessageClass
 
 from petcd.api import jsonpb
 from petcd.api.http1 import BodyTooLarge, Request, Response
+from petcd.api.metrics import CallCounter
 from petcd.proto import rpc_pb2
 
 log = logging.getLogger("petcd.gateway")
@@ -214,8 +216,10 @@ class Gateway:
     """The JSON API. ``handle`` answers a request whose path is under a
     gateway prefix; anything else is not its business (``owns``)."""
 
-    def __init__(self, handlers: Mapping[str, Callable[..., Any]], max_request_bytes: int) -> None:
+    def __init__(self, handlers: Mapping[str, Callable[..., Any]], max_request_bytes: int,
+                 calls: CallCounter | None = None) -> None:
         self.max_body = max_request_bytes
+        self.counter = calls or CallCounter()
         descriptors = method_descriptors(_proto_files())
         self.calls: dict[str, Call] = {}
         for suffix, path in ROUTES.items():
@@ -235,12 +239,23 @@ class Gateway:
 
     async def handle(self, req: Request) -> Response:
         call = self.calls.get(req.path)
+        if call is None or req.method != "POST":
+            return self._refuse(call)
+        kind = _KINDS[(call.method.client_streaming, call.method.server_streaming)]
+        self.counter.start(kind, call.path)
+        resp = await self._handle(call, req)
+        if resp.stream is None:  # streams count when they end (not tracked here)
+            self.counter.done(kind, call.path, _code_of(resp))
+        return resp
+
+    def _refuse(self, call: Call | None) -> Response:
         if call is None:
             return Response(404, [("Content-Type", "text/plain; charset=utf-8"), ("X-Content-Type-Options", "nosniff")],
                             b"Not Found\n")
-        if req.method != "POST":
-            return Response(405, [("Content-Type", "text/plain; charset=utf-8"), ("X-Content-Type-Options", "nosniff")],
-                            b"Method Not Allowed\n")
+        return Response(405, [("Content-Type", "text/plain; charset=utf-8"), ("X-Content-Type-Options", "nosniff")],
+                        b"Method Not Allowed\n")
+
+    async def _handle(self, call: Call, req: Request) -> Response:
         ctx = GatewayContext(_metadata(req), "")
         m = call.method
         if m.client_streaming:
@@ -337,6 +352,20 @@ class Gateway:
 
     def _line(self, call: Call, item: Any) -> bytes:
         return b'{"result":' + self._json(call, item) + b"}\n"
+
+
+_KINDS = {(False, False): "unary", (False, True): "server_stream", (True, False): "client_stream",
+          (True, True): "bidi_stream"}
+
+
+def _code_of(resp: Response) -> int:
+    """The gRPC code a finished gateway response carries."""
+    if resp.status == 200:
+        return 0
+    try:
+        return int(json.loads(resp.body)["code"])
+    except (ValueError, KeyError, TypeError):
+        return 2
 
 
 async def _empty() -> AsyncIterator[bytes]:

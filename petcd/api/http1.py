@@ -333,7 +333,10 @@ class Http1Protocol(asyncio.Protocol):
                 finally:
                     aclose = getattr(stream, "aclose", None)
                     if aclose is not None:
-                        await aclose()
+                        try:
+                            await aclose()
+                        except RuntimeError:  # the loop is closing the generator itself
+                            pass
             self._send(h11.EndOfMessage())
         except h11.LocalProtocolError:
             return False
@@ -383,7 +386,46 @@ def _reason(status: int) -> bytes:
         return b""
 
 
-async def serve(app: App, host: str, port: int) -> asyncio.Server:
-    """A listener that speaks only HTTP/1.1 (tests, a metrics URL)."""
-    loop = asyncio.get_running_loop()
-    return await loop.create_server(lambda: Http1Protocol(app), host, port)
+class Http1Server:
+    """A listener that speaks only HTTP/1.1 (tests; a --listen-metrics-urls
+    listener). ``close`` ends every connection it accepted, streams
+    included, and waits for them."""
+
+    def __init__(self, app: App) -> None:
+        self.app = app
+        self.protocols: set[Http1Protocol] = set()
+        self.server: asyncio.Server | None = None
+
+    def _make(self) -> Http1Protocol:
+        proto: Http1Protocol
+
+        def closed() -> None:
+            self.protocols.discard(proto)
+
+        proto = Http1Protocol(self.app, closed)
+        self.protocols.add(proto)
+        return proto
+
+    async def start(self, host: str, port: int) -> Http1Server:
+        self.server = await asyncio.get_running_loop().create_server(self._make, host, port)
+        return self
+
+    async def close(self) -> None:
+        if self.server is not None:
+            self.server.close()
+        tasks = []
+        for p in list(self.protocols):
+            if p.task is not None:
+                p.task.cancel()
+                tasks.append(p.task)
+            if p.transport is not None:
+                p.transport.close()
+        if tasks:
+            await asyncio.wait(tasks, timeout=5)
+        if self.server is not None:
+            await self.server.wait_closed()
+
+
+async def serve(app: App, host: str, port: int) -> Http1Server:
+    """Serve app on host:port over HTTP/1.1 only."""
+    return await Http1Server(app).start(host, port)

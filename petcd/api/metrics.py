@@ -15,14 +15,17 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector, ProcessCollector
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
-from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.exposition import generate_latest
 from prometheus_client.registry import Collector
+
+from petcd import stats
 
 if TYPE_CHECKING:
     from petcd.server.etcd_server import EtcdServer
 
-CONTENT_TYPE = CONTENT_TYPE_LATEST
+# what etcd serves (the classic text format, which generate_latest writes)
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 CLUSTER_VERSION = "3.4.0"
 
 _CODE_NAMES = [
@@ -97,6 +100,18 @@ class ServerCollector(Collector):
         yield _gauge("etcd_debugging_mvcc_compact_revision", "The revision of the last compaction in store.",
                      _safe(lambda: s.kv.compact_rev, 0))
         yield _gauge("etcd_debugging_lease_total", "The number of leases.", _safe(lambda: len(s.lessor.leases), 0))
+        yield _histogram("etcd_disk_wal_fsync_duration_seconds",
+                         "The latency distributions of fsync called by WAL.", stats.WAL_FSYNC)
+        yield _histogram("etcd_disk_backend_commit_duration_seconds",
+                         "The latency distributions of commit called by backend.", stats.BACKEND_COMMIT)
+        ops = stats.MVCC
+        for name, doc, value in (
+            ("etcd_mvcc_range_total", "Total number of ranges seen by this member.", ops.range),
+            ("etcd_mvcc_put_total", "Total number of puts seen by this member.", ops.put),
+            ("etcd_mvcc_delete_total", "Total number of deletes seen by this member.", ops.delete),
+            ("etcd_mvcc_txn_total", "Total number of txns seen by this member.", ops.txn),
+        ):
+            yield CounterMetricFamily(name, doc, value=value)
         started = CounterMetricFamily("grpc_server_started_total", "Total number of RPCs started on the server.",
                                       labels=["grpc_type", "grpc_service", "grpc_method"])
         for key, n in sorted(self.calls.started.items()):
@@ -112,6 +127,15 @@ class ServerCollector(Collector):
 
 def _gauge(name: str, doc: str, value: float) -> GaugeMetricFamily:
     return GaugeMetricFamily(name, doc, value=value)
+
+
+def _histogram(name: str, doc: str, h: stats.Histogram) -> HistogramMetricFamily:
+    buckets = [(_bound(b), n) for b, n in h.cumulative()]
+    return HistogramMetricFamily(name, doc, buckets=buckets, sum_value=h.sum)
+
+
+def _bound(b: float) -> str:
+    return "+Inf" if b == float("inf") else repr(b)
 
 
 def _safe(fn: Any, default: Any) -> Any:

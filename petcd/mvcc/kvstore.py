@@ -36,6 +36,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from petcd import stats
 from petcd.mvcc import revision as revs
 from petcd.mvcc.errors import ErrCompacted, ErrCorruptStore, ErrFutureRev, ErrKeyNotFound, ErrLeaseNotFound
 from petcd.mvcc.key_index import Found, Index, KeyIndex
@@ -338,6 +339,7 @@ class KVStore:
         return self._range(req, self.rev)
 
     def _range(self, req: rpc_pb2.RangeRequest, cur: int) -> rpc_pb2.RangeResponse:
+        stats.MVCC.range += 1
         rev = req.revision
         if rev > cur:
             raise ErrFutureRev()
@@ -457,6 +459,7 @@ class KVStore:
         return resp
 
     def _put(self, w: _Write, req: rpc_pb2.PutRequest) -> rpc_pb2.PutResponse:
+        stats.MVCC.put += 1
         cur = self.index.latest(req.key)
         prev = self._read(cur[0]) if cur is not None else None
         if (req.ignore_value or req.ignore_lease) and prev is None:
@@ -479,6 +482,7 @@ class KVStore:
         return resp
 
     def _delete(self, w: _Write, req: rpc_pb2.DeleteRangeRequest) -> rpc_pb2.DeleteRangeResponse:
+        stats.MVCC.delete += 1
         found, _ = self._find(req.key, req.range_end, w.rev, True)
         resp = rpc_pb2.DeleteRangeResponse()
         prevs = [self._read(f[0]) for _, f in found]
@@ -496,6 +500,7 @@ class KVStore:
         """etcd's Txn: compares (all against the state before the txn, nested
         ones included) choose the branches; then every check; then the ops
         in order, all writes sharing one new revision."""
+        stats.MVCC.txn += 1
         plan = self._plan(req)
         if _has_writes(req):
             self._check_puts(plan)

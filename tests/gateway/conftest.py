@@ -43,7 +43,7 @@ class InProcessGateway:
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.etcd = Etcd(self.cfg)
-        self.listener: asyncio.Server | None = None
+        self.listener: http1.Http1Server | None = None
         self.app: ClientHttp | None = None
 
     def start(self) -> InProcessGateway:
@@ -63,7 +63,7 @@ class InProcessGateway:
     def stop(self) -> None:
         async def stop() -> None:
             if self.listener is not None:
-                self.listener.close()
+                await self.listener.close()
             await self.etcd.stop()
 
         try:
