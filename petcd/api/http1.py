@@ -32,6 +32,16 @@ MAX_HEAD = 16 * 1024
 BODY_HIGH_WATER = 1 << 20
 
 
+# Seconds a refused request's remaining body may take to arrive before the
+# connection is closed on it.
+DRAIN_TIMEOUT = 30.0
+
+
+async def _discard(body: Body) -> None:
+    async for _ in body:
+        pass
+
+
 class BodyTooLarge(Exception):
     """A request body beyond the limit its reader set."""
 
@@ -296,13 +306,13 @@ class Http1Protocol(asyncio.Protocol):
             log.exception("serving %s %s", req.method, req.target)
             resp = Response(500, [("Content-Type", "text/plain; charset=utf-8")], b"Internal Server Error\n", close=True)
         ok = await self._write_response(resp, head=req.method == "HEAD")
-        # A body the application did not read is read now, so that the next
-        # request starts where it should (or the connection closes).
-        if ok and not body.complete and not resp.close:
+        # A body the application did not read is read now and dropped, so
+        # that the next request starts where it should, or, when closing,
+        # so that the client reads the answer instead of a reset.
+        if ok and not body.complete:
             try:
-                async for _ in body:
-                    pass
-            except Exception:
+                await asyncio.wait_for(_discard(body), DRAIN_TIMEOUT)
+            except (TimeoutError, Exception):
                 return False
         self.body = None
         return ok and not resp.close and self.conn.our_state is h11.DONE and self.conn.their_state is h11.DONE
