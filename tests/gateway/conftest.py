@@ -7,6 +7,8 @@ thread, with the gateway on its own HTTP/1.1 listener next to gRPC."""
 from __future__ import annotations
 
 import asyncio
+import shutil
+import tempfile
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -74,8 +76,13 @@ class InProcessGateway:
 
 
 @pytest.fixture(scope="module")
-def module_tmp(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("gateway")
+def module_tmp() -> Iterator[Path]:
+    # Not pytest's tmp_path_factory: every pytest session (other suites on
+    # the same machine too) prunes all but the three newest basetemp dirs,
+    # under a test that runs long enough (Patroni's).
+    d = Path(tempfile.mkdtemp(prefix="petcd-gateway-"))
+    yield d
+    shutil.rmtree(d, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")
