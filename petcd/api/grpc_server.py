@@ -27,6 +27,11 @@ from petcd.server.etcd_server import EtcdServer
 # server, not the transport, refuses a request that is merely too large.
 GRPC_OVERHEAD_BYTES = 512 * 1024
 
+# Calls that may wait for the event loop to take them (see build()): far
+# above any burst a client sends at once (etcd serves 5,000 of 5,000), and
+# still a bound. A waiting call costs a few KB of core memory.
+MAX_PENDING_REQUESTS = 100_000
+
 
 def listen_address(url: str) -> str:
     """host:port for grpc from an etcd listen URL (http://127.0.0.1:2379)."""
@@ -46,6 +51,13 @@ def build(server: EtcdServer, listen_urls: list[str]) -> tuple[grpc.aio.Server, 
             ("grpc.max_receive_message_length", max_recv),
             ("grpc.max_send_message_length", 2**31 - 1),
             ("grpc.max_concurrent_streams", 2**31 - 1),
+            # grpc core refuses (CANCELLED) calls that arrive while more than
+            # max_pending_requests (default 1,000; every call above the hard
+            # limit, default 3,000) wait for the server to pick them up; a
+            # Python server falls that far behind in any burst. etcd serves
+            # such bursts: queue them instead and serve them in turn.
+            ("grpc.server.max_pending_requests", MAX_PENDING_REQUESTS),
+            ("grpc.server.max_pending_requests_hard_limit", MAX_PENDING_REQUESTS),
             ("grpc.so_reuseport", 0),
             ("grpc.keepalive_permit_without_calls", 1),
             ("grpc.http2.min_ping_interval_without_data_ms", 5000),

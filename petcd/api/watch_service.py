@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import collections
 from collections.abc import AsyncIterator, Iterable
+from typing import TypeAlias
 
 import grpc
 
@@ -15,11 +16,23 @@ from petcd.mvcc.watchable_store import WatchableStore, WatchBatch, Watcher, Watc
 from petcd.proto import kv_pb2, rpc_pb2, rpc_pb2_grpc
 from petcd.server.etcd_server import EtcdServer
 
-Ctx = grpc.aio.ServicerContext
+Ctx: TypeAlias = grpc.aio.ServicerContext
 
-# Event batches a stream may hold unsent before its watchers are parked
-# (they then catch up from the backend when the client reads again).
+# What a stream may hold unsent before its watchers are parked (they then
+# catch up from the backend when the client reads again): event batches, and
+# roughly bytes of events. A batch larger than the byte budget is taken
+# when nothing else waits, so that any revision can be delivered.
 STREAM_BUFFER = 8192
+STREAM_BUFFER_BYTES = 8 << 20
+# Control responses (created, canceled, progress) a stream may hold unsent;
+# at this many it stops reading requests, so that a client that sends
+# requests and never reads the responses is held by flow control instead of
+# growing the server (etcd holds fewer still: 16).
+CONTROL_BUFFER = 64
+# What the sender takes from the outbox to render at once: rendered
+# responses are copies, so this bounds the copies in memory too.
+CHUNK_ITEMS = 1024
+CHUNK_BYTES = 4 << 20
 # Events at most in one response made by merging a watcher's queued batches.
 MERGE_EVENTS = 1000
 MERGE_BYTES = 1 << 20
@@ -29,38 +42,68 @@ ERR_EMPTY_WATCHER_RANGE = "mvcc: watcher range is empty"
 
 
 class _Outbox(WatchSink):
-    """A stream's outgoing messages: control responses always fit; event
-    batches only while fewer than STREAM_BUFFER are waiting."""
+    """A stream's outgoing messages, in order. Event batches are taken while
+    fewer than STREAM_BUFFER (and STREAM_BUFFER_BYTES) wait, else refused
+    (the store parks the watcher). Control responses are always taken (a
+    created response must precede its watcher's events), and the stream's
+    request reader waits on ``control_room`` before reading on."""
 
     def __init__(self, store: WatchableStore) -> None:
         self.store = store
         self.items: collections.deque[rpc_pb2.WatchResponse | WatchBatch] = collections.deque()
         self.batches = 0
+        self.bytes = 0
+        self.controls = 0
         self.refused = False
         self.ready = asyncio.Event()
+        self.control_room = asyncio.Event()
+        self.control_room.set()
+
+    def has_room(self) -> bool:
+        # once it refused a batch, the outbox is full until the sender takes
+        # from it (which resumes the store): no history is read for nothing
+        return not self.refused and self.batches < STREAM_BUFFER and self.bytes < STREAM_BUFFER_BYTES
 
     def offer(self, batch: WatchBatch) -> bool:
-        if self.batches >= STREAM_BUFFER:
+        if self.batches >= STREAM_BUFFER or (self.batches and self.bytes + batch.size > STREAM_BUFFER_BYTES):
             self.refused = True
             return False
         self.batches += 1
+        self.bytes += batch.size
         self.items.append(batch)
         self.ready.set()
         return True
 
     def control(self, resp: rpc_pb2.WatchResponse) -> None:
         self.items.append(resp)
+        self.controls += 1
+        if self.controls >= CONTROL_BUFFER:
+            self.control_room.clear()
         self.ready.set()
 
-    async def take_all(self) -> list[rpc_pb2.WatchResponse | WatchBatch]:
-        """Everything queued, in order, once there is something."""
+    def controls_full(self) -> bool:
+        return self.controls >= CONTROL_BUFFER
+
+    async def take(self) -> list[rpc_pb2.WatchResponse | WatchBatch]:
+        """The oldest queued items, in order, once there is something: at
+        most CHUNK_ITEMS of them and about CHUNK_BYTES of events."""
         while not self.items:
             self.ready.clear()
             await self.ready.wait()
-        items = list(self.items)
-        self.items.clear()
-        self.batches = 0
-        if self.refused:
+        items: list[rpc_pb2.WatchResponse | WatchBatch] = []
+        size = 0
+        while self.items and len(items) < CHUNK_ITEMS and size < CHUNK_BYTES:
+            item = self.items.popleft()
+            items.append(item)
+            if isinstance(item, WatchBatch):
+                self.batches -= 1
+                self.bytes -= item.size
+                size += item.size
+            else:
+                self.controls -= 1
+        if self.controls < CONTROL_BUFFER:
+            self.control_room.set()
+        if self.refused and self.batches < STREAM_BUFFER and self.bytes < STREAM_BUFFER_BYTES:
             self.refused = False
             self.store.resume()
         return items
@@ -191,12 +234,14 @@ class _Stream:
         if isinstance(item, rpc_pb2.WatchResponse):
             return [item]
         w = item.watcher
-        resp = self.response(w.id, item.revision)
         if item.compact_revision:
-            resp.compact_revision = item.compact_revision
-            resp.canceled = True
+            # etcd's compacted response: no revision in its header
+            resp = rpc_pb2.WatchResponse(watch_id=w.id, compact_revision=item.compact_revision, canceled=True)
+            fill_header(self.s, resp.header)
+            resp.header.revision = 0
             self.watchers.pop(w.id, None)
             return [resp]
+        resp = self.response(w.id, item.revision)
         resp.events.extend(item.events)
         limit = self.s.cfg.max_request_bytes
         if w.id not in self.fragment or resp.ByteSize() <= limit:
@@ -236,7 +281,7 @@ class WatchService(rpc_pb2_grpc.WatchServicer):
         ticker = asyncio.create_task(self._progress(stream))
         try:
             while True:
-                take = asyncio.ensure_future(stream.out.take_all())
+                take = asyncio.ensure_future(stream.out.take())
                 done, _ = await asyncio.wait({take, reader}, return_when=asyncio.FIRST_COMPLETED)
                 if take not in done:
                     take.cancel()
@@ -250,6 +295,9 @@ class WatchService(rpc_pb2_grpc.WatchServicer):
 
     async def _read(self, stream: _Stream, requests: AsyncIterator[rpc_pb2.WatchRequest]) -> None:
         async for req in requests:
+            # the client is not taking its responses: read no more requests
+            # until it does (flow control then stops the client)
+            await stream.out.control_room.wait()
             which = req.WhichOneof("request_union")
             if which == "create_request":
                 stream.create(req.create_request)
@@ -262,4 +310,5 @@ class WatchService(rpc_pb2_grpc.WatchServicer):
         interval = self.s.cfg.watch_progress_notify_interval_s
         while True:
             await asyncio.sleep(interval)
-            stream.progress_notify()
+            if not stream.out.controls_full():  # a client that is not reading misses a tick
+                stream.progress_notify()

@@ -17,6 +17,7 @@ from importlib.metadata import PackageNotFoundError
 from importlib.metadata import version as dist_version
 
 from petcd.cli import flags
+from petcd.cli.limits import ReserveMonitor, raise_fd_limit
 from petcd.cli.logging_setup import LoggingSetupError, setup_logging
 from petcd.server.config import ConfigError, ServerConfig
 
@@ -121,6 +122,7 @@ def run_server(cfg: ServerConfig, notices: list[tuple[int, str]]) -> int:
             "unsafe-no-fsync": cfg.unsafe_no_fsync,
         }},
     )
+    monitor = ReserveMonitor(raise_fd_limit()).start()
     try:
         from petcd.embed.etcd import serve
 
@@ -130,6 +132,8 @@ def run_server(cfg: ServerConfig, notices: list[tuple[int, str]]) -> int:
     except Exception as exc:
         log.critical("petcd stopped: %s", exc, exc_info=True)
         return 1
+    finally:
+        monitor.stop()
 
 
 if __name__ == "__main__":  # pragma: no cover

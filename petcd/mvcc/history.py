@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from petcd.mvcc.kvstore import KVStore
-from petcd.mvcc.watchable_store import History
+from petcd.mvcc.watchable_store import History, events_size
 from petcd.proto import kv_pb2
 
 
@@ -23,3 +23,18 @@ class StoreHistory(History):
         self, start_rev: int, end_rev: int, key: bytes, end: bytes, prev_kv: bool
     ) -> list[kv_pb2.Event]:
         return self.kv.events(start_rev, end_rev, key, end, prev_kv)
+
+    def events_limited(
+        self, start_rev: int, end_rev: int, key: bytes, end: bytes, prev_kv: bool, max_bytes: int
+    ) -> tuple[list[kv_pb2.Event], int]:
+        out: list[kv_pb2.Event] = []
+        size = 0
+        last = 0
+        for ev in self.kv.iter_events(start_rev, end_rev, key, end, prev_kv):
+            rev = ev.kv.mod_revision
+            if rev != last and size >= max_bytes:
+                return out, rev  # whole revisions only: rev is read next time
+            last = rev
+            size += events_size([ev])
+            out.append(ev)
+        return out, end_rev

@@ -32,7 +32,7 @@ Guarantees:
 from __future__ import annotations
 
 import struct
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -657,9 +657,15 @@ class KVStore:
         (end b"": key alone; b"\\0": every key from key on), in revision
         order; with prev_kv, each carries the key's previous value when it
         existed."""
-        out: list[kv_pb2.Event] = []
+        return list(self.iter_events(start_rev, end_rev, key, end, prev_kv))
+
+    def iter_events(
+        self, start_rev: int, end_rev: int, key: bytes, end: bytes, prev_kv: bool
+    ) -> Iterator[kv_pb2.Event]:
+        """events(), read as they are taken: a caller may stop early (the
+        watch store stops after a byte budget)."""
         if end_rev <= start_rev:
-            return out
+            return
         single, stop = _span(key, end)
         for k, v in self.backend.range(
             KEY_BUCKET, revs.to_bytes(max(start_rev, 0), 0), revs.to_bytes(end_rev, 0)
@@ -678,8 +684,7 @@ class KVStore:
                 found = self.index.get(kkey, main - 1)
                 if found is not None:
                     ev.prev_kv.CopyFrom(self._read(found[0]))
-            out.append(ev)
-        return out
+            yield ev
 
 
 def _compare_result(c: rpc_pb2.Compare, have: Any, want: Any) -> bool:

@@ -11,8 +11,13 @@ did not get, holding no events in memory, and catches up from the backend
 when its client reads again. That bounds memory per slow watcher and never
 blocks writes or other watchers.
 
-A watcher that starts at or below the compact revision (or falls that far
-behind) is cancelled with the compact revision, as etcd does.
+A watcher that starts below the compact revision (or falls that far behind)
+is cancelled with the compact revision, as etcd does. One that starts exactly
+at the compact revision is served from it (clients resume at the
+CompactRevision they were given): it gets what survives compaction at that
+revision, as etcd does once the compaction has run: the puts, without their
+previous values (those are compacted), and not the deletions (a tombstone at
+the compact revision is removed by compaction).
 """
 
 from __future__ import annotations
@@ -38,6 +43,9 @@ class WatchBatch:
     events: list[kv_pb2.Event]
     revision: int
     compact_revision: int = 0
+    # roughly the events' encoded size (keys and values): what a stream
+    # counts against its byte budget
+    size: int = 0
 
 
 class WatchSink:
@@ -47,6 +55,16 @@ class WatchSink:
 
     def offer(self, batch: WatchBatch) -> bool:  # pragma: no cover - interface
         raise NotImplementedError
+
+    def has_room(self) -> bool:
+        """Whether an offer may be taken now (the store reads no history for
+        watchers whose stream is full)."""
+        return True
+
+
+def events_size(events: list[kv_pb2.Event]) -> int:
+    """Roughly the encoded size of events, cheaply: keys and values."""
+    return sum(len(ev.kv.key) + len(ev.kv.value) + len(ev.prev_kv.value) + 32 for ev in events)
 
 
 @dataclass(slots=True, eq=False)
@@ -107,11 +125,25 @@ class History:
         """Events of revisions [start_rev, end_rev) on keys in [key, end)."""
         raise NotImplementedError  # pragma: no cover - interface
 
+    def events_limited(
+        self, start_rev: int, end_rev: int, key: bytes, end: bytes, prev_kv: bool, max_bytes: int
+    ) -> tuple[list[kv_pb2.Event], int]:
+        """events() of whole revisions from start_rev on, stopping at the
+        first revision boundary after about max_bytes (events_size): the
+        events and the first revision not read (end_rev when all were)."""
+        return self.events(start_rev, end_rev, key, end, prev_kv), end_rev
+
 
 class WatchableStore:
-    # Revisions read from the backend per unsynced watcher per pass: bounds
-    # both the time a pass holds the loop and the memory it uses.
+    # Revisions read from the backend per pass at most: bounds the time a
+    # pass holds the loop.
     SYNC_CHUNK_REVS = 1000
+    # Bytes of events a pass reads at most (whole revisions; the revision
+    # that crosses it is the last): bounds its memory when values are large,
+    # and the size of the catch-up responses made from it (a watcher's
+    # share of a pass goes out as one response; grpc clients refuse
+    # messages over 4 MB by default).
+    SYNC_CHUNK_BYTES = 1 << 20
 
     def __init__(self, history: History, sync_interval: float = 0.1) -> None:
         self.history = history
@@ -194,23 +226,25 @@ class WatchableStore:
         if not self._groups:
             return
         for g in list(self._groups.values()):
-            probe = g.watchers and next(iter(g.watchers))
-            if not probe or not any(probe.matches(ev.kv.key) for ev in events):
+            probe = next(iter(g.watchers), None)
+            if probe is None or not any(probe.matches(ev.kv.key) for ev in events):
                 continue
             # watchers of one range with the same options see the same events:
             # select (and strip prev_kv) once per option set, not per watcher
-            selections: dict[tuple[bool, bool, bool], list[kv_pb2.Event]] = {}
+            selections: dict[tuple[bool, bool, bool], tuple[list[kv_pb2.Event], int]] = {}
             for w in list(g.watchers):
                 if rev < w.next_rev:
                     continue
                 opts = (w.prev_kv, w.no_put, w.no_delete)
-                selected = selections.get(opts)
-                if selected is None:
-                    selected = selections[opts] = w.select(events)
+                found = selections.get(opts)
+                if found is None:
+                    chosen = w.select(events)
+                    found = selections[opts] = (chosen, events_size(chosen))
+                selected, size = found
                 if not selected:
                     w.next_rev = rev + 1
                     continue
-                if w.sink.offer(WatchBatch(w, selected, rev)):
+                if w.sink.offer(WatchBatch(w, selected, rev, size=size)):
                     w.next_rev = rev + 1
                 else:
                     self._park(w, rev)
@@ -233,48 +267,78 @@ class WatchableStore:
 
     def sync_once(self) -> None:
         """One pass over the unsynced watchers. They share one read of the
-        history (at most SYNC_CHUNK_REVS revisions from the oldest one's next
-        revision, every key), which each then filters for itself: the cost
-        of a pass grows with the history read, not with the watcher count."""
+        history (at most SYNC_CHUNK_REVS revisions and about SYNC_CHUNK_BYTES
+        from the oldest one's next revision, every key), which each then
+        filters for itself: the cost of a pass grows with the history read,
+        not with the watcher count. Watchers whose stream is full are
+        skipped until it drains."""
         cur = self.history.current_revision()
         compact = self.history.compact_revision()
         pending: list[Watcher] = []
         for w in list(self._unsynced):
             if w.canceled:
                 self._unsynced.discard(w)
-            elif w.next_rev <= compact:
-                if w.sink.offer(WatchBatch(w, [], cur, compact_revision=compact)):
+            elif w.next_rev < compact:
+                # revision 0: etcd's compacted response carries no revision
+                if w.sink.offer(WatchBatch(w, [], 0, compact_revision=compact)):
                     self._unsynced.discard(w)
                     w.canceled = True
             elif w.next_rev > cur:
                 self._unsynced.discard(w)
                 self._add_synced(w)
-            else:
+            elif w.sink.has_room():
                 pending.append(w)
+            # else: its stream is still full; read nothing for it yet
         if not pending:
             return
         start = min(w.next_rev for w in pending)
-        end_rev = min(cur + 1, start + self.SYNC_CHUNK_REVS)
-        events = self.history.events(start, end_rev, b"\0", b"\0", any(w.prev_kv for w in pending))
+        events, end_rev = self.history.events_limited(
+            start, min(cur + 1, start + self.SYNC_CHUNK_REVS), b"\0", b"\0", any(w.prev_kv for w in pending),
+            self.SYNC_CHUNK_BYTES)
+        if start <= compact:
+            events = _as_compacted(events, compact)
         last = cur if end_rev > cur else end_rev - 1
         # watchers alike (same range, options and position) select alike
-        selections: dict[tuple[int, bytes, bytes, bool, bool, bool], list[kv_pb2.Event]] = {}
+        selections: dict[tuple[int, bytes, bytes, bool, bool, bool], tuple[list[kv_pb2.Event], int]] = {}
+        progressed = False
         for w in pending:
             if w.next_rev >= end_rev:
-                continue  # ahead of this chunk: a later pass
+                progressed = True  # ahead of this chunk: the next pass
+                continue
             like = (w.next_rev, w.key, w.end, w.prev_kv, w.no_put, w.no_delete)
-            selected = selections.get(like)
-            if selected is None:
+            found = selections.get(like)
+            if found is None:
                 mine = events if w.next_rev == start else [ev for ev in events if ev.kv.mod_revision >= w.next_rev]
-                selected = selections[like] = w.select(mine)
-            if selected and not w.sink.offer(WatchBatch(w, selected, last)):
-                continue  # still full; try again on a later pass
+                chosen = w.select(mine)
+                found = selections[like] = (chosen, events_size(chosen))
+            selected, size = found
+            if selected and not w.sink.offer(WatchBatch(w, selected, last, size=size)):
+                continue  # still full; its stream resumes the store when it drains
+            progressed = True
             w.next_rev = end_rev
             if end_rev > cur:
                 self._unsynced.discard(w)
                 self._add_synced(w)
-        if self._unsynced:
+        if self._unsynced and progressed:
             self._kick.set()
+
+
+def _as_compacted(events: list[kv_pb2.Event], compact: int) -> list[kv_pb2.Event]:
+    """events as a finished compaction at compact leaves them: the events of
+    the compact revision itself lose their previous values and its deletions
+    are gone. Applied whether or not the physical compaction has finished, so
+    a watcher sees the same thing either way."""
+    out: list[kv_pb2.Event] = []
+    for ev in events:
+        if ev.kv.mod_revision <= compact:
+            if ev.type == DELETE:
+                continue
+            if ev.HasField("prev_kv"):
+                slim = kv_pb2.Event(type=ev.type)
+                slim.kv.CopyFrom(ev.kv)
+                ev = slim
+        out.append(ev)
+    return out
 
 
 def _scan_end(w: Watcher) -> bytes:
