@@ -34,14 +34,15 @@ class InProcessGateway:
     """A petcd member and its gateway listener on a loop in a thread."""
 
     def __init__(self, tmp: Path) -> None:
-        client, peer, self.http_port = free_port(), free_port(), free_port()
+        client, peer = free_port(), free_port()
+        self.http_port = 0  # the OS picks it when the listener binds
         self.cfg = ServerConfig(
             name="default", data_dir=str(tmp / "gw.petcd"),
             listen_client_urls=[f"http://127.0.0.1:{client}"], advertise_client_urls=[f"http://127.0.0.1:{client}"],
             listen_peer_urls=[f"http://127.0.0.1:{peer}"], initial_advertise_peer_urls=[f"http://127.0.0.1:{peer}"],
             initial_cluster=f"default=http://127.0.0.1:{peer}",
         )
-        self.url = f"http://127.0.0.1:{self.http_port}"
+        self.url = ""
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.etcd = Etcd(self.cfg)
@@ -60,7 +61,10 @@ class InProcessGateway:
         handlers = handlers_of([KVService(s), LeaseService(s), ClusterService(s), MaintenanceService(s), WatchService(s),
                                 LockService(s), ElectionService(s)])
         self.app = ClientHttp(s, handlers)
-        self.listener = await http1.serve(self.app, "127.0.0.1", self.http_port)
+        self.listener = await http1.serve(self.app, "127.0.0.1", 0)
+        assert self.listener.server is not None
+        self.http_port = int(self.listener.server.sockets[0].getsockname()[1])
+        self.url = f"http://127.0.0.1:{self.http_port}"
 
     def stop(self) -> None:
         async def stop() -> None:
