@@ -1,0 +1,110 @@
+"""The JSON gateway under load: put and range through HTTP/1.1 keep-alive
+(h2load --h1), petcd against real etcd on the same machine, and the cost
+of scraping /metrics every second during a put load.
+
+    python3 bench/gateway_bench.py [--clients 64] [--requests 20000]
+
+Prints requests per second for each server and petcd/etcd ratios. Never
+pass/fail: numbers depend on the machine."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.servers import one_member, stop_on_sigterm  # noqa: E402
+from petcd.testing.harness import require_binary  # noqa: E402
+
+PUT = {"key": "YmVuY2gva2V5", "value": "dmFsdWUtMDEyMzQ1Njc4OWFiY2RlZg=="}
+RANGE = {"key": "YmVuY2gva2V5"}
+
+
+def h2load(url: str, path: str, body: dict[str, str], clients: int, requests: int, tmp: Path) -> float:
+    """Requests per second h2load measured (HTTP/1.1, keep-alive)."""
+    data = tmp / f"body-{abs(hash(path))}.json"
+    data.write_text(json.dumps(body))
+    out = subprocess.run(
+        [require_binary("h2load"), "--h1", "-c", str(clients), "-n", str(requests), "-d", str(data),
+         "-H", "content-type: application/json", url + path],
+        capture_output=True, text=True, timeout=600, check=True,
+    ).stdout
+    failed = re.search(r"(\d+) failed", out)
+    if failed and int(failed.group(1)):
+        raise RuntimeError(f"h2load saw failures:\n{out}")
+    m = re.search(r"finished in [\d.]+m?s, ([\d.]+) req/s", out)
+    if m is None:
+        raise RuntimeError(f"cannot read h2load's output:\n{out}")
+    return float(m.group(1))
+
+
+def cpu_seconds(pid: int) -> float:
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def scrape_cost(url: str, pid: int, clients: int, requests: int, tmp: Path) -> tuple[float, float]:
+    """Server CPU seconds per put during a put load, without and with a
+    /metrics scrape every second."""
+    results = []
+    for scrape in (False, True):
+        stop = threading.Event()
+
+        def scraper(stop: threading.Event = stop) -> None:
+            while not stop.wait(1.0):
+                urllib.request.urlopen(url + "/metrics", timeout=10).read()
+
+        t = threading.Thread(target=scraper, daemon=True)
+        if scrape:
+            t.start()
+        before = cpu_seconds(pid)
+        h2load(url, "/v3/kv/put", PUT, clients, requests, tmp)
+        results.append((cpu_seconds(pid) - before) / requests)
+        stop.set()
+        if scrape:
+            t.join(10)
+    return results[0], results[1]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--clients", type=int, default=64)
+    ap.add_argument("--requests", type=int, default=20000)
+    args = ap.parse_args()
+    stop_on_sigterm()
+    rates: dict[str, dict[str, float]] = {}
+    with tempfile.TemporaryDirectory(prefix="petcd-gateway-bench-") as d:
+        tmp = Path(d)
+        for kind in ("etcd", "petcd"):
+            (tmp / f"{kind}-h2load").mkdir()
+            with one_member(kind, tmp) as server:
+                url = server.client_url
+                h2load(url, "/v3/kv/put", PUT, 8, 1000, tmp)  # warm up
+                rates[kind] = {
+                    "put": h2load(url, "/v3/kv/put", PUT, args.clients, args.requests, tmp),
+                    "range": h2load(url, "/v3/kv/range", RANGE, args.clients, args.requests, tmp),
+                }
+                if kind == "petcd":
+                    assert server.proc is not None
+                    plain, scraped = scrape_cost(url, server.proc.pid, args.clients, args.requests, tmp)
+                    rates[kind]["scrape_overhead"] = (scraped - plain) / plain if plain else 0.0
+            time.sleep(0.5)
+    for op in ("put", "range"):
+        e, p = rates["etcd"][op], rates["petcd"][op]
+        print(f"{op:6s} etcd {e:9.0f} req/s   petcd {p:9.0f} req/s   petcd/etcd {p / e:5.2f}")
+    print(f"/metrics every second during put@{args.clients}: {rates['petcd']['scrape_overhead'] * 100:+.1f}% server CPU per put")
+
+
+if __name__ == "__main__":
+    main()
