@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import binascii
 import json
+import re
 from base64 import b64encode
 from typing import Any
 
@@ -94,7 +95,7 @@ def loads(body: bytes) -> Any:
     if not text.strip():
         raise JsonError("unexpected EOF")
     try:
-        return json.loads(text)
+        return json.loads(text, parse_float=_Number)
     except json.JSONDecodeError as exc:
         raise JsonError(_go_syntax_error(text, exc)) from None
 
@@ -167,7 +168,8 @@ def from_obj(obj: Any, msg: Message) -> Message:
     """Fill msg from a parsed JSON object; returns msg."""
     d = msg.DESCRIPTOR
     if not isinstance(obj, dict):
-        raise _mismatch(obj, _go_message_type(d))
+        # gogo's jsonpb reads every object into a map first
+        raise _mismatch(obj, "map[string]json.RawMessage")
     by_name = d.fields_by_name
     by_json = _json_names(d)
     for key, value in obj.items():
@@ -242,26 +244,42 @@ def _integer(fd: FieldDesc, v: Any) -> int:
     if isinstance(v, bool):
         raise _mismatch(v, go)
     if isinstance(v, str):
-        # jsonpb takes 64-bit (and 32-bit) integers quoted as well
-        text = v
-        try:
-            n = int(text, 10)
-        except ValueError:
-            raise JsonError(f"json: invalid use of ,string struct tag, trying to unmarshal {json.dumps(v)} into {go}") from None
-        if text.strip() != text or text.startswith("+"):
-            raise JsonError(f"json: invalid use of ,string struct tag, trying to unmarshal {json.dumps(v)} into {go}")
+        # jsonpb takes integers quoted as well: the inside is read as a JSON number
+        if not v:
+            raise JsonError("unexpected end of JSON input")
+        m = _JSON_NUMBER.match(v)
+        if m is None:
+            raise JsonError(f"invalid character {_go_char(v[0])} looking for beginning of value")
+        if m.end() < len(v):
+            raise JsonError(f"invalid character {_go_char(v[m.end()])} after top-level value")
+        if m.group(1) or m.group(2):
+            raise JsonError(f"json: cannot unmarshal number {v} into Go value of type {go}")
+        n = int(v)
+    elif isinstance(v, float):
+        raise JsonError(f"json: cannot unmarshal number {getattr(v, 'text', _go_float(v))} into Go value of type {go}")
     elif isinstance(v, int):
         n = v
-    elif isinstance(v, float):
-        if not v.is_integer():
-            raise JsonError(f"json: cannot unmarshal number {_go_float(v)} into Go value of type {go}")
-        n = int(v)
     else:
         raise _mismatch(v, go)
     lo, hi = (0, (1 << bits) - 1) if unsigned else (-(1 << (bits - 1)), (1 << (bits - 1)) - 1)
     if not lo <= n <= hi:
-        raise JsonError(f"json: cannot unmarshal number {n} into Go value of type {go}")
+        raise JsonError(f"json: cannot unmarshal number {v} into Go value of type {go}")
     return n
+
+
+_JSON_NUMBER = re.compile(r"-?(?:0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?")
+
+
+class _Number(float):
+    """A JSON number with a fraction or exponent, remembering its text (Go's
+    errors quote it as written)."""
+
+    text: str
+
+    def __new__(cls, text: str) -> _Number:
+        obj = super().__new__(cls, float(text))
+        obj.text = text
+        return obj
 
 
 def _go_float(v: float) -> str:
@@ -300,7 +318,7 @@ class ObjectStream:
     def __init__(self) -> None:
         self.buf = ""
         self.pending = b""
-        self.decoder = json.JSONDecoder()
+        self.decoder = json.JSONDecoder(parse_float=_Number)
 
     def feed(self, data: bytes) -> list[Any]:
         """The complete objects now available; raises JsonError on garbage."""
