@@ -302,7 +302,7 @@ class Gateway:
         """Watch and LeaseKeepAlive: request objects from the body as they
         arrive; the first one is read before answering, so that a bad one
         gets an error response as etcd's gateway gives it."""
-        objects = jsonpb.ObjectStream()
+        objects = jsonpb.ObjectStream(JSON_FACTOR * self.max_body)
         first: list[Message] = []
         it = aiter(req.body)
         try:

@@ -315,7 +315,8 @@ class ObjectStream:
     """Splits a streamed body into the JSON objects it carries, one after
     another (a body may hold several, with or without separators)."""
 
-    def __init__(self) -> None:
+    def __init__(self, limit: int = 1 << 30) -> None:
+        self.limit = limit  # characters an unfinished object may hold
         self.buf = ""
         self.pending = b""
         self.decoder = json.JSONDecoder(parse_float=_Number)
@@ -341,6 +342,8 @@ class ObjectStream:
                 obj, end = self.decoder.raw_decode(stripped)
             except json.JSONDecodeError as exc:
                 if exc.pos >= len(stripped) or exc.msg.startswith("Unterminated string"):
+                    if len(stripped) > self.limit:
+                        raise JsonError(f"request object larger than {self.limit} bytes") from None
                     self.buf = stripped
                     return out  # wait for more
                 raise JsonError(_go_syntax_error(stripped, exc)) from None
