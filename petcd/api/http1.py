@@ -16,8 +16,10 @@ or with an async iterator of chunks.
 from __future__ import annotations
 
 import asyncio
+import email.utils
 import http
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, cast
@@ -318,7 +320,7 @@ class Http1Protocol(asyncio.Protocol):
         return ok and not resp.close and self.conn.our_state is h11.DONE and self.conn.their_state is h11.DONE
 
     async def _write_response(self, resp: Response, head: bool = False) -> bool:
-        headers = [*COMMON_HEADERS, *resp.headers]
+        headers = [*COMMON_HEADERS, *resp.headers, ("Date", _date())]
         if resp.close:
             headers.append(("Connection", "close"))
         if resp.stream is None:
@@ -387,6 +389,17 @@ class Http1Protocol(asyncio.Protocol):
     def _close(self) -> None:
         if self.transport is not None and not self.transport.is_closing():
             self.transport.close()
+
+
+_DATE: list[Any] = [0, ""]
+
+
+def _date() -> str:
+    """The Date header (Go's servers send one), formatted once a second."""
+    now = int(time.time())
+    if _DATE[0] != now:
+        _DATE[0], _DATE[1] = now, email.utils.formatdate(now, usegmt=True)
+    return str(_DATE[1])
 
 
 def _reason(status: int) -> bytes:
