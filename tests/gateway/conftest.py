@@ -1,8 +1,9 @@
 """Fixtures: petcd serving the JSON gateway, and real etcd 3.4 (the oracle).
 
-Until the client port's own listener serves HTTP/1.1, petcd's gateway is
-served in-process: a petcd member (petcd.embed) on an event loop in a
-thread, with the gateway on its own HTTP/1.1 listener next to gRPC."""
+``petcd_gw`` is a real petcd process whose client port serves HTTP/1.1
+next to gRPC (petcd/http2's listener hands HTTP/1.1 connections to the
+gateway). ``InProcessGateway`` is the same application on a listener of its
+own next to an in-process member, for a server without that listener."""
 
 from __future__ import annotations
 
@@ -27,7 +28,7 @@ from petcd.api.maintenance_service import MaintenanceService
 from petcd.api.watch_service import WatchService
 from petcd.embed import Etcd
 from petcd.server.config import ServerConfig
-from petcd.testing.harness import Server, etcd_server, free_port, wait_for
+from petcd.testing.harness import Server, etcd_server, free_port, petcd_server, wait_for
 
 
 class InProcessGateway:
@@ -89,8 +90,22 @@ def module_tmp() -> Iterator[Path]:
     shutil.rmtree(d, ignore_errors=True)
 
 
+def client_port_speaks_http1() -> bool:
+    try:
+        import petcd.http2.server  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
 @pytest.fixture(scope="module")
 def petcd_gw(module_tmp: Path) -> Iterator[str]:
+    """The URL of a petcd member's client port (gRPC and HTTP/1.1)."""
+    if client_port_speaks_http1():
+        s = petcd_server(module_tmp).start()
+        yield s.client_url
+        s.stop()
+        return
     g = InProcessGateway(module_tmp).start()
     yield g.url
     g.stop()

@@ -1,0 +1,58 @@
+"""/metrics and /health on a 3-member cluster, through each member's client
+port: one leader among the scrapes; a member that loses its leader (the two
+others stopped) reports itself unhealthy, as etcd's /health does."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from petcd.testing.harness import Server, petcd_cluster, wait_for
+
+from .client import Http
+from .conftest import client_port_speaks_http1
+
+pytestmark = pytest.mark.skipif(not client_port_speaks_http1(), reason="the client port does not serve HTTP/1.1")
+
+
+@pytest.fixture
+def cluster(module_tmp: Path) -> Iterator[list[Server]]:
+    d = module_tmp / "c3"
+    d.mkdir()
+    members = petcd_cluster(d, 3)
+    yield members
+    for m in members:
+        m.stop()
+
+
+def gauge(url: str, name: str) -> float:
+    status, _, body = Http(url).request("GET", "/metrics")
+    assert status == 200
+    for fam in text_string_to_metric_families(body.decode()):
+        for s in fam.samples:
+            if s.name == name:
+                return float(s.value)
+    raise AssertionError(f"{name} not in /metrics")
+
+
+def health(url: str) -> tuple[int, bytes]:
+    status, _, body = Http(url, timeout=30).request("GET", "/health")
+    return status, body
+
+
+def test_one_leader_and_health_without_leader(cluster: list[Server]) -> None:
+    urls = [m.client_url for m in cluster]
+    wait_for(lambda: sum(gauge(u, "etcd_server_is_leader") for u in urls) == 1, 30, "exactly one leader in the scrapes")
+    assert [gauge(u, "etcd_server_has_leader") for u in urls] == [1, 1, 1]
+    assert [health(u) for u in urls] == [(200, b'{"health":"true"}')] * 3
+    for m in cluster[1:]:
+        m.stop()
+    survivor = urls[0]
+    wait_for(lambda: health(survivor) == (503, b'{"health":"false"}'), 60, "the lone member to turn unhealthy")
+    wait_for(lambda: gauge(survivor, "etcd_server_has_leader") == 0, 60, "has_leader 0 on the lone member")
+    status, _, body = Http(survivor, timeout=30).request("GET", "/readyz")
+    assert status == 503 and b"[-]linearizable_read failed" in body
+    assert Http(survivor).request("GET", "/livez")[::2] == (200, b"ok")
