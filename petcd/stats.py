@@ -9,6 +9,7 @@ in-process cluster's members share them)."""
 from __future__ import annotations
 
 import bisect
+from collections import Counter
 from dataclasses import dataclass, field
 
 
@@ -54,7 +55,17 @@ class MvccOps:
     txn: int = 0
 
 
+@dataclass
+class Calls:
+    """RPCs started, by (type, service, method), and handled, by (type,
+    service, method, code name)."""
+
+    started: Counter[tuple[str, str, str]] = field(default_factory=Counter)
+    handled: Counter[tuple[str, str, str, str]] = field(default_factory=Counter)
+
+
 # etcd's buckets: 1 ms doubling 14 times (about 8 s)
 WAL_FSYNC = Histogram(_exponential(0.001, 2, 14))
 BACKEND_COMMIT = Histogram(_exponential(0.001, 2, 14))
 MVCC = MvccOps()
+CALLS = Calls()

@@ -10,7 +10,6 @@ code (grpc_server_started_total / grpc_server_handled_total) by
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -38,11 +37,12 @@ _CODE_NAMES = [
 class CallCounter:
     """Counts of calls started and handled, by (type, service, method[, code]),
     as go-grpc-prometheus labels them (grpc_type unary, server_stream,
-    client_stream, bidi_stream)."""
+    client_stream, bidi_stream). The counts live in petcd.stats, per
+    process, so every /metrics listener shows the same ones."""
 
     def __init__(self) -> None:
-        self.started: Counter[tuple[str, str, str]] = Counter()
-        self.handled: Counter[tuple[str, str, str, str]] = Counter()
+        self.started = stats.CALLS.started
+        self.handled = stats.CALLS.handled
 
     def start(self, kind: str, path: str) -> None:
         service, _, method = path.lstrip("/").partition("/")
