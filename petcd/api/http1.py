@@ -328,16 +328,18 @@ class Http1Protocol(asyncio.Protocol):
         elif self.conn.their_http_version == b"1.1":
             headers.append(("Transfer-Encoding", "chunked"))
         try:
-            self._send(h11.Response(status_code=resp.status, headers=headers, reason=_reason(resp.status)))
+            head_bytes = self._encode(h11.Response(status_code=resp.status, headers=headers, reason=_reason(resp.status)))
             if resp.stream is None:
-                if resp.body and not head:
-                    self._send(h11.Data(data=resp.body))
+                # one write per response: head, body and end together
+                body = self._encode(h11.Data(data=resp.body)) if resp.body and not head else b""
+                self._write(head_bytes + body + self._encode(h11.EndOfMessage()))
             else:
+                self._write(head_bytes)
                 stream = resp.stream
                 try:
                     async for chunk in stream:
                         if chunk:
-                            self._send(h11.Data(data=chunk))
+                            self._write(self._encode(h11.Data(data=chunk)))
                             if not self.can_write.is_set():
                                 await self.can_write.wait()
                         if self.closed.is_set():
@@ -349,7 +351,7 @@ class Http1Protocol(asyncio.Protocol):
                             await aclose()
                         except RuntimeError:  # the loop is closing the generator itself
                             pass
-            self._send(h11.EndOfMessage())
+                self._write(self._encode(h11.EndOfMessage()))
         except h11.LocalProtocolError:
             return False
         if self.closed.is_set():
@@ -357,10 +359,15 @@ class Http1Protocol(asyncio.Protocol):
         await self._drain()
         return True
 
-    def _send(self, ev: h11.Event) -> None:
-        data = self.conn.send(ev)
+    def _encode(self, ev: h11.Event) -> bytes:
+        return self.conn.send(ev) or b""
+
+    def _write(self, data: bytes) -> None:
         if data and self.transport is not None and not self.transport.is_closing():
             self.transport.write(data)
+
+    def _send(self, ev: h11.Event) -> None:
+        self._write(self._encode(ev))
 
     async def _drain(self) -> None:
         if not self.can_write.is_set():
