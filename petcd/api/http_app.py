@@ -34,8 +34,9 @@ def not_found() -> Response:
     return Response(404, list(_NOSNIFF), b"404 page not found\n")
 
 
-def method_not_allowed() -> Response:
-    return Response(405, list(_NOSNIFF), b"Method Not Allowed\n")
+def method_not_allowed(allow: str | None = None) -> Response:
+    headers = ([("Allow", allow)] if allow else []) + list(_NOSNIFF)
+    return Response(405, headers, b"Method Not Allowed\n")
 
 
 class Health:
@@ -103,6 +104,8 @@ class ClientHttp:
         }
 
     async def __call__(self, req: Request) -> Response:
+        if req.method == "OPTIONS":
+            return Response(200)  # etcd answers every CORS preflight so
         path = req.path
         route = self.routes.get(path)
         if route is not None:
@@ -114,16 +117,16 @@ class ClientHttp:
         return not_found()
 
     async def version(self, req: Request) -> Response:
-        if req.method not in ("GET", "HEAD"):
-            return method_not_allowed()
+        if req.method != "GET":
+            return method_not_allowed("GET")
         from petcd.server.etcd_server import ETCD_VERSION
 
         body = jsonpb.dumps({"etcdserver": ETCD_VERSION, "etcdcluster": CLUSTER_VERSION})
         return Response(200, [("Content-Type", "application/json")], body)
 
     async def get_health(self, req: Request) -> Response:
-        if req.method not in ("GET", "HEAD"):
-            return method_not_allowed()
+        if req.method != "GET":
+            return method_not_allowed("GET")
         ok, _why = await self.health.health()
         body = b'{"health":"true"}' if ok else b'{"health":"false"}'
         return Response(200 if ok else 503, list(_TEXT), body)
@@ -162,8 +165,7 @@ class ClientHttp:
         return Response(503, list(_NOSNIFF), f"[-]{name} failed: {why}\n{what} check failed\n".encode())
 
     async def get_metrics(self, req: Request) -> Response:
-        if req.method not in ("GET", "HEAD"):
-            return method_not_allowed()
+        # any method, as etcd's promhttp handler
         return Response(200, [("Content-Type", CONTENT_TYPE)], self.metrics.render())
 
 

@@ -27,11 +27,6 @@ from petcd.mvcc.watchable_store import WatchBatch, Watcher, WatchSink
 from petcd.proto import kv_pb2, rpc_pb2
 from petcd.server.etcd_server import EtcdServer
 
-try:  # the client port's own front end, once it has landed
-    from petcd.http2.grpc import StatusCode as _Codes
-except ImportError:  # grpcio's server
-    from grpc import StatusCode as _Codes  # type: ignore[assignment,no-redef]
-
 # etcd's concurrency.NewSession default TTL (seconds)
 SESSION_TTL = 60
 
@@ -60,10 +55,23 @@ async def abort_unknown(context: Any, exc: BaseException) -> NoReturn:
     from petcd.api.errors import status_of
 
     message = str(exc) if isinstance(exc, RecipeError) else status_of(exc)[1]
-    r = context.abort(_Codes.UNKNOWN, message)
+    r = context.abort(_unknown_code(context), message)
     if inspect.isawaitable(r):
         await r
     raise AssertionError("unreachable")  # abort raises
+
+
+def _unknown_code(context: Any) -> Any:
+    """UNKNOWN as the context's front end spells it."""
+    import grpc
+
+    if isinstance(context, grpc.aio.ServicerContext):
+        return grpc.StatusCode.UNKNOWN
+    try:
+        from petcd.http2.grpc import StatusCode
+    except ImportError:  # the gateway's context takes the number
+        return 2
+    return StatusCode.UNKNOWN
 
 
 class Recipes:

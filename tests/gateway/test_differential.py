@@ -219,7 +219,9 @@ def test_bad_watch_and_unknown_paths(petcd_gw: str, etcd: Server) -> None:
     for body in (b"{bad", b'{"create_request":{"key":"!!"}}'):
         got = [watch_lines(u, body, 1, timeout=5) for u in (petcd_gw, etcd.client_url)]
         assert got[0] == got[1]
-    for path in ("/version", "/nothing", "/v3/kv/range"):
-        a = Http(petcd_gw).request("GET", path)
-        b = Http(etcd.client_url).request("GET", path)
-        assert (a[0], a[2]) == (b[0], b[2]), path
+    for method, path in [("GET", "/version"), ("GET", "/nothing"), ("GET", "/v3/kv/range"), ("PUT", "/version"),
+                         ("POST", "/health"), ("OPTIONS", "/v3/kv/range"), ("OPTIONS", "/nothing"),
+                         ("DELETE", "/v3/kv/put"), ("GET", "/v3/"), ("POST", "/v3/watch/")]:
+        a = Http(petcd_gw).request(method, path)
+        b = Http(etcd.client_url).request(method, path)
+        assert (a[0], a[2], a[1].get("allow")) == (b[0], b[2], b[1].get("allow")), (method, path)
