@@ -1,8 +1,9 @@
 """The one place where petcd's errors become gRPC statuses, with etcd's codes
 and messages (so etcdctl and client libraries recognise them).
 
-Service handlers call ``abort_with`` from their ``except`` clause; anything
-unknown becomes UNKNOWN with its text, and is logged.
+Service handlers call ``abort_with`` from their ``except`` clause, which
+raises the front end's RpcError; an RpcError passes through unchanged;
+anything unknown becomes UNKNOWN with its text, and is logged.
 """
 
 from __future__ import annotations
@@ -10,9 +11,8 @@ from __future__ import annotations
 import logging
 from typing import NoReturn
 
-import grpc
-
 from petcd.api import validation
+from petcd.http2.grpc import RpcError, StatusCode
 from petcd.lease import lessor as lease_errors
 from petcd.mvcc import errors as mvcc_errors
 from petcd.server import errors as server_errors
@@ -21,10 +21,10 @@ from petcd.server.apply import ErrUnappliable
 
 log = logging.getLogger("petcd.api")
 
-_C = grpc.StatusCode
+_C = StatusCode
 
 # exception type -> (status code, message override or None for str(exc))
-_STATUS: dict[type[BaseException], tuple[grpc.StatusCode, str | None]] = {
+_STATUS: dict[type[BaseException], tuple[StatusCode, str | None]] = {
     validation.ErrEmptyKey: (_C.INVALID_ARGUMENT, None),
     validation.ErrKeyNotFound: (_C.INVALID_ARGUMENT, None),
     validation.ErrValueProvided: (_C.INVALID_ARGUMENT, None),
@@ -65,7 +65,9 @@ _STATUS: dict[type[BaseException], tuple[grpc.StatusCode, str | None]] = {
 }
 
 
-def status_of(exc: BaseException) -> tuple[grpc.StatusCode, str]:
+def status_of(exc: BaseException) -> tuple[StatusCode, str]:
+    if isinstance(exc, RpcError):
+        return exc.code, exc.message
     for cls in type(exc).__mro__:
         hit = _STATUS.get(cls)
         if hit is not None:
@@ -74,9 +76,17 @@ def status_of(exc: BaseException) -> tuple[grpc.StatusCode, str]:
     return _C.UNKNOWN, str(exc)
 
 
-async def abort_with(context: grpc.aio.ServicerContext, exc: BaseException) -> NoReturn:
+def rpc_error(exc: BaseException) -> RpcError:
+    """The RpcError that answers exc."""
+    if isinstance(exc, RpcError):
+        return exc
     code, message = status_of(exc)
     if code == _C.UNKNOWN:
         log.error("unexpected error serving a request: %r", exc, exc_info=exc)
-    await context.abort(code, message)
-    raise AssertionError("unreachable")  # context.abort always raises
+    return RpcError(code, message)
+
+
+async def abort_with(context: object, exc: BaseException) -> NoReturn:
+    """End the call with exc's status (context is the call's, kept so that
+    handlers read the same as before)."""
+    raise rpc_error(exc) from None

@@ -9,9 +9,8 @@ import functools
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol, TypeVar
 
-import grpc
-
 from petcd.api.errors import abort_with
+from petcd.http2.server import CallContext
 from petcd.proto import rpc_pb2
 from petcd.server.etcd_server import EtcdServer
 
@@ -26,7 +25,7 @@ class Service(Protocol):
 
 
 Resp = TypeVar("Resp", bound=_HasHeader)
-Handler = Callable[[Any, Any, grpc.aio.ServicerContext], Awaitable[Resp]]
+Handler = Callable[[Any, Any, CallContext], Awaitable[Resp]]
 
 
 def fill_header(server: EtcdServer, h: rpc_pb2.ResponseHeader) -> None:
@@ -39,7 +38,7 @@ def fill_header(server: EtcdServer, h: rpc_pb2.ResponseHeader) -> None:
 
 def unary(fn: Handler[Resp]) -> Handler[Resp]:
     @functools.wraps(fn)
-    async def wrapper(self: Service, request: Any, context: grpc.aio.ServicerContext) -> Resp:
+    async def wrapper(self: Service, request: Any, context: CallContext) -> Resp:
         try:
             resp = await fn(self, request, context)
         except Exception as exc:

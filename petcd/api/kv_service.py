@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-import grpc
-
 from petcd.api import validation
 from petcd.api.handler import unary
-from petcd.proto import rpc_pb2, rpc_pb2_grpc
+from petcd.http2.server import CallContext
+from petcd.proto import rpc_pb2
 from petcd.server.etcd_server import EtcdServer
 
-Ctx = grpc.aio.ServicerContext
+Ctx = CallContext
 
 
-class KVService(rpc_pb2_grpc.KVServicer):
+class KVService:
     def __init__(self, server: EtcdServer) -> None:
         self.s = server
 

@@ -4,18 +4,17 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
-import grpc
-
 from petcd.api.errors import abort_with
 from petcd.api.handler import fill_header, unary
+from petcd.http2.server import CallContext
 from petcd.lease.lessor import ErrLeaseNotFound
-from petcd.proto import rpc_pb2, rpc_pb2_grpc
+from petcd.proto import rpc_pb2
 from petcd.server.etcd_server import EtcdServer
 
-Ctx = grpc.aio.ServicerContext
+Ctx = CallContext
 
 
-class LeaseService(rpc_pb2_grpc.LeaseServicer):
+class LeaseService:
     def __init__(self, server: EtcdServer) -> None:
         self.s = server
 

@@ -6,21 +6,20 @@ import asyncio
 import hashlib
 from collections.abc import AsyncIterator
 
-import grpc
-
 from petcd.api.errors import abort_with
 from petcd.api.handler import unary
-from petcd.proto import rpc_pb2, rpc_pb2_grpc
+from petcd.http2.server import CallContext
+from petcd.proto import rpc_pb2
 from petcd.server.errors import ErrNoLeader, ErrNotSupported
 from petcd.server.etcd_server import ETCD_VERSION, EtcdServer
 
-Ctx = grpc.aio.ServicerContext
+Ctx = CallContext
 
 # etcd streams snapshots in 32 KiB blobs, then one blob with the sha256 of all.
 SNAPSHOT_CHUNK = 32 * 1024
 
 
-class MaintenanceService(rpc_pb2_grpc.MaintenanceServicer):
+class MaintenanceService:
     def __init__(self, server: EtcdServer) -> None:
         self.s = server
 

@@ -6,17 +6,18 @@ from __future__ import annotations
 
 import asyncio
 import collections
-from collections.abc import AsyncIterator, Iterable
-from typing import TypeAlias
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any, TypeAlias
 
-import grpc
-
+from petcd.api import watch_encoding
 from petcd.api.handler import fill_header
+from petcd.http2.server import CallContext
 from petcd.mvcc.watchable_store import WatchableStore, WatchBatch, Watcher, WatchSink
-from petcd.proto import kv_pb2, rpc_pb2, rpc_pb2_grpc
+from petcd.proto import rpc_pb2
 from petcd.server.etcd_server import EtcdServer
 
-Ctx: TypeAlias = grpc.aio.ServicerContext
+Ctx: TypeAlias = CallContext
 
 # What a stream may hold unsent before its watchers are parked (they then
 # catch up from the backend when the client reads again): event batches, and
@@ -195,40 +196,48 @@ class _Stream:
             self.store.cancel(w)
         self.watchers.clear()
 
-    def render_all(self, items: list[rpc_pb2.WatchResponse | WatchBatch]) -> list[rpc_pb2.WatchResponse]:
+    def render_all(self, items: list[rpc_pb2.WatchResponse | WatchBatch]) -> list[rpc_pb2.WatchResponse | bytes]:
         """The responses for a run of queued items. A watcher's batches that
         queued up behind each other go out as one response (fewer, larger
         messages when the client or the network is slower than the writes);
         never across a control response for that watcher, so created,
-        canceled and progress responses keep their place."""
-        out: list[rpc_pb2.WatchResponse] = []
-        merging: dict[int, rpc_pb2.WatchResponse] = {}
-        sizes: dict[int, int] = {}
+        canceled and progress responses keep their place. Event responses
+        come out encoded, from events encoded once for every watcher
+        (watch_encoding)."""
+        out: list[rpc_pb2.WatchResponse | _Merged] = []
+        merging: dict[int, _Merged] = {}
         for item in items:
             if isinstance(item, rpc_pb2.WatchResponse):
                 merging.pop(item.watch_id, None)
                 out.append(item)
                 continue
             wid = item.watcher.id
-            resp = merging.get(wid)
-            if resp is not None and not item.compact_revision and len(resp.events) + len(item.events) <= MERGE_EVENTS:
-                size = sizes.get(wid)
-                if size is None:
-                    size = _approx_size(resp.events)
-                size += _approx_size(item.events)
-                if size <= MERGE_BYTES:
-                    resp.events.extend(item.events)
-                    resp.header.revision = item.revision
-                    sizes[wid] = size
-                    continue
-            sizes.pop(wid, None)
-            parts = self.render(item)
-            out.extend(parts)
-            if len(parts) == 1 and not item.compact_revision and wid not in self.fragment:
-                merging[wid] = parts[0]
-            else:
+            if item.compact_revision or wid in self.fragment:
                 merging.pop(wid, None)
-        return out
+                out.extend(self.render(item))
+                continue
+            encoded = watch_encoding.events(item.events)
+            m = merging.get(wid)
+            if m is not None and m.count + len(item.events) <= MERGE_EVENTS and m.size + len(encoded) <= MERGE_BYTES:
+                m.parts.append(encoded)
+                m.count += len(item.events)
+                m.size += len(encoded)
+                m.revision = item.revision
+                continue
+            m = merging[wid] = _Merged(wid, item.revision, [encoded], len(item.events), len(encoded))
+            out.append(m)
+        s = self.s
+        headers: dict[int, bytes] = {}
+        result: list[rpc_pb2.WatchResponse | bytes] = []
+        for o in out:
+            if isinstance(o, _Merged):
+                h = headers.get(o.revision)
+                if h is None:
+                    h = headers[o.revision] = watch_encoding.header(s.cluster_id, s.member_id, o.revision, s.term)
+                result.append(watch_encoding.response(h, o.watch_id, b"".join(o.parts)))
+            else:
+                result.append(o)
+        return result
 
     def render(self, item: rpc_pb2.WatchResponse | WatchBatch) -> list[rpc_pb2.WatchResponse]:
         if isinstance(item, rpc_pb2.WatchResponse):
@@ -249,9 +258,15 @@ class _Stream:
         return _fragments(resp, limit)
 
 
-def _approx_size(events: Iterable[kv_pb2.Event]) -> int:
-    """Roughly the encoded size of events, cheaply: keys and values only."""
-    return sum(len(ev.kv.key) + len(ev.kv.value) + len(ev.prev_kv.value) for ev in events)
+@dataclass(slots=True)
+class _Merged:
+    """A watcher's event batches going out as one response."""
+
+    watch_id: int
+    revision: int
+    parts: list[bytes]
+    count: int
+    size: int
 
 
 def _fragments(resp: rpc_pb2.WatchResponse, limit: int) -> list[rpc_pb2.WatchResponse]:
@@ -269,23 +284,29 @@ def _fragments(resp: rpc_pb2.WatchResponse, limit: int) -> list[rpc_pb2.WatchRes
     return parts
 
 
-class WatchService(rpc_pb2_grpc.WatchServicer):
+class WatchService:
     def __init__(self, server: EtcdServer) -> None:
         self.s = server
 
     async def Watch(
         self, request_iterator: AsyncIterator[rpc_pb2.WatchRequest], context: Ctx
-    ) -> AsyncIterator[rpc_pb2.WatchResponse]:
+    ) -> AsyncIterator[rpc_pb2.WatchResponse | bytes]:
         stream = _Stream(self.s)
         reader = asyncio.create_task(self._read(stream, request_iterator))
         ticker = asyncio.create_task(self._progress(stream))
+        # When the client closes its side the reader ends, but (as with
+        # etcd) the watchers keep delivering until the call is cancelled.
+        reading: set[asyncio.Future[Any]] = {reader}
         try:
             while True:
-                take = asyncio.ensure_future(stream.out.take())
-                done, _ = await asyncio.wait({take, reader}, return_when=asyncio.FIRST_COMPLETED)
+                take: asyncio.Future[Any] = asyncio.ensure_future(stream.out.take())
+                done, _ = await asyncio.wait({take, *reading}, return_when=asyncio.FIRST_COMPLETED)
+                if reader in done:
+                    reading.clear()
+                    reader.result()  # a failed reader ends the stream with its error
                 if take not in done:
                     take.cancel()
-                    break  # the client closed its side
+                    continue
                 for resp in stream.render_all(take.result()):
                     yield resp
         finally:

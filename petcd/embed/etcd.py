@@ -7,9 +7,8 @@ import asyncio
 import logging
 import signal
 
-import grpc
-
 from petcd.api import grpc_server
+from petcd.http2.server import ClientPort
 from petcd.server.config import ServerConfig
 from petcd.server.etcd_server import EtcdServer
 
@@ -20,20 +19,26 @@ class Etcd:
     def __init__(self, cfg: ServerConfig) -> None:
         self.cfg = cfg
         self.server = EtcdServer(cfg)
-        self._grpc: grpc.aio.Server | None = None
+        self._port: ClientPort | None = None
 
     async def start(self) -> None:
-        await self.server.start()
-        g, hs = grpc_server.build(self.server, list(self.cfg.listen_client_urls))
-        await g.start()
-        await grpc_server.set_serving(hs)
-        self._grpc = g
+        # bind first: a port in use fails here, before the data dir is touched
+        sockets = grpc_server.bind(self.cfg.listen_client_urls)
+        try:
+            await self.server.start()
+        except BaseException:
+            for s in sockets:
+                s.close()
+            raise
+        port = grpc_server.build(self.server, sockets, grpc_server.keepalive_from(self.cfg))
+        await port.start()
+        self._port = port
         log.info("ready to serve client requests on %s", ", ".join(self.cfg.listen_client_urls))
 
     async def stop(self) -> None:
-        if self._grpc is not None:
-            await self._grpc.stop(grace=1.0)
-            self._grpc = None
+        if self._port is not None:
+            await self._port.stop(grace=1.0)
+            self._port = None
         await self.server.stop()
 
 

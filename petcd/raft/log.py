@@ -123,17 +123,24 @@ class RaftLog:
                 return e.index
         return 0
 
-    def find_conflict_by_term(self, index: int, term: int) -> tuple[int, int]:
+    def find_conflict_by_term(self, index: int, term: int, floor: int = 0) -> tuple[int, int]:
         """The largest index <= index whose term is <= term, with that term:
-        where a leader should probe next after a rejection (fast backtracking)."""
-        while index > 0:
+        where a leader should probe next after a rejection (fast backtracking).
+
+        The walk stops at floor, an index known to match on both sides (the
+        follower's commit, the leader's match for it): without it a message
+        with a tiny term would walk the whole log."""
+        while index > floor:
             t = self.term(index)
             if t is None:
                 return index, 0
             if t <= term:
                 return index, t
             index -= 1
-        return 0, 0
+        if floor <= 0:
+            return 0, 0
+        t = self.term(floor)
+        return floor, t if t is not None else 0
 
     # ---- commit, apply, stable ----------------------------------------------
 

@@ -16,6 +16,7 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from petcd.raft.bounds import MAX_TERM, MAX_TERM_STEP
 from petcd.raft.log import RaftLog
 from petcd.raft.progress import Progress, ProgressState
 from petcd.raft.storage import MemoryStorage
@@ -126,6 +127,7 @@ class Raft:
         # conf change entries up to here are already reflected in prs
         # (bootstrap applies its own at once)
         self.conf_reflected = 0
+        self.verified = 0
         self._step: Callable[[Message], None] = self._step_follower
 
         hs, cs = cfg.storage.initial_state()
@@ -144,6 +146,9 @@ class Raft:
         if cfg.applied > 0:
             self.log.applied_to(cfg.applied)
         self.become_follower(self.term, NONE)
+        # Restarted within a term, the log is taken as matched: the leader may well know this
+        # node's tail is its own (its match for it) and will send no append to say so again.
+        self.verified = self.log.last_index()
 
     # ---- state ---------------------------------------------------------------
 
@@ -185,6 +190,10 @@ class Raft:
         if self.term != term:
             self.term = term
             self.vote = NONE
+            # How far this node's log is known to match the leader of this term's: what
+            # it has committed, then what that leader's appends have matched. A heartbeat
+            # commits no further (_handle_heartbeat).
+            self.verified = self.log.committed
         self.lead = NONE
         self.election_elapsed = 0
         self.heartbeat_elapsed = 0
@@ -271,6 +280,11 @@ class Raft:
     def _hup(self, transfer: bool = False) -> None:
         if self.state == StateType.Leader or not self.promotable():
             return
+        if self.term >= MAX_TERM:
+            # term + 1 would be a term no peer accepts (bounds.py); staying a
+            # follower beats overflowing the term on the wire and in the WAL
+            log.error("%x cannot campaign: its term %d is at the limit %d", self.id, self.term, MAX_TERM)
+            return
         if self._pending_conf_unapplied():
             log.warning("%x cannot campaign at term %d: configuration changes are not yet applied", self.id, self.term)
             return
@@ -340,6 +354,15 @@ class Raft:
                 pass  # a pre-vote never changes our term
             elif m.type == MT.MsgPreVoteResp and not m.reject:
                 pass  # the term moves when the pre-vote wins
+            elif m.term - self.term > MAX_TERM_STEP:
+                # No run of elections explains such a jump (bounds.py): move toward the term as a
+                # campaign would, by MAX_TERM_STEP at most, and drop the message. A cluster pushed
+                # apart still converges; pinning it at MAX_TERM takes billions of forged messages.
+                term = min(self.term + MAX_TERM_STEP, MAX_TERM)
+                log.warning("%x moved from term %d to %d only, on a %s from %x at term %d",
+                            self.id, self.term, term, m.type.name, m.from_, m.term)
+                self.become_follower(term, NONE)
+                return
             elif m.type in (MT.MsgApp, MT.MsgHeartbeat, MT.MsgSnap):
                 self.become_follower(m.term, m.from_)
             else:
@@ -378,7 +401,9 @@ class Raft:
     def _step_leader(self, m: Message) -> None:
         t = m.type
         if t == MT.MsgBeat:
-            self._bcast_heartbeat(b"")
+            # Every heartbeat carries the newest pending read's context: a read
+            # whose acks were lost is confirmed by the next heartbeat, not never.
+            self._bcast_heartbeat(self.read_queue[-1] if self.read_queue else b"")
             return
         if t == MT.MsgCheckQuorum:
             if not self._quorum_active():
@@ -477,7 +502,7 @@ class Raft:
         if m.reject:
             hint = m.reject_hint
             if m.log_term > 0:
-                hint = self.log.find_conflict_by_term(m.reject_hint, m.log_term)[0]
+                hint = self.log.find_conflict_by_term(m.reject_hint, m.log_term, floor=pr.match)[0]
             if pr.maybe_decr_to(m.index, hint):
                 if pr.state == ProgressState.Replicate:
                     pr.become_probe()
@@ -723,7 +748,10 @@ class Raft:
                 m.to = self.lead
                 self.msgs.append(m)
         elif t == MT.MsgTimeoutNow:
-            if self.promotable():
+            if m.from_ != self.lead:
+                # only the leader hands over leadership; anyone else would just force an election
+                log.warning("%x ignored MsgTimeoutNow from %x: the leader is %x", self.id, m.from_, self.lead)
+            elif self.promotable():
                 log.info("%x starts a transfer election at term %d", self.id, self.term)
                 self._hup(transfer=True)
         elif t == MT.MsgReadIndex:
@@ -732,7 +760,7 @@ class Raft:
             m.to = self.lead
             self.msgs.append(m)
         elif t == MT.MsgReadIndexResp:
-            if len(m.entries) == 1:
+            if len(m.entries) == 1 and m.from_ == self.lead:
                 self.read_states.append(ReadState(m.index, m.entries[0].data))
 
     def _handle_append(self, m: Message) -> None:
@@ -741,10 +769,11 @@ class Raft:
             return
         last_new = self.log.maybe_append(m.index, m.log_term, m.commit, m.entries)
         if last_new is not None:
+            self.verified = max(self.verified, last_new)
             self._send(Message(type=MT.MsgAppResp, to=m.from_, index=last_new))
             return
         hint_index = min(m.index, self.log.last_index())
-        hint_index, hint_term = self.log.find_conflict_by_term(hint_index, m.log_term)
+        hint_index, hint_term = self.log.find_conflict_by_term(hint_index, m.log_term, floor=self.log.committed)
         self._send(
             Message(
                 type=MT.MsgAppResp, to=m.from_, index=m.index, reject=True, reject_hint=hint_index, log_term=hint_term
@@ -752,7 +781,12 @@ class Raft:
         )
 
     def _handle_heartbeat(self, m: Message) -> None:
-        self.log.commit_to(min(m.commit, self.log.last_index()))
+        # A leader's heartbeat commits at most what the follower has matched with it
+        # (min(match, commit)). Entries past `verified` are not known to be this term's
+        # leader's: a stale tail from an earlier term must not be committed on the word
+        # of a heartbeat (a forged one, say); the leader's first append in its term,
+        # which every follower gets, verifies what is really its own.
+        self.log.commit_to(min(m.commit, self.verified, self.log.last_index()))
         self._send(Message(type=MT.MsgHeartbeatResp, to=m.from_, context=m.context))
 
     def _handle_snapshot(self, m: Message) -> None:
@@ -774,6 +808,7 @@ class Raft:
             self.log.commit_to(md.index)
             return False
         self.log.restore(snap)
+        self.verified = md.index
         self.prs = {}
         for v in cs.voters:
             self._add_progress(v, learner=False)

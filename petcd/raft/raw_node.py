@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 
+from petcd.raft.bounds import why_impossible
 from petcd.raft.progress import ProgressState
 from petcd.raft.raft import Config, ProposalDropped, Raft, ReadState
 from petcd.raft.types import (
@@ -153,8 +154,9 @@ class RawNode:
 
     def step(self, m: Message) -> None:
         """Feed a message that arrived from a peer. Bad or unexpected
-        messages are ignored with a logged reason; this never raises for
-        what a peer sent."""
+        messages are ignored with a logged reason (see bounds.py for what no
+        correct peer sends); this never raises for what a peer sent, and
+        nothing out of bounds reaches the hard state, the log or the WAL."""
         r = self.raft
         if m.type in _LOCAL:
             log.debug("%x ignored local message type %s from the network", r.id, m.type.name)
@@ -165,8 +167,10 @@ class RawNode:
         if m.type in _RESPONSES and m.from_ not in r.prs:
             log.debug("%x ignored %s from unknown member %x", r.id, m.type.name, m.from_)
             return
-        if m.term < 0 or m.index < 0 or m.commit < 0 or m.log_term < 0:
-            log.warning("%x ignored a malformed message from %x", r.id, m.from_)
+        why = why_impossible(m, node_id=r.id, term=r.term, last_index=r.log.last_index(),
+                             leader=r.state == StateType.Leader)
+        if why is not None:
+            log.warning("%x ignored a %s from %x: %s", r.id, m.type.name, m.from_, why)
             return
         try:
             r.step(m)

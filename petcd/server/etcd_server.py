@@ -12,10 +12,12 @@ Everything runs on one asyncio loop; only fsyncs and big copies go to threads.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 import os
 import random
+import tempfile
 from collections.abc import Callable
 from typing import Any
 
@@ -73,7 +75,7 @@ from petcd.server.membership import (
 )
 from petcd.server.raft_node import NodeHooks, RaftNode
 from petcd.server.raft_storage import RaftStorage, WalIdentity
-from petcd.server.transport import PeerTransport
+from petcd.server.transport import DEFAULT_MAX_MESSAGE_BYTES, PeerTransport
 from petcd.server.wait import AppliedWait, Wait
 from petcd.storage.backend import Backend
 from petcd.storage.errors import StorageError
@@ -183,6 +185,8 @@ class EtcdServer(ClusterOps):
             on_unreachable=raw.report_unreachable,
             on_snapshot_status=raw.report_snapshot,
             members_info=self._members_doc,
+            # a MsgApp holds up to 1 MiB of entries plus one, which may be a whole request
+            max_message_bytes=max(DEFAULT_MAX_MESSAGE_BYTES, 2 * cfg.max_request_bytes + (2 << 20)),
         )
         await self.transport.start()
         for mid, urls in self.membership.peers().items():
@@ -444,7 +448,18 @@ class EtcdServer(ClusterOps):
         m.snapshot = Snapshot(data, SnapshotMetadata(cs, index, term))
         self.transport.send([m])
 
+    def _snapshot_news(self, m: Message) -> bool:
+        """Whether raft could take this MsgSnap (not stale, past our commit): only then is its data checked."""
+        assert m.snapshot is not None
+        st = self.node.raw.status()
+        return m.term >= st.term and m.snapshot.metadata.index > st.commit
+
     def _on_peer_message(self, m: Message) -> None:
+        if m.type == MessageType.MsgSnap and m.snapshot is not None and self._snapshot_news(m):
+            why = _snapshot_problem(m.snapshot, self.cfg.backend_path())
+            if why is not None:
+                log.warning("ignored a snapshot [index %d] from %x: %s", m.snapshot.metadata.index, m.from_, why)
+                return
         self.node.raw.step(m)
         self.node.notify()
 
@@ -607,7 +622,21 @@ class EtcdServer(ClusterOps):
                     except TimeoutError:
                         raise ErrTimeoutDueToLeaderFail() from None
             except TimeoutError:
+                self._forget_round(fut)
                 raise (ErrTimeoutDueToLeaderFail() if self.node.lead == 0 else ErrTimeout()) from None
+
+    def _forget_round(self, fut: asyncio.Future[None]) -> None:
+        """A read round that timed out may have been lost on the way (a dropped
+        message): forget it, so the next read starts a new round instead of
+        waiting behind this one for good. Reads still sharing it retry."""
+        for ctx, f in list(self._read_rounds.items()):
+            if f is fut:
+                del self._read_rounds[ctx]
+                if not fut.done():
+                    fut.set_exception(_RoundLost())
+                    fut.exception()  # retrieved: no "never retrieved" warning if nobody else waits on it
+        if not self._read_rounds:
+            self._start_read_round()  # the reads that queued behind the lost round
 
     def _start_read_round(self) -> None:
         fut, self._read_next = self._read_next, None
@@ -716,6 +745,35 @@ class EtcdServer(ClusterOps):
     async def lease_leases(self) -> rpc_pb2.LeaseLeasesResponse:
         await self.linearizable_read()
         return rpc_pb2.LeaseLeasesResponse(leases=[rpc_pb2.LeaseStatus(ID=i) for i in sorted(self.lessor.leases)])
+
+
+def _snapshot_problem(snap: Snapshot, backend_path: str) -> str | None:
+    """Why the backend a MsgSnap carries could not be installed here, or None.
+
+    Checked before raft sees the message: once raft takes a snapshot it is in
+    the WAL, and a backend that cannot be opened would stop the member on
+    every start. A leader always sends its whole backend, committed at or past
+    the snapshot's index."""
+    if not snap.data:
+        return "it carries no backend"
+    fd, tmp = tempfile.mkstemp(prefix=os.path.basename(backend_path) + ".check-", dir=os.path.dirname(backend_path))
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(snap.data)
+        backend = Backend(tmp)
+        try:
+            index, _ = backend.consistent_index()
+        finally:
+            backend.close()
+    except Exception as exc:  # anything the bytes make the backend raise
+        return f"its backend cannot be opened: {exc}"
+    finally:
+        for path in (tmp, tmp + "-lock"):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+    if index < snap.metadata.index:
+        return f"its backend is at index {index}, behind the snapshot's {snap.metadata.index}"
+    return None
 
 
 def _install_backend(path: str, data: bytes) -> None:

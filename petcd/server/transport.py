@@ -12,7 +12,9 @@ Wire format (plain TCP, big-endian):
   cluster id, u64 sender member id, u64 receiver member id. The acceptor
   closes the connection when the cluster id is not its own or the receiver id
   is not its member id.
-- then frames: u32 length + an etcd raftpb ``Message``.
+- then frames: u32 length + an etcd raftpb ``Message``, encoded with its
+  type field first (as protobuf encoders write fields in number order), so
+  the first two bytes of a frame name its type.
 - the acceptor answers each MsgSnap it has delivered with one byte,
   ``SNAP_ACK``, so the sender knows the snapshot arrived. Nothing else ever
   flows from acceptor to dialer.
@@ -27,7 +29,22 @@ Guarantees:
 - messages to one peer leave in the order they were sent, and the messages
   of one ``send`` call for one peer go out in one write.
 - received messages are handed to ``on_message`` in the order they were sent
-  on each connection; a malformed frame closes that connection only.
+  on each connection; a malformed frame closes that connection only, with a
+  logged reason.
+- what a peer sends is bounded before it is buffered or parsed (see
+  ``_check_head`` and ``_check_fields``): a frame must start with a known
+  message type; a snapshot frame may be up to 4 GiB, a MsgApp or MsgProp up
+  to ``max_message_bytes`` (64 MiB by default) holding at most
+  MAX_ENTRIES_PER_MESSAGE entries and no snapshot, any other message 64 KiB;
+  every message's ``from`` must be the member that opened the connection
+  (but on what followers forward: a MsgProp or MsgReadIndex names the member
+  that made it, which a follower that just lost its leadership forwards
+  again, a MsgTransferLeader its transferee), and that member is neither 0
+  nor this member. Senders this member does not know are let in: a
+  member that is behind does not yet know the members added since, and must
+  still hear from a leader among them. What is well-formed on the wire but
+  impossible for raft (a term near 2**64, say) is raft's to ignore
+  (petcd/raft/bounds.py).
 - ``on_unreachable`` is called from a fresh loop callback, never from inside
   ``send``, so the caller may step raft from it.
 - each MsgSnap ends in exactly one ``on_snapshot_status(to, ok)``: True once
@@ -56,6 +73,7 @@ from urllib.parse import urlsplit
 
 from petcd.proto import raft_pb2
 from petcd.raft import Message, MessageType, Snapshot
+from petcd.raft.bounds import FORWARDED, MAX_ENTRIES_PER_MESSAGE
 
 log = logging.getLogger("petcd.server.transport")
 
@@ -89,9 +107,26 @@ _VIEW_MIN = 64 << 10
 # How an encoded MsgSnap starts: field 1 (type), varint 7.
 _MSGSNAP_PREFIX = b"\x08\x07"
 
-# Protobuf keys (field number << 3 | wire type 2) of Message.snapshot and Snapshot.data.
+# Protobuf keys (field number << 3 | wire type 2) of Message.snapshot, Message.entries and Snapshot.data.
 _KEY_MESSAGE_SNAPSHOT = b"\x4a"
+_KEY_MESSAGE_ENTRIES = b"\x3a"
 _KEY_SNAPSHOT_DATA = b"\x0a"
+# Key of Message.type (field 1, varint): every frame starts with it.
+_KEY_MESSAGE_TYPE = 0x08
+
+# Frame size limits by message type. Entries travel in MsgApp (at most
+# max_size_per_msg bytes of them plus one entry, which may be as big as the
+# largest request) and in MsgProp (one forwarded request); snapshots in
+# MsgSnap; every other message is a few dozen bytes plus a read-index context.
+DEFAULT_MAX_MESSAGE_BYTES = 64 << 20
+MAX_CONTROL_FRAME = 64 << 10
+# The snapshot frame, apart from its data (metadata: a term, an index, a member list).
+MAX_SNAPSHOT_META = 1 << 20
+# Entry-carrying frames bigger than this are scanned before parsing, so a frame
+# of millions of empty entries is refused instead of parsed into gigabytes of objects.
+_SCAN_MIN = 64 << 10
+_WIRE_TYPES = frozenset(int(t) for t in MessageType if t != MessageType.MsgHup)
+_ENTRY_TYPES = frozenset({int(MessageType.MsgApp), int(MessageType.MsgProp)})
 
 
 class TransportError(Exception):
@@ -204,12 +239,17 @@ def _decode_snapshot(buf: bytearray, start: int, stop: int) -> Message:
     rest: list[bytes] = []
     data: tuple[int, int] | None = None
     pos = start
+    meta = 0  # bytes of the frame that are not snapshot data
     while pos < stop:
+        if meta > MAX_SNAPSHOT_META:
+            raise FrameError(f"bad frame: a snapshot message with more than {MAX_SNAPSHOT_META} bytes besides its data")
         field_start = pos
         key, pos = _read_varint(buf, pos, stop)
         if key != _KEY_MESSAGE_SNAPSHOT[0]:
             pos = _skip_field(buf, pos, stop, key & 7)
-            rest.append(bytes(buf[field_start:pos]))
+            meta += pos - field_start
+            if meta <= MAX_SNAPSHOT_META:
+                rest.append(bytes(buf[field_start:pos]))
             continue
         n, pos = _read_varint(buf, pos, stop)
         sub_stop = pos + n
@@ -227,6 +267,10 @@ def _decode_snapshot(buf: bytearray, start: int, stop: int) -> Message:
                 pos += n
             else:
                 pos = _skip_field(buf, pos, sub_stop, key & 7)
+                meta += pos - inner_start
+                if meta > MAX_SNAPSHOT_META:
+                    raise FrameError(
+                        f"bad frame: a snapshot message with more than {MAX_SNAPSHOT_META} bytes besides its data")
                 inner.append(bytes(buf[inner_start:pos]))
         body = b"".join(inner)
         rest.append(_KEY_MESSAGE_SNAPSHOT + _varint(len(body)) + body)
@@ -240,6 +284,50 @@ def _decode_snapshot(buf: bytearray, start: int, stop: int) -> Message:
         with memoryview(buf) as whole, whole[data[0] : data[1]] as view:
             msg.snapshot.data = bytes(view)
     return msg
+
+
+def _frame_limit(kind: int, max_message_bytes: int) -> int:
+    """The largest frame a message of type kind may take."""
+    if kind == MessageType.MsgSnap:
+        return MAX_FRAME
+    if kind in _ENTRY_TYPES:
+        return max_message_bytes
+    return MAX_CONTROL_FRAME
+
+
+def _check_head(buf: bytearray, start: int, size: int, max_message_bytes: int) -> None:
+    """Raise FrameError unless a frame of size bytes whose body starts at start
+    begins with a known message type and is within that type's size limit."""
+    if size < 2:
+        raise FrameError(f"bad frame: {size} bytes cannot hold a raft message")
+    if buf[start] != _KEY_MESSAGE_TYPE or buf[start + 1] not in _WIRE_TYPES:
+        raise FrameError(f"bad frame: does not start with a raft message type (starts {bytes(buf[start:start + 2])!r})")
+    kind = buf[start + 1]
+    limit = _frame_limit(kind, max_message_bytes)
+    if size > limit:
+        raise FrameError(f"bad frame: a {MessageType(kind).name} of {size} bytes (at most {limit})")
+
+
+def _check_fields(buf: bytearray, start: int, stop: int) -> None:
+    """Raise FrameError if a big MsgApp/MsgProp frame holds more than
+    MAX_ENTRIES_PER_MESSAGE entries or a snapshot, before protobuf sees it.
+
+    Counting key bytes is a cheap upper bound (the bytes may also occur inside
+    values); only when it is inconclusive are the top-level fields walked."""
+    if buf.count(_KEY_MESSAGE_ENTRIES, start, stop) <= MAX_ENTRIES_PER_MESSAGE and \
+            buf.count(_KEY_MESSAGE_SNAPSHOT, start, stop) == 0:
+        return
+    entries = 0
+    pos = start
+    while pos < stop:
+        key, pos = _read_varint(buf, pos, stop)
+        if key == _KEY_MESSAGE_ENTRIES[0]:
+            entries += 1
+            if entries > MAX_ENTRIES_PER_MESSAGE:
+                raise FrameError(f"bad frame: more than {MAX_ENTRIES_PER_MESSAGE} entries")
+        elif key == _KEY_MESSAGE_SNAPSHOT[0]:
+            raise FrameError("bad frame: a snapshot in a message that is not a MsgSnap")
+        pos = _skip_field(buf, pos, stop, key & 7)
 
 
 def _set_nodelay(transport: asyncio.BaseTransport) -> None:
@@ -333,10 +421,11 @@ class _Peer:
         if state is _State.UP and not self.paused and not self.queue:
             pieces: list[bytes] = []
             append, pack = pieces.append, _LEN.pack
+            limit = self.owner.max_message_bytes
             for m in msgs:
                 body = m.to_bytes()
                 n = len(body)
-                if n > MAX_FRAME:
+                if n > _frame_limit(m.type, limit):
                     log.error("petcd: dropping a %s of %d bytes to peer %x: too big to frame", m.type.name, n, self.id)
                     continue
                 append(pack(n))
@@ -355,8 +444,9 @@ class _Peer:
                 dropped += 1
                 continue
             body = m.to_bytes()
-            if len(body) > MAX_FRAME:
-                dropped += 1
+            if len(body) > _frame_limit(m.type, self.owner.max_message_bytes):
+                log.error("petcd: dropping a %s of %d bytes to peer %x: too big to frame",
+                          m.type.name, len(body), self.id)
                 continue
             self.queue.append(_LEN.pack(len(body)))
             self.queue.append(body)
@@ -574,6 +664,11 @@ class _Inbound(asyncio.Protocol):
                           from_id, to_id, owner.local_id, owner.cluster_id)
                 self.close()
                 return
+            if from_id in (0, owner.local_id):
+                log.error("petcd: closing connection from %s: its handshake claims to come from member %x",
+                          self.remote(), from_id)
+                self.close()
+                return
             self.peer_id = from_id
             if self.timer is not None:
                 self.timer.cancel()
@@ -581,13 +676,20 @@ class _Inbound(asyncio.Protocol):
             off = HANDSHAKE_SIZE
         end = len(buf)
         need = 4
+        max_message_bytes = self.owner.max_message_bytes
         while end - off >= 4:
             (size,) = _LEN.unpack_from(buf, off)
+            if size >= 2 and end - off < 6:
+                need = 6  # the type, to know the limit before buffering the rest
+                break
+            _check_head(buf, off + 4, size, max_message_bytes)
             stop = off + 4 + size
             if stop > end:
                 need = 4 + size
                 break
             msg = self.decode(buf, off + 4, stop)
+            if msg.from_ != self.peer_id and msg.type not in FORWARDED:
+                raise FrameError(f"bad frame: a {msg.type.name} from member {msg.from_:x} on {self.peer_id:x}'s connection")
             off = stop
             if not self.owner.deliver(msg, self) and msg.type == MessageType.MsgSnap:
                 # No ack is coming: hang up so the sender reports the snapshot failed now, not at its timeout.
@@ -601,6 +703,8 @@ class _Inbound(asyncio.Protocol):
     def decode(buf: bytearray, start: int, stop: int) -> Message:
         if stop - start >= _VIEW_MIN and buf[start : start + 2] == _MSGSNAP_PREFIX:
             return _decode_snapshot(buf, start, stop)
+        if stop - start > _SCAN_MIN:
+            _check_fields(buf, start, stop)
         pb = raft_pb2.Message()
         try:
             if stop - start < _VIEW_MIN:
@@ -646,6 +750,7 @@ class PeerTransport:
         members_info: Callable[[], bytes] | None = None,
         max_queue_messages: int = DEFAULT_QUEUE_MESSAGES,
         max_queue_bytes: int = DEFAULT_QUEUE_BYTES,
+        max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
     ) -> None:
         for u in listen_urls:
             parse_url(u)
@@ -658,6 +763,7 @@ class PeerTransport:
         self.members_info = members_info
         self.max_queue_messages = max_queue_messages
         self.max_queue_bytes = max_queue_bytes
+        self.max_message_bytes = max_message_bytes  # the largest MsgApp/MsgProp frame accepted from a peer
         self.stopped = False
         self.inbound: set[_Inbound] = set()
         self._loop: asyncio.AbstractEventLoop | None = None

@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 import pytest
 
 from petcd.raft import ConfState, Entry, Message, MessageType, Snapshot, SnapshotMetadata
+from petcd.raft.bounds import MAX_ENTRIES_PER_MESSAGE
 from petcd.server.transport import (
     HANDSHAKE_SIZE,
     MAGIC,
@@ -513,3 +514,100 @@ def test_bad_urls_are_refused() -> None:
     tr = PeerTransport(1, 1, ["http://127.0.0.1:0"], on_message=lambda m: None)
     with pytest.raises(BadURLError):
         tr.add_peer(2, ["127.0.0.1:2380"])
+
+
+# ---- bounds on what a peer may send ------------------------------------------------------------
+
+def _raw_msgapp(frm: int, to: int, entries: int, extra: bytes = b"") -> bytes:
+    """A MsgApp body with `entries` empty entries (two bytes each on the wire) and extra fields after."""
+    head = Message(MessageType.MsgApp, to=to, from_=frm, term=3, index=1, log_term=3).to_bytes()
+    return head + _KEY_ENTRY_EMPTY * entries + extra
+
+
+_KEY_ENTRY_EMPTY = b"\x3a\x00"  # Message.entries (field 7, length-delimited), an empty Entry
+
+
+async def _refused(b: Node, payload: bytes, caplog: pytest.LogCaptureFixture, reason: str,
+                   frm: int = 0xA1) -> None:
+    """Open a connection to b as frm, send payload after the handshake: b must hang up and log reason."""
+    host, port = b.transport.addresses[0]
+    r, w = await asyncio.open_connection(host, port)
+    w.write(handshake(CLUSTER, frm, b.id) + payload)
+    assert await closed_by_peer(r)
+    w.close()
+    assert any(reason in rec.getMessage() for rec in caplog.records), \
+        f"no log line with {reason!r}: {[rec.getMessage() for rec in caplog.records][-3:]}"
+
+
+def test_frames_out_of_bounds_close_only_their_connection(run: Run[None], caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="petcd.server.transport")
+    a, b = make_node(0xA1), make_node(0xB2, max_message_bytes=1 << 20)
+
+    async def main() -> None:
+        async with started(a, b):
+            hb = heartbeat(0xA1, 0xB2, 5).to_bytes()
+            # a type that does not exist, a type byte that is not one byte, and no type at all
+            await _refused(b, frame(b"\x08\x63" + hb[2:]), caplog, "does not start with a raft message type")
+            await _refused(b, frame(b"\x08\xff\x01" + hb[2:]), caplog, "does not start with a raft message type")
+            await _refused(b, frame(hb[2:]), caplog, "does not start with a raft message type")
+            await _refused(b, frame(b""), caplog, "0 bytes cannot hold a raft message")
+            await _refused(b, frame(b"\x08"), caplog, "1 bytes cannot hold a raft message")
+            # sizes: refused from the first six bytes, before the body is buffered
+            await _refused(b, struct.pack(">I", 100 << 20) + b"\x08\x08", caplog,
+                           f"a MsgHeartbeat of {100 << 20} bytes (at most 65536)")
+            await _refused(b, struct.pack(">I", (1 << 20) + 1) + b"\x08\x03", caplog,
+                           f"a MsgApp of {(1 << 20) + 1} bytes (at most 1048576)")
+            await _refused(b, struct.pack(">I", 0xFFFF_FFFF) + b"\x08\x02", caplog, "a MsgProp of 4294967295 bytes")
+            # entries: more than a MsgApp can hold, and a snapshot where none belongs
+            await _refused(b, frame(_raw_msgapp(0xA1, 0xB2, MAX_ENTRIES_PER_MESSAGE + 1)), caplog,
+                           f"more than {MAX_ENTRIES_PER_MESSAGE} entries")
+            snap = b"\x4a" + bytes([3]) + b"\x12\x01\x00"
+            await _refused(b, frame(_raw_msgapp(0xA1, 0xB2, 40_000, snap)), caplog, "a snapshot in a message that is not")
+            # a snapshot whose non-data part is huge
+            big_meta = Message(MessageType.MsgSnap, to=0xB2, from_=0xA1, term=3, snapshot=Snapshot(
+                b"d" * 70_000, SnapshotMetadata(ConfState(voters=list(range(1, 400_000))), 9, 3))).to_bytes()
+            await _refused(b, frame(big_meta), caplog, "bytes besides its data")
+            # a message that says it comes from someone other than the connection's member
+            await _refused(b, frame(heartbeat(0xC3, 0xB2, 6).to_bytes()), caplog,
+                           "a MsgHeartbeat from member c3 on a1's connection")
+            # a handshake from member 0, or from b itself
+            for frm in (0, 0xB2):
+                await _refused(b, frame(heartbeat(frm, 0xB2).to_bytes()), caplog,
+                               f"its handshake claims to come from member {frm:x}", frm=frm)
+            assert b.received == []
+            # Within the bounds, all goes through: the most entries a MsgApp may carry, a transfer
+            # request naming its transferee, and the listener still serves the real peer.
+            host, port = b.transport.addresses[0]
+            r, w = await asyncio.open_connection(host, port)
+            transfer = Message(MessageType.MsgTransferLeader, to=0xB2, from_=0xC3, term=3)
+            # forwarded again by a member that has just lost its leadership: they name their makers
+            prop = Message(MessageType.MsgProp, to=0xB2, from_=0xC3, entries=[Entry(data=b"p")])
+            read = Message(MessageType.MsgReadIndex, to=0xB2, from_=0xB2, entries=[Entry(data=b"ctx")])
+            w.write(handshake(CLUSTER, 0xA1, 0xB2) + frame(_raw_msgapp(0xA1, 0xB2, MAX_ENTRIES_PER_MESSAGE))
+                    + frame(transfer.to_bytes()) + frame(prop.to_bytes()) + frame(read.to_bytes()))
+            await wait_until(lambda: len(b.received) == 4, what="the in-bounds messages")
+            assert len(b.received[0].entries) == MAX_ENTRIES_PER_MESSAGE
+            assert b.received[1:] == [transfer, prop, read]
+            w.close()
+            link(a, b)
+            a.transport.send([heartbeat(a.id, b.id, i) for i in range(3)])
+            await wait_until(lambda: len(b.received) == 7, what="the real peer's messages")
+
+    run(main())
+
+
+def test_a_message_too_big_for_the_receiver_is_not_sent(run: Run[None], caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="petcd.server.transport")
+    a, b = make_node(0xA1, max_message_bytes=1 << 16), make_node(0xB2, max_message_bytes=1 << 16)
+
+    async def main() -> None:
+        async with started(a, b):
+            link(a, b)
+            a.transport.send([app(a.id, b.id, 1, b"x" * (1 << 16)), app(a.id, b.id, 2, b"small")])
+            await wait_until(lambda: len(b.received) == 1, what="the message within the limit")
+            assert b.received[0].index == 2
+            assert any("dropping a MsgApp of" in rec.getMessage() for rec in caplog.records)
+            a.transport.send([heartbeat(a.id, b.id, 9)])  # the connection was not cut by the big one
+            await wait_until(lambda: len(b.received) == 2, what="the next message")
+
+    run(main())

@@ -1,0 +1,65 @@
+"""WatchResponse bytes built from parts encoded once: a revision's events are
+serialized once however many watchers receive them (the store hands every
+watcher with the same options the same event list), the header once per
+revision, and only the watch id per watcher. The result is the same bytes
+protobuf would produce for the equivalent message (fields in number order,
+zero values left out)."""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+
+from petcd.proto import kv_pb2
+
+_EVENTS_CACHE = 512  # event lists remembered (each by identity, kept alive while cached)
+_events_cache: OrderedDict[int, tuple[list[kv_pb2.Event], bytes]] = OrderedDict()
+
+
+def varint(n: int) -> bytes:
+    if n < 0:
+        n += 1 << 64  # int64 as protobuf writes it: ten bytes
+    if n < 0x80:
+        return bytes((n,))
+    out = bytearray()
+    while n >= 0x80:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+def _field_varint(tag: int, n: int) -> bytes:
+    return bytes((tag,)) + varint(n) if n else b""
+
+
+def header(cluster_id: int, member_id: int, revision: int, raft_term: int) -> bytes:
+    """WatchResponse field 1 (the ResponseHeader), tag and length included."""
+    body = (
+        _field_varint(0x08, cluster_id)
+        + _field_varint(0x10, member_id)
+        + _field_varint(0x18, revision)
+        + _field_varint(0x20, raft_term)
+    )
+    return b"\x0a" + varint(len(body)) + body
+
+
+def events(evs: list[kv_pb2.Event]) -> bytes:
+    """WatchResponse field 11 for each event of evs, encoded once per list."""
+    key = id(evs)
+    hit = _events_cache.get(key)
+    if hit is not None and hit[0] is evs:
+        return hit[1]
+    parts = []
+    for ev in evs:
+        raw = ev.SerializeToString()
+        parts.append(b"\x5a" + varint(len(raw)) + raw)
+    encoded = b"".join(parts)
+    _events_cache[key] = (evs, encoded)
+    if len(_events_cache) > _EVENTS_CACHE:
+        _events_cache.popitem(last=False)
+    return encoded
+
+
+def response(header_field: bytes, watch_id: int, event_fields: bytes) -> bytes:
+    """A WatchResponse carrying events."""
+    return header_field + _field_varint(0x10, watch_id) + event_fields
