@@ -16,13 +16,17 @@ from grpc_health.v1 import health_pb2
 
 from petcd.api import validation
 from petcd.api.cluster_service import ClusterService
+from petcd.api.election_service import ElectionService
+from petcd.api.http1 import Http1Protocol
+from petcd.api.http_app import ClientHttp
 from petcd.api.kv_service import KVService
 from petcd.api.lease_service import LeaseService
+from petcd.api.lock_service import LockService
 from petcd.api.maintenance_service import MaintenanceService
 from petcd.api.watch_service import WatchService
 from petcd.http2 import server as http2
 from petcd.http2.grpc import RpcError, StatusCode
-from petcd.proto import rpc_pb2
+from petcd.proto import rpc_pb2, v3election_pb2, v3lock_pb2
 from petcd.server import txn_ops
 from petcd.server.decoding import TooDeep, parse_deep
 from petcd.server.etcd_server import EtcdServer
@@ -52,6 +56,13 @@ def build(server: EtcdServer, sockets: list[socket.socket], keepalive: http2.Kee
     add_service(port, services["Lease"], LeaseService(server))
     add_service(port, services["Watch"], WatchService(server))
     add_service(port, health_pb2.DESCRIPTOR.services_by_name["Health"], HealthService())
+    add_service(port, v3lock_pb2.DESCRIPTOR.services_by_name["Lock"], LockService(server))
+    add_service(port, v3election_pb2.DESCRIPTOR.services_by_name["Election"], ElectionService(server))
+    # HTTP/1.1 connections: the JSON gateway (calling the handlers just
+    # registered), /health, /version, /metrics
+    app = ClientHttp(server, {path.decode(): m.handler for path, m in port.methods.items()},
+                     gateway=server.cfg.enable_grpc_gateway)
+    port.http1 = lambda p: Http1Protocol(app, p.connection_closed)
     return port
 
 
