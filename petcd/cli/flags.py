@@ -95,6 +95,8 @@ FLAGS: dict[str, Flag] = {
         Flag("experimental-watch-progress-notify-interval", "watch_progress_notify_interval_s", "duration", "10m",
              "Duration of periodical watch progress notification."),
         Flag("enable-grpc-gateway", "enable_grpc_gateway", "bool", "true", "Enable GRPC gateway."),
+        Flag("listen-metrics-urls", "listen_metrics_urls", "list", "",
+             "List of URLs to listen on for the metrics and health endpoints."),
         Flag("unsafe-no-fsync", "unsafe_no_fsync", "bool", "false", "Disables fsync, unsafe, will cause data loss."),
         Flag("config-file", None, "str", "", "Path to the server configuration file (then other flags and ETCD_* variables are ignored)."),
         Flag("version", None, "bool", "false", "Print the version and exit."),
@@ -167,7 +169,6 @@ _UNSUPPORTED_LIST = (
     # profiling and monitoring
     Unsupported("enable-pprof", "bool", "false"),
     Unsupported("metrics", "str", "basic"),
-    Unsupported("listen-metrics-urls", "str", ""),
     # logging (deprecated in etcd)
     Unsupported("debug", "bool", "false"),
     Unsupported("log-package-levels", "str", ""),

@@ -6,8 +6,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+from urllib.parse import urlsplit
 
-from petcd.api import grpc_server
+from petcd.api import grpc_server, http1
+from petcd.api.http_app import ClientHttp, metrics_only
 from petcd.http2.server import ClientPort
 from petcd.server.config import ServerConfig
 from petcd.server.etcd_server import EtcdServer
@@ -20,6 +22,7 @@ class Etcd:
         self.cfg = cfg
         self.server = EtcdServer(cfg)
         self._port: ClientPort | None = None
+        self._metrics: list[http1.Http1Server] = []
 
     async def start(self) -> None:
         # bind first: a port in use fails here, before the data dir is touched
@@ -33,9 +36,18 @@ class Etcd:
         port = grpc_server.build(self.server, sockets, grpc_server.keepalive_from(self.cfg))
         await port.start()
         self._port = port
+        if self.cfg.listen_metrics_urls:
+            app = metrics_only(ClientHttp(self.server, {}, gateway=False))
+            for url in self.cfg.listen_metrics_urls:
+                parts = urlsplit(url)
+                self._metrics.append(await http1.serve(app, parts.hostname or "0.0.0.0", parts.port or 80))
+            log.info("serving /metrics and /health on %s", ", ".join(self.cfg.listen_metrics_urls))
         log.info("ready to serve client requests on %s", ", ".join(self.cfg.listen_client_urls))
 
     async def stop(self) -> None:
+        for m in self._metrics:
+            await m.close()
+        self._metrics = []
         if self._port is not None:
             await self._port.stop(grace=1.0)
             self._port = None

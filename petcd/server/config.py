@@ -61,8 +61,10 @@ class ServerConfig:
     log_outputs: list[str] = field(default_factory=lambda: ["stderr"])
     watch_progress_notify_interval_s: float = 600.0
     unsafe_no_fsync: bool = False
-    # Accepted for etcd compatibility; the gateway's presence does not depend on it yet.
+    # The JSON gateway on the client port (/health, /version, /metrics are served either way).
     enable_grpc_gateway: bool = True
+    # Extra listeners serving /metrics and /health only, as etcd's --listen-metrics-urls.
+    listen_metrics_urls: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if not self.data_dir:

@@ -56,3 +56,20 @@ def test_one_leader_and_health_without_leader(cluster: list[Server]) -> None:
     status, _, body = Http(survivor, timeout=30).request("GET", "/readyz")
     assert status == 503 and b"[-]linearizable_read failed" in body
     assert Http(survivor).request("GET", "/livez")[::2] == (200, b"ok")
+
+
+def test_listen_metrics_urls(module_tmp: Path) -> None:
+    """--listen-metrics-urls: /metrics and /health on a listener of their own."""
+    from petcd.testing.harness import free_port, petcd_server
+
+    metrics_url = f"http://127.0.0.1:{free_port()}"
+    d = module_tmp / "metrics-url"
+    d.mkdir()
+    s = petcd_server(d, extra=["--listen-metrics-urls", metrics_url]).start()
+    try:
+        assert health(metrics_url) == (200, b'{"health":"true"}')
+        assert gauge(metrics_url, "etcd_server_has_leader") == 1
+        assert Http(metrics_url).request("GET", "/version")[0] == 404  # only metrics and health there
+        assert Http(s.client_url).request("GET", "/version")[0] == 200
+    finally:
+        s.stop()
