@@ -13,9 +13,6 @@ from prometheus_client.parser import text_string_to_metric_families
 from petcd.testing.harness import Server, petcd_cluster, wait_for
 
 from .client import Http
-from .conftest import client_port_speaks_http1
-
-pytestmark = pytest.mark.skipif(not client_port_speaks_http1(), reason="the client port does not serve HTTP/1.1")
 
 
 @pytest.fixture

@@ -7,13 +7,7 @@ import re
 import subprocess
 from pathlib import Path
 
-import pytest
-
-from .conftest import client_port_speaks_http1
-
 README = Path(__file__).resolve().parents[2] / "README.md"
-
-pytestmark = pytest.mark.skipif(not client_port_speaks_http1(), reason="the client port does not serve HTTP/1.1")
 
 
 def examples() -> list[tuple[str, str]]:
