@@ -34,14 +34,15 @@ class Etcd:
                 s.close()
             raise
         port = grpc_server.build(self.server, sockets, grpc_server.keepalive_from(self.cfg))
-        await port.start()
-        self._port = port
         if self.cfg.listen_metrics_urls:
+            # before the client port: a client that sees the member ready finds them too
             app = metrics_only(ClientHttp(self.server, {}, gateway=False))
             for url in self.cfg.listen_metrics_urls:
                 parts = urlsplit(url)
                 self._metrics.append(await http1.serve(app, parts.hostname or "0.0.0.0", parts.port or 80))
             log.info("serving /metrics and /health on %s", ", ".join(self.cfg.listen_metrics_urls))
+        await port.start()
+        self._port = port
         log.info("ready to serve client requests on %s", ", ".join(self.cfg.listen_client_urls))
 
     async def stop(self) -> None:
