@@ -56,6 +56,14 @@ class MvccOps:
 
 
 @dataclass
+class ServerEvents:
+    """etcd_server_leader_changes_seen_total: leaders this process's member
+    has seen come (a member's first leader included, as etcd counts)."""
+
+    leader_changes: int = 0
+
+
+@dataclass
 class Calls:
     """RPCs started, by (type, service, method), and handled, by (type,
     service, method, code name)."""
@@ -68,4 +76,5 @@ class Calls:
 WAL_FSYNC = Histogram(_exponential(0.001, 2, 14))
 BACKEND_COMMIT = Histogram(_exponential(0.001, 2, 14))
 MVCC = MvccOps()
+SERVER = ServerEvents()
 CALLS = Calls()

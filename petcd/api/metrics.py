@@ -84,6 +84,8 @@ class ServerCollector(Collector):
                                  labels=["cluster_version"])
         cver.add_metric([CLUSTER_VERSION.rsplit(".", 1)[0]], 1)
         yield cver
+        yield CounterMetricFamily("etcd_server_leader_changes_seen_total", "The number of leader changes seen.",
+                                  value=stats.SERVER.leader_changes)
         yield _gauge("etcd_server_proposals_committed_total", "The total number of consensus proposals committed.",
                      _safe(lambda: s.node.commit, 0))
         yield _gauge("etcd_server_proposals_applied_total", "The total number of consensus proposals applied.",

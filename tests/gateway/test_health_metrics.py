@@ -33,6 +33,7 @@ def test_metrics_parse_and_move(petcd_gw: str) -> None:
                  "etcd_disk_wal_fsync_duration_seconds_count", "etcd_disk_backend_commit_duration_seconds_count"):
         assert name in before, name
     assert before["etcd_server_has_leader"] == 1
+    assert before["etcd_server_leader_changes_seen_total"] == 1  # its own election
     assert before["etcd_server_is_leader"] == 1
     h = Http(petcd_gw)
     for i in range(3):
