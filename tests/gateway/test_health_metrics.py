@@ -76,3 +76,12 @@ def test_health_turns_with_nospace_alarm(petcd_gw: str) -> None:
     assert body.decode().splitlines() == ["[+]data_corruption ok", "[+]serializable_read ok",
                                           "[+]linearizable_read ok", "readyz check passed"]
     assert h.request("GET", "/livez/serializable_read")[::2] == (200, b"ok")
+
+
+def test_etcdctl_check_datascale(petcd_gw: str) -> None:
+    """etcdctl's data-scale check writes 10,000 keys and reads the member's
+    memory from /metrics (process_resident_memory_bytes)."""
+    from petcd.testing.harness import etcdctl
+
+    cp = etcdctl(petcd_gw.removeprefix("http://"), "check", "datascale", "--load=s", timeout=300)
+    assert "PASS: Approximate system memory used" in cp.stdout, cp.stdout + cp.stderr
