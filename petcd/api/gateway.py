@@ -14,7 +14,6 @@ gRPC code, the ``Authorization`` header as the call's token, and streams
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -26,7 +25,6 @@ from google.protobuf.message_factory import GetMessageClass
 
 from petcd.api import jsonpb
 from petcd.api.http1 import BodyTooLarge, Request, Response
-from petcd.api.metrics import CallCounter
 from petcd.proto import rpc_pb2
 
 log = logging.getLogger("petcd.gateway")
@@ -219,10 +217,8 @@ class Gateway:
     """The JSON API. ``handle`` answers a request whose path is under a
     gateway prefix; anything else is not its business (``owns``)."""
 
-    def __init__(self, handlers: Mapping[str, Callable[..., Any]], max_request_bytes: int,
-                 calls: CallCounter | None = None) -> None:
+    def __init__(self, handlers: Mapping[str, Callable[..., Any]], max_request_bytes: int) -> None:
         self.max_body = max_request_bytes
-        self.counter = calls or CallCounter()
         descriptors = method_descriptors(_proto_files())
         self.calls: dict[str, Call] = {}
         for suffix, path in ROUTES.items():
@@ -244,12 +240,9 @@ class Gateway:
         call = self.calls.get(req.path)
         if call is None or req.method != "POST":
             return self._refuse(call)
-        kind = _KINDS[(call.method.client_streaming, call.method.server_streaming)]
-        self.counter.start(kind, call.path)
-        resp = await self._handle(call, req)
-        if resp.stream is None:  # streams count when they end (not tracked here)
-            self.counter.done(kind, call.path, _code_of(resp))
-        return resp
+        # calls are counted (grpc_server_*_total) by the handlers themselves,
+        # which the gRPC side registered counted (metrics.counted)
+        return await self._handle(call, req)
 
     def _refuse(self, call: Call | None) -> Response:
         if call is None:
@@ -362,20 +355,6 @@ class Gateway:
 
     def _line(self, call: Call, item: Any) -> bytes:
         return b'{"result":' + self._json(call, item) + b"}\n"
-
-
-_KINDS = {(False, False): "unary", (False, True): "server_stream", (True, False): "client_stream",
-          (True, True): "bidi_stream"}
-
-
-def _code_of(resp: Response) -> int:
-    """The gRPC code a finished gateway response carries."""
-    if resp.status == 200:
-        return 0
-    try:
-        return int(json.loads(resp.body)["code"])
-    except (ValueError, KeyError, TypeError):
-        return 2
 
 
 async def _empty() -> AsyncIterator[bytes]:

@@ -14,7 +14,7 @@ from google.protobuf.message import DecodeError, Message
 from google.protobuf.message_factory import GetMessageClass
 from grpc_health.v1 import health_pb2
 
-from petcd.api import validation
+from petcd.api import metrics, validation
 from petcd.api.cluster_service import ClusterService
 from petcd.api.election_service import ElectionService
 from petcd.api.http1 import Http1Protocol
@@ -80,10 +80,12 @@ def add_service(port: http2.ClientPort, service: ServiceDescriptor, servicer: ob
             kind = http2.Kind.SERVER_STREAM
         else:
             kind = http2.Kind.UNARY
-        port.add(
-            f"/{service.full_name}/{m.name}",
-            http2.Method(kind, _decoder(GetMessageClass(m.input_type)), _encode, impl),
-        )
+        path = f"/{service.full_name}/{m.name}"
+        impl = metrics.counted(impl, _KIND_LABELS[kind], path)  # grpc_server_{started,handled}_total
+        port.add(path, http2.Method(kind, _decoder(GetMessageClass(m.input_type)), _encode, impl))
+
+
+_KIND_LABELS = {http2.Kind.UNARY: "unary", http2.Kind.SERVER_STREAM: "server_stream", http2.Kind.BIDI: "bidi_stream"}
 
 
 def _encode(msg: Message | bytes) -> bytes:

@@ -93,8 +93,7 @@ class ClientHttp:
         self.s = server
         self.metrics = metrics or Metrics(server)
         self.health = Health(server)
-        self.gateway = (Gateway(handlers, server.cfg.max_request_bytes + GRPC_OVERHEAD_BYTES, self.metrics.calls)
-                        if gateway else None)
+        self.gateway = Gateway(handlers, server.cfg.max_request_bytes + GRPC_OVERHEAD_BYTES) if gateway else None
         self.routes: dict[str, Callable[[Request], Awaitable[Response]]] = {
             "/version": self.version,
             "/health": self.get_health,

@@ -4,13 +4,15 @@ names and types for what petcd knows.
 Most values are read from the server when scraped (a collector, not
 counters updated on every request), so a scrape costs a few microseconds
 per metric and serving costs nothing. Calls are counted per method and
-code (grpc_server_started_total / grpc_server_handled_total) by
-``CallCounter``, which the front ends call around each call.
+code (grpc_server_started_total / grpc_server_handled_total) by the
+handlers themselves: the gRPC side registers them wrapped by ``counted``,
+and the gateway calls those same handlers.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import asyncio
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector, ProcessCollector
@@ -34,32 +36,72 @@ _CODE_NAMES = [
 ]
 
 
-class CallCounter:
-    """Counts of calls started and handled, by (type, service, method[, code]),
-    as go-grpc-prometheus labels them (grpc_type unary, server_stream,
-    client_stream, bidi_stream). The counts live in petcd.stats, per
-    process, so every /metrics listener shows the same ones."""
+def counted(impl: Callable[..., Any], kind: str, path: str) -> Callable[..., Any]:
+    """impl (a unary coroutine function, or an async generator function for
+    streams) counted in grpc_server_started_total and
+    grpc_server_handled_total under path ("/etcdserverpb.KV/Range") and
+    kind (unary, server_stream, bidi_stream). A call whose client went
+    away counts as Canceled."""
+    service, _, method = path.lstrip("/").partition("/")
+    started_key = (kind, service, method)
+    started, handled = stats.CALLS.started, stats.CALLS.handled
 
-    def __init__(self) -> None:
-        self.started = stats.CALLS.started
-        self.handled = stats.CALLS.handled
-
-    def start(self, kind: str, path: str) -> None:
-        service, _, method = path.lstrip("/").partition("/")
-        self.started[(kind, service, method)] += 1
-
-    def done(self, kind: str, path: str, code: int) -> None:
-        service, _, method = path.lstrip("/").partition("/")
+    def done(code: int) -> None:
         name = _CODE_NAMES[code] if 0 <= code < len(_CODE_NAMES) else "Unknown"
-        self.handled[(kind, service, method, name)] += 1
+        handled[(kind, service, method, name)] += 1
+
+    if kind == "unary":
+        async def unary(request: Any, context: Any) -> Any:
+            started[started_key] += 1
+            try:
+                resp = await impl(request, context)
+            except asyncio.CancelledError:
+                done(1)
+                raise
+            except Exception as exc:
+                done(_exc_code(exc))
+                raise
+            done(0)
+            return resp
+
+        return unary
+
+    async def streaming(request: Any, context: Any) -> AsyncIterator[Any]:
+        started[started_key] += 1
+        code = 0
+        gen = impl(request, context)
+        try:
+            async for item in gen:
+                yield item
+        except (asyncio.CancelledError, GeneratorExit):
+            code = 1
+            raise
+        except Exception as exc:
+            code = _exc_code(exc)
+            raise
+        finally:
+            done(code)
+            await gen.aclose()
+
+    return streaming
+
+
+def _exc_code(exc: BaseException) -> int:
+    """The gRPC status number an exception from a handler ends its call with."""
+    code = getattr(exc, "code", None)
+    if isinstance(code, int):
+        return int(code)
+    from petcd.api.errors import status_of
+
+    return int(status_of(exc)[0])
 
 
 class ServerCollector(Collector):
     """etcd's server, mvcc, lease and gRPC metrics from a running EtcdServer."""
 
-    def __init__(self, server: EtcdServer, calls: CallCounter) -> None:
+    def __init__(self, server: EtcdServer) -> None:
         self.s = server
-        self.calls = calls
+        self.calls = stats.CALLS
 
     def collect(self) -> Iterator[Metric]:
         s = self.s
@@ -153,10 +195,9 @@ class Metrics:
     garbage-collector metrics (process_resident_memory_bytes, which
     ``etcdctl check datascale`` reads, among them)."""
 
-    def __init__(self, server: EtcdServer, calls: CallCounter | None = None) -> None:
-        self.calls = calls or CallCounter()
+    def __init__(self, server: EtcdServer) -> None:
         self.registry = CollectorRegistry(auto_describe=False)
-        self.registry.register(ServerCollector(server, self.calls))
+        self.registry.register(ServerCollector(server))
         ProcessCollector(registry=self.registry)
         PlatformCollector(registry=self.registry)
         GCCollector(registry=self.registry)

@@ -85,3 +85,25 @@ def test_etcdctl_check_datascale(petcd_gw: str) -> None:
 
     cp = etcdctl(petcd_gw.removeprefix("http://"), "check", "datascale", "--load=s", timeout=300)
     assert "PASS: Approximate system memory used" in cp.stdout, cp.stdout + cp.stderr
+
+
+def test_grpc_calls_counted(petcd_gw: str) -> None:
+    """Calls over gRPC count as etcd's go-grpc-prometheus counts them, codes included."""
+    import grpc
+
+    from petcd.proto import rpc_pb2, rpc_pb2_grpc
+
+    key = "grpc_server_handled_total{grpc_code=%s,grpc_method=%s,grpc_service=etcdserverpb.KV,grpc_type=unary}"
+    before = scrape(petcd_gw)
+    with grpc.insecure_channel(petcd_gw.removeprefix("http://")) as ch:
+        kv = rpc_pb2_grpc.KVStub(ch)
+        kv.Range(rpc_pb2.RangeRequest(key=b"x"), timeout=10)
+        try:
+            kv.Put(rpc_pb2.PutRequest(key=b""), timeout=10)
+        except grpc.RpcError as exc:
+            assert exc.code() == grpc.StatusCode.INVALID_ARGUMENT
+    after = scrape(petcd_gw)
+    assert after[key % ("OK", "Range")] == before.get(key % ("OK", "Range"), 0) + 1
+    assert after[key % ("InvalidArgument", "Put")] == before.get(key % ("InvalidArgument", "Put"), 0) + 1
+    started = "grpc_server_started_total{grpc_method=Range,grpc_service=etcdserverpb.KV,grpc_type=unary}"
+    assert after[started] == before.get(started, 0) + 1
