@@ -13,6 +13,7 @@ import argparse
 import json
 import os
 import re
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -72,26 +73,30 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--clients", type=int, default=64)
     ap.add_argument("--requests", type=int, default=20000)
+    ap.add_argument("--rounds", type=int, default=3)
     args = ap.parse_args()
     stop_on_sigterm()
-    rates: dict[str, dict[str, float]] = {}
+    rates: dict[str, dict[str, float]] = {"etcd": {}, "petcd": {}}
     with tempfile.TemporaryDirectory(prefix="petcd-gateway-bench-") as d:
         tmp = Path(d)
-        for kind in ("etcd", "petcd"):
-            (tmp / f"{kind}-h2load").mkdir()
-            with one_member(kind, tmp) as server:
-                url = server.client_url
-                h2load(url, "/v3/kv/put", PUT, 8, 1000, tmp)  # warm up
-                rates[kind] = {
-                    "put": h2load(url, "/v3/kv/put", PUT, args.clients, args.requests, tmp),
-                    "range": h2load(url, "/v3/kv/range", RANGE, args.clients, args.requests, tmp),
-                }
-                if kind == "petcd":
-                    assert server.proc is not None
-                    per_scrape, busy = scrape_cost(url, server.proc.pid, args.clients, args.requests, tmp)
-                    rates[kind]["scrape_ms"] = per_scrape * 1e3
-                    rates[kind]["scrape_overhead"] = per_scrape / busy if busy else 0.0
-            time.sleep(0.5)
+        with one_member("etcd", tmp) as etcd, one_member("petcd", tmp) as petcd:
+            servers = {"etcd": etcd, "petcd": petcd}
+            for s in servers.values():
+                h2load(s.client_url, "/v3/kv/put", PUT, 8, 1000, tmp)  # warm up
+            # rounds alternate between the servers (the machine's load drifts);
+            # each server's median round counts
+            samples: dict[tuple[str, str], list[float]] = {}
+            for _ in range(args.rounds):
+                for op, path, body in (("put", "/v3/kv/put", PUT), ("range", "/v3/kv/range", RANGE)):
+                    for kind, s in servers.items():
+                        samples.setdefault((kind, op), []).append(
+                            h2load(s.client_url, path, body, args.clients, args.requests, tmp))
+            for (kind, op), got in samples.items():
+                rates[kind][op] = statistics.median(got)
+            assert petcd.proc is not None
+            per_scrape, busy = scrape_cost(petcd.client_url, petcd.proc.pid, args.clients, args.requests, tmp)
+            rates["petcd"]["scrape_ms"] = per_scrape * 1e3
+            rates["petcd"]["scrape_overhead"] = per_scrape / busy if busy else 0.0
     for op in ("put", "range"):
         e, p = rates["etcd"][op], rates["petcd"][op]
         print(f"{op:6s} etcd {e:9.0f} req/s   petcd {p:9.0f} req/s   petcd/etcd {p / e:5.2f}")

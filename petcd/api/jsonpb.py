@@ -95,7 +95,7 @@ def loads(body: bytes) -> Any:
     if not text.strip():
         raise JsonError("unexpected EOF")
     try:
-        return json.loads(text, parse_float=_Number)
+        return _DECODER.decode(text)
     except json.JSONDecodeError as exc:
         raise JsonError(_go_syntax_error(text, exc)) from None
 
@@ -309,6 +309,9 @@ def decode_base64(s: str) -> bytes:
 def parse(body: bytes, msg: Message) -> Message:
     """A request message from a JSON body."""
     return from_obj(loads(body), msg)
+
+
+_DECODER = json.JSONDecoder(parse_float=_Number)
 
 
 class ObjectStream:
