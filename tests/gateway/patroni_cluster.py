@@ -4,6 +4,7 @@ from Patroni's REST API."""
 
 from __future__ import annotations
 
+import glob
 import json
 import os
 import pwd
@@ -18,7 +19,14 @@ import yaml
 
 from petcd.testing.harness import free_port
 
-PG_BIN = "/usr/lib/postgresql/15/bin"
+
+def _pg_bin() -> str:
+    """Debian's newest PostgreSQL server binaries."""
+    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/postgres"), key=lambda p: int(p.split("/")[4]))
+    return os.path.dirname(found[-1]) if found else "/usr/lib/postgresql/15/bin"
+
+
+PG_BIN = _pg_bin()
 
 
 def available() -> str | None:

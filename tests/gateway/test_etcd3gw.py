@@ -7,11 +7,9 @@ import threading
 from base64 import b64encode
 from urllib.parse import urlsplit
 
-import pytest
+import etcd3gw  # the test extra's
 
 from petcd.testing.harness import wait_for
-
-etcd3gw = pytest.importorskip("etcd3gw")
 
 
 def _client(url: str) -> object:
