@@ -20,7 +20,7 @@ import binascii
 import json
 import re
 from base64 import b64encode
-from typing import Any
+from typing import Any, TypeVar
 
 from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
@@ -39,6 +39,9 @@ _GO_INT_TYPE = {
     _F.TYPE_UINT32: "uint32", _F.TYPE_FIXED32: "uint32",
 }
 _GO_ESCAPES = str.maketrans({"<": "\\u003c", ">": "\\u003e", "&": "\\u0026", "\u2028": "\\u2028", "\u2029": "\\u2029"})
+
+
+M = TypeVar("M", bound=Message)
 
 
 class JsonError(Exception):
@@ -164,7 +167,7 @@ def _mismatch(v: Any, go_type: str) -> JsonError:
     return JsonError(f"json: cannot unmarshal {kind} into Go value of type {go_type}")
 
 
-def from_obj(obj: Any, msg: Message) -> Message:
+def from_obj(obj: Any, msg: M) -> M:
     """Fill msg from a parsed JSON object; returns msg."""
     d = msg.DESCRIPTOR
     if not isinstance(obj, dict):
@@ -306,7 +309,7 @@ def decode_base64(s: str) -> bytes:
     raise JsonError(f"illegal base64 data at input byte {len(raw) - len(raw) % 4 if len(raw) % 4 else len(raw)}")
 
 
-def parse(body: bytes, msg: Message) -> Message:
+def parse(body: bytes, msg: M) -> M:
     """A request message from a JSON body."""
     return from_obj(loads(body), msg)
 

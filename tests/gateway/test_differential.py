@@ -79,10 +79,11 @@ def sequence(seed: int) -> list[tuple[str, Any]]:
         k = rnd.choice(keys)
         calls.append(("/v3/kv/put", {"key": b64(k), "value": b64(f"v{rnd.randrange(1000)}"),
                                      "prev_kv": rnd.random() < 0.5}))
-    for opts in [{}, {"limit": 3}, {"sort_order": "DESCEND", "sort_target": "KEY"},
+    range_options: list[dict[str, Any]] = [{}, {"limit": 3}, {"sort_order": "DESCEND", "sort_target": "KEY"},
                  {"sort_order": "ASCEND", "sort_target": "MOD"}, {"keys_only": True}, {"count_only": True},
                  {"revision": "5"}, {"min_mod_revision": "10", "max_mod_revision": "20"},
-                 {"min_create_revision": "3"}, {"serializable": True}, {"limit": "2", "sort_target": "VALUE"}]:
+                 {"min_create_revision": "3"}, {"serializable": True}, {"limit": "2", "sort_target": "VALUE"}]
+    for opts in range_options:
         calls.append(("/v3/kv/range", {"key": b64("k"), "range_end": b64("l"), **opts}))
     calls += [
         ("/v3/kv/range", {"key": b64("k03")}),

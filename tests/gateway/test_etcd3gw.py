@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import threading
 from base64 import b64encode
+from typing import Any
 from urllib.parse import urlsplit
 
 import etcd3gw  # the test extra's
@@ -12,8 +13,9 @@ import etcd3gw  # the test extra's
 from petcd.testing.harness import wait_for
 
 
-def _client(url: str) -> object:
+def _client(url: str) -> etcd3gw.Etcd3Client:
     parts = urlsplit(url)
+    assert parts.hostname is not None and parts.port is not None
     return etcd3gw.client(host=parts.hostname, port=parts.port, timeout=30)
 
 
@@ -66,7 +68,7 @@ def test_kv_txn_lease_lock(petcd_gw: str) -> None:
 def test_watch(petcd_gw: str) -> None:
     c = _client(petcd_gw)
     events, cancel = c.watch_prefix("wgw/")
-    got: list[dict] = []
+    got: list[Any] = []
 
     def consume() -> None:
         for ev in events:
