@@ -26,7 +26,6 @@ _C = StatusCode
 # exception type -> (status code, message override or None for str(exc))
 _STATUS: dict[type[BaseException], tuple[StatusCode, str | None]] = {
     validation.ErrEmptyKey: (_C.INVALID_ARGUMENT, None),
-    validation.ErrKeyNotFound: (_C.INVALID_ARGUMENT, None),
     validation.ErrValueProvided: (_C.INVALID_ARGUMENT, None),
     validation.ErrLeaseProvided: (_C.INVALID_ARGUMENT, None),
     validation.ErrTooManyOps: (_C.INVALID_ARGUMENT, None),
@@ -34,11 +33,10 @@ _STATUS: dict[type[BaseException], tuple[StatusCode, str | None]] = {
     validation.ErrInvalidSortOption: (_C.INVALID_ARGUMENT, None),
     mvcc_errors.ErrCompacted: (_C.OUT_OF_RANGE, "etcdserver: mvcc: required revision has been compacted"),
     mvcc_errors.ErrFutureRev: (_C.OUT_OF_RANGE, "etcdserver: mvcc: required revision is a future revision"),
-    mvcc_errors.ErrKeyNotFound: (_C.INVALID_ARGUMENT, "etcdserver: key not found"),
-    mvcc_errors.ErrLeaseNotFound: (_C.NOT_FOUND, "etcdserver: requested lease not found"),
     lease_errors.ErrLeaseNotFound: (_C.NOT_FOUND, None),
     lease_errors.ErrLeaseExists: (_C.FAILED_PRECONDITION, None),
     lease_errors.ErrLeaseTTLTooLarge: (_C.OUT_OF_RANGE, None),
+    server_errors.ErrKeyNotFound: (_C.INVALID_ARGUMENT, None),
     server_errors.ErrNoLeader: (_C.UNAVAILABLE, None),
     server_errors.ErrNotLeader: (_C.FAILED_PRECONDITION, None),
     server_errors.ErrLeaderChanged: (_C.UNAVAILABLE, None),

@@ -11,7 +11,8 @@ from petcd.api.handler import unary
 from petcd.http2.server import CallContext
 from petcd.proto import rpc_pb2
 from petcd.server.errors import ErrNoLeader, ErrNotSupported
-from petcd.server.etcd_server import ETCD_VERSION, EtcdServer
+from petcd.server.etcd_server import EtcdServer
+from petcd.version import ETCD_VERSION
 
 Ctx = CallContext
 
@@ -86,7 +87,7 @@ class MaintenanceService:
 
     @unary
     async def MoveLeader(self, request: rpc_pb2.MoveLeaderRequest, context: Ctx) -> rpc_pb2.MoveLeaderResponse:
-        await self.s.move_leader(request.targetID)
+        await self.s.cluster.move_leader(request.targetID)
         return rpc_pb2.MoveLeaderResponse()
 
     @unary

@@ -13,6 +13,7 @@ from typing import Any, TypeAlias
 from petcd.api import watch_encoding
 from petcd.api.handler import fill_header
 from petcd.http2.server import CallContext
+from petcd.mvcc.key_range import KeyRange
 from petcd.mvcc.watchable_store import WatchableStore, WatchBatch, Watcher, WatchSink
 from petcd.proto import rpc_pb2
 from petcd.server.etcd_server import EtcdServer
@@ -131,7 +132,7 @@ class _Stream:
     def create(self, c: rpc_pb2.WatchCreateRequest) -> None:
         key = c.key or b"\0"  # an empty key watches from the smallest key
         end = c.range_end
-        if end and end != b"\0" and key >= end:
+        if KeyRange(key, end).is_empty():
             resp = self.response(-1)
             resp.created = True
             resp.canceled = True
@@ -297,9 +298,10 @@ class WatchService:
         # When the client closes its side the reader ends, but (as with
         # etcd) the watchers keep delivering until the call is cancelled.
         reading: set[asyncio.Future[Any]] = {reader}
+        take: asyncio.Future[Any] | None = None
         try:
             while True:
-                take: asyncio.Future[Any] = asyncio.ensure_future(stream.out.take())
+                take = asyncio.ensure_future(stream.out.take())
                 done, _ = await asyncio.wait({take, *reading}, return_when=asyncio.FIRST_COMPLETED)
                 if reader in done:
                     reading.clear()
@@ -310,6 +312,10 @@ class WatchService:
                 for resp in stream.render_all(take.result()):
                     yield resp
         finally:
+            # the pending take too: a task left pending is destroyed with
+            # the stream and logged as an error ("Task was destroyed...")
+            if take is not None:
+                take.cancel()
             reader.cancel()
             ticker.cancel()
             stream.close()

@@ -62,6 +62,10 @@ class Member:
     def cluster(self) -> rpc_pb2_grpc.ClusterStub:
         return rpc_pb2_grpc.ClusterStub(self.channel)
 
+    @property
+    def lease(self) -> rpc_pb2_grpc.LeaseStub:
+        return rpc_pb2_grpc.LeaseStub(self.channel)
+
     def stop(self) -> None:
         self.channel.close()
         asyncio.run_coroutine_threadsafe(self.etcd.stop(), self.loop).result(60)
