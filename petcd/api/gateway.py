@@ -137,6 +137,11 @@ class GatewayContext:
         self._metadata = metadata
         self._peer = peer
         self.cancelled = False
+        # as the HTTP/2 front end's context: the metadata as raw header
+        # pairs (the auth check reads ``token``/``authorization`` there),
+        # and no verified client certificate
+        self.headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in metadata]
+        self.client_cn = ""
 
     def invocation_metadata(self) -> list[tuple[str, str]]:
         return self._metadata

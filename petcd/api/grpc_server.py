@@ -16,6 +16,7 @@ from google.protobuf.message_factory import GetMessageClass
 from grpc_health.v1 import health_pb2
 
 from petcd.api import metrics, validation
+from petcd.api.auth_service import AuthService
 from petcd.api.cluster_service import ClusterService
 from petcd.api.election_service import ElectionService
 from petcd.api.http1 import Http1Protocol
@@ -60,6 +61,7 @@ def build(server: EtcdServer, sockets: list[socket.socket], keepalive: http2.Kee
     add_service(port, services["Cluster"], ClusterService(server))
     add_service(port, services["Lease"], LeaseService(server))
     add_service(port, services["Watch"], WatchService(server))
+    add_service(port, services["Auth"], AuthService(server))
     add_service(port, health_pb2.DESCRIPTOR.services_by_name["Health"], HealthService())
     add_service(port, v3lock_pb2.DESCRIPTOR.services_by_name["Lock"], LockService(server))
     add_service(port, v3election_pb2.DESCRIPTOR.services_by_name["Election"], ElectionService(server))

@@ -87,6 +87,10 @@ class ServerConfig:
     enable_grpc_gateway: bool = True
     # Extra listeners serving /metrics and /health only, as etcd's --listen-metrics-urls.
     listen_metrics_urls: list[str] = field(default_factory=list)
+    # auth: the token scheme (--auth-token), simple tokens' TTL in seconds, bcrypt's cost
+    auth_token: str = "simple"
+    auth_token_ttl: int = 300
+    bcrypt_cost: int = 10
 
     def __post_init__(self) -> None:
         if not self.data_dir:

@@ -20,6 +20,9 @@ from typing import Any
 from google.protobuf.message import DecodeError
 
 from petcd import stats
+from petcd.auth.front import AuthFront
+from petcd.auth.store import AuthStore
+from petcd.auth.tokens import AuthInfo
 from petcd.lease.lessor import ErrLeaseNotFound, Lessor
 from petcd.mvcc.history import StoreHistory
 from petcd.mvcc.kvstore import Compaction, KVStore
@@ -131,6 +134,7 @@ class EtcdServer:
         self.wait = Wait()
         self.applied_wait = AppliedWait()
         self.applied_wait.applied = self.applied_index
+        self.auth_front = AuthFront(lambda: self.state.auth, lambda: self.applied_index, self.applied_wait.wait)
         # compaction jobs apart from everything else, so that waiting for
         # compactions waits for nothing else
         self.compactions = TaskGroup("compaction", log)
@@ -243,6 +247,10 @@ class EtcdServer:
     @property
     def applier(self) -> Applier:
         return self.state.applier
+
+    @property
+    def auth(self) -> AuthStore:
+        return self.state.auth
 
     @property
     def consistent_index(self) -> int:
@@ -409,7 +417,7 @@ class EtcdServer:
         backend = open_backend(self.cfg)
         try:
             membership = load_membership(backend, WalIdentity(self.member_id, self.cluster_id), self.cfg)
-            state = MemberState.open(self.cfg, backend, membership)
+            state = MemberState.open(self.cfg, backend, membership, self.state.auth.tokens)
         except BaseException:
             backend.close()
             raise
@@ -547,8 +555,11 @@ class EtcdServer:
         if self.node.failed is not None:
             raise ErrStopped()
 
-    async def raft_request(self, req: raft_internal_pb2.InternalRaftRequest) -> Any:
+    async def raft_request(self, req: raft_internal_pb2.InternalRaftRequest, auth: AuthInfo | None = None) -> Any:
         self._check_running()
+        if auth is not None:  # who the request runs as, checked where it is applied
+            req.header.username = auth.username
+            req.header.auth_revision = auth.revision
         if self.membership.is_learner() and not req.HasField("cluster_member_attr_set"):
             raise ErrNotSupportedForLearner()
         req_id = self.ids.next()
@@ -638,24 +649,25 @@ class EtcdServer:
             await self.linearizable_read()
         return txn.range_(self.kv, req)
 
-    async def put(self, req: rpc_pb2.PutRequest) -> rpc_pb2.PutResponse:
-        resp: rpc_pb2.PutResponse = await self.raft_request(raft_internal_pb2.InternalRaftRequest(put=req))
+    async def put(self, req: rpc_pb2.PutRequest, auth: AuthInfo | None = None) -> rpc_pb2.PutResponse:
+        resp: rpc_pb2.PutResponse = await self.raft_request(raft_internal_pb2.InternalRaftRequest(put=req), auth)
         return resp
 
-    async def delete_range(self, req: rpc_pb2.DeleteRangeRequest) -> rpc_pb2.DeleteRangeResponse:
+    async def delete_range(self, req: rpc_pb2.DeleteRangeRequest,
+                           auth: AuthInfo | None = None) -> rpc_pb2.DeleteRangeResponse:
         resp: rpc_pb2.DeleteRangeResponse = await self.raft_request(
-            raft_internal_pb2.InternalRaftRequest(delete_range=req)
+            raft_internal_pb2.InternalRaftRequest(delete_range=req), auth
         )
         return resp
 
-    async def txn(self, req: rpc_pb2.TxnRequest) -> rpc_pb2.TxnResponse:
+    async def txn(self, req: rpc_pb2.TxnRequest, auth: AuthInfo | None = None) -> rpc_pb2.TxnResponse:
         if txn_ops.is_read_only(req):
             if not txn_ops.is_serializable(req):
                 await self.linearizable_read()
             return txn.txn(self.kv, req, self.lessor.exists)
         wrapped = raft_internal_pb2.InternalRaftRequest()
         wrapped.txn.CopyFrom(req)  # not txn=req: that copies by re-parsing, which stops ~50 txns deep
-        resp: rpc_pb2.TxnResponse = await self.raft_request(wrapped)
+        resp: rpc_pb2.TxnResponse = await self.raft_request(wrapped, auth)
         return resp
 
     async def compact(self, req: rpc_pb2.CompactionRequest) -> rpc_pb2.CompactionResponse:
@@ -684,9 +696,14 @@ class EtcdServer:
         )
         return resp
 
-    async def lease_revoke(self, req: rpc_pb2.LeaseRevokeRequest) -> rpc_pb2.LeaseRevokeResponse:
+    async def lease_revoke(self, req: rpc_pb2.LeaseRevokeRequest,
+                           auth: AuthInfo | None = None) -> rpc_pb2.LeaseRevokeResponse:
+        """Revoke as ``auth``'s user; None is the server itself (expiry),
+        which revokes as root, as etcd does (the keys may be anyone's)."""
+        if auth is None:
+            auth = AuthInfo("root", self.auth.revision)
         resp: rpc_pb2.LeaseRevokeResponse = await self.raft_request(
-            raft_internal_pb2.InternalRaftRequest(lease_revoke=req)
+            raft_internal_pb2.InternalRaftRequest(lease_revoke=req), auth
         )
         return resp
 
@@ -714,6 +731,15 @@ class EtcdServer:
         if lead is None:
             raise ErrNoLeader()
         return lead.client_urls
+
+    # ---- Auth -------------------------------------------------------------
+
+    async def auth_request(self, field: str, req: Any, auth: AuthInfo | None) -> Any:
+        """Propose one auth request (``field`` is its InternalRaftRequest
+        field); the auth store applies it and checks the caller's rights."""
+        wrapped = raft_internal_pb2.InternalRaftRequest()
+        getattr(wrapped, field).CopyFrom(req)
+        return await self.raft_request(wrapped, auth)
 
     # ---- Cluster ----------------------------------------------------------
 

@@ -24,6 +24,8 @@ import os
 import tempfile
 from dataclasses import dataclass
 
+from petcd.auth.store import AuthStore
+from petcd.auth.tokens import TokenProvider, new_token_provider
 from petcd.lease.lessor import Lessor
 from petcd.mvcc.key_range import KeyRange
 from petcd.mvcc.kvstore import KVStore
@@ -105,13 +107,18 @@ class MemberState:
     lessor: Lessor
     alarms: AlarmStore
     membership: Membership
+    auth: AuthStore
     applier: Applier
     consistent_index: int
 
     @classmethod
-    def open(cls, cfg: ServerConfig, backend: Backend, membership: Membership) -> MemberState:
+    def open(cls, cfg: ServerConfig, backend: Backend, membership: Membership,
+             tokens: TokenProvider | None = None) -> MemberState:
         """Build everything on backend, which the state then owns (``close``
-        closes it); if building fails, the backend stays the caller's."""
+        closes it); if building fails, the backend stays the caller's.
+        ``tokens`` carries the auth tokens over from the state this one
+        replaces (they live in memory); a new provider from the config
+        otherwise."""
         kv = KVStore(backend)
         alarms = AlarmStore()
         alarms.load(backend.items(ALARM_BUCKET))
@@ -120,8 +127,11 @@ class MemberState:
         for kv_ in kv.range(KeyRange(b"\0", b"\0")).kvs():
             if kv_.lease:
                 lessor.attach(kv_.lease, kv_.key)
-        applier = Applier(kv, backend, alarms, lessor, membership)
-        return cls(backend, kv, lessor, alarms, membership, applier, backend.consistent_index()[0])
+        if tokens is None:
+            tokens = new_token_provider(cfg.auth_token, float(cfg.auth_token_ttl))
+        auth = AuthStore(backend, tokens, cfg.bcrypt_cost)
+        applier = Applier(kv, backend, alarms, lessor, membership, auth)
+        return cls(backend, kv, lessor, alarms, membership, auth, applier, backend.consistent_index()[0])
 
     def close(self) -> None:
         """Close the backend (without committing: a caller that keeps the

@@ -17,9 +17,9 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from petcd import stats
+from petcd.gosort import go_sorted
 from petcd.lease.lessor import ErrLeaseNotFound
 from petcd.mvcc.errors import ErrCompacted, ErrFutureRev
-from petcd.mvcc.go_sort import go_sort
 from petcd.mvcc.key_range import KeyRange
 from petcd.mvcc.kvstore import KVStore, RangeResult, TxnWrite
 from petcd.proto import rpc_pb2
@@ -105,7 +105,7 @@ def _range(reader: _Reader, req: rpc_pb2.RangeRequest) -> rpc_pb2.RangeResponse:
         kvs = [kv for kv in kvs if kv.create_revision >= req.min_create_revision]
     if sort_order != _RR.NONE:
         sort_key = _SORT_KEYS.get(req.sort_target, _SORT_KEYS[_RR.KEY])
-        kvs = go_sort(kvs, sort_key, descending=sort_order == _RR.DESCEND)
+        kvs = go_sorted(kvs, sort_key, descending=sort_order == _RR.DESCEND)
     if limit > 0 and len(kvs) > limit:
         kvs = kvs[:limit]
         resp.more = True

@@ -106,7 +106,7 @@ def test_unknown_flag_is_a_usage_error_naming_it() -> None:
 
 
 @pytest.mark.parametrize("argv", [["--cipher-suites", "x"], ["--client-crl-file", "/c"], ["--peer-crl-file=/k"],
-                                  ["--auth-token", "jwt"], ["--discovery", "https://d"], ["--enable-v2"],
+                                  ["--discovery", "https://d"], ["--enable-v2"],
                                   ["--force-new-cluster"],
                                   ["--proxy", "on"], ["--cors", "example.com"]])
 def test_unsupported_etcd_flags_are_refused(argv: list[str]) -> None:
@@ -124,7 +124,7 @@ def test_unsupported_flags_at_etcds_default_are_accepted() -> None:
 
 def test_broad_list_of_etcd_flags_is_known() -> None:
     for name in ("client-crl-file", "cipher-suites", "tls-min-version", "peer-crl-file",
-                 "peer-cert-allowed-hostname", "auth-token", "discovery", "discovery-srv", "proxy", "enable-v2",
+                 "peer-cert-allowed-hostname", "discovery", "discovery-srv", "proxy", "enable-v2",
                  "cors", "force-new-cluster", "strict-reconfig-check", "metrics",
                  "experimental-initial-corrupt-check", "max-wals", "grpc-keepalive-interval"):
         assert name in UNSUPPORTED
