@@ -100,6 +100,8 @@ FLAGS: dict[str, Flag] = {
         Flag("enable-grpc-gateway", "enable_grpc_gateway", "bool", "true", "Enable GRPC gateway."),
         Flag("pre-vote", "pre_vote", "bool", "true",
              "Enable to run an additional Raft election phase (etcd 3.4's default is false; petcd's is true)."),
+        Flag("listen-metrics-urls", "listen_metrics_urls", "list", "",
+             "List of URLs to listen on for the metrics and health endpoints."),
         Flag("unsafe-no-fsync", "unsafe_no_fsync", "bool", "false", "Disables fsync, unsafe, will cause data loss."),
         Flag("auth-token", "auth_token", "str", "simple",
              "Specify a v3 authentication token type and its options ('simple' or 'jwt')."),
@@ -182,7 +184,6 @@ _UNSUPPORTED_LIST = (
     # profiling and monitoring
     Unsupported("enable-pprof", "bool", "false"),
     Unsupported("metrics", "str", "basic"),
-    Unsupported("listen-metrics-urls", "str", ""),
     # logging (deprecated in etcd)
     Unsupported("debug", "bool", "false"),
     Unsupported("log-package-levels", "str", ""),

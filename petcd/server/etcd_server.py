@@ -25,6 +25,7 @@ from typing import Any
 
 from google.protobuf.message import DecodeError
 
+from petcd import stats
 from petcd.auth.front import AuthFront
 from petcd.auth.store import AuthStore
 from petcd.auth.tokens import AuthInfo
@@ -522,6 +523,8 @@ class EtcdServer:
 
     def _on_leader_changed(self, old: int, new: int) -> None:
         log.info("raft leader changed from %x to %x", old, new)
+        if new != 0:
+            stats.SERVER.leader_changes += 1  # etcd_server_leader_changes_seen_total
         if new == self.member_id:
             # a new leader gives every lease a whole TTL, so none expires
             # merely because leadership moved

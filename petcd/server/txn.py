@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from petcd import stats
 from petcd.gosort import go_sorted
 from petcd.lease.lessor import ErrLeaseNotFound
 from petcd.mvcc.errors import ErrCompacted, ErrFutureRev
@@ -230,6 +231,7 @@ def txn(kv: KVStore, req: rpc_pb2.TxnRequest, lease_exists: LeaseExists | None) 
     """etcd's Txn: compares (all against the state before the txn, nested
     ones included) choose the branches; then every check; then the ops in
     order, all writes sharing one new revision."""
+    stats.MVCC.txn += 1
     plan = _plan(kv, req)
     if not txn_ops.is_read_only(req):
         _check_puts(kv, plan, lease_exists)

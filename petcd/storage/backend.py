@@ -87,6 +87,7 @@ from typing import Any
 
 import lmdb
 
+from petcd import stats
 from petcd.storage.errors import BackendClosedError, BackendError, BackendFileError, UnknownBucketError
 from petcd.storage.fsutil import fsync_dir
 
@@ -668,6 +669,7 @@ class Backend:
             return
         if txn is None:
             txn = self._begin()  # a write failed and dropped the transaction: replay
+        started = time.perf_counter()
         while True:
             self._txn = None
             try:
@@ -679,6 +681,7 @@ class Backend:
                 txn = self._begin()
             except lmdb.Error as exc:
                 raise self._fail("committing to", exc) from exc
+        stats.BACKEND_COMMIT.observe(time.perf_counter() - started)
         self._ops = []
         self._pending = 0
         self._cover_last_page()
