@@ -23,6 +23,7 @@ if __package__ in (None, ""):
 from petcd.mvcc.kvstore import KVStore
 from petcd.proto import rpc_pb2
 from petcd.raft.types import Entry, HardState
+from petcd.server import txn
 from petcd.storage.backend import Backend
 from petcd.storage.wal import WAL
 
@@ -131,7 +132,7 @@ def bench_mvcc(base: str, seconds: float) -> tuple[float, float]:
     def put() -> int:
         nonlocal n
         n += 1
-        kv.put(rpc_pb2.PutRequest(key=b"k%05d" % (n % 10_000), value=value))
+        txn.put(kv, rpc_pb2.PutRequest(key=b"k%05d" % (n % 10_000), value=value), None)
         be.commit_if_due()
         return 1
 
@@ -140,7 +141,7 @@ def bench_mvcc(base: str, seconds: float) -> tuple[float, float]:
     def get() -> int:
         nonlocal n
         n += 7
-        kv.range(rpc_pb2.RangeRequest(key=b"k%05d" % (n % 10_000)))
+        txn.range_(kv, rpc_pb2.RangeRequest(key=b"k%05d" % (n % 10_000)))
         return 1
 
     gets, t2 = _timed(seconds, get)
@@ -156,7 +157,7 @@ def bench_keys(base: str, keys: int) -> tuple[float, float, float]:
     kv = KVStore(be)
     t0 = time.perf_counter()
     for i in range(keys):
-        kv.put(rpc_pb2.PutRequest(key=b"key/%09d" % i, value=value))
+        txn.put(kv, rpc_pb2.PutRequest(key=b"key/%09d" % i, value=value), None)
         if i % 10_000 == 0:
             be.commit_if_due()
     be.close()

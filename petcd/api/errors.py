@@ -12,6 +12,7 @@ import logging
 from typing import NoReturn
 
 from petcd.api import validation
+from petcd.auth.errors import AuthError
 from petcd.http2.grpc import RpcError, StatusCode
 from petcd.lease import lessor as lease_errors
 from petcd.mvcc import errors as mvcc_errors
@@ -26,7 +27,6 @@ _C = StatusCode
 # exception type -> (status code, message override or None for str(exc))
 _STATUS: dict[type[BaseException], tuple[StatusCode, str | None]] = {
     validation.ErrEmptyKey: (_C.INVALID_ARGUMENT, None),
-    validation.ErrKeyNotFound: (_C.INVALID_ARGUMENT, None),
     validation.ErrValueProvided: (_C.INVALID_ARGUMENT, None),
     validation.ErrLeaseProvided: (_C.INVALID_ARGUMENT, None),
     validation.ErrTooManyOps: (_C.INVALID_ARGUMENT, None),
@@ -34,11 +34,10 @@ _STATUS: dict[type[BaseException], tuple[StatusCode, str | None]] = {
     validation.ErrInvalidSortOption: (_C.INVALID_ARGUMENT, None),
     mvcc_errors.ErrCompacted: (_C.OUT_OF_RANGE, "etcdserver: mvcc: required revision has been compacted"),
     mvcc_errors.ErrFutureRev: (_C.OUT_OF_RANGE, "etcdserver: mvcc: required revision is a future revision"),
-    mvcc_errors.ErrKeyNotFound: (_C.INVALID_ARGUMENT, "etcdserver: key not found"),
-    mvcc_errors.ErrLeaseNotFound: (_C.NOT_FOUND, "etcdserver: requested lease not found"),
     lease_errors.ErrLeaseNotFound: (_C.NOT_FOUND, None),
     lease_errors.ErrLeaseExists: (_C.FAILED_PRECONDITION, None),
     lease_errors.ErrLeaseTTLTooLarge: (_C.OUT_OF_RANGE, None),
+    server_errors.ErrKeyNotFound: (_C.INVALID_ARGUMENT, None),
     server_errors.ErrNoLeader: (_C.UNAVAILABLE, None),
     server_errors.ErrNotLeader: (_C.FAILED_PRECONDITION, None),
     server_errors.ErrLeaderChanged: (_C.UNAVAILABLE, None),
@@ -68,6 +67,12 @@ _STATUS: dict[type[BaseException], tuple[StatusCode, str | None]] = {
 def status_of(exc: BaseException) -> tuple[StatusCode, str]:
     if isinstance(exc, RpcError):
         return exc.code, exc.message
+    if isinstance(exc, AuthError):
+        # etcd maps most auth errors; the others reach clients as UNKNOWN
+        # with the auth package's own text (petcd/auth/errors.py)
+        if exc.grpc_code is None or exc.grpc_message is None:
+            return _C.UNKNOWN, str(exc)
+        return _C.__members__[exc.grpc_code], exc.grpc_message
     for cls in type(exc).__mro__:
         hit = _STATUS.get(cls)
         if hit is not None:

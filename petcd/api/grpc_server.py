@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import ssl
 from collections.abc import AsyncIterator, Callable, Iterable
 from typing import Any
 
@@ -14,18 +15,25 @@ from google.protobuf.message import DecodeError, Message
 from google.protobuf.message_factory import GetMessageClass
 from grpc_health.v1 import health_pb2
 
-from petcd.api import validation
+from petcd.api import metrics, validation
+from petcd.api.auth_service import AuthService
 from petcd.api.cluster_service import ClusterService
+from petcd.api.election_service import ElectionService
+from petcd.api.http1 import Http1Protocol
+from petcd.api.http_app import ClientHttp
 from petcd.api.kv_service import KVService
 from petcd.api.lease_service import LeaseService
+from petcd.api.lock_service import LockService
 from petcd.api.maintenance_service import MaintenanceService
 from petcd.api.watch_service import WatchService
 from petcd.http2 import server as http2
 from petcd.http2.grpc import RpcError, StatusCode
-from petcd.proto import rpc_pb2
+from petcd.proto import rpc_pb2, v3election_pb2, v3lock_pb2
 from petcd.server import txn_ops
 from petcd.server.decoding import TooDeep, parse_deep
 from petcd.server.etcd_server import EtcdServer
+from petcd.server.tls import TLS_HANDSHAKE_TIMEOUT, tls_from_config
+from petcd.server.urls import parse_url
 
 # etcd lets gRPC frames exceed --max-request-bytes by this much, so that the
 # server, not the transport, refuses a request that is merely too large.
@@ -44,6 +52,8 @@ def build(server: EtcdServer, sockets: list[socket.socket], keepalive: http2.Kee
         sockets,
         max_recv=server.cfg.max_request_bytes + GRPC_OVERHEAD_BYTES,
         keepalive=keepalive or http2.Keepalive(),
+        tls_contexts=_tls_contexts(server, sockets),
+        tls_handshake_timeout=TLS_HANDSHAKE_TIMEOUT,
     )
     services = rpc_pb2.DESCRIPTOR.services_by_name
     add_service(port, services["KV"], KVService(server))
@@ -51,8 +61,29 @@ def build(server: EtcdServer, sockets: list[socket.socket], keepalive: http2.Kee
     add_service(port, services["Cluster"], ClusterService(server))
     add_service(port, services["Lease"], LeaseService(server))
     add_service(port, services["Watch"], WatchService(server))
+    add_service(port, services["Auth"], AuthService(server))
     add_service(port, health_pb2.DESCRIPTOR.services_by_name["Health"], HealthService())
+    add_service(port, v3lock_pb2.DESCRIPTOR.services_by_name["Lock"], LockService(server))
+    add_service(port, v3election_pb2.DESCRIPTOR.services_by_name["Election"], ElectionService(server))
+    # HTTP/1.1 connections: the JSON gateway (calling the handlers just
+    # registered), /health, /version, /metrics
+    app = ClientHttp(server, {path.decode(): m.handler for path, m in port.methods.items()},
+                     gateway=server.cfg.enable_grpc_gateway)
+    port.http1 = lambda p: Http1Protocol(app, p.connection_closed)
     return port
+
+
+def _tls_contexts(server: EtcdServer, sockets: list[socket.socket]) -> list[Callable[[], ssl.SSLContext] | None]:
+    """Per socket (bound from --listen-client-urls, in order): TLS for the https ones
+    (--cert-file & co., or --auto-tls); TLSConfigError if the files cannot be used."""
+    urls = server.cfg.listen_client_urls
+    if len(urls) != len(sockets) or not any(parse_url(u).tls for u in urls):
+        return []
+    tls = tls_from_config(server.cfg, peer=False)
+    if tls is None:  # config validation refuses this first; say it in etcd's words anyway
+        bad = next(u for u in urls if parse_url(u).tls)
+        raise ValueError(f"TLS key/cert (--cert-file, --key-file) must be provided for client url {bad} with HTTPS scheme")
+    return [tls.listener_context if parse_url(u).tls else None for u in urls]
 
 
 def add_service(port: http2.ClientPort, service: ServiceDescriptor, servicer: object) -> None:
@@ -69,10 +100,12 @@ def add_service(port: http2.ClientPort, service: ServiceDescriptor, servicer: ob
             kind = http2.Kind.SERVER_STREAM
         else:
             kind = http2.Kind.UNARY
-        port.add(
-            f"/{service.full_name}/{m.name}",
-            http2.Method(kind, _decoder(GetMessageClass(m.input_type)), _encode, impl),
-        )
+        path = f"/{service.full_name}/{m.name}"
+        impl = metrics.counted(impl, _KIND_LABELS[kind], path)  # grpc_server_{started,handled}_total
+        port.add(path, http2.Method(kind, _decoder(GetMessageClass(m.input_type)), _encode, impl))
+
+
+_KIND_LABELS = {http2.Kind.UNARY: "unary", http2.Kind.SERVER_STREAM: "server_stream", http2.Kind.BIDI: "bidi_stream"}
 
 
 def _encode(msg: Message | bytes) -> bytes:

@@ -4,11 +4,13 @@ v3rpc layer makes them, with etcd's errors."""
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from urllib.parse import urlsplit
 
+from petcd.mvcc.key_range import KeyRange
 from petcd.proto import rpc_pb2
 from petcd.server import txn_ops
+from petcd.server.errors import ErrKeyNotFound as ErrKeyNotFound  # also a txn op naming no request
 from petcd.server.membership import ErrBadURLs
+from petcd.server.urls import PEER_SCHEMES, URLError, parse_url
 
 
 class RequestError(Exception):
@@ -22,10 +24,6 @@ class RequestError(Exception):
 
 class ErrEmptyKey(RequestError):
     message = "etcdserver: key is not provided"
-
-
-class ErrKeyNotFound(RequestError):
-    message = "etcdserver: key not found"
 
 
 class ErrValueProvided(RequestError):
@@ -68,13 +66,9 @@ def check_peer_urls(urls: Iterable[str]) -> None:
         raise ErrBadURLs()
     for u in urls:
         try:
-            parts = urlsplit(u)
-            port = parts.port
-            host = parts.hostname
-        except ValueError:  # a bad IPv6 literal, a port out of range or not a number
+            parse_url(u, PEER_SCHEMES)
+        except URLError:
             raise ErrBadURLs() from None
-        if parts.scheme != "http" or not host or port is None or parts.path not in ("",):
-            raise ErrBadURLs()
 
 
 _SORT_TARGETS = frozenset(rpc_pb2.RangeRequest.SortTarget.values())  # built once, not per request
@@ -139,43 +133,21 @@ def _check_op(op: rpc_pb2.RequestOp, max_txn_ops: int) -> None:
         raise ErrKeyNotFound()
 
 
-class _Interval:
-    """A key interval [begin, end) compared as etcd's affine strings do: an
-    empty end is +infinity; a single key k is [k, k + b"\\0")."""
-
-    __slots__ = ("begin", "end")
-
-    def __init__(self, begin: bytes, end: bytes) -> None:
-        self.begin = begin
-        self.end = end
-
-    def intersects_point(self, key: bytes) -> bool:
-        point_end = key + b"\x00"
-        return _lt(self.begin, point_end) and _lt(key, self.end)
+def _intersects(dels: list[KeyRange], key: bytes) -> bool:
+    """Whether one of the deletes covers key, as etcd's txn check sees it:
+    it compares range ends as plain strings, so a delete "from key on"
+    (range_end b"\\0") covers no key here."""
+    return any(kr.contains(key) and not kr.from_key for kr in dels)
 
 
-def _lt(a: bytes, b: bytes) -> bool:
-    """a < b where the empty string stands for +infinity."""
-    if not a:
-        return False
-    if not b:
-        return True
-    return a < b
-
-
-def _intersects(dels: list[_Interval], key: bytes) -> bool:
-    return any(iv.intersects_point(key) for iv in dels)
-
-
-def _collect_writes(ops: Sequence[rpc_pb2.RequestOp]) -> tuple[set[bytes], list[_Interval]]:
+def _collect_writes(ops: Sequence[rpc_pb2.RequestOp]) -> tuple[set[bytes], list[KeyRange]]:
     """The keys put and the ranges deleted by ops (nested txns included);
     raises ErrDuplicateKey when one write would overlap another in one txn."""
-    dels: list[_Interval] = []
+    dels: list[KeyRange] = []
     for op in ops:
         if op.WhichOneof("request") == "request_delete_range":
             d = op.request_delete_range
-            end = d.range_end if d.range_end else d.key + b"\x00"
-            dels.append(_Interval(d.key, end))
+            dels.append(KeyRange(d.key, d.range_end))
     puts: set[bytes] = set()
     for op in ops:
         if op.WhichOneof("request") != "request_txn":

@@ -11,8 +11,12 @@ from dataclasses import dataclass
 from typing import Any, TypeAlias
 
 from petcd.api import watch_encoding
-from petcd.api.handler import fill_header
+from petcd.api.errors import status_of
+from petcd.api.handler import auth_info, fill_header
+from petcd.auth import checks as auth_checks
+from petcd.auth.errors import AuthError
 from petcd.http2.server import CallContext
+from petcd.mvcc.key_range import KeyRange
 from petcd.mvcc.watchable_store import WatchableStore, WatchBatch, Watcher, WatchSink
 from petcd.proto import rpc_pb2
 from petcd.server.etcd_server import EtcdServer
@@ -131,7 +135,7 @@ class _Stream:
     def create(self, c: rpc_pb2.WatchCreateRequest) -> None:
         key = c.key or b"\0"  # an empty key watches from the smallest key
         end = c.range_end
-        if end and end != b"\0" and key >= end:
+        if KeyRange(key, end).is_empty():
             resp = self.response(-1)
             resp.created = True
             resp.canceled = True
@@ -292,14 +296,15 @@ class WatchService:
         self, request_iterator: AsyncIterator[rpc_pb2.WatchRequest], context: Ctx
     ) -> AsyncIterator[rpc_pb2.WatchResponse | bytes]:
         stream = _Stream(self.s)
-        reader = asyncio.create_task(self._read(stream, request_iterator))
+        reader = asyncio.create_task(self._read(stream, request_iterator, context))
         ticker = asyncio.create_task(self._progress(stream))
         # When the client closes its side the reader ends, but (as with
         # etcd) the watchers keep delivering until the call is cancelled.
         reading: set[asyncio.Future[Any]] = {reader}
+        take: asyncio.Future[Any] | None = None
         try:
             while True:
-                take: asyncio.Future[Any] = asyncio.ensure_future(stream.out.take())
+                take = asyncio.ensure_future(stream.out.take())
                 done, _ = await asyncio.wait({take, *reading}, return_when=asyncio.FIRST_COMPLETED)
                 if reader in done:
                     reading.clear()
@@ -310,17 +315,42 @@ class WatchService:
                 for resp in stream.render_all(take.result()):
                     yield resp
         finally:
+            # the pending take too: a task left pending is destroyed with
+            # the stream and logged as an error ("Task was destroyed...")
+            if take is not None:
+                take.cancel()
             reader.cancel()
             ticker.cancel()
             stream.close()
 
-    async def _read(self, stream: _Stream, requests: AsyncIterator[rpc_pb2.WatchRequest]) -> None:
+    async def _denied(self, c: rpc_pb2.WatchCreateRequest, context: Ctx) -> str:
+        """Why the stream's user may not watch c's range ("" if it may): the
+        gRPC error text etcd puts in cancel_reason."""
+        try:
+            info = await auth_info(self.s, context)
+            if self.s.auth.enabled:
+                auth_checks.check_watch(self.s.auth, info, c)
+        except AuthError as exc:
+            code, message = status_of(exc)
+            go_code = "".join(part.capitalize() for part in code.name.split("_"))
+            return f"rpc error: code = {go_code} desc = {message}"
+        return ""
+
+    async def _read(self, stream: _Stream, requests: AsyncIterator[rpc_pb2.WatchRequest], context: Ctx) -> None:
         async for req in requests:
             # the client is not taking its responses: read no more requests
             # until it does (flow control then stops the client)
             await stream.out.control_room.wait()
             which = req.WhichOneof("request_union")
             if which == "create_request":
+                reason = await self._denied(req.create_request, context)
+                if reason:
+                    resp = stream.response(-1)
+                    resp.created = True
+                    resp.canceled = True
+                    resp.cancel_reason = reason
+                    stream.out.control(resp)
+                    continue
                 stream.create(req.create_request)
             elif which == "cancel_request":
                 stream.cancel(req.cancel_request.watch_id)

@@ -25,10 +25,16 @@ def member_ports(i: int, base: int) -> tuple[int, int]:
 def main(argv: Sequence[str]) -> int:
     ap = argparse.ArgumentParser(prog="petcd cluster", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--size", type=int, default=3, choices=(1, 3, 5))
-    ap.add_argument("--data-dir", default="petcd-cluster")
-    ap.add_argument("--base-port", type=int, default=2379)
-    ap.add_argument("--initial-cluster-token", default="petcd-local-cluster")
+    ap.add_argument("--size", type=int, default=3, choices=(1, 3, 5),
+                    help="number of members (default: %(default)s)")
+    ap.add_argument("--data-dir", default="petcd-cluster",
+                    help="folder for every member's data directory and log (default: %(default)s)")
+    ap.add_argument("--base-port", type=int, default=2379,
+                    help="client port of the first member; member i listens for clients on base + 10000*i"
+                         " and for peers one port up (default: %(default)s)")
+    ap.add_argument("--initial-cluster-token", default="petcd-local-cluster",
+                    help="the cluster's --initial-cluster-token, which its member and cluster ids derive from"
+                         " (default: %(default)s)")
     args = ap.parse_args(list(argv))
     names = [f"infra{i + 1}" for i in range(args.size)]
     peers = {n: f"http://127.0.0.1:{member_ports(i, args.base_port)[1]}" for i, n in enumerate(names)}

@@ -26,7 +26,10 @@ from typing import Any
 import yaml
 
 from petcd.server.config import (
+    CLUSTER_STATES,
+    COMPACTION_MODES,
     DEFAULT_SNAPSHOT_COUNT,
+    LOG_LEVELS,
     ConfigError,
     ServerConfig,
     parse_go_duration,
@@ -80,22 +83,52 @@ FLAGS: dict[str, Flag] = {
         Flag("initial-cluster", "initial_cluster", "str", "${name}=${initial-advertise-peer-urls}",
              "Initial cluster configuration for bootstrapping."),
         Flag("initial-cluster-state", "initial_cluster_state", "str", "new", "Initial cluster state ('new' or 'existing').",
-             ("new", "existing")),
+             CLUSTER_STATES),
         Flag("initial-cluster-token", "initial_cluster_token", "str", "etcd-cluster", "Initial cluster token for the cluster during bootstrap."),
         Flag("advertise-client-urls", "advertise_client_urls", "list", "http://localhost:2379",
              "List of this member's client URLs to advertise to the public."),
         Flag("auto-compaction-retention", "auto_compaction_retention", "str", "0",
              "Auto compaction retention length. 0 means disable auto compaction."),
         Flag("auto-compaction-mode", "auto_compaction_mode", "str", "periodic",
-             "Interpret 'auto-compaction-retention' one of: periodic|revision.", ("periodic", "revision")),
+             "Interpret 'auto-compaction-retention' one of: periodic|revision.", COMPACTION_MODES),
         Flag("logger", None, "str", "zap", "petcd always logs zap's JSON lines; 'zap' (or 'capnslog', with a warning)."),
         Flag("log-outputs", "log_outputs", "list", "stderr", "'stderr', 'stdout', 'default' (stderr) or file paths, comma separated."),
         Flag("log-level", "log_level", "str", "info", "Configures log level. Only supports debug, info, warn, error, panic, or fatal.",
-             ("debug", "info", "warn", "error", "panic", "fatal")),
+             LOG_LEVELS),
         Flag("experimental-watch-progress-notify-interval", "watch_progress_notify_interval_s", "duration", "10m",
              "Duration of periodical watch progress notification."),
         Flag("enable-grpc-gateway", "enable_grpc_gateway", "bool", "true", "Enable GRPC gateway."),
+        Flag("pre-vote", "pre_vote", "bool", "true",
+             "Enable to run an additional Raft election phase (etcd 3.4's default is false; petcd's is true)."),
+        Flag("listen-metrics-urls", "listen_metrics_urls", "list", "",
+             "List of URLs to listen on for the metrics and health endpoints."),
         Flag("unsafe-no-fsync", "unsafe_no_fsync", "bool", "false", "Disables fsync, unsafe, will cause data loss."),
+        Flag("auth-token", "auth_token", "str", "simple",
+             "Specify a v3 authentication token type and its options ('simple' or 'jwt')."),
+        Flag("bcrypt-cost", "bcrypt_cost", "int", "10",
+             "Specify the cost / strength of the bcrypt algorithm for hashing auth passwords. Valid values are between 4 and 31."),
+        Flag("auth-token-ttl", "auth_token_ttl", "int", "300", "Time (in seconds) of the auth-token-ttl."),
+        # TLS for clients (https:// client URLs)
+        Flag("cert-file", "cert_file", "str", "", "The client port's certificate (PEM)."),
+        Flag("key-file", "key_file", "str", "", "The private key of --cert-file (PEM)."),
+        Flag("trusted-ca-file", "trusted_ca_file", "str", "",
+             "CA certificates (PEM) that client certificates must chain to (default: the system's)."),
+        Flag("client-cert-auth", "client_cert_auth", "bool", "false",
+             "Accept a client connection only with a client certificate that verifies."),
+        Flag("auto-tls", "auto_tls", "bool", "false",
+             "Without --cert-file/--key-file, make a self-signed certificate for the client port."),
+        # TLS between members (https:// peer URLs)
+        Flag("peer-cert-file", "peer_cert_file", "str", "",
+             "This member's certificate for peer connections (PEM), presented as server and as client."),
+        Flag("peer-key-file", "peer_key_file", "str", "", "The private key of --peer-cert-file (PEM)."),
+        Flag("peer-trusted-ca-file", "peer_trusted_ca_file", "str", "",
+             "CA certificates (PEM) that other members' certificates must chain to (default: the system's)."),
+        Flag("peer-client-cert-auth", "peer_client_cert_auth", "bool", "false",
+             "Accept a peer connection only with a client certificate that verifies."),
+        Flag("peer-cert-allowed-cn", "peer_cert_allowed_cn", "str", "",
+             "Accept only peers whose certificate has this common name."),
+        Flag("peer-auto-tls", "peer_auto_tls", "bool", "false",
+             "Without --peer-cert-file/--peer-key-file, make a self-signed peer certificate (peers are not verified)."),
         Flag("config-file", None, "str", "", "Path to the server configuration file (then other flags and ETCD_* variables are ignored)."),
         Flag("version", None, "bool", "false", "Print the version and exit."),
     )
@@ -136,23 +169,11 @@ _UNSUPPORTED_LIST = (
     Unsupported("discovery-srv", "str", ""),
     Unsupported("discovery-srv-name", "str", ""),
     Unsupported("strict-reconfig-check", "bool", "true"),
-    Unsupported("pre-vote", "bool", "false", ("true",)),  # petcd always runs pre-vote
     Unsupported("enable-v2", "bool", "false"),
     # security
-    Unsupported("cert-file", "str", ""),
-    Unsupported("key-file", "str", ""),
-    Unsupported("client-cert-auth", "bool", "false"),
     Unsupported("client-crl-file", "str", ""),
     Unsupported("client-cert-allowed-hostname", "str", ""),
-    Unsupported("trusted-ca-file", "str", ""),
-    Unsupported("auto-tls", "bool", "false"),
-    Unsupported("peer-cert-file", "str", ""),
-    Unsupported("peer-key-file", "str", ""),
-    Unsupported("peer-client-cert-auth", "bool", "false"),
-    Unsupported("peer-trusted-ca-file", "str", ""),
-    Unsupported("peer-cert-allowed-cn", "str", ""),
     Unsupported("peer-cert-allowed-hostname", "str", ""),
-    Unsupported("peer-auto-tls", "bool", "false"),
     Unsupported("peer-crl-file", "str", ""),
     Unsupported("self-signed-cert-validity", "int", "1"),
     Unsupported("cipher-suites", "str", ""),
@@ -160,14 +181,9 @@ _UNSUPPORTED_LIST = (
     Unsupported("tls-max-version", "str", ""),
     Unsupported("cors", "str", "*"),
     Unsupported("host-whitelist", "str", "*"),
-    # auth
-    Unsupported("auth-token", "str", "simple"),
-    Unsupported("bcrypt-cost", "int", "10"),
-    Unsupported("auth-token-ttl", "int", "300"),
     # profiling and monitoring
     Unsupported("enable-pprof", "bool", "false"),
     Unsupported("metrics", "str", "basic"),
-    Unsupported("listen-metrics-urls", "str", ""),
     # logging (deprecated in etcd)
     Unsupported("debug", "bool", "false"),
     Unsupported("log-package-levels", "str", ""),
@@ -381,7 +397,7 @@ def _load_config_file(path: str) -> dict[str, _Value]:
         if raw is None:
             continue  # etcd's sample file leaves unset keys empty
         if key in _TLS_SECTIONS:
-            _check_tls_section(key, raw)
+            out.update(_tls_section(key, raw))
             continue
         source = f"config file key {key!r}"
         if key in UNSUPPORTED:
@@ -393,17 +409,24 @@ def _load_config_file(path: str) -> dict[str, _Value]:
     return out
 
 
-def _check_tls_section(section: str, raw: Any) -> None:
+def _tls_section(section: str, raw: Any) -> dict[str, _Value]:
+    """The flags one of etcd's TLS sections of a config file sets (refusing what petcd lacks)."""
     if not isinstance(raw, dict):
         raise ConfigError(f"config file key {section!r} must be a mapping")
     keys = _TLS_SECTIONS[section]
+    out: dict[str, _Value] = {}
     for key, value in raw.items():
         if value is None:
             continue
         name = keys.get(str(key))
         if name is None:
             raise ConfigError(f"unknown key '{section}.{key}' in config file")
-        _check_unsupported(UNSUPPORTED[name], value, f"config file key '{section}.{key}'")
+        source = f"config file key '{section}.{key}'"
+        if name in UNSUPPORTED:
+            _check_unsupported(UNSUPPORTED[name], value, source)
+        else:
+            out[name] = _Value(value, source)
+    return out
 
 
 # ---- values ---------------------------------------------------------------------
@@ -534,6 +557,10 @@ def usage() -> str:
         "                         --initial-cluster-token T --initial-advertise-peer-urls U]",
         "  petcd snapshot status FILE [-w simple|json|table|fields]",
         "    Restore a member's data directory from a snapshot, or describe a snapshot.",
+        "",
+        "  petcd cluster [--size 1|3|5] [--data-dir DIR] [--base-port PORT]",
+        "    Run a local cluster on 127.0.0.1, one process per member, until Ctrl-C"
+        " ('petcd cluster --help' for details).",
         "",
         "Flags (each also as ETCD_<NAME>, e.g. ETCD_DATA_DIR for --data-dir):",
     ]

@@ -20,12 +20,9 @@ from petcd.cli import flags
 from petcd.cli.limits import ReserveMonitor, raise_fd_limit
 from petcd.cli.logging_setup import LoggingSetupError, setup_logging
 from petcd.server.config import ConfigError, ServerConfig
+from petcd.version import ETCD_VERSION as ETCD_API_VERSION
 
 log = logging.getLogger("petcd.cli")
-
-# The etcd release whose API petcd speaks (petcd.server.etcd_server.ETCD_VERSION;
-# repeated here so --version does not import the whole server).
-ETCD_API_VERSION = "3.4.23"
 
 
 def petcd_version() -> str:

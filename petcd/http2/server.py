@@ -24,6 +24,7 @@ import logging
 import os
 import resource
 import socket
+import ssl
 import time
 import types
 from collections import deque
@@ -103,18 +104,33 @@ _IDLE_PING_MIN = 7200.0
 _MAX_PING_STRIKES = 2
 
 
+def _client_cn(cert: Any) -> str:
+    """The subject common name of a verified peer certificate (ssl's
+    getpeercert() form), or ""."""
+    if not isinstance(cert, dict):
+        return ""
+    for rdn in cert.get("subject", ()):
+        for name, value in rdn:
+            if name == "commonName":
+                return str(value)
+    return ""
+
+
 class CallContext:
     """What a handler sees of its call: metadata, deadline, peer; and
     ``abort`` to end it with a status."""
 
-    __slots__ = ("headers", "_metadata", "deadline", "peer", "cancelled")
+    __slots__ = ("headers", "_metadata", "deadline", "peer", "cancelled", "client_cn")
 
-    def __init__(self, headers: list[tuple[bytes, bytes]], deadline: float | None, peer: Any) -> None:
+    def __init__(self, headers: list[tuple[bytes, bytes]], deadline: float | None, peer: Any,
+                 client_cn: str = "") -> None:
         self.headers = headers
         self._metadata: list[tuple[str, str | bytes]] | None = None
         self.deadline = deadline  # loop.time() by which the call must end, or None
         self.peer = peer
         self.cancelled = False
+        # the common name of the client's verified TLS certificate, "" without one
+        self.client_cn = client_cn
 
     def invocation_metadata(self) -> list[tuple[str, str | bytes]]:
         if self._metadata is None:
@@ -264,6 +280,7 @@ class H2Protocol(asyncio.Protocol):
         self.calls: dict[int, _Call] = {}
         self.transport: asyncio.Transport | None = None
         self.peer: Any = None
+        self.client_cn = ""
         self.paused = False  # the transport's write buffer is over its high-water mark
         self.flush_scheduled = False
         self.last_flush = 0.0  # loop.time() of the last scheduled flush
@@ -282,6 +299,7 @@ class H2Protocol(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)
         self.peer = transport.get_extra_info("peername")
+        self.client_cn = _client_cn(transport.get_extra_info("peercert"))
         self.port.protocols.add(self)
         self.conn.initiate()
         self._write()
@@ -399,7 +417,7 @@ class H2Protocol(asyncio.Protocol):
             except RpcError as exc:
                 conn.send_headers(sid, trailers_only(exc.code, exc.message), True)
                 return
-        call = _Call(self, sid, method, CallContext(ev.headers, deadline, self.peer), MessageReader(self.port.max_recv, decompress))
+        call = _Call(self, sid, method, CallContext(ev.headers, deadline, self.peer, self.client_cn), MessageReader(self.port.max_recv, decompress))
         self.calls[sid] = call
         if deadline is not None:
             call.timer = self.loop.call_at(deadline, self._deadline, call)
@@ -829,7 +847,8 @@ class Http1Minimal(asyncio.Protocol):
 
 
 class TlsUnsupported(asyncio.Protocol):
-    """TLS is not served yet: close at once."""
+    """A TLS ClientHello on a plain (http://) listener: close at once.
+    TLS is served on https:// listeners (``ClientPort.tls_contexts``)."""
 
     def __init__(self, port: ClientPort) -> None:
         self.port = port
@@ -929,6 +948,12 @@ class ClientPort:
     tls: Callable[[ClientPort], asyncio.Protocol] = TlsUnsupported
     max_connections: int = field(default_factory=_fd_limit)
     first_bytes_timeout: float = 30.0  # seconds a new connection has to say what it speaks
+    # Per listening socket (same order as sockets; missing: plain): a callable giving the TLS
+    # context for the next connection (it may re-read rotated certificate files), or None.
+    # The context offers ALPN h2 and http/1.1; after the handshake the sniffer picks the
+    # protocol from the decrypted first bytes, as on a plain socket.
+    tls_contexts: list[Callable[[], ssl.SSLContext] | None] = field(default_factory=list)
+    tls_handshake_timeout: float = 10.0  # a client that starts TLS and stalls is dropped after this
 
     def __post_init__(self) -> None:
         self.protocols: set[H2Protocol] = set()
@@ -937,6 +962,7 @@ class ClientPort:
         self.connections = 0
         self.slot_free: asyncio.Event | None = None
         self.accepting: list[asyncio.Task[None]] = []
+        self.handshaking: set[asyncio.Task[None]] = set()  # TLS handshakes in progress (held: not GC'd)
         self._loop: asyncio.AbstractEventLoop | None = None
 
     @property
@@ -955,9 +981,10 @@ class ClientPort:
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
         self.slot_free = asyncio.Event()
-        self.accepting = [self._loop.create_task(self._accept(s)) for s in self.sockets]
+        tls = list(self.tls_contexts) + [None] * (len(self.sockets) - len(self.tls_contexts))
+        self.accepting = [self._loop.create_task(self._accept(s, t)) for s, t in zip(self.sockets, tls, strict=False)]
 
-    async def _accept(self, lsock: socket.socket) -> None:
+    async def _accept(self, lsock: socket.socket, tls: Callable[[], ssl.SSLContext] | None = None) -> None:
         loop = self.loop
         assert self.slot_free is not None
         while True:
@@ -977,11 +1004,29 @@ class ClientPort:
             if sock.family in (socket.AF_INET, socket.AF_INET6):
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             self.connections += 1
+            if tls is not None:
+                # The handshake runs on its own task: one client that stalls in it must not hold up the accepts.
+                task = loop.create_task(self._tls_handshake(sock, tls))
+                self.handshaking.add(task)
+                task.add_done_callback(self.handshaking.discard)
+                continue
             try:
                 await loop.connect_accepted_socket(lambda: _Sniffer(self), sock)
             except OSError:
                 self.connections -= 1
                 sock.close()
+
+    async def _tls_handshake(self, sock: socket.socket, tls: Callable[[], ssl.SSLContext]) -> None:
+        """Serve an accepted socket of an https listener once its TLS handshake is done."""
+        try:
+            await self.loop.connect_accepted_socket(lambda: _Sniffer(self), sock, ssl=tls(),
+                                                    ssl_handshake_timeout=self.tls_handshake_timeout)
+        except (OSError, TimeoutError, asyncio.CancelledError) as exc:  # ssl.SSLError is an OSError
+            self.connection_closed()
+            sock.close()
+            if isinstance(exc, asyncio.CancelledError):
+                raise
+            log.debug("TLS handshake with a client failed: %s", exc)
 
     def connection_closed(self) -> None:
         self.connections -= 1
@@ -999,6 +1044,8 @@ class ClientPort:
             except (asyncio.CancelledError, Exception):
                 pass
         self.accepting = []
+        for t in list(self.handshaking):
+            t.cancel()
         for s in self.sockets:
             if s.family == socket.AF_UNIX:
                 try:

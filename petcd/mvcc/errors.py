@@ -25,18 +25,6 @@ class ErrFutureRev(MvccError):
     message = "mvcc: required revision is a future revision"
 
 
-class ErrKeyNotFound(MvccError):
-    """A put with ignore_value or ignore_lease named a key that does not exist."""
-
-    message = "etcdserver: key not found"
-
-
-class ErrLeaseNotFound(MvccError):
-    """A put named a lease that does not exist."""
-
-    message = "etcdserver: requested lease not found"
-
-
 class ErrCorruptStore(MvccError):
     """The backend holds something the store cannot have written."""
 

@@ -1,10 +1,13 @@
-"""The revisioned key-value store: etcd 3.4's KV semantics on the backend.
+"""The revisioned key-value store: etcd's mvcc layer on the backend.
 
-What it is for: the applier hands it every committed Range, Put,
-DeleteRange, Txn and Compaction; it answers exactly as etcd 3.4 does, field
-by field (revisions, versions, counts, ``more``, sort orders, txn
-sub-response headers, errors), and tells ``on_events`` what each write
-changed, for the watchable store and the lessor.
+What it is for: it keeps every key's history as revisions and answers what
+the server asks in those terms: which keys of a :class:`KeyRange` exist at
+a revision (with their stored values), and a write (:class:`TxnWrite`)
+that puts and deletes keys under ONE new revision. What a Range, Put,
+DeleteRange or Txn request means (sorting, filters, compares, lease and
+ignore_value checks, response fields) is the server's business
+(:mod:`petcd.server.txn`), as in etcd. Each write reports what it changed
+to ``on_events``, for the watchable store and the lessor.
 
 Storage (etcd's layout, so hashes agree with etcd's): the "key" bucket maps
 a revision's 17 bytes (18 with the tombstone mark) to the serialized
@@ -15,11 +18,9 @@ revision to read, so a read costs one backend lookup per key returned.
 
 Guarantees:
 
-- Every write op either happens whole or not at all: all checks (leases,
-  ignore_value/ignore_lease, txn range revisions) run before the first
-  write, so a failing request leaves no trace.
-- A write op that changes something takes exactly one new revision; the
-  changes inside it are numbered 0, 1, 2... (sub-revisions).
+- A write that changes something takes exactly one new revision; the
+  changes inside it are numbered 0, 1, 2... (sub-revisions); reads inside
+  the write see its changes so far.
 - After a restart the store rebuilds the same index, revision and compact
   revision from the backend alone, and finishes a compaction that was
   scheduled but not finished.
@@ -32,15 +33,17 @@ Guarantees:
 from __future__ import annotations
 
 import struct
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import NamedTuple
 
+from petcd import stats
 from petcd.mvcc import revision as revs
-from petcd.mvcc.errors import ErrCompacted, ErrCorruptStore, ErrFutureRev, ErrKeyNotFound, ErrLeaseNotFound
+from petcd.mvcc.errors import ErrCompacted, ErrCorruptStore, ErrFutureRev
 from petcd.mvcc.key_index import Found, Index, KeyIndex
+from petcd.mvcc.key_range import KeyRange
 from petcd.mvcc.revision import SUB_BITS
-from petcd.proto import kv_pb2, rpc_pb2
+from petcd.proto import kv_pb2
 from petcd.storage.backend import Backend
 
 KEY_BUCKET = "key"
@@ -53,38 +56,38 @@ Event = kv_pb2.Event
 PUT = kv_pb2.Event.PUT
 DELETE = kv_pb2.Event.DELETE
 
-_RR = rpc_pb2.RangeRequest
-_C = rpc_pb2.Compare
-_SORT_KEYS: dict[int, Callable[[Any], Any]] = {
-    _RR.KEY: lambda kv: kv.key,
-    _RR.VERSION: lambda kv: kv.version,
-    _RR.CREATE: lambda kv: kv.create_revision,
-    _RR.MOD: lambda kv: kv.mod_revision,
-    _RR.VALUE: lambda kv: kv.value,
-}
-# Which oneof member a compare target reads its operand from.
-_COMPARE_FIELD = {
-    _C.VERSION: "version",
-    _C.CREATE: "create_revision",
-    _C.MOD: "mod_revision",
-    _C.VALUE: "value",
-    _C.LEASE: "lease",
-}
-
 EventsCallback = Callable[[list[kv_pb2.Event], int], None]
 
 
+@dataclass(slots=True)
+class RangeResult:
+    """What a range read found.
+
+    ``values`` are the stored KeyValues, serialized (the wire form of
+    mvccpb.KeyValue), in key order, so the caller can parse them straight
+    into a response; ``kvs()`` parses them. ``count`` is how many keys the
+    range holds at the revision read, however many were returned; ``rev``
+    is the store's current revision as the read saw it (a response header's
+    revision)."""
+
+    values: list[bytes]
+    count: int
+    rev: int
+
+    def kvs(self) -> list[kv_pb2.KeyValue]:
+        return [KeyValue.FromString(v) for v in self.values]
+
+
+class KeyRevision(NamedTuple):
+    """A live key's revisions, from the index alone (no backend read)."""
+
+    key: bytes
+    mod_revision: int
+    create_revision: int
+    version: int
+
+
 # ---- helpers ---------------------------------------------------------------
-
-
-def _span(key: bytes, range_end: bytes) -> tuple[bool, bytes | None]:
-    """etcd's reading of (key, range_end): (single key?, end) where end None
-    means "every key from key on" (range_end b"\\0")."""
-    if not range_end:
-        return True, None
-    if range_end == b"\0":
-        return False, None
-    return False, range_end
 
 
 def _kv_key(raw: bytes) -> bytes:
@@ -162,92 +165,14 @@ def _make_crc32c() -> Callable[[bytes, int], int]:
 crc32c: Callable[[bytes, int], int] = _make_crc32c()
 
 
-def _has_writes(t: rpc_pb2.TxnRequest) -> bool:
-    """Whether either branch of t (nested txns included) holds a put or a delete."""
-    for op in (*t.success, *t.failure):
-        which = op.WhichOneof("request")
-        if which in ("request_put", "request_delete_range"):
-            return True
-        if which == "request_txn" and _has_writes(op.request_txn):
-            return True
-    return False
-
-
-@dataclass(slots=True)
-class _Plan:
-    """A txn's branch, chosen by its compares against the state before the
-    txn (nested txns' branches too, all decided before anything is written)."""
-
-    succeeded: bool
-    ops: Sequence[rpc_pb2.RequestOp]
-    nested: dict[int, _Plan] = field(default_factory=dict)
-
-    def walk(self) -> Iterable[rpc_pb2.RequestOp]:
-        """The chosen non-txn ops, in execution order."""
-        for i, op in enumerate(self.ops):
-            sub = self.nested.get(i)
-            if sub is not None:
-                yield from sub.walk()
-            else:
-                yield op
-
-
-class _Write:
-    """One write op in progress: the revision it started at and the events
-    (one per change) it made so far."""
-
-    __slots__ = ("begin", "events")
-
-    def __init__(self, begin: int) -> None:
-        self.begin = begin
-        self.events: list[kv_pb2.Event] = []
-
-    @property
-    def rev(self) -> int:
-        """The revision reads inside this op see."""
-        return self.begin + 1 if self.events else self.begin
-
-
-class _Overlay:
-    """Which keys a txn's earlier ops put or deleted, to decide whether a
-    later put with ignore_value/ignore_lease will find its key."""
-
-    def __init__(self) -> None:
-        self.puts: dict[bytes, bool] = {}
-        self.deleted: list[tuple[bytes, bool, bytes | None]] = []
-
-    def put(self, key: bytes) -> None:
-        self.puts[key] = True
-
-    def delete(self, key: bytes, single: bool, end: bytes | None) -> None:
-        for k in self.puts:
-            if _covers(key, single, end, k):
-                self.puts[k] = False
-        self.deleted.append((key, single, end))
-
-    def exists(self, key: bytes, before: bool) -> bool:
-        if key in self.puts:
-            return self.puts[key]
-        if any(_covers(k, s, e, key) for k, s, e in self.deleted):
-            return False
-        return before
-
-
-def _covers(key: bytes, single: bool, end: bytes | None, k: bytes) -> bool:
-    if single:
-        return k == key
-    return k >= key and (end is None or k < end)
-
-
 # ---- the store -------------------------------------------------------------
 
 
 class KVStore:
     """etcd's mvcc store (see the module docstring)."""
 
-    def __init__(self, backend: Backend, *, lease_exists: Callable[[int], bool] | None = None) -> None:
+    def __init__(self, backend: Backend) -> None:
         self.backend = backend
-        self.lease_exists = lease_exists
         self.on_events: EventsCallback | None = None
         self.index = Index()
         self.rev = 1
@@ -261,6 +186,12 @@ class KVStore:
     def compact_rev(self) -> int:
         """The revision of the latest compaction; 0 when never compacted."""
         return max(self._compact_main, 0)
+
+    @property
+    def first_rev(self) -> int:
+        """etcd's FirstRev: the compaction revision, -1 when never
+        compacted; a read at a revision below it fails as compacted."""
+        return self._compact_main
 
     # ---- restore -------------------------------------------------------
 
@@ -304,14 +235,6 @@ class KVStore:
 
     # ---- reads -----------------------------------------------------------
 
-    def _read(self, rev: int) -> kv_pb2.KeyValue:
-        raw = self.backend.get(KEY_BUCKET, revs.encoded_to_bytes(rev))
-        if raw is None:
-            raise ErrCorruptStore(
-                f"mvcc: revision {rev >> SUB_BITS}_{rev & revs.SUB_MASK} missing from the backend"
-            )
-        return KeyValue.FromString(raw)
-
     def _raw(self, rev: int) -> bytes:
         raw = self.backend.get(KEY_BUCKET, revs.encoded_to_bytes(rev))
         if raw is None:
@@ -320,281 +243,63 @@ class KVStore:
             )
         return raw
 
-    def _find(
-        self, key: bytes, range_end: bytes, at: int, latest: bool, limit: int = 0
-    ) -> tuple[list[tuple[bytes, Found]], int]:
-        """Keys of (key, range_end) that exist at main revision `at` (the
-        latest state when `latest`), at most limit (0: all), and the total."""
-        single, end = _span(key, range_end)
-        if single:
-            found = self.index.latest(key) if latest else self.index.get(key, at)
-            return ([(key, found)], 1) if found is not None else ([], 0)
+    def _read(self, rev: int) -> kv_pb2.KeyValue:
+        return KeyValue.FromString(self._raw(rev))
+
+    def _find(self, kr: KeyRange, at: int, latest: bool, limit: int = 0) -> tuple[list[tuple[bytes, Found]], int]:
+        """Keys of kr that exist at main revision `at` (the latest state
+        when `latest`), at most limit (0: all), and the total."""
+        if kr.single:
+            found = self.index.latest(kr.key) if latest else self.index.get(kr.key, at)
+            return ([(kr.key, found)], 1) if found is not None else ([], 0)
         if latest:
-            return self.index.range_latest(key, end, limit)
-        return self.index.range_at(key, end, at, limit)
+            return self.index.range_latest(kr.key, kr.end, limit)
+        return self.index.range_at(kr.key, kr.end, at, limit)
 
-    def range(self, req: rpc_pb2.RangeRequest) -> rpc_pb2.RangeResponse:
-        """etcd's Range at the current revision (or req.revision)."""
-        return self._range(req, self.rev)
+    def range(self, kr: KeyRange, *, rev: int = 0, limit: int = 0, count_only: bool = False) -> RangeResult:
+        """The keys of kr as of revision rev (0 or less: the current one),
+        at most limit of them (0: all); only their count with count_only.
+        Raises ErrFutureRev above the current revision and ErrCompacted
+        below the compaction."""
+        return self._range(kr, self.rev, rev, limit, count_only)
 
-    def _range(self, req: rpc_pb2.RangeRequest, cur: int) -> rpc_pb2.RangeResponse:
-        rev = req.revision
+    def _range(self, kr: KeyRange, cur: int, rev: int, limit: int, count_only: bool) -> RangeResult:
+        stats.MVCC.range += 1
         if rev > cur:
             raise ErrFutureRev()
         if rev <= 0:
             rev = cur
         if rev < self._compact_main:
             raise ErrCompacted()
-        sort_order = req.sort_order
-        if req.sort_target != _RR.KEY and sort_order == _RR.NONE:
-            sort_order = _RR.ASCEND  # a target without an order means ascending
-        filtered = (
-            req.min_mod_revision != 0
-            or req.max_mod_revision != 0
-            or req.min_create_revision != 0
-            or req.max_create_revision != 0
-        )
-        limit = req.limit
-        # etcd fetches everything when it must sort or filter, else one more
-        # than the limit to learn `more`
-        fetch = 0 if (req.sort_order != _RR.NONE or filtered) else (limit + 1 if limit > 0 else 0)
-        found, count = self._find(req.key, req.range_end, rev, rev == cur, 1 if req.count_only else fetch)
-        resp = rpc_pb2.RangeResponse()
-        resp.header.revision = cur
-        resp.count = count
-        if req.count_only or not found:
-            return resp
-        if not filtered and sort_order == _RR.NONE:
-            # the common case: parse each stored value straight into the response
-            n = len(found)
-            if limit > 0 and n > limit:
-                n = limit
-                resp.more = True
-            for _, f in found[:n]:
-                kv = resp.kvs.add()
-                kv.ParseFromString(self._raw(f[0]))
-                if req.keys_only:
-                    kv.ClearField("value")
-            return resp
-        kvs = [self._read(f[0]) for _, f in found]
-        if req.max_mod_revision != 0:
-            kvs = [kv for kv in kvs if kv.mod_revision <= req.max_mod_revision]
-        if req.min_mod_revision != 0:
-            kvs = [kv for kv in kvs if kv.mod_revision >= req.min_mod_revision]
-        if req.max_create_revision != 0:
-            kvs = [kv for kv in kvs if kv.create_revision <= req.max_create_revision]
-        if req.min_create_revision != 0:
-            kvs = [kv for kv in kvs if kv.create_revision >= req.min_create_revision]
-        if sort_order != _RR.NONE:
-            sort_key = _SORT_KEYS.get(req.sort_target, _SORT_KEYS[_RR.KEY])
-            kvs = go_sort(kvs, sort_key, descending=sort_order == _RR.DESCEND)
-        if limit > 0 and len(kvs) > limit:
-            kvs = kvs[:limit]
-            resp.more = True
-        if req.keys_only:
-            for kv in kvs:
-                kv.ClearField("value")
-        resp.kvs.extend(kvs)
-        return resp
+        found, count = self._find(kr, rev, rev == cur, 1 if count_only else limit)
+        if count_only:
+            return RangeResult([], count, cur)
+        raw = self._raw
+        return RangeResult([raw(f[0]) for _, f in found], count, cur)
+
+    def get(self, key: bytes) -> kv_pb2.KeyValue | None:
+        """The key's latest KeyValue, None when it does not exist now."""
+        found = self.index.latest(key)
+        return self._read(found[0]) if found is not None else None
+
+    def exists(self, key: bytes) -> bool:
+        """Whether the key exists at the current revision."""
+        return self.index.latest(key) is not None
+
+    def key_revisions(self, kr: KeyRange) -> list[KeyRevision]:
+        """The live keys of kr with their revisions and versions, from the
+        index alone (no value is read)."""
+        found, _ = self._find(kr, self.rev, True)
+        return [
+            KeyRevision(key, rev >> SUB_BITS, created >> SUB_BITS, ver) for key, (rev, created, ver) in found
+        ]
 
     # ---- writes ----------------------------------------------------------
 
-    def _finish(self, w: _Write) -> None:
-        if not w.events:
-            return
-        self.rev = w.begin + 1
-        if self.on_events is not None:
-            self.on_events(w.events, self.rev)
-
-    def _write_put(
-        self, w: _Write, key: bytes, value: bytes, lease: int, prev: kv_pb2.KeyValue | None
-    ) -> None:
-        main = w.begin + 1
-        sub = len(w.events)
-        kv = KeyValue(key=key, value=value, mod_revision=main, lease=lease)
-        if prev is not None:
-            kv.create_revision = prev.create_revision
-            kv.version = prev.version + 1
-        else:
-            kv.create_revision = main
-            kv.version = 1
-        self.backend.put(KEY_BUCKET, revs.to_bytes(main, sub), kv.SerializeToString())
-        self.index.put(key, main << SUB_BITS | sub)
-        ev = Event(type=PUT, kv=kv)
-        if kv.create_revision != main:  # like etcd's watch, a creation has no prev_kv
-            before = self._before(w, key, prev)
-            if before is not None:
-                ev.prev_kv.CopyFrom(before)
-        w.events.append(ev)
-
-    def _before(self, w: _Write, key: bytes, prev: kv_pb2.KeyValue | None) -> kv_pb2.KeyValue | None:
-        """The key as of the revision before this write op (what etcd's watch
-        reports as an event's prev_kv), given its latest kv `prev`."""
-        if prev is None or prev.mod_revision <= w.begin:
-            return prev
-        found = self.index.get(key, w.begin)  # written earlier in this txn
-        return self._read(found[0]) if found is not None else None
-
-    def _write_delete(self, w: _Write, key: bytes, prev: kv_pb2.KeyValue) -> None:
-        main = w.begin + 1
-        sub = len(w.events)
-        # etcd stores a tombstone as a KeyValue holding only the key
-        self.backend.put(KEY_BUCKET, revs.to_bytes(main, sub, True), KeyValue(key=key).SerializeToString())
-        self.index.tombstone(key, main << SUB_BITS | sub)
-        ev = Event(type=DELETE, kv=KeyValue(key=key, mod_revision=main))
-        before = self._before(w, key, prev)
-        if before is not None:
-            ev.prev_kv.CopyFrom(before)
-        w.events.append(ev)
-
-    def put(self, req: rpc_pb2.PutRequest) -> rpc_pb2.PutResponse:
-        """etcd's Put: a new revision holding req.key."""
-        if req.lease != 0 and self.lease_exists is not None and not self.lease_exists(req.lease):
-            raise ErrLeaseNotFound()
-        w = _Write(self.rev)
-        resp = self._put(w, req)
-        self._finish(w)
-        return resp
-
-    def _put(self, w: _Write, req: rpc_pb2.PutRequest) -> rpc_pb2.PutResponse:
-        cur = self.index.latest(req.key)
-        prev = self._read(cur[0]) if cur is not None else None
-        if (req.ignore_value or req.ignore_lease) and prev is None:
-            raise ErrKeyNotFound()
-        value = prev.value if req.ignore_value and prev is not None else req.value
-        lease = prev.lease if req.ignore_lease and prev is not None else req.lease
-        resp = rpc_pb2.PutResponse()
-        if req.prev_kv and prev is not None:
-            resp.prev_kv.CopyFrom(prev)
-        self._write_put(w, req.key, value, lease, prev)
-        resp.header.revision = w.begin + 1
-        return resp
-
-    def delete_range(self, req: rpc_pb2.DeleteRangeRequest) -> rpc_pb2.DeleteRangeResponse:
-        """etcd's DeleteRange: one new revision for all deleted keys, none if
-        nothing was deleted."""
-        w = _Write(self.rev)
-        resp = self._delete(w, req)
-        self._finish(w)
-        return resp
-
-    def _delete(self, w: _Write, req: rpc_pb2.DeleteRangeRequest) -> rpc_pb2.DeleteRangeResponse:
-        found, _ = self._find(req.key, req.range_end, w.rev, True)
-        resp = rpc_pb2.DeleteRangeResponse()
-        prevs = [self._read(f[0]) for _, f in found]
-        if req.prev_kv:
-            resp.prev_kvs.extend(prevs)
-        for (key, _), prev in zip(found, prevs, strict=True):
-            self._write_delete(w, key, prev)
-        resp.deleted = len(found)
-        resp.header.revision = w.rev
-        return resp
-
-    # ---- txn -------------------------------------------------------------
-
-    def txn(self, req: rpc_pb2.TxnRequest) -> rpc_pb2.TxnResponse:
-        """etcd's Txn: compares (all against the state before the txn, nested
-        ones included) choose the branches; then every check; then the ops
-        in order, all writes sharing one new revision."""
-        plan = self._plan(req)
-        if _has_writes(req):
-            self._check_puts(plan)
-        self._check_ranges(plan)
-        w = _Write(self.rev)
-        resp = rpc_pb2.TxnResponse()
-        self._apply(w, plan, resp)
-        resp.header.revision = w.rev
-        self._finish(w)
-        return resp
-
-    def _plan(self, t: rpc_pb2.TxnRequest) -> _Plan:
-        ok = all(self._compare(c) for c in t.compare)
-        ops = t.success if ok else t.failure
-        plan = _Plan(ok, ops)
-        for i, op in enumerate(ops):
-            if op.WhichOneof("request") == "request_txn":
-                plan.nested[i] = self._plan(op.request_txn)
-        return plan
-
-    def _compare(self, c: rpc_pb2.Compare) -> bool:
-        """etcd's compare: every key of the range must satisfy it; no key at
-        all compares a zero KeyValue, except that a value compare fails."""
-        target = c.target
-        name = _COMPARE_FIELD.get(target)
-        # the operand is read only from the oneof member matching the
-        # target; anything else counts as zero (or empty bytes)
-        operand: Any = b"" if target == _C.VALUE else 0
-        if name is not None and c.WhichOneof("target_union") == name:
-            operand = getattr(c, name)
-        found, _ = self._find(c.key, c.range_end, self.rev, True)
-        if not found:
-            if target == _C.VALUE:
-                return False  # a missing key has no value to compare, not b""
-            return _compare_result(c, 0, operand) if name is not None else _compare_result(c, 0, 0)
-        for _, (rev, created, ver) in found:
-            if target == _C.VERSION:
-                ok = _compare_result(c, ver, operand)
-            elif target == _C.CREATE:
-                ok = _compare_result(c, created >> SUB_BITS, operand)
-            elif target == _C.MOD:
-                ok = _compare_result(c, rev >> SUB_BITS, operand)
-            elif target == _C.VALUE:
-                ok = _compare_result(c, self._read(rev).value, operand)
-            elif target == _C.LEASE:
-                ok = _compare_result(c, self._read(rev).lease, operand)
-            else:
-                ok = _compare_result(c, 0, 0)
-            if not ok:
-                return False
-        return True
-
-    def _check_puts(self, plan: _Plan) -> None:
-        """etcd's put checks for the chosen ops, in order, before any write."""
-        overlay = _Overlay()
-        for op in plan.walk():
-            which = op.WhichOneof("request")
-            if which == "request_put":
-                p = op.request_put
-                if p.ignore_value or p.ignore_lease:
-                    before = self.index.latest(p.key) is not None
-                    # etcd checks the state before the txn; a key that an
-                    # earlier op of the txn deleted would only fail later
-                    if not before or not overlay.exists(p.key, before):
-                        raise ErrKeyNotFound()
-                if p.lease != 0 and self.lease_exists is not None and not self.lease_exists(p.lease):
-                    raise ErrLeaseNotFound()
-                overlay.put(p.key)
-            elif which == "request_delete_range":
-                d = op.request_delete_range
-                single, end = _span(d.key, d.range_end)
-                overlay.delete(d.key, single, end)
-
-    def _check_ranges(self, plan: _Plan) -> None:
-        for op in plan.walk():
-            if op.WhichOneof("request") == "request_range":
-                rev = op.request_range.revision
-                if rev == 0:
-                    continue
-                if rev > self.rev:
-                    raise ErrFutureRev()
-                if rev < self._compact_main:
-                    raise ErrCompacted()
-
-    def _apply(self, w: _Write, plan: _Plan, resp: rpc_pb2.TxnResponse) -> None:
-        resp.succeeded = plan.succeeded
-        for i, op in enumerate(plan.ops):
-            out = resp.responses.add()
-            which = op.WhichOneof("request")
-            if which == "request_range":
-                out.response_range.CopyFrom(self._range(op.request_range, w.rev))
-            elif which == "request_put":
-                out.response_put.CopyFrom(self._put(w, op.request_put))
-            elif which == "request_delete_range":
-                out.response_delete_range.CopyFrom(self._delete(w, op.request_delete_range))
-            elif which == "request_txn":
-                sub = out.response_txn
-                sub.header.SetInParent()  # etcd leaves a nested txn's header empty
-                self._apply(w, plan.nested[i], sub)
+    def write(self) -> TxnWrite:
+        """A write: its puts and deletes share one new revision, taken when
+        it ends (none if it changed nothing)."""
+        return TxnWrite(self)
 
     # ---- compaction ------------------------------------------------------
 
@@ -661,12 +366,12 @@ class KVStore:
         watch store stops after a byte budget)."""
         if end_rev <= start_rev:
             return
-        single, stop = _span(key, end)
+        kr = KeyRange(key, end)
         for k, v in self.backend.range(
             KEY_BUCKET, revs.to_bytes(max(start_rev, 0), 0), revs.to_bytes(end_rev, 0)
         ):
             kkey = _kv_key(v)
-            if not _covers(key, single, stop, kkey):
+            if not kr.contains(kkey):
                 continue
             main = revs.from_bytes(k)[0]
             kv = KeyValue.FromString(v)
@@ -682,247 +387,101 @@ class KVStore:
             yield ev
 
 
-def _compare_result(c: rpc_pb2.Compare, have: Any, want: Any) -> bool:
-    r = (have > want) - (have < want)
-    result = c.result
-    if result == _C.EQUAL:
-        return r == 0
-    if result == _C.NOT_EQUAL:
-        return r != 0
-    if result == _C.GREATER:
-        return r > 0
-    if result == _C.LESS:
-        return r < 0
-    return True
+class TxnWrite:
+    """One write in progress (etcd's TxnWrite): the revision it started at
+    and the events (one per change) it made so far. ``end`` publishes it.
 
+    Reads through it see its own changes; all of them carry its revision."""
 
-def go_sort(items: list[Any], key: Callable[[Any], Any], descending: bool) -> list[Any]:
-    """items sorted by key, in exactly the order etcd's Go sort.Sort
-    (pattern-defeating quicksort, not stable) leaves them, so that equal
-    sort keys come out in etcd's order too. With all keys distinct every
-    sort agrees, and Python's sort is used."""
-    keys = [key(it) for it in items]
-    if len(set(keys)) == len(keys):
-        return sorted(items, key=key, reverse=descending)
-    order = _GoSorter(keys, descending).sort()
-    return [items[i] for i in order]
+    __slots__ = ("store", "begin", "events")
 
+    def __init__(self, store: KVStore) -> None:
+        self.store = store
+        self.begin = store.rev
+        self.events: list[kv_pb2.Event] = []
 
-class _GoSorter:
-    """Go 1.19's sort.Sort over a list of sort keys (descending: through
-    sort.Reverse), tracking where each original position ends up. The
-    algorithm's every comparison and swap is reproduced, since with equal
-    keys the outcome depends on them."""
+    @property
+    def rev(self) -> int:
+        """The revision reads inside this write see: its own once it changed something."""
+        return self.begin + 1 if self.events else self.begin
 
-    _MAX_INSERTION = 12
+    def range(self, kr: KeyRange, *, rev: int = 0, limit: int = 0, count_only: bool = False) -> RangeResult:
+        """KVStore.range, as of this write's changes so far."""
+        return self.store._range(kr, self.rev, rev, limit, count_only)
 
-    def __init__(self, keys: list[Any], descending: bool) -> None:
-        self.k = keys
-        self.p = list(range(len(keys)))
-        self.desc = descending
+    def get(self, key: bytes) -> kv_pb2.KeyValue | None:
+        """The key's latest KeyValue, this write's changes included."""
+        return self.store.get(key)
 
-    def less(self, i: int, j: int) -> bool:
-        k = self.k
-        return bool(k[j] < k[i]) if self.desc else bool(k[i] < k[j])
+    def put(self, key: bytes, value: bytes, lease: int) -> kv_pb2.KeyValue | None:
+        """Write key=value (attached to lease, 0 for none) at this write's
+        revision; returns the key's KeyValue before the put, None if it did
+        not exist."""
+        stats.MVCC.put += 1
+        store = self.store
+        cur = store.index.latest(key)
+        prev = store._read(cur[0]) if cur is not None else None
+        main = self.begin + 1
+        sub = len(self.events)
+        kv = KeyValue(key=key, value=value, mod_revision=main, lease=lease)
+        if prev is not None:
+            kv.create_revision = prev.create_revision
+            kv.version = prev.version + 1
+        else:
+            kv.create_revision = main
+            kv.version = 1
+        store.backend.put(KEY_BUCKET, revs.to_bytes(main, sub), kv.SerializeToString())
+        store.index.put(key, main << SUB_BITS | sub)
+        ev = Event(type=PUT, kv=kv)
+        if kv.create_revision != main:  # like etcd's watch, a creation has no prev_kv
+            before = self._before(key, prev)
+            if before is not None:
+                ev.prev_kv.CopyFrom(before)
+        self.events.append(ev)
+        return prev
 
-    def swap(self, i: int, j: int) -> None:
-        k, p = self.k, self.p
-        k[i], k[j] = k[j], k[i]
-        p[i], p[j] = p[j], p[i]
+    def delete_range(self, kr: KeyRange) -> list[kv_pb2.KeyValue]:
+        """Delete every live key of kr at this write's revision; returns
+        their KeyValues before the delete, in key order."""
+        stats.MVCC.delete += 1
+        store = self.store
+        found, _ = store._find(kr, self.rev, True)
+        prevs = [store._read(f[0]) for _, f in found]
+        for (key, _), prev in zip(found, prevs, strict=True):
+            self._delete(key, prev)
+        return prevs
 
-    def sort(self) -> list[int]:
-        n = len(self.k)
-        if n > 1:
-            self._pdqsort(0, n, n.bit_length())
-        return self.p
+    def _delete(self, key: bytes, prev: kv_pb2.KeyValue) -> None:
+        store = self.store
+        main = self.begin + 1
+        sub = len(self.events)
+        # etcd stores a tombstone as a KeyValue holding only the key
+        store.backend.put(KEY_BUCKET, revs.to_bytes(main, sub, True), KeyValue(key=key).SerializeToString())
+        store.index.tombstone(key, main << SUB_BITS | sub)
+        ev = Event(type=DELETE, kv=KeyValue(key=key, mod_revision=main))
+        before = self._before(key, prev)
+        if before is not None:
+            ev.prev_kv.CopyFrom(before)
+        self.events.append(ev)
 
-    def _insertion(self, a: int, b: int) -> None:
-        for i in range(a + 1, b):
-            j = i
-            while j > a and self.less(j, j - 1):
-                self.swap(j, j - 1)
-                j -= 1
+    def _before(self, key: bytes, prev: kv_pb2.KeyValue | None) -> kv_pb2.KeyValue | None:
+        """The key as of the revision before this write (what etcd's watch
+        reports as an event's prev_kv), given its latest kv `prev`."""
+        if prev is None or prev.mod_revision <= self.begin:
+            return prev
+        found = self.store.index.get(key, self.begin)  # written earlier in this write
+        return self.store._read(found[0]) if found is not None else None
 
-    def _sift_down(self, lo: int, hi: int, first: int) -> None:
-        root = lo
-        while True:
-            child = 2 * root + 1
-            if child >= hi:
-                return
-            if child + 1 < hi and self.less(first + child, first + child + 1):
-                child += 1
-            if not self.less(first + root, first + child):
-                return
-            self.swap(first + root, first + child)
-            root = child
-
-    def _heap(self, a: int, b: int) -> None:
-        first, hi = a, b - a
-        for i in range((hi - 1) // 2, -1, -1):
-            self._sift_down(i, hi, first)
-        for i in range(hi - 1, -1, -1):
-            self.swap(first, first + i)
-            self._sift_down(0, i, first)
-
-    def _pdqsort(self, a: int, b: int, limit: int) -> None:
-        was_balanced = True
-        was_partitioned = True
-        while True:
-            length = b - a
-            if length <= self._MAX_INSERTION:
-                self._insertion(a, b)
-                return
-            if limit == 0:
-                self._heap(a, b)
-                return
-            if not was_balanced:
-                self._break_patterns(a, b)
-                limit -= 1
-            pivot, hint = self._choose_pivot(a, b)
-            if hint == _DECREASING:
-                self._reverse(a, b)
-                pivot = (b - 1) - (pivot - a)
-                hint = _INCREASING
-            if was_balanced and was_partitioned and hint == _INCREASING:
-                if self._partial_insertion(a, b):
-                    return
-            if a > 0 and not self.less(a - 1, pivot):
-                a = self._partition_equal(a, b, pivot)
-                continue
-            mid, already = self._partition(a, b, pivot)
-            was_partitioned = already
-            left, right = mid - a, b - mid
-            threshold = length // 8
-            if left < right:
-                was_balanced = left >= threshold
-                self._pdqsort(a, mid, limit)
-                a = mid + 1
-            else:
-                was_balanced = right >= threshold
-                self._pdqsort(mid + 1, b, limit)
-                b = mid
-
-    def _partition(self, a: int, b: int, pivot: int) -> tuple[int, bool]:
-        self.swap(a, pivot)
-        i, j = a + 1, b - 1
-        while i <= j and self.less(i, a):
-            i += 1
-        while i <= j and not self.less(j, a):
-            j -= 1
-        if i > j:
-            self.swap(j, a)
-            return j, True
-        self.swap(i, j)
-        i += 1
-        j -= 1
-        while True:
-            while i <= j and self.less(i, a):
-                i += 1
-            while i <= j and not self.less(j, a):
-                j -= 1
-            if i > j:
-                break
-            self.swap(i, j)
-            i += 1
-            j -= 1
-        self.swap(j, a)
-        return j, False
-
-    def _partition_equal(self, a: int, b: int, pivot: int) -> int:
-        self.swap(a, pivot)
-        i, j = a + 1, b - 1
-        while True:
-            while i <= j and not self.less(a, i):
-                i += 1
-            while i <= j and self.less(a, j):
-                j -= 1
-            if i > j:
-                break
-            self.swap(i, j)
-            i += 1
-            j -= 1
-        return i
-
-    def _partial_insertion(self, a: int, b: int) -> bool:
-        max_steps, shortest_shifting = 5, 50
-        i = a + 1
-        for _ in range(max_steps):
-            while i < b and not self.less(i, i - 1):
-                i += 1
-            if i == b:
-                return True
-            if b - a < shortest_shifting:
-                return False
-            self.swap(i, i - 1)
-            if i - a >= 2:
-                j = i - 1
-                while j >= 1:
-                    if not self.less(j, j - 1):
-                        break
-                    self.swap(j, j - 1)
-                    j -= 1
-            if b - i >= 2:
-                j = i + 1
-                while j < b:
-                    if not self.less(j, j - 1):
-                        break
-                    self.swap(j, j - 1)
-                    j += 1
-        return False
-
-    def _break_patterns(self, a: int, b: int) -> None:
-        length = b - a
-        if length >= 8:
-            r = length
-            modulus = 1 << length.bit_length()
-            idx = a + (length // 4) * 2 - 1
-            for i in range(3):
-                r ^= (r << 13) & _U64  # Go 1.19's xorshift (later Go versions changed the shifts)
-                r ^= r >> 17
-                r ^= (r << 5) & _U64
-                other = r & (modulus - 1)
-                if other >= length:
-                    other -= length
-                self.swap(idx + i, a + other)
-
-    def _choose_pivot(self, a: int, b: int) -> tuple[int, int]:
-        n = b - a
-        swaps = [0]
-        i, j, k = a + n // 4 * 1, a + n // 4 * 2, a + n // 4 * 3
-        if n >= 8:
-            if n >= 50:
-                i = self._median(i - 1, i, i + 1, swaps)
-                j = self._median(j - 1, j, j + 1, swaps)
-                k = self._median(k - 1, k, k + 1, swaps)
-            j = self._median(i, j, k, swaps)
-        if swaps[0] == 0:
-            return j, _INCREASING
-        if swaps[0] == 12:
-            return j, _DECREASING
-        return j, _UNKNOWN
-
-    def _order2(self, a: int, b: int, swaps: list[int]) -> tuple[int, int]:
-        if self.less(b, a):
-            swaps[0] += 1
-            return b, a
-        return a, b
-
-    def _median(self, a: int, b: int, c: int, swaps: list[int]) -> int:
-        a, b = self._order2(a, b, swaps)
-        b, c = self._order2(b, c, swaps)
-        a, b = self._order2(a, b, swaps)
-        return b
-
-    def _reverse(self, a: int, b: int) -> None:
-        i, j = a, b - 1
-        while i < j:
-            self.swap(i, j)
-            i += 1
-            j -= 1
-
-
-_U64 = (1 << 64) - 1
-_UNKNOWN, _INCREASING, _DECREASING = 0, 1, 2
+    def end(self) -> int:
+        """Publish the write: the store's revision moves to this write's
+        (when it changed something) and its events are reported. Returns
+        the store's revision."""
+        store = self.store
+        if self.events:
+            store.rev = self.begin + 1
+            if store.on_events is not None:
+                store.on_events(self.events, store.rev)
+        return store.rev
 
 
 class Compaction:

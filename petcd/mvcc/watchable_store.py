@@ -27,6 +27,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from petcd.mvcc.key_range import KeyRange
 from petcd.proto import kv_pb2
 
 log = logging.getLogger("petcd.mvcc.watch")
@@ -80,13 +81,13 @@ class Watcher:
     progress_notify: bool = False
     synced: bool = False
     canceled: bool = False
+    keys: KeyRange = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.keys = KeyRange(self.key, self.end)
 
     def matches(self, key: bytes) -> bool:
-        if not self.end:
-            return key == self.key
-        if self.end == b"\0":
-            return key >= self.key
-        return self.key <= key < self.end
+        return self.keys.contains(key)
 
     def select(self, events: list[kv_pb2.Event]) -> list[kv_pb2.Event]:
         out = []

@@ -22,21 +22,24 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Any
 
 from google.protobuf.message import DecodeError
 
+from petcd.auth import checks as auth_checks
+from petcd.auth.errors import AuthError
+from petcd.auth.store import AUTH_REQUESTS, AuthStore
+from petcd.auth.tokens import AuthInfo
 from petcd.lease.lessor import LeaseError, Lessor
 from petcd.mvcc.errors import MvccError
 from petcd.mvcc.kvstore import Compaction, KVStore
 from petcd.proto import raft_internal_pb2, rpc_pb2
 from petcd.raft import ConfChange, ConfChangeType
-from petcd.server import txn_ops
+from petcd.server import txn, txn_ops
 from petcd.server.alarms import ALARM_BUCKET, AlarmStore
 from petcd.server.decoding import field_bytes, parse_deep
 from petcd.server.errors import ErrNoSpace, ErrNotSupported, ServerError
 from petcd.server.membership import MEMBERS_BUCKET, Member, Membership, MembershipError, member_key
-from petcd.server.transport import parse_url
+from petcd.server.urls import PEER_SCHEMES, parse_url
 from petcd.storage.backend import Backend
 from petcd.storage.errors import StorageError
 
@@ -75,7 +78,7 @@ def conf_change_problem(data: bytes) -> tuple[int, str | None]:
     try:
         m = Member.from_json(cc.context)
         for url in m.peer_urls:
-            parse_url(url)
+            parse_url(url, PEER_SCHEMES)
     except Exception as exc:  # JSON, missing fields, types, BadURLError
         return cc.id, f"its member record is unusable ({exc!r})"
     if m.id != cc.node_id:
@@ -103,58 +106,104 @@ def request_id(data: bytes) -> int:
         return 0
 
 
-@dataclass(slots=True)
-class CompactResult:
-    """A compaction's response, with the backend job the server finishes."""
+# What a request's apply answers its caller with.
+Response = (
+    rpc_pb2.RangeResponse
+    | rpc_pb2.PutResponse
+    | rpc_pb2.DeleteRangeResponse
+    | rpc_pb2.TxnResponse
+    | rpc_pb2.CompactionResponse
+    | rpc_pb2.AlarmResponse
+    | rpc_pb2.LeaseGrantResponse
+    | rpc_pb2.LeaseRevokeResponse
+    | rpc_pb2.LeaseCheckpointResponse
+    | Member
+    | None
+)
 
-    response: rpc_pb2.CompactionResponse
-    job: Compaction | None
+
+@dataclass(slots=True)
+class Applied:
+    """What applying one request gave: its response, or the error its
+    caller gets instead (then ``response`` is None); and, for a compaction,
+    the job that removes the old revisions, which the server runs on."""
+
+    response: Response = None
+    error: Exception | None = None
+    compaction: Compaction | None = None
 
 
 class Applier:
     def __init__(
-        self, kv: KVStore, backend: Backend, alarms: AlarmStore, lessor: Lessor, membership: Membership
+        self, kv: KVStore, backend: Backend, alarms: AlarmStore, lessor: Lessor, membership: Membership,
+        auth: AuthStore,
     ) -> None:
         self.kv = kv
         self.backend = backend
         self.alarms = alarms
         self.lessor = lessor
         self.membership = membership
+        self.auth = auth
 
-    def apply(self, r: raft_internal_pb2.InternalRaftRequest, index: int = 0) -> Any:
-        """The response message (or CompactResult), or the exception to
-        hand back to the caller. Raises only LOCAL_FAILURES; a failure
-        nobody foresaw is logged (with the entry's index) and answered with
-        ErrUnappliable."""
+    def apply(self, r: raft_internal_pb2.InternalRaftRequest, index: int = 0) -> Applied:
+        """The request's response, or the error to hand back to its caller.
+        Raises only LOCAL_FAILURES; a failure nobody foresaw is logged (with
+        the entry's index) and answered with ErrUnappliable."""
         try:
-            return self._dispatch(r)
+            if r.HasField("compaction"):
+                return self._compact(r.compaction)
+            return Applied(self._dispatch(r, index))
         except LOCAL_FAILURES:
             raise
         except _EXPECTED as exc:  # the request's own failure, for its caller
-            return exc
+            return Applied(error=exc)
         except Exception as exc:  # a poison pill: the same on every member
             log.error("applying raft entry %d failed, applied as an error (nothing changed): %r",
                       index, exc, exc_info=exc)
-            return ErrUnappliable()
+            return Applied(error=ErrUnappliable())
 
-    def _dispatch(self, r: raft_internal_pb2.InternalRaftRequest) -> Any:
+    def _lease_keys(self, lease_id: int) -> list[bytes]:
+        lease = self.lessor.lookup(lease_id)
+        return sorted(lease.keys) if lease is not None else []
+
+    def _check_auth(self, which: str, r: raft_internal_pb2.InternalRaftRequest, info: AuthInfo) -> None:
+        """etcd's auth applier: a write runs as the user in the entry's
+        header, checked against the auth store as of this entry."""
+        if which == "put":
+            auth_checks.check_put(self.auth, info, r.put, self._lease_keys)
+        elif which == "delete_range":
+            auth_checks.check_delete_range(self.auth, info, r.delete_range)
+        elif which == "txn":
+            auth_checks.check_txn(self.auth, info, r.txn)
+        elif which == "range":
+            auth_checks.check_range(self.auth, info, r.range)
+        elif which == "lease_revoke":
+            auth_checks.check_lease_revoke(self.auth, info, r.lease_revoke.ID, self._lease_keys)
+
+    def _compact(self, r: rpc_pb2.CompactionRequest) -> Applied:
+        job = self.kv.compact(r.revision)
+        resp = rpc_pb2.CompactionResponse()
+        resp.header.revision = self.kv.rev
+        return Applied(resp, compaction=job)
+
+    def _dispatch(self, r: raft_internal_pb2.InternalRaftRequest, index: int = 0) -> Response:
         which = _which(r)
+        info = AuthInfo(r.header.username, r.header.auth_revision)
+        if which in AUTH_REQUESTS:
+            return self.auth.apply(which, getattr(r, which), info, index)
+        if self.auth.enabled:
+            self._check_auth(which, r, info)
         if which == "put":
             self._check_space()
-            return self.kv.put(r.put)
+            return txn.put(self.kv, r.put, self.lessor.exists)
         if which == "delete_range":
-            return self.kv.delete_range(r.delete_range)
+            return txn.delete_range(self.kv, r.delete_range)
         if which == "txn":
             if txn_ops.has_puts(r.txn):  # deletes free space, so etcd lets them through
                 self._check_space()
-            return self.kv.txn(r.txn)
+            return txn.txn(self.kv, r.txn, self.lessor.exists)
         if which == "range":
-            return self.kv.range(r.range)
-        if which == "compaction":
-            job = self.kv.compact(r.compaction.revision)
-            resp = rpc_pb2.CompactionResponse()
-            resp.header.revision = self.kv.rev
-            return CompactResult(resp, job)
+            return txn.range_(self.kv, r.range)
         if which == "alarm":
             return self._alarm(r.alarm)
         if which == "lease_grant":
@@ -189,11 +238,7 @@ class Applier:
     def _lease_revoke(self, lease_id: int) -> rpc_pb2.LeaseRevokeResponse:
         keys = self.lessor.revoke(lease_id)
         if keys:  # all of a lease's keys go in one revision
-            self.kv.txn(
-                rpc_pb2.TxnRequest(
-                    success=[rpc_pb2.RequestOp(request_delete_range=rpc_pb2.DeleteRangeRequest(key=k)) for k in keys]
-                )
-            )
+            txn.delete_keys(self.kv, keys)
         resp = rpc_pb2.LeaseRevokeResponse()
         resp.header.revision = self.kv.rev
         return resp
@@ -218,7 +263,7 @@ class Applier:
 
 # The errors a request may end in by etcd's rules: ours, each with etcd's
 # message. Anything else out of the applier is a defect.
-_EXPECTED: tuple[type[BaseException], ...] = (ServerError, LeaseError, MvccError, MembershipError)
+_EXPECTED: tuple[type[Exception], ...] = (ServerError, LeaseError, MvccError, MembershipError, AuthError)
 
 _REQUEST_FIELDS = (
     "put",
@@ -231,6 +276,7 @@ _REQUEST_FIELDS = (
     "lease_revoke",
     "lease_checkpoint",
     "cluster_member_attr_set",
+    *sorted(AUTH_REQUESTS),
 )
 
 

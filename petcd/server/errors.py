@@ -16,6 +16,14 @@ class ServerError(Exception):
         super().__init__(message or self.message)
 
 
+class ErrKeyNotFound(ServerError):
+    """A request names a key that must exist and does not (a put with
+    ignore_value or ignore_lease), or a txn op names no request at all:
+    etcd answers both with this error."""
+
+    message = "etcdserver: key not found"
+
+
 class ErrNoLeader(ServerError):
     message = "etcdserver: no leader"
 

@@ -6,23 +6,29 @@ applier has applied the committed entry (after the WAL fsync). A
 linearizable read: ``linearizable_read`` joins the next ReadIndex round, then
 waits until the applied index reaches the round's index.
 
-Everything runs on one asyncio loop; only fsyncs and big copies go to threads.
+Everything runs on one asyncio loop; fsyncs and big copies go to threads:
+the WAL's fsync (the node loop), a raft snapshot's file, WAL marker and
+segment release (``_snapshot``), a defrag's copy (``defragment``), a backend
+snapshot for a follower. Long scans go in steps: compactions, re-attaching
+keys to leases after installing a leader's backend. The backend's batch
+commit (with its fsync) stays on the loop (see petcd.storage.backend).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import functools
 import logging
-import math
 import os
-import random
-import tempfile
 from collections.abc import Callable
 from typing import Any
 
 from google.protobuf.message import DecodeError
 
+from petcd import stats
+from petcd.auth.front import AuthFront
+from petcd.auth.store import AuthStore
+from petcd.auth.tokens import AuthInfo
 from petcd.lease.lessor import ErrLeaseNotFound, Lessor
 from petcd.mvcc.history import StoreHistory
 from petcd.mvcc.kvstore import Compaction, KVStore
@@ -31,30 +37,28 @@ from petcd.proto import kv_pb2, raft_internal_pb2, rpc_pb2
 from petcd.raft import (
     ConfChange,
     ConfChangeType,
-    Config,
     ConfState,
     Entry,
     EntryType,
     Message,
     MessageType,
     ProposalDropped,
-    RawNode,
     ReadState,
     Snapshot,
     SnapshotMetadata,
 )
-from petcd.server import ids, txn_ops
-from petcd.server.alarms import ALARM_BUCKET, AlarmStore
+from petcd.server import ids, txn, txn_ops
+from petcd.server.alarms import AlarmStore
 from petcd.server.apply import (
     LOCAL_FAILURES,
     Applier,
-    CompactResult,
     ErrUnappliable,
     conf_change_problem,
     decode_request,
     request_id,
 )
-from petcd.server.cluster_ops import ClusterOps
+from petcd.server.bootstrap import Bootstrapped, bootstrap
+from petcd.server.cluster import ClusterManager, load_membership, members_doc
 from petcd.server.compactor import AutoCompactor
 from petcd.server.config import ServerConfig
 from petcd.server.errors import (
@@ -69,136 +73,150 @@ from petcd.server.errors import (
 )
 from petcd.server.leader_client import LeaderClient
 from petcd.server.membership import (
-    MEMBERS_BUCKET,
+    Membership,
     apply_change,
-    member_key,
 )
 from petcd.server.raft_node import NodeHooks, RaftNode
-from petcd.server.raft_storage import RaftStorage, WalIdentity
+from petcd.server.raft_storage import WalIdentity
+from petcd.server.read_index import ReadIndex
+from petcd.server.state import (
+    MemberState,
+    install_backend,
+    open_backend,
+    read_backend_snapshot,
+    snapshot_problem,
+)
+from petcd.server.tasks import TaskGroup
 from petcd.server.transport import DEFAULT_MAX_MESSAGE_BYTES, PeerTransport
+from petcd.server.transport.tls import peer_tls_from_config
 from petcd.server.wait import AppliedWait, Wait
-from petcd.storage.backend import Backend
+from petcd.storage.backend import Backend, DefragCopy
 from petcd.storage.errors import StorageError
-from petcd.storage.fsutil import replace_file
+from petcd.storage.fsutil import fsync_dir
+from petcd.version import ETCD_VERSION
+
+__all__ = ["ETCD_VERSION", "EtcdServer"]
 
 log = logging.getLogger("petcd.server")
 
-# The etcd release whose API and behaviour petcd reproduces; clients read it
-# from Status and decide what they may use.
-ETCD_VERSION = "3.4.23"
-
 # Keys of a compaction step: small enough that a step never holds the loop long.
 COMPACTION_STEP_KEYS = 1000
+# Keys per step of re-attaching keys to leases after installing a leader's backend.
+LEASE_REBUILD_STEP_KEYS = 1000
 
 
-class EtcdServer(ClusterOps):
-    def __init__(self, cfg: ServerConfig) -> None:
+class EtcdServer:
+    """One member: raft, storage and the state machine joined, built whole
+    from what bootstrap opened (``await EtcdServer.create(cfg)``), then
+    ``start`` and ``stop``. ``done`` resolves when the member stops serving:
+    with None after ``stop`` or its removal from the cluster, with the
+    failure when it failed (a failed fsync, say); the embedding program
+    awaits it."""
+
+    @classmethod
+    async def create(cls, cfg: ServerConfig) -> EtcdServer:
+        """Bootstrap the member's data directory and build the server on it
+        (closing what bootstrap opened if building fails)."""
+        boot = await bootstrap(cfg)
+        try:
+            return cls(cfg, boot)
+        except BaseException:
+            boot.close()
+            raise
+
+    def __init__(self, cfg: ServerConfig, boot: Bootstrapped) -> None:
+        """Build the member on boot; call from the event loop's thread."""
         self.cfg = cfg
+        self.raft_storage = boot.raft_storage
+        self.state = boot.state
+        self.member_id = boot.member_id
+        self.cluster_id = boot.cluster_id
+        self.snapshot_index = boot.snapshot_index
+        self.conf_state = boot.conf_state
+        self.applied_index = max(boot.snapshot_index, self.state.consistent_index)
+        self.request_timeout = cfg.request_timeout()
+        self.done: asyncio.Future[BaseException | None] = asyncio.get_running_loop().create_future()
+        self.removed = False  # this member was removed from the cluster
+        self._stopped = False
+        self._has_leader = asyncio.Event()
+        self.ids = ids.RequestIds(self.member_id)
         self.wait = Wait()
         self.applied_wait = AppliedWait()
-        self.alarms = AlarmStore()
-        self._read_next: asyncio.Future[None] | None = None
-        self._read_rounds: dict[bytes, asyncio.Future[None]] = {}
-        self._read_seq = 0
-        self._has_leader = asyncio.Event()
-        self._compactions: list[asyncio.Task[None]] = []
-        self._tasks: list[asyncio.Task[None]] = []
-        self._stopped = False
-        self._state_opened = False
-        self.removed = False  # this member was removed from the cluster
-        self.leader_client = LeaderClient()
-        self.request_timeout = 5.0 + 2 * cfg.election_timeout_ms / 1000.0
-        self.snapshot_index = 0
-        self.conf_state = ConfState()
-
-    # ---- life cycle -------------------------------------------------------
-
-    async def start(self) -> None:
-        cfg = self.cfg
-        os.makedirs(cfg.member_dir(), exist_ok=True)
-        peers: list[int] = []
-        applied = 0
-        if RaftStorage.exists(cfg.wal_dir()):
-            self.raft_storage, rec = RaftStorage.open(cfg.wal_dir(), cfg.snap_dir())
-            if rec.snapshot is not None:
-                applied = rec.snapshot.metadata.index
-                self.snapshot_index = applied
-                self.conf_state = rec.snapshot.metadata.conf_state
-            self._open_state(rec.snapshot)
-            self.membership = self._load_membership(rec.identity)
-            log.info("restarting member %x in cluster %x at commit %d", rec.identity.member_id,
-                     rec.identity.cluster_id, rec.hard_state.commit)
-        elif cfg.initial_cluster_state == "existing":
-            self._open_state(None)
-            self.membership = await self._joined_membership()
-            identity = WalIdentity(self.membership.local_id, self.membership.cluster_id)
-            self.raft_storage = RaftStorage.create(cfg.wal_dir(), cfg.snap_dir(), identity)
-            for m in self.membership.members.values():
-                self.backend.put(MEMBERS_BUCKET, member_key(m.id), m.to_json())
-            self.backend.commit()
-            log.info("joining cluster %x as member %x", self.membership.cluster_id, self.membership.local_id)
-        else:
-            self._open_state(None)
-            self.membership = self._new_membership()
-            identity = WalIdentity(self.membership.local_id, self.membership.cluster_id)
-            self.raft_storage = RaftStorage.create(cfg.wal_dir(), cfg.snap_dir(), identity)
-            for m in self.membership.members.values():
-                self.backend.put(MEMBERS_BUCKET, member_key(m.id), m.to_json())
-            self.backend.commit()
-            peers = self.membership.voter_ids()
-            log.info("starting new member %x in cluster %x", self.membership.local_id, self.membership.cluster_id)
-        self.member_id = self.membership.local_id
-        self.cluster_id = self.membership.cluster_id
-        self.ids = ids.RequestIds(self.member_id)
-        self.applied_index = max(applied, self.consistent_index)
         self.applied_wait.applied = self.applied_index
-        self.applier = Applier(self.kv, self.backend, self.alarms, self.lessor, self.membership)
-        election_tick = max(1, cfg.election_timeout_ms // cfg.heartbeat_interval_ms)
-        raw = RawNode(
-            Config(
-                id=self.member_id,
-                peers=peers,
-                election_tick=election_tick,
-                heartbeat_tick=1,
-                storage=self.raft_storage.log,
-                applied=applied,
-                rng=random.Random(),
-                pre_vote=True,
-                check_quorum=True,
-                max_inflight_msgs=512,
-                max_size_per_msg=1 << 20,
-            )
-        )
+        self.auth_front = AuthFront(lambda: self.state.auth, lambda: self.applied_index, self.applied_wait.wait)
+        # compaction jobs apart from everything else, so that waiting for
+        # compactions waits for nothing else
+        self.compactions = TaskGroup("compaction", log)
+        self.background = TaskGroup("background", log)
+        self.leader_client = LeaderClient()
+        self.watchable = WatchableStore(StoreHistory(self.state.kv))
+        self.state.kv.on_events = self._on_events
         hooks = NodeHooks(
             apply_entries=self._apply_entries,
             apply_snapshot=self._apply_snapshot,
             read_states=self._on_read_states,
             leader_changed=self._on_leader_changed,
             send=self._send,
+            failed=self._node_failed,
         )
-        self.node = RaftNode(raw, self.raft_storage, hooks, cfg.heartbeat_interval_ms / 1000.0)
+        self.node = RaftNode(
+            cfg.raft_config(self.member_id, self.raft_storage.log, peers=boot.peers, applied=boot.snapshot_index),
+            self.raft_storage,
+            hooks,
+            cfg.tick_seconds(),
+        )
         self.transport = PeerTransport(
             self.member_id,
             self.cluster_id,
             list(cfg.listen_peer_urls),
             on_message=self._on_peer_message,
-            on_unreachable=raw.report_unreachable,
-            on_snapshot_status=raw.report_snapshot,
-            members_info=self._members_doc,
+            on_unreachable=self.node.report_unreachable,
+            on_snapshot_status=self.node.report_snapshot,
+            members_info=lambda: members_doc(self.membership),
             # a MsgApp holds up to 1 MiB of entries plus one, which may be a whole request
             max_message_bytes=max(DEFAULT_MAX_MESSAGE_BYTES, 2 * cfg.max_request_bytes + (2 << 20)),
+            tls=peer_tls_from_config(cfg),
         )
-        await self.transport.start()
+        self.cluster = ClusterManager(
+            cfg,
+            membership=lambda: self.membership,
+            check_running=self._check_running,
+            propose_conf_change=self._propose_conf_change,
+            raft_status=self.node.status,
+            transfer_leader=self.node.transfer_leader,
+            active_since=self.transport.active_since,
+            leader_urls=self._leader_urls,
+            leader_client=self.leader_client,
+        )
+        self.reads = ReadIndex(self.member_id, self.node, self.applied_wait, self._has_leader)
+        # the worker thread writing a raft snapshot's files, while it runs
+        self._snapshot_saving: asyncio.Future[None] | None = None
+        self._defrag_lock = asyncio.Lock()  # one defrag at a time; held while one runs
+
+    # ---- life cycle -------------------------------------------------------
+
+    async def start(self) -> None:
+        """Listen for peers and start the node loop and the background work.
+        If the peer listener cannot start, everything bootstrap opened is
+        closed and the error raised."""
+        cfg = self.cfg
+        try:
+            await self.transport.start()
+        except BaseException:
+            self._stopped = True
+            self.state.close()
+            self.raft_storage.close()
+            raise
         for mid, urls in self.membership.peers().items():
             self.transport.add_peer(mid, urls)
         if len(self.membership.voter_ids()) == 1:
-            raw.campaign()  # a cluster of one need not wait out an election timeout
+            self.node.campaign()  # a cluster of one need not wait out an election timeout
         self.node.start()
         self.node.notify()
         self.watchable.start()
-        self._tasks.append(asyncio.create_task(self._backend_committer(), name="backend-commit"))
-        self._tasks.append(asyncio.create_task(self._lease_expirer(), name="lease-expiry"))
-        self._tasks.append(asyncio.create_task(self._publish(), name="publish"))
+        self.background.spawn(self._backend_committer(), "backend-commit")
+        self.background.spawn(self._lease_expirer(), "lease-expiry")
+        self.background.spawn(self._publish(), "publish")
         compactor = AutoCompactor(
             cfg.auto_compaction_mode,
             cfg.compaction_retention(),
@@ -207,38 +225,77 @@ class EtcdServer(ClusterOps):
             is_leader=self.node.is_leader,
             compact=lambda rev: self.compact(rpc_pb2.CompactionRequest(revision=rev)),
         )
-        self._tasks.append(asyncio.create_task(compactor.run(), name="auto-compaction"))
+        self.background.spawn(compactor.run(), "auto-compaction")
 
-    def _open_state(self, snap: Snapshot | None) -> None:
-        """Open the backend and everything built on it. A raft snapshot that
-        carries a backend (sent by a leader) and is newer than the backend on
-        disk replaces it: the crash came between the two."""
-        cfg = self.cfg
-        self.backend = Backend(cfg.backend_path())
-        if snap is not None and snap.data and self.backend.consistent_index()[0] < snap.metadata.index:
-            self.backend.close()
-            _install_backend(cfg.backend_path(), snap.data)
-            self.backend = Backend(cfg.backend_path())
-        self.kv = KVStore(self.backend)
-        self.alarms.load(self.backend.items(ALARM_BUCKET))
-        self.lessor = Lessor(self.backend, min_lease_ttl(cfg))
-        self.kv.lease_exists = self.lessor.exists
-        self._restore_lease_keys()
-        self.kv.on_events = self._on_events
-        if self._state_opened:
-            self.watchable.history = StoreHistory(self.kv)
-        else:
-            self.watchable = WatchableStore(StoreHistory(self.kv))
-            self._state_opened = True
-        self.consistent_index = self.backend.consistent_index()[0]
+    def _node_failed(self, exc: BaseException) -> None:
+        self._set_done(exc)
+
+    def _set_done(self, failure: BaseException | None) -> None:
+        if not self.done.done():
+            self.done.set_result(failure)
+
+    # ---- the state machine (one MemberState, swapped whole) ---------------------
+
+    @property
+    def backend(self) -> Backend:
+        return self.state.backend
+
+    @property
+    def kv(self) -> KVStore:
+        return self.state.kv
+
+    @property
+    def lessor(self) -> Lessor:
+        return self.state.lessor
+
+    @property
+    def alarms(self) -> AlarmStore:
+        return self.state.alarms
+
+    @property
+    def membership(self) -> Membership:
+        return self.state.membership
+
+    @property
+    def applier(self) -> Applier:
+        return self.state.applier
+
+    @property
+    def auth(self) -> AuthStore:
+        return self.state.auth
+
+    @property
+    def consistent_index(self) -> int:
+        """The index of the last raft entry the state machine holds."""
+        return self.state.consistent_index
+
+    @consistent_index.setter
+    def consistent_index(self, index: int) -> None:
+        self.state.consistent_index = index
+
+    def _install_state(self, state: MemberState) -> None:
+        """Make state the member's state machine: the one place where the
+        watchable store, the peers and the compactions learn of it."""
+        self.compactions.cancel_all()  # each holds the old store, whose backend is closed
+        state.kv.on_events = self._on_events
+        self.state = state
+        self.watchable.history = StoreHistory(state.kv)
+        for mid, urls in state.membership.peers().items():
+            self.transport.update_peer(mid, urls)
+        self.watchable.resync_all()
 
     async def stop(self) -> None:
         """Finish the WAL write and apply in progress, commit the backend, close."""
         if self._stopped:
             return
         self._stopped = True
-        for t in self._tasks + self._compactions:
-            t.cancel()
+        self._set_done(None)
+        await self.background.close()
+        await self.compactions.close()
+        if self._snapshot_saving is not None:  # its thread writes to the WAL: let it finish
+            await asyncio.wait([self._snapshot_saving])
+            if not self._snapshot_saving.cancelled() and self._snapshot_saving.exception() is not None:
+                log.error("saving the raft snapshot failed: %s", self._snapshot_saving.exception())
         await self.node.stop()
         await self.transport.stop()
         await self.leader_client.close()
@@ -312,7 +369,7 @@ class EtcdServer(ClusterOps):
             self.applied_index = max(self.applied_index, entries[-1].index)
             self.applied_wait.advance(self.applied_index)
             if self.applied_index - self.snapshot_index > self.cfg.snapshot_count:
-                self._snapshot()
+                self._maybe_snapshot()
 
     def _on_events(self, events: list[kv_pb2.Event], rev: int) -> None:
         self.lessor.on_events(events)
@@ -332,20 +389,22 @@ class EtcdServer(ClusterOps):
             if req_id:
                 self.wait.fail(req_id, ErrUnappliable())
             return
-        result = self.applier.apply(req, e.index)
-        if isinstance(result, CompactResult):
-            if result.job is not None:
-                self._run_compaction(result.job)
-            result = result.response
-        req_id = req.header.ID
-        if isinstance(result, BaseException):
-            self.wait.fail(req_id, result)
+        if not self.state.lease_keys.done and (
+            req.HasField("lease_revoke")  # a revocation deletes every key of the lease
+            or (req.HasField("put") and req.put.lease and self.state.auth.enabled)  # auth checks its keys
+        ):
+            self.state.lease_keys.finish()
+        applied = self.applier.apply(req, e.index)
+        if applied.compaction is not None:
+            self._run_compaction(applied.compaction)
+        if applied.error is not None:
+            self.wait.fail(req.header.ID, applied.error)
         else:
-            self.wait.trigger(req_id, result)
+            self.wait.trigger(req.header.ID, applied.response)
 
     def _apply_conf_change(self, e: Entry) -> None:
         cc = ConfChange.from_bytes(e.data)
-        self.conf_state = self.node.raw.apply_conf_change(cc)
+        self.conf_state = self.node.apply_conf_change(cc)
         if e.index > self.consistent_index:
             changed = apply_change(self.membership, cc, self.backend)
             if changed is not None and changed.id != self.member_id:
@@ -355,7 +414,8 @@ class EtcdServer(ClusterOps):
                     self.transport.update_peer(changed.id, list(changed.peer_urls))
             if cc.type == ConfChangeType.ConfChangeRemoveNode and cc.node_id == self.member_id:
                 log.warning("this member was removed from the cluster")
-                self.removed = True  # the embedding program stops the server
+                self.removed = True
+                self._set_done(None)  # the embedding program stops the server
         self.wait.trigger(cc.id, self.membership.to_pb_list())
         if self.conf_state.voters == [self.member_id] and self.node.lead == 0:
             # a cluster of one need not wait out an election timeout, on
@@ -364,51 +424,107 @@ class EtcdServer(ClusterOps):
 
     def _campaign_alone(self) -> None:
         if self.node.lead == 0 and not self._stopped:
-            self.node.raw.campaign()
-            self.node.notify()
+            self.node.campaign()
 
     def _apply_snapshot(self, snap: Snapshot) -> None:
-        """A snapshot from the leader: its backend replaces ours."""
+        """A snapshot from the leader: its backend replaces ours, and a
+        fresh state machine is built on it."""
         self.snapshot_index = snap.metadata.index
         self.conf_state = snap.metadata.conf_state
         if not snap.data:
             return
-        self.backend.close()
-        _install_backend(self.cfg.backend_path(), snap.data)
-        self._open_state(None)
-        self.membership = self._load_membership(WalIdentity(self.member_id, self.cluster_id))
-        self.applier = Applier(self.kv, self.backend, self.alarms, self.lessor, self.membership)
-        for mid, urls in self.membership.peers().items():
-            self.transport.update_peer(mid, urls)
+        self.state.close()
+        install_backend(self.cfg, snap.data)
+        backend = open_backend(self.cfg)
+        try:
+            membership = load_membership(backend, WalIdentity(self.member_id, self.cluster_id), self.cfg)
+            # the lease keys are re-attached a chunk at a time, off this call
+            state = MemberState.open(self.cfg, backend, membership, self.state.auth.tokens, lease_keys_now=False)
+        except BaseException:
+            backend.close()
+            raise
+        self._install_state(state)
+        self.background.spawn(self._rebuild_lease_keys(state), "lease-keys")
         self.applied_index = max(self.applied_index, self.consistent_index, snap.metadata.index)
         self.applied_wait.advance(self.applied_index)
-        self.watchable.resync_all()
         log.info("installed the leader's backend at index %d", self.consistent_index)
 
+    async def _rebuild_lease_keys(self, state: MemberState) -> None:
+        """Step a fresh state's lease-key rebuild between other work."""
+        while state is self.state and not state.lease_keys.step(LEASE_REBUILD_STEP_KEYS):
+            await asyncio.sleep(0)
+
+    def _maybe_snapshot(self) -> None:
+        """Take a raft snapshot unless one is being saved, or a defrag is in
+        flight: a defrag swaps in a file whose durable state is older than
+        the last commit until its replay is committed and the rename made
+        durable, and a snapshot would release the WAL entries that cover
+        the gap."""
+        if self._snapshot_saving is not None or self._defrag_lock.locked():
+            return
+        self._snapshot()
+
     def _snapshot(self) -> None:
-        self.backend.commit()  # the snapshot must not be ahead of the backend
-        self.raft_storage.snapshot_at(self.applied_index, self.conf_state, b"")
+        """Save a raft snapshot at the applied index: the backend is committed
+        here (the snapshot must not be ahead of the durable backend), the
+        snapshot file, the WAL marker and the release of WAL segments run in
+        a worker thread, then the in-memory log is compacted."""
+        self.backend.commit()
+        snap = self.raft_storage.create_snapshot(self.applied_index, self.conf_state, b"")
         self.snapshot_index = self.applied_index
-        log.info("saved raft snapshot at index %d", self.applied_index)
+        saving = asyncio.ensure_future(asyncio.to_thread(self.raft_storage.save_snapshot_files, snap))
+        self._snapshot_saving = saving
+        self.background.spawn(self._save_snapshot(snap, saving), f"raft-snapshot-{snap.metadata.index}")
+
+    async def _save_snapshot(self, snap: Snapshot, saving: asyncio.Future[None]) -> None:
+        try:
+            # shielded: stop() waits for the thread rather than closing the WAL under it
+            await asyncio.shield(saving)
+        except StorageError as exc:
+            log.critical("%s; stopping the member (fail-stop)", exc)
+            if self.node.failed is None:
+                self.node.failed = exc
+            return
+        finally:
+            if saving.done():
+                self._snapshot_saving = None
+        self.raft_storage.compact_log(snap.metadata.index)
+        log.info("saved raft snapshot at index %d", snap.metadata.index)
+
+    async def defragment(self) -> None:
+        """Defragment the backend without holding the loop: the compacting
+        copy and its fsync run in a worker thread while writes, reads and
+        commits go on; the swap on the loop replays the writes the copy
+        missed. One defrag at a time; raft snapshots wait for it."""
+        self._check_running()
+        async with self._defrag_lock:
+            backend = self.backend
+            copy = backend.start_defrag()
+            running = asyncio.ensure_future(asyncio.to_thread(copy.run))
+            try:
+                await asyncio.shield(running)
+                while not backend.finish_defrag(copy):  # a snapshot copy holds the environment
+                    await asyncio.to_thread(backend.wait_env_free)
+            except BaseException:
+                # the copy may still be running in its thread: clean up once it is done
+                running.add_done_callback(functools.partial(_abort_defrag, backend, copy))
+                raise
+            await asyncio.to_thread(_settle_defrag, copy, os.path.dirname(backend.path))
+            log.info("defragmented %s: %d bytes", backend.path, backend.size())
 
     def _run_compaction(self, job: Compaction) -> None:
         async def run() -> None:
             while not job.step(COMPACTION_STEP_KEYS):
                 await asyncio.sleep(0)
-        task = asyncio.create_task(run(), name="compaction")
-        self._compactions = [t for t in self._compactions if not t.done()] + [task]
+        self.compactions.spawn(run(), f"compaction-{job.rev}")
 
     def _on_read_states(self, states: list[ReadState]) -> None:
-        for rs in states:
-            fut = self._read_rounds.pop(rs.request_ctx, None)
-            if fut is None:
-                continue
-            waiter = self.applied_wait.wait(rs.index)
-            waiter.add_done_callback(lambda w, f=fut: _chain(w, f))
-        self._start_read_round()
+        self.reads.on_read_states(states)
 
     def _on_leader_changed(self, old: int, new: int) -> None:
         log.info("raft leader changed from %x to %x", old, new)
+        if new != 0:
+            stats.SERVER.leader_changes += 1  # etcd_server_leader_changes_seen_total
         if new == self.member_id:
             # a new leader gives every lease a whole TTL, so none expires
             # merely because leadership moved
@@ -419,11 +535,7 @@ class EtcdServer(ClusterOps):
             self._has_leader.clear()
         else:
             self._has_leader.set()
-        if self._read_rounds:  # rounds sent to the old leader may never be answered
-            rounds, self._read_rounds = self._read_rounds, {}
-            for fut in rounds.values():
-                if not fut.done():
-                    fut.set_exception(_RoundLost())
+        self.reads.leader_changed()
 
     def _send(self, msgs: list[Message]) -> None:
         plain = [m for m in msgs if m.type != MessageType.MsgSnap]
@@ -431,8 +543,7 @@ class EtcdServer(ClusterOps):
             self.transport.send(plain)
         for m in msgs:
             if m.type == MessageType.MsgSnap:
-                task = asyncio.create_task(self._send_snapshot(m), name="send-snapshot")
-                self._compactions.append(task)
+                self.background.spawn(self._send_snapshot(m), f"send-snapshot-{m.to:x}")
 
     async def _send_snapshot(self, m: Message) -> None:
         """A follower needs a snapshot: send our whole backend, described as
@@ -444,24 +555,23 @@ class EtcdServer(ClusterOps):
         index = self.consistent_index
         term = self.raft_storage.log.term(index)
         cs = ConfState(list(self.conf_state.voters), list(self.conf_state.learners))
-        data = await asyncio.to_thread(_read_backend_snapshot, self.backend)
+        data = await asyncio.to_thread(read_backend_snapshot, self.backend)
         m.snapshot = Snapshot(data, SnapshotMetadata(cs, index, term))
         self.transport.send([m])
 
     def _snapshot_news(self, m: Message) -> bool:
         """Whether raft could take this MsgSnap (not stale, past our commit): only then is its data checked."""
         assert m.snapshot is not None
-        st = self.node.raw.status()
+        st = self.node.status()
         return m.term >= st.term and m.snapshot.metadata.index > st.commit
 
     def _on_peer_message(self, m: Message) -> None:
         if m.type == MessageType.MsgSnap and m.snapshot is not None and self._snapshot_news(m):
-            why = _snapshot_problem(m.snapshot, self.cfg.backend_path())
+            why = snapshot_problem(m.snapshot, self.cfg.backend_path())
             if why is not None:
                 log.warning("ignored a snapshot [index %d] from %x: %s", m.snapshot.metadata.index, m.from_, why)
                 return
-        self.node.raw.step(m)
-        self.node.notify()
+        self.node.step(m)
 
     async def _publish(self) -> None:
         """Record this member's name and client URLs in the cluster, through
@@ -480,17 +590,10 @@ class EtcdServer(ClusterOps):
                 log.info("publishing member attributes failed, retrying: %s", exc)
                 await asyncio.sleep(0.5)
 
-    def _restore_lease_keys(self) -> None:
-        """Re-attach every live key to its lease (attachments are not stored)."""
-        resp = self.kv.range(rpc_pb2.RangeRequest(key=b"\0", range_end=b"\0"))
-        for kv in resp.kvs:
-            if kv.lease:
-                self.lessor.attach(kv.lease, kv.key)
-
     async def _lease_expirer(self) -> None:
         """The leader revokes expired leases through raft, so every member
         deletes their keys at the same revision."""
-        revoking: set[int] = set()
+        revoking: set[int] = set()  # revocations in flight (held by self.background)
         while not self._stopped:
             await asyncio.sleep(0.5)
             if not self.node.is_leader():
@@ -499,8 +602,8 @@ class EtcdServer(ClusterOps):
                 if lease_id in revoking:
                     continue
                 revoking.add(lease_id)
-                task = asyncio.create_task(self._revoke_expired(lease_id))
-                task.add_done_callback(lambda _t, i=lease_id: revoking.discard(i))
+                task = self.background.spawn(self._revoke_expired(lease_id), f"revoke-lease-{lease_id:x}")
+                task.add_done_callback(functools.partial(_forget, revoking, lease_id))
 
     async def _revoke_expired(self, lease_id: int) -> None:
         try:
@@ -532,8 +635,11 @@ class EtcdServer(ClusterOps):
         if self.node.failed is not None:
             raise ErrStopped()
 
-    async def raft_request(self, req: raft_internal_pb2.InternalRaftRequest) -> Any:
+    async def raft_request(self, req: raft_internal_pb2.InternalRaftRequest, auth: AuthInfo | None = None) -> Any:
         self._check_running()
+        if auth is not None:  # who the request runs as, checked where it is applied
+            req.header.username = auth.username
+            req.header.auth_revision = auth.revision
         if self.membership.is_learner() and not req.HasField("cluster_member_attr_set"):
             raise ErrNotSupportedForLearner()
         req_id = self.ids.next()
@@ -542,11 +648,23 @@ class EtcdServer(ClusterOps):
         if len(data) > self.cfg.max_request_bytes:
             raise ErrRequestTooLarge()
         self._check_quota(req, len(data))
+        return await self._propose_and_wait(req_id, lambda: self.node.propose(data))
+
+    async def _propose_conf_change(self, cc: ConfChange) -> None:
+        """Propose a membership change and wait until it is applied."""
+        self._check_running()
+        cc.id = self.ids.next()
+        await self._propose_and_wait(cc.id, lambda: self.node.propose_conf_change(cc))
+
+    async def _propose_and_wait(self, req_id: int, feed: Callable[[], None]) -> Any:
+        """The one way in for writes and membership changes: register the
+        waiter, feed the proposal to raft (waiting for a leader if need be),
+        and wait for the applier's result under the request timeout."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.request_timeout
         fut = self.wait.register(req_id)
         try:
-            await self._until_taken(lambda: self.node.raw.propose(data), deadline)
+            await self._until_taken(feed, deadline)
         except BaseException:
             self.wait.cancel(req_id)
             raise
@@ -569,8 +687,8 @@ class EtcdServer(ClusterOps):
         if not self.alarms.is_active(rpc_pb2.NOSPACE):
             alarm = rpc_pb2.AlarmRequest(action=rpc_pb2.AlarmRequest.ACTIVATE, memberID=self.member_id,
                                          alarm=rpc_pb2.NOSPACE)
-            task = asyncio.create_task(self.raft_request(raft_internal_pb2.InternalRaftRequest(alarm=alarm)))
-            self._compactions.append(task)
+            self.background.spawn(self.raft_request(raft_internal_pb2.InternalRaftRequest(alarm=alarm)),
+                                  "raise-nospace")
             log.warning("database space exceeded (%d bytes, quota %d): raising the NOSPACE alarm",
                         self.backend.size(), quota)
         raise ErrNoSpace()
@@ -594,92 +712,42 @@ class EtcdServer(ClusterOps):
                     except TimeoutError:
                         raise ErrTimeoutDueToLeaderFail() from None
                 else:
-                    await asyncio.sleep(min(remaining, self.cfg.heartbeat_interval_ms / 1000.0))
+                    await asyncio.sleep(min(remaining, self.cfg.tick_seconds()))
 
     async def linearizable_read(self) -> None:
-        """Returns once a read of the local store is linearizable: a ReadIndex
-        round that started after this call has been confirmed by a quorum and
-        applied. Reads arriving together share one round; a round lost to a
-        leader change is retried."""
+        """Returns once a read of the local store is linearizable (see
+        petcd.server.read_index)."""
         self._check_running()
         if self.membership.is_learner():
             raise ErrNotSupportedForLearner()
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.request_timeout
-        while True:
-            if self._read_next is None:
-                self._read_next = loop.create_future()
-            fut = self._read_next
-            if not self._read_rounds:
-                self._start_read_round()
-            try:
-                await asyncio.wait_for(asyncio.shield(fut), max(0.0, deadline - loop.time()))
-                return
-            except _RoundLost:
-                if self.node.lead == 0:
-                    try:
-                        await asyncio.wait_for(self._has_leader.wait(), max(0.0, deadline - loop.time()))
-                    except TimeoutError:
-                        raise ErrTimeoutDueToLeaderFail() from None
-            except TimeoutError:
-                self._forget_round(fut)
-                raise (ErrTimeoutDueToLeaderFail() if self.node.lead == 0 else ErrTimeout()) from None
-
-    def _forget_round(self, fut: asyncio.Future[None]) -> None:
-        """A read round that timed out may have been lost on the way (a dropped
-        message): forget it, so the next read starts a new round instead of
-        waiting behind this one for good. Reads still sharing it retry."""
-        for ctx, f in list(self._read_rounds.items()):
-            if f is fut:
-                del self._read_rounds[ctx]
-                if not fut.done():
-                    fut.set_exception(_RoundLost())
-                    fut.exception()  # retrieved: no "never retrieved" warning if nobody else waits on it
-        if not self._read_rounds:
-            self._start_read_round()  # the reads that queued behind the lost round
-
-    def _start_read_round(self) -> None:
-        fut, self._read_next = self._read_next, None
-        if fut is None:
-            return
-        self._read_seq += 1
-        # unique across members: the leader keeps every member's rounds apart by it
-        ctx = self.member_id.to_bytes(8, "big") + self._read_seq.to_bytes(8, "big")
-        try:
-            self.node.raw.read_index(ctx)
-        except ProposalDropped:
-            fut.set_exception(_RoundLost())
-            return
-        self._read_rounds[ctx] = fut
-        self.node.notify()
+        await self.reads.wait(self.request_timeout)
 
     # ---- KV ---------------------------------------------------------------
 
     async def range(self, req: rpc_pb2.RangeRequest) -> rpc_pb2.RangeResponse:
         if not req.serializable:
             await self.linearizable_read()
-        resp: rpc_pb2.RangeResponse = self.kv.range(req)
+        return txn.range_(self.kv, req)
+
+    async def put(self, req: rpc_pb2.PutRequest, auth: AuthInfo | None = None) -> rpc_pb2.PutResponse:
+        resp: rpc_pb2.PutResponse = await self.raft_request(raft_internal_pb2.InternalRaftRequest(put=req), auth)
         return resp
 
-    async def put(self, req: rpc_pb2.PutRequest) -> rpc_pb2.PutResponse:
-        resp: rpc_pb2.PutResponse = await self.raft_request(raft_internal_pb2.InternalRaftRequest(put=req))
-        return resp
-
-    async def delete_range(self, req: rpc_pb2.DeleteRangeRequest) -> rpc_pb2.DeleteRangeResponse:
+    async def delete_range(self, req: rpc_pb2.DeleteRangeRequest,
+                           auth: AuthInfo | None = None) -> rpc_pb2.DeleteRangeResponse:
         resp: rpc_pb2.DeleteRangeResponse = await self.raft_request(
-            raft_internal_pb2.InternalRaftRequest(delete_range=req)
+            raft_internal_pb2.InternalRaftRequest(delete_range=req), auth
         )
         return resp
 
-    async def txn(self, req: rpc_pb2.TxnRequest) -> rpc_pb2.TxnResponse:
+    async def txn(self, req: rpc_pb2.TxnRequest, auth: AuthInfo | None = None) -> rpc_pb2.TxnResponse:
         if txn_ops.is_read_only(req):
             if not txn_ops.is_serializable(req):
                 await self.linearizable_read()
-            ro: rpc_pb2.TxnResponse = self.kv.txn(req)
-            return ro
+            return txn.txn(self.kv, req, self.lessor.exists)
         wrapped = raft_internal_pb2.InternalRaftRequest()
         wrapped.txn.CopyFrom(req)  # not txn=req: that copies by re-parsing, which stops ~50 txns deep
-        resp: rpc_pb2.TxnResponse = await self.raft_request(wrapped)
+        resp: rpc_pb2.TxnResponse = await self.raft_request(wrapped, auth)
         return resp
 
     async def compact(self, req: rpc_pb2.CompactionRequest) -> rpc_pb2.CompactionResponse:
@@ -691,9 +759,8 @@ class EtcdServer(ClusterOps):
         return resp
 
     async def wait_compactions(self) -> None:
-        pending = [t for t in self._compactions if not t.done()]
-        if pending:
-            await asyncio.gather(*pending, return_exceptions=True)
+        """Wait for the compaction jobs running now (and nothing else)."""
+        await self.compactions.wait()
 
     async def alarm(self, req: rpc_pb2.AlarmRequest) -> rpc_pb2.AlarmResponse:
         resp: rpc_pb2.AlarmResponse = await self.raft_request(raft_internal_pb2.InternalRaftRequest(alarm=req))
@@ -709,9 +776,14 @@ class EtcdServer(ClusterOps):
         )
         return resp
 
-    async def lease_revoke(self, req: rpc_pb2.LeaseRevokeRequest) -> rpc_pb2.LeaseRevokeResponse:
+    async def lease_revoke(self, req: rpc_pb2.LeaseRevokeRequest,
+                           auth: AuthInfo | None = None) -> rpc_pb2.LeaseRevokeResponse:
+        """Revoke as ``auth``'s user; None is the server itself (expiry),
+        which revokes as root, as etcd does (the keys may be anyone's)."""
+        if auth is None:
+            auth = AuthInfo("root", self.auth.revision)
         resp: rpc_pb2.LeaseRevokeResponse = await self.raft_request(
-            raft_internal_pb2.InternalRaftRequest(lease_revoke=req)
+            raft_internal_pb2.InternalRaftRequest(lease_revoke=req), auth
         )
         return resp
 
@@ -726,6 +798,8 @@ class EtcdServer(ClusterOps):
         if not self.node.is_leader():
             # the remaining TTL lives in the leader's lessor
             return await self.leader_client.time_to_live(self._leader_urls(), req, self.request_timeout)
+        if req.keys:
+            self.state.lease_keys.finish()
         lease = self.lessor.lookup(req.ID)
         if lease is None:
             raise ErrLeaseNotFound()
@@ -740,6 +814,15 @@ class EtcdServer(ClusterOps):
             raise ErrNoLeader()
         return lead.client_urls
 
+    # ---- Auth -------------------------------------------------------------
+
+    async def auth_request(self, field: str, req: Any, auth: AuthInfo | None) -> Any:
+        """Propose one auth request (``field`` is its InternalRaftRequest
+        field); the auth store applies it and checks the caller's rights."""
+        wrapped = raft_internal_pb2.InternalRaftRequest()
+        getattr(wrapped, field).CopyFrom(req)
+        return await self.raft_request(wrapped, auth)
+
     # ---- Cluster ----------------------------------------------------------
 
     async def lease_leases(self) -> rpc_pb2.LeaseLeasesResponse:
@@ -747,69 +830,17 @@ class EtcdServer(ClusterOps):
         return rpc_pb2.LeaseLeasesResponse(leases=[rpc_pb2.LeaseStatus(ID=i) for i in sorted(self.lessor.leases)])
 
 
-def _snapshot_problem(snap: Snapshot, backend_path: str) -> str | None:
-    """Why the backend a MsgSnap carries could not be installed here, or None.
-
-    Checked before raft sees the message: once raft takes a snapshot it is in
-    the WAL, and a backend that cannot be opened would stop the member on
-    every start. A leader always sends its whole backend, committed at or past
-    the snapshot's index."""
-    if not snap.data:
-        return "it carries no backend"
-    fd, tmp = tempfile.mkstemp(prefix=os.path.basename(backend_path) + ".check-", dir=os.path.dirname(backend_path))
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(snap.data)
-        backend = Backend(tmp)
-        try:
-            index, _ = backend.consistent_index()
-        finally:
-            backend.close()
-    except Exception as exc:  # anything the bytes make the backend raise
-        return f"its backend cannot be opened: {exc}"
-    finally:
-        for path in (tmp, tmp + "-lock"):
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(path)
-    if index < snap.metadata.index:
-        return f"its backend is at index {index}, behind the snapshot's {snap.metadata.index}"
-    return None
+def _settle_defrag(copy: DefragCopy, dirname: str) -> None:
+    """After the swap (in a worker thread): free the old file, make the rename durable."""
+    copy.release_old()
+    fsync_dir(dirname)
 
 
-def _install_backend(path: str, data: bytes) -> None:
-    """Replace the backend file at path with data, durably."""
-    replace_file(path, data)
+def _abort_defrag(backend: Backend, copy: DefragCopy, running: asyncio.Future[None]) -> None:
+    if not running.cancelled():
+        running.exception()  # retrieved: the caller got the failure already
+    backend.abort_defrag(copy)
 
 
-def _read_backend_snapshot(backend: Backend) -> bytes:
-    """The whole committed backend as bytes (in a worker thread)."""
-    snap = backend.snapshot()
-    try:
-        chunks = []
-        while chunk := snap.read(1 << 20):
-            chunks.append(chunk)
-        return b"".join(chunks)
-    finally:
-        snap.close()
-
-
-class _RoundLost(Exception):
-    """A read index round that will never be answered (no leader, or the
-    leader changed); the reads in it start a new one."""
-
-
-def min_lease_ttl(cfg: ServerConfig) -> int:
-    """etcd's minimum lease TTL: 1.5 election timeouts, in whole seconds,
-    rounded up, so a lease outlives a leader election."""
-    election_ticks = max(1, cfg.election_timeout_ms // cfg.heartbeat_interval_ms)
-    return math.ceil((3 * election_ticks // 2) * cfg.heartbeat_interval_ms / 1000.0)
-
-
-def _chain(src: asyncio.Future[None], dst: asyncio.Future[None]) -> None:
-    if dst.done():
-        return
-    exc = src.exception()
-    if exc is not None:
-        dst.set_exception(exc)
-    else:
-        dst.set_result(None)
+def _forget(ids: set[int], lease_id: int, _done: asyncio.Task[None]) -> None:
+    ids.discard(lease_id)

@@ -165,10 +165,10 @@ def apply_change(ms: Membership, cc: ConfChange, store: Buckets) -> Member | Non
         store.put(MEMBERS_REMOVED_BUCKET, member_key(mid), b"removed")
         return gone
     if t == ConfChangeType.ConfChangeUpdateNode:
-        m = ms.members.get(mid)
-        if m is None or not cc.context:
+        updated = ms.members.get(mid)
+        if updated is None or not cc.context:
             return None
-        m.peer_urls = Member.from_json(cc.context).peer_urls
-        store.put(MEMBERS_BUCKET, member_key(mid), m.to_json())
-        return m
+        updated.peer_urls = Member.from_json(cc.context).peer_urls
+        store.put(MEMBERS_BUCKET, member_key(mid), updated.to_json())
+        return updated
     return None

@@ -19,7 +19,19 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from petcd.raft import Entry, Message, RawNode, ReadState, Ready, Snapshot, StateType
+from petcd.raft import (
+    ConfChange,
+    Config,
+    ConfState,
+    Entry,
+    Message,
+    RawNode,
+    ReadState,
+    Ready,
+    Snapshot,
+    StateType,
+    Status,
+)
 from petcd.server.raft_storage import RaftStorage
 
 log = logging.getLogger("petcd.server.raft")
@@ -34,13 +46,18 @@ class NodeHooks:
     read_states: Callable[[list[ReadState]], None]
     leader_changed: Callable[[int, int], None]  # (old lead, new lead)
     send: Callable[[list[Message]], None]
+    failed: Callable[[BaseException], None]  # the member can no longer serve writes
 
 
 class RaftNode:
-    """Owns the RawNode and its durable storage; runs the Ready loop."""
+    """Owns the raft core and its durable storage; runs the Ready loop.
 
-    def __init__(self, raw: RawNode, storage: RaftStorage, hooks: NodeHooks, tick_interval: float) -> None:
-        self.raw = raw
+    The core is sealed in here: everything the server feeds it goes through
+    a method below, which also wakes the loop, so no input can sit in the
+    core unnoticed until the next tick."""
+
+    def __init__(self, config: Config, storage: RaftStorage, hooks: NodeHooks, tick_interval: float) -> None:
+        self._raw = RawNode(config)
         self.storage = storage
         self.hooks = hooks
         self.tick_interval = tick_interval
@@ -51,7 +68,7 @@ class RaftNode:
         self._wake = asyncio.Event()
         self._stopped = False
         self._tasks: list[asyncio.Task[None]] = []
-        self.failed: BaseException | None = None
+        self._failed: BaseException | None = None
 
     def start(self) -> None:
         self._tasks = [
@@ -70,9 +87,72 @@ class RaftNode:
             except (asyncio.CancelledError, Exception):
                 pass
 
+    @property
+    def failed(self) -> BaseException | None:
+        """The failure that stopped this member serving writes (the node
+        loop's, or one the server records, such as a failed backend commit);
+        None while it serves."""
+        return self._failed
+
+    @failed.setter
+    def failed(self, exc: BaseException | None) -> None:
+        # the first failure wins and is reported once
+        if exc is None or self._failed is not None:
+            return
+        self._failed = exc
+        self.hooks.failed(exc)
+
     def notify(self) -> None:
-        """Something was fed to the core: look for a Ready soon."""
+        """Something changed that may give the core a Ready: look soon."""
         self._wake.set()
+
+    # ---- inputs: each wakes the loop ---------------------------------------------
+
+    def propose(self, data: bytes) -> None:
+        """Propose a request; raises ProposalDropped when the core cannot take it now."""
+        self._raw.propose(data)
+        self._wake.set()
+
+    def propose_conf_change(self, cc: ConfChange) -> None:
+        """Propose a membership change; raises ProposalDropped like propose."""
+        self._raw.propose_conf_change(cc)
+        self._wake.set()
+
+    def read_index(self, ctx: bytes) -> None:
+        """Start a ReadIndex round named ctx; raises ProposalDropped without a leader."""
+        self._raw.read_index(ctx)
+        self._wake.set()
+
+    def step(self, m: Message) -> None:
+        """A message from a peer."""
+        self._raw.step(m)
+        self._wake.set()
+
+    def campaign(self) -> None:
+        self._raw.campaign()
+        self._wake.set()
+
+    def transfer_leader(self, target: int) -> None:
+        self._raw.transfer_leader(target)
+        self._wake.set()
+
+    def report_unreachable(self, member_id: int) -> None:
+        self._raw.report_unreachable(member_id)
+        self._wake.set()
+
+    def report_snapshot(self, member_id: int, ok: bool) -> None:
+        self._raw.report_snapshot(member_id, ok)
+        self._wake.set()
+
+    def apply_conf_change(self, cc: ConfChange) -> ConfState:
+        """Apply a committed membership change to the core; the new configuration."""
+        cs = self._raw.apply_conf_change(cc)
+        self._wake.set()
+        return cs
+
+    def status(self) -> Status:
+        """The core's current view (role, term, leader; followers' progress on a leader)."""
+        return self._raw.status()
 
     def is_leader(self) -> bool:
         return self.role == StateType.Leader
@@ -80,7 +160,7 @@ class RaftNode:
     async def _ticker(self) -> None:
         while not self._stopped:
             await asyncio.sleep(self.tick_interval)
-            self.raw.tick()
+            self._raw.tick()
             self._wake.set()
 
     async def _run(self) -> None:
@@ -88,8 +168,8 @@ class RaftNode:
             while not self._stopped:
                 await self._wake.wait()
                 self._wake.clear()
-                while self.raw.has_ready() and not self._stopped:
-                    await self._handle(self.raw.ready())
+                while self._raw.has_ready() and not self._stopped:
+                    await self._handle(self._raw.ready())
         except asyncio.CancelledError:
             raise
         except BaseException as exc:  # a failed fsync or apply: stop serving writes
@@ -123,4 +203,4 @@ class RaftNode:
             self.hooks.send(rd.messages)
         if rd.committed_entries:
             self.hooks.apply_entries(rd.committed_entries)
-        self.raw.advance(rd)
+        self._raw.advance(rd)

@@ -43,9 +43,9 @@ def test_unknown_flag_exits_2_naming_it() -> None:
 
 
 def test_unsupported_flag_exits_2_saying_so() -> None:
-    r = petcd("--client-cert-auth")
+    r = petcd("--client-crl-file", "/crl.pem")
     assert r.returncode == 2
-    assert r.stderr.strip() == "petcd: flag --client-cert-auth is not supported yet"
+    assert r.stderr.strip() == "petcd: flag --client-crl-file is not supported yet"
 
 
 def test_bad_configuration_exits_1_with_etcds_message(tmp_path: Path) -> None:
@@ -61,6 +61,17 @@ def test_help_exits_0_and_lists_flags() -> None:
     r = petcd("--help")
     assert r.returncode == 0
     assert "--listen-client-urls" in r.stdout and "--initial-cluster-token" in r.stdout
+
+
+def test_help_mentions_the_cluster_command_and_it_describes_its_flags() -> None:
+    assert "petcd cluster" in petcd("--help").stdout
+    r = petcd("cluster", "--help")
+    assert r.returncode == 0
+    text = " ".join(r.stdout.split())
+    for described in ("--size {1,3,5} number of members", "--data-dir DATA_DIR folder for every member",
+                      "--base-port BASE_PORT client port of the first member",
+                      "--initial-cluster-token INITIAL_CLUSTER_TOKEN the cluster's"):
+        assert described in text, described
 
 
 def test_member_from_flags_and_env_serves_etcdctl(tmp_path: Path, processes: list[PetcdProcess]) -> None:

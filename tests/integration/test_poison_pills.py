@@ -14,7 +14,8 @@ from typing import Any
 import grpc
 import pytest
 
-from petcd.proto import raft_internal_pb2, rpc_pb2
+from petcd.mvcc.kvstore import TxnWrite
+from petcd.proto import kv_pb2, raft_internal_pb2, rpc_pb2
 from petcd.server.apply import ErrUnappliable
 from petcd.server.etcd_server import EtcdServer
 from petcd.testing.harness import wait_for
@@ -40,7 +41,7 @@ async def _propose_raw(s: EtcdServer, data_without_header: bytes) -> BaseExcepti
     req_id = s.ids.next()
     header = raft_internal_pb2.InternalRaftRequest(header=raft_internal_pb2.RequestHeader(ID=req_id))
     fut = s.wait.register(req_id)
-    s.node.raw.propose(data_without_header + header.SerializeToString())
+    s.node.propose(data_without_header + header.SerializeToString())
     s.node.notify()
     try:
         return await asyncio.wait_for(fut, 30)
@@ -63,20 +64,20 @@ def test_an_undecodable_request_fails_its_waiter_and_changes_nothing(
 
 
 def test_a_failure_nobody_foresaw_is_an_error_result_not_a_dead_member(
-        member: Member, caplog: pytest.LogCaptureFixture) -> None:
+        member: Member, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
     """The applier's safety net: a defect inside apply (here a fault injected
     into the store's put) answers the client with INTERNAL and is logged;
     the member goes on serving."""
     s = member.etcd.server
     rev = s.kv.rev
-    real_put = s.kv.put
+    real_put = TxnWrite.put
 
-    def broken_put(req: rpc_pb2.PutRequest) -> rpc_pb2.PutResponse:
-        if req.key == b"boom":
+    def broken_put(w: TxnWrite, key: bytes, value: bytes, lease: int) -> kv_pb2.KeyValue | None:
+        if key == b"boom":
             raise RecursionError("an applier defect")
-        return real_put(req)
+        return real_put(w, key, value, lease)
 
-    s.kv.put = broken_put  # type: ignore[method-assign]
+    monkeypatch.setattr(TxnWrite, "put", broken_put)
     with caplog.at_level(logging.ERROR, logger="petcd.server.apply"), pytest.raises(grpc.RpcError) as err:
         member.kv.Put(rpc_pb2.PutRequest(key=b"boom", value=b"v"), timeout=30)
     assert (err.value.code(), err.value.details()) == (
@@ -87,21 +88,21 @@ def test_a_failure_nobody_foresaw_is_an_error_result_not_a_dead_member(
     assert member.kv.Put(rpc_pb2.PutRequest(key=b"fine", value=b"v"), timeout=30).header.revision == rev + 1
 
 
-def test_a_storage_failure_is_not_swallowed_as_a_client_error(member: Member) -> None:
+def test_a_storage_failure_is_not_swallowed_as_a_client_error(member: Member, monkeypatch: pytest.MonkeyPatch) -> None:
     """A failure of this member's own disk is not the entry's: applying the
     entry as an error here alone would fork the state, so it stops the
     member's writes instead (the node loop fails)."""
     from petcd.storage.errors import BackendError
 
     s = member.etcd.server
-    real_put = s.kv.put
+    real_put = TxnWrite.put
 
-    def failing_disk(req: rpc_pb2.PutRequest) -> rpc_pb2.PutResponse:
-        if req.key == b"disk":
+    def failing_disk(w: TxnWrite, key: bytes, value: bytes, lease: int) -> kv_pb2.KeyValue | None:
+        if key == b"disk":
             raise BackendError("backend: write failed: EIO")
-        return real_put(req)
+        return real_put(w, key, value, lease)
 
-    s.kv.put = failing_disk  # type: ignore[method-assign]
+    monkeypatch.setattr(TxnWrite, "put", failing_disk)
     with pytest.raises(grpc.RpcError):  # no answer comes: the member stopped applying
         member.kv.Put(rpc_pb2.PutRequest(key=b"disk", value=b"v"), timeout=2)
     wait_for(lambda: s.node.failed is not None, 30, "the node loop to stop")

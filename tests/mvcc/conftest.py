@@ -1,4 +1,5 @@
-"""Fixtures for the mvcc tests: a KVStore on a real Backend in tmp_path."""
+"""Fixtures for the mvcc tests: a KVStore on a real Backend in tmp_path,
+driven with etcd's requests through petcd.server.txn, as the applier does."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import pytest
 
 from petcd.mvcc.kvstore import KVStore
 from petcd.proto import kv_pb2, rpc_pb2
+from petcd.server import txn
 from petcd.storage.backend import Backend
 
 R = rpc_pb2
@@ -25,7 +27,7 @@ class Harness:
         self.kv = self._open()
 
     def _open(self) -> KVStore:
-        kv = KVStore(self.backend, lease_exists=lambda lease: lease in self.leases)
+        kv = KVStore(self.backend)
         kv.on_events = lambda evs, rev: self.events.append((rev, list(evs)))
         return kv
 
@@ -38,15 +40,31 @@ class Harness:
     def close(self) -> None:
         self.backend.close()
 
+    def lease_exists(self, lease: int) -> bool:
+        return lease in self.leases
+
+    # etcd's requests, as the applier carries them out
+    def put_request(self, req: rpc_pb2.PutRequest) -> rpc_pb2.PutResponse:
+        return txn.put(self.kv, req, self.lease_exists)
+
+    def delete_request(self, req: rpc_pb2.DeleteRangeRequest) -> rpc_pb2.DeleteRangeResponse:
+        return txn.delete_range(self.kv, req)
+
+    def range_request(self, req: rpc_pb2.RangeRequest) -> rpc_pb2.RangeResponse:
+        return txn.range_(self.kv, req)
+
+    def txn(self, req: rpc_pb2.TxnRequest) -> rpc_pb2.TxnResponse:
+        return txn.txn(self.kv, req, self.lease_exists)
+
     # shorthands
     def put(self, key: bytes, value: bytes = b"", **kw: object) -> rpc_pb2.PutResponse:
-        return self.kv.put(R.PutRequest(key=key, value=value, **kw))  # type: ignore[arg-type]
+        return self.put_request(R.PutRequest(key=key, value=value, **kw))  # type: ignore[arg-type]
 
     def delete(self, key: bytes, range_end: bytes = b"", **kw: object) -> rpc_pb2.DeleteRangeResponse:
-        return self.kv.delete_range(R.DeleteRangeRequest(key=key, range_end=range_end, **kw))  # type: ignore[arg-type]
+        return self.delete_request(R.DeleteRangeRequest(key=key, range_end=range_end, **kw))  # type: ignore[arg-type]
 
     def get(self, key: bytes, range_end: bytes = b"", **kw: object) -> rpc_pb2.RangeResponse:
-        return self.kv.range(R.RangeRequest(key=key, range_end=range_end, **kw))  # type: ignore[arg-type]
+        return self.range_request(R.RangeRequest(key=key, range_end=range_end, **kw))  # type: ignore[arg-type]
 
     def keys(self, key: bytes = b"\0", range_end: bytes = b"\0", **kw: object) -> list[bytes]:
         return [kv.key for kv in self.get(key, range_end, **kw).kvs]

@@ -40,7 +40,7 @@ def test_on_events_per_write(h: Harness) -> None:
 def test_on_events_for_txn_in_sub_revision_order(h: Harness) -> None:
     populate(h)
     h.events.clear()
-    h.kv.txn(
+    h.txn(
         R.TxnRequest(
             success=[
                 R.RequestOp(request_delete_range=R.DeleteRangeRequest(key=b"a", range_end=b"b")),
@@ -58,13 +58,13 @@ def test_on_events_for_txn_in_sub_revision_order(h: Harness) -> None:
         (PUT, b"c", 10, b"3"),
     ]
     h.events.clear()
-    h.kv.txn(R.TxnRequest(success=[R.RequestOp(request_range=R.RangeRequest(key=b"a"))]))
+    h.txn(R.TxnRequest(success=[R.RequestOp(request_range=R.RangeRequest(key=b"a"))]))
     assert h.events == []
 
 
 def test_events_history_matches_live_events(h: Harness) -> None:
     populate(h)
-    h.kv.txn(
+    h.txn(
         R.TxnRequest(
             success=[
                 R.RequestOp(request_put=R.PutRequest(key=b"x", value=b"1")),

@@ -1,14 +1,19 @@
-"""Put and DeleteRange: revisions, versions, prev_kv, ignore_value/lease, leases."""
+"""Put and DeleteRange: revisions, versions, prev_kv, ignore_value/lease, leases
+(petcd.server.txn over a real store, as the applier runs it)."""
 
 from __future__ import annotations
 
 import pytest
 
-from petcd.mvcc.errors import ErrKeyNotFound, ErrLeaseNotFound
+from petcd.lease.lessor import ErrLeaseNotFound
 from petcd.mvcc.kvstore import KEY_BUCKET
 from petcd.mvcc.revision import to_bytes
-from petcd.proto import kv_pb2
+from petcd.proto import kv_pb2, rpc_pb2
+from petcd.server import txn
+from petcd.server.errors import ErrKeyNotFound
 from tests.mvcc.conftest import Harness, populate
+
+R = rpc_pb2
 
 
 def test_put_creates_then_updates(h: Harness) -> None:
@@ -73,8 +78,7 @@ def test_put_with_missing_lease_fails_before_anything(h: Harness) -> None:
 
 
 def test_put_without_lease_checker_accepts_any_lease(h: Harness) -> None:
-    h.kv.lease_exists = None
-    h.put(b"k", b"v", lease=12345)
+    txn.put(h.kv, R.PutRequest(key=b"k", value=b"v", lease=12345), None)
     assert h.get(b"k").kvs[0].lease == 12345
 
 

@@ -1,5 +1,5 @@
 """Range: every option, as etcd 3.4 answers it (expectations checked against
-a real etcd 3.4.23 running the same writes)."""
+a real etcd 3.4.23 running the same writes); petcd.server.txn over a real store."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
+from petcd.gosort import go_sorted
 from petcd.mvcc.errors import ErrCompacted, ErrFutureRev
-from petcd.mvcc.kvstore import go_sort
 from petcd.proto import rpc_pb2
 from tests.mvcc.conftest import Harness, populate
 
@@ -70,7 +70,7 @@ ALL = {"key": b"\0", "range_end": b"\0"}
 )
 def test_range_options(h: Harness, req: dict[str, Any], keys: list[bytes], count: int, more: bool) -> None:
     populate(h)
-    resp = h.kv.range(RR(**req))
+    resp = h.range_request(RR(**req))
     assert [kv.key for kv in resp.kvs] == keys
     assert resp.count == count
     assert resp.more == more
@@ -121,7 +121,7 @@ def test_many_keys_with_ties_sort_like_go(h: Harness) -> None:
     # 20 keys, sorted by value with ties: beyond 12 items Go's sort is not
     # stable; the expected orders are real etcd 3.4.23's answers
     values = [0, 1, 1, 1, 0, 1, 1, 0, 0, 1, 1, 1, 1, 0, 0, 1, 1, 0, 0, 0]
-    h.kv.txn(
+    h.txn(
         rpc_pb2.TxnRequest(
             success=[
                 rpc_pb2.RequestOp(request_put=rpc_pb2.PutRequest(key=b"k%04d" % i, value=b"%d" % v))
@@ -274,7 +274,7 @@ def test_go_sort_matches_etcd_on_64_items_with_ties() -> None:
         39,
     ]  # noqa: E501
     items = list(range(64))
-    assert go_sort(items, lambda i: values[i], descending=False) == asc
-    assert go_sort(items, lambda i: values[i], descending=True) == desc
+    assert go_sorted(items, lambda i: values[i], descending=False) == asc
+    assert go_sorted(items, lambda i: values[i], descending=True) == desc
     # distinct keys: any correct sort agrees
-    assert go_sort([3, 1, 2], lambda x: x, descending=True) == [3, 2, 1]
+    assert go_sorted([3, 1, 2], lambda x: x, descending=True) == [3, 2, 1]

@@ -41,7 +41,7 @@ def random_writes(h: Harness, rnd: random.Random, n: int) -> None:
                 R.RequestOp(request_put=R.PutRequest(key=k, value=b"t")),
                 R.RequestOp(request_delete_range=R.DeleteRangeRequest(key=rnd.choice(keys) + b"x")),
             ]
-            h.kv.txn(R.TxnRequest(success=ops))
+            h.txn(R.TxnRequest(success=ops))
 
 
 def test_empty_store_reopens_empty(h: Harness) -> None:

@@ -1,4 +1,5 @@
-"""Txn: compares, branches, nested txns, sub-response revisions, atomicity."""
+"""Txn: compares, branches, nested txns, sub-response revisions, atomicity
+(petcd.server.txn over a real store, as the applier runs it)."""
 
 from __future__ import annotations
 
@@ -6,10 +7,12 @@ from typing import Any
 
 import pytest
 
-from petcd.mvcc.errors import ErrCompacted, ErrFutureRev, ErrKeyNotFound, ErrLeaseNotFound
+from petcd.lease.lessor import ErrLeaseNotFound
+from petcd.mvcc.errors import ErrCompacted, ErrFutureRev
 from petcd.mvcc.kvstore import KEY_BUCKET
 from petcd.mvcc.revision import to_bytes
 from petcd.proto import rpc_pb2
+from petcd.server.errors import ErrKeyNotFound
 from tests.mvcc.conftest import Harness, populate
 
 R = rpc_pb2
@@ -39,7 +42,7 @@ def cmp(key: bytes, target: int, result: int, end: bytes = b"", **operand: Any) 
 
 def holds(h: Harness, c: rpc_pb2.Compare) -> bool:
     before = h.kv.rev
-    resp = h.kv.txn(R.TxnRequest(compare=[c]))
+    resp = h.txn(R.TxnRequest(compare=[c]))
     assert resp.header.revision == before == h.kv.rev
     return resp.succeeded
 
@@ -112,7 +115,7 @@ def test_compare_operand_must_match_target(h: Harness) -> None:
 
 def test_txn_branches_and_sub_response_revisions(h: Harness) -> None:
     populate(h)
-    resp = h.kv.txn(
+    resp = h.txn(
         R.TxnRequest(
             compare=[cmp(b"a", C.VALUE, EQ, value=b"4")],
             success=[
@@ -145,18 +148,18 @@ def test_txn_branches_and_sub_response_revisions(h: Harness) -> None:
 
 def test_failure_branch_and_read_only_txn(h: Harness) -> None:
     populate(h)
-    resp = h.kv.txn(
+    resp = h.txn(
         R.TxnRequest(compare=[cmp(b"a", C.VERSION, EQ, version=1)], success=[put(b"s")], failure=[rng(b"a")])
     )
     assert not resp.succeeded and resp.header.revision == 9 == h.kv.rev
     assert resp.responses[0].response_range.kvs[0].value == b"4"
-    empty = h.kv.txn(R.TxnRequest())
+    empty = h.txn(R.TxnRequest())
     assert empty.succeeded and empty.header.revision == 9 and not empty.responses
 
 
 def test_txn_writes_share_one_revision_with_sub_revisions(h: Harness) -> None:
     populate(h)
-    resp = h.kv.txn(R.TxnRequest(success=[put(b"p", b"1"), dele(b"a", b"b"), put(b"q", b"2")]))
+    resp = h.txn(R.TxnRequest(success=[put(b"p", b"1"), dele(b"a", b"b"), put(b"q", b"2")]))
     assert resp.header.revision == 10 and resp.responses[1].response_delete_range.deleted == 2
     rev, events = h.events[-1]
     assert rev == 10
@@ -172,7 +175,7 @@ def test_txn_writes_share_one_revision_with_sub_revisions(h: Harness) -> None:
 
 def test_delete_only_txn_that_deletes_nothing_takes_no_revision(h: Harness) -> None:
     populate(h)
-    resp = h.kv.txn(R.TxnRequest(success=[dele(b"zz"), dele(b"d")]))
+    resp = h.txn(R.TxnRequest(success=[dele(b"zz"), dele(b"d")]))
     assert resp.header.revision == 9 == h.kv.rev
     assert all(r.response_delete_range.header.revision == 9 for r in resp.responses)
 
@@ -182,7 +185,7 @@ def test_nested_compares_see_the_state_before_the_txn(h: Harness) -> None:
     inner = R.TxnRequest(
         compare=[cmp(b"new", C.VERSION, GT, version=0)], success=[put(b"yes")], failure=[put(b"no")]
     )
-    resp = h.kv.txn(R.TxnRequest(success=[put(b"new", b"1"), sub(inner)]))
+    resp = h.txn(R.TxnRequest(success=[put(b"new", b"1"), sub(inner)]))
     assert not resp.responses[1].response_txn.succeeded
     assert h.keys(b"no", b"") == [b"no"] and h.keys(b"yes", b"") == []
 
@@ -191,7 +194,7 @@ def test_nested_txns_recurse(h: Harness) -> None:
     populate(h)
     deepest = R.TxnRequest(success=[put(b"z3", b"3")])
     middle = R.TxnRequest(compare=[cmp(b"a", C.MOD, EQ, mod_revision=5)], success=[sub(deepest), put(b"z2")])
-    resp = h.kv.txn(R.TxnRequest(success=[sub(middle), put(b"z1")]))
+    resp = h.txn(R.TxnRequest(success=[sub(middle), put(b"z1")]))
     assert resp.header.revision == 10
     m = resp.responses[0].response_txn
     assert m.succeeded and m.responses[0].response_txn.responses[0].response_put.header.revision == 10
@@ -223,14 +226,14 @@ def test_failing_txn_leaves_no_trace(
     before = h.kv.hash_kv(0)
     n_events = len(h.events)
     with pytest.raises(error):
-        h.kv.txn(R.TxnRequest(success=ops))
+        h.txn(R.TxnRequest(success=ops))
     assert h.kv.rev == 9 and h.kv.hash_kv(0) == before and len(h.events) == n_events
     assert h.keys() == [b"a", b"ab", b"b", b"c"]
 
 
 def test_checks_only_cover_the_chosen_branch(h: Harness) -> None:
     populate(h)
-    resp = h.kv.txn(
+    resp = h.txn(
         R.TxnRequest(
             compare=[cmp(b"a", C.VERSION, EQ, version=2)], success=[put(b"ok")], failure=[put(b"x", lease=8)]
         )
@@ -242,14 +245,14 @@ def test_txn_range_below_compaction_fails(h: Harness) -> None:
     populate(h)
     h.kv.compact(6)
     with pytest.raises(ErrCompacted):
-        h.kv.txn(R.TxnRequest(success=[rng(b"a", revision=5)]))
-    resp = h.kv.txn(R.TxnRequest(success=[rng(b"a", revision=6)]))
+        h.txn(R.TxnRequest(success=[rng(b"a", revision=5)]))
+    resp = h.txn(R.TxnRequest(success=[rng(b"a", revision=6)]))
     assert resp.responses[0].response_range.kvs[0].value == b"4"
 
 
 def test_puts_inside_txn_keep_versions_and_prev_kv(h: Harness) -> None:
     populate(h)
-    resp = h.kv.txn(R.TxnRequest(success=[put(b"a", b"5", prev_kv=True), put(b"c", ignore_lease=True)]))
+    resp = h.txn(R.TxnRequest(success=[put(b"a", b"5", prev_kv=True), put(b"c", ignore_lease=True)]))
     assert resp.responses[0].response_put.prev_kv.value == b"4"
     a, c = h.get(b"a").kvs[0], h.get(b"c").kvs[0]
     assert (a.version, a.create_revision, a.mod_revision) == (3, 2, 10)

@@ -113,7 +113,7 @@ def test_watch_at_the_compact_revision_is_served(h: Harness) -> None:
         rpc_pb2.RequestOp(request_put=rpc_pb2.PutRequest(key=b"a", value=b"2")),
         rpc_pb2.RequestOp(request_delete_range=rpc_pb2.DeleteRangeRequest(key=b"b")),
     ])
-    compact = h.kv.txn(txn).header.revision  # 4
+    compact = h.txn(txn).header.revision  # 4
     h.put(b"c", b"1")  # 5
     job = h.kv.compact(compact)
     while not job.step(100):

@@ -111,7 +111,9 @@ def test_duplicate_peer_urls_are_refused() -> None:
 @pytest.mark.parametrize(
     ("field", "url", "message"),
     [
-        ("listen_client_urls", "https://127.0.0.1:2379", "not supported yet"),
+        ("listen_client_urls", "https://127.0.0.1:2379", r"TLS key/cert \(--cert-file, --key-file\) must be provided"),
+        ("listen_peer_urls", "https://127.0.0.1:2380", "cannot listen on TLS for 127.0.0.1:2380"),
+        ("listen_client_urls", "unixs://sock:1", "unixs URLs are not supported yet"),
         ("listen_client_urls", "ftp://127.0.0.1:2379", "URL scheme must be http, https, unix, or unixs"),
         ("listen_client_urls", "http://127.0.0.1", 'does not have the form "host:port"'),
         ("listen_client_urls", "http://127.0.0.1:2379/v3", "URL must not contain a path"),
@@ -170,3 +172,25 @@ def test_validate_by_default_checks_bootstrap_only_without_a_wal(tmp_path: Path)
         c.validate()
     os.makedirs(c.wal_dir())
     c.validate()
+
+
+def test_derived_timings_are_etcds() -> None:
+    c = ServerConfig()
+    assert c.election_ticks() == 10 and c.tick_seconds() == 0.1
+    assert c.request_timeout() == 7.0  # etcd: 5 s + 2 election timeouts
+    assert c.min_lease_ttl() == 2  # etcd: ceil(1.5 election timeouts)
+    slow = ServerConfig(heartbeat_interval_ms=300, election_timeout_ms=3000)
+    assert (slow.election_ticks(), slow.request_timeout(), slow.min_lease_ttl()) == (10, 11.0, 5)
+
+
+def test_raft_config_is_built_from_the_flags() -> None:
+    from petcd.raft import MemoryStorage
+
+    storage = MemoryStorage()
+    rc = ServerConfig(heartbeat_interval_ms=50, election_timeout_ms=600).raft_config(
+        7, storage, peers=[7, 8], applied=3
+    )
+    assert (rc.id, rc.peers, rc.applied, rc.storage) == (7, [7, 8], 3, storage)
+    assert (rc.election_tick, rc.heartbeat_tick, rc.pre_vote, rc.check_quorum) == (12, 1, True, True)
+    assert ServerConfig(pre_vote=False).raft_config(1, storage, peers=[], applied=0).pre_vote is False
+    rc.validate()

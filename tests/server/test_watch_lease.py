@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import gc
+import logging
 import queue
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import grpc
+import pytest
 
 from petcd.proto import rpc_pb2 as pb
 from petcd.proto import rpc_pb2_grpc
 
-from .conftest import Member
+from .conftest import Member, member_config, start_member
 
 
 class WatchClient:
@@ -128,3 +132,38 @@ def test_lease_revoke_deletes_all_keys_in_one_revision(member: Member) -> None:
     assert rev == 5
     assert member.kv.Range(pb.RangeRequest(key=b"a", range_end=b"d")).count == 0
     assert [x.ID for x in lease.LeaseLeases(pb.LeaseLeasesRequest()).leases] == []
+
+
+def test_a_watch_on_an_empty_range_is_refused_as_etcd_does(member: Member) -> None:
+    w = WatchClient(member.channel)
+    try:
+        for key, end in [(b"b", b"a"), (b"a", b"a")]:
+            refused = w.create(key=key, range_end=end)
+            assert refused.canceled and refused.cancel_reason == "mvcc: watcher range is empty"
+        for key, end in [(b"a", b"\0"), (b"a", b""), (b"a", b"b")]:
+            ok = w.create(key=key, range_end=end)
+            assert not ok.canceled, (key, end)
+    finally:
+        w.close()
+
+
+def test_watch_streams_that_end_leave_no_pending_task_behind(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A client that goes away ends its stream; nothing of the stream is left
+    pending to be destroyed (asyncio logs that as an error)."""
+    m = start_member(member_config(tmp_path / "m"))
+    try:
+        with caplog.at_level(logging.ERROR, logger="asyncio"):
+            for _ in range(3):
+                w = WatchClient(m.channel)
+                w.create(key=b"a")
+                m.kv.Put(pb.PutRequest(key=b"a", value=b"1"))
+                w.next()
+                w.close()
+            time.sleep(1)  # the streams end on the member's loop
+            gc.collect()
+    finally:
+        m.stop()
+    gc.collect()
+    assert not [r for r in caplog.records if "Task was destroyed" in r.getMessage()]

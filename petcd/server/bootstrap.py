@@ -1,0 +1,135 @@
+"""Bootstrap: what a member opens and builds before it can run (etcd's
+bootstrap.go), in one of three cases:
+
+- restart: a WAL exists; raft's state comes from it (and the newest raft
+  snapshot), the members from the backend;
+- join: no WAL and ``--initial-cluster-state=existing``: the members (and
+  so this member's id) come from a running member, after a MemberAdd;
+- new: no WAL: a new cluster from ``--initial-cluster``.
+
+Each case returns a :class:`Bootstrapped` holding everything opened, or,
+when it fails, closes whatever it opened and raises: a failed start leaves
+no file open and no lock held.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from petcd.raft import ConfState
+from petcd.server.cluster import joined_membership, load_membership, new_membership, store_members
+from petcd.server.config import ServerConfig
+from petcd.server.membership import Membership
+from petcd.server.raft_storage import RaftStorage, WalIdentity
+from petcd.server.state import MemberState, open_backend
+from petcd.storage.backend import Backend
+
+log = logging.getLogger("petcd.server.bootstrap")
+
+
+@dataclass(eq=False)
+class Bootstrapped:
+    """A member's durable state, opened: raft's storage, the state machine,
+    and what raft starts from."""
+
+    raft_storage: RaftStorage
+    state: MemberState
+    # the voters raft starts with: only when starting a new cluster
+    peers: list[int]
+    # the raft snapshot's index (0 without one): what raft knows is applied
+    snapshot_index: int
+    conf_state: ConfState = field(default_factory=ConfState)
+
+    @property
+    def member_id(self) -> int:
+        return self.state.membership.local_id
+
+    @property
+    def cluster_id(self) -> int:
+        return self.state.membership.cluster_id
+
+    def close(self) -> None:
+        """Close everything (a start that fails after bootstrap)."""
+        try:
+            self.state.close()
+        finally:
+            self.raft_storage.close()
+
+
+async def bootstrap(cfg: ServerConfig) -> Bootstrapped:
+    """Open or create the member's data directory (see the module docstring)."""
+    os.makedirs(cfg.member_dir(), exist_ok=True)
+    if RaftStorage.exists(cfg.wal_dir()):
+        return _restart(cfg)
+    if cfg.initial_cluster_state == "existing":
+        return await _join(cfg)
+    return _new(cfg)
+
+
+def _restart(cfg: ServerConfig) -> Bootstrapped:
+    raft_storage, rec = RaftStorage.open(cfg.wal_dir(), cfg.snap_dir(), unsafe_no_fsync=cfg.unsafe_no_fsync)
+    try:
+        backend = open_backend(cfg, rec.snapshot)
+        state = _build_state(cfg, backend, lambda: load_membership(backend, rec.identity, cfg))
+    except BaseException:
+        raft_storage.close()
+        raise
+    snap = rec.snapshot
+    if snap is None and raft_storage.log.last_index() == 0 and rec.hard_state.term == 0:
+        # the WAL was created but raft never recorded anything (the first
+        # start failed right after creating it): nothing happened yet, so
+        # start raft as that start would have
+        peers = state.membership.voter_ids() if cfg.initial_cluster_state == "new" else []
+        log.info("member %x never started raft: starting it now", rec.identity.member_id)
+        return Bootstrapped(raft_storage, state, peers, 0)
+    log.info("restarting member %x in cluster %x at commit %d", rec.identity.member_id,
+             rec.identity.cluster_id, rec.hard_state.commit)
+    if snap is None:
+        return Bootstrapped(raft_storage, state, [], 0)
+    return Bootstrapped(raft_storage, state, [], snap.metadata.index, snap.metadata.conf_state)
+
+
+async def _join(cfg: ServerConfig) -> Bootstrapped:
+    membership = await joined_membership(cfg)
+    boot = _create(cfg, membership, peers=[])
+    log.info("joining cluster %x as member %x", membership.cluster_id, membership.local_id)
+    return boot
+
+
+def _new(cfg: ServerConfig) -> Bootstrapped:
+    membership = new_membership(cfg)
+    boot = _create(cfg, membership, peers=membership.voter_ids())
+    log.info("starting new member %x in cluster %x", membership.local_id, membership.cluster_id)
+    return boot
+
+
+def _create(cfg: ServerConfig, membership: Membership, peers: list[int]) -> Bootstrapped:
+    """A fresh data directory for membership's local member: the backend
+    holding the members, then the WAL naming the member and cluster."""
+    backend = open_backend(cfg)
+    try:
+        store_members(backend, membership)
+        backend.commit()
+    except BaseException:
+        backend.close()
+        raise
+    state = _build_state(cfg, backend, lambda: membership)
+    try:
+        identity = WalIdentity(membership.local_id, membership.cluster_id)
+        raft_storage = RaftStorage.create(cfg.wal_dir(), cfg.snap_dir(), identity, unsafe_no_fsync=cfg.unsafe_no_fsync)
+    except BaseException:
+        state.close()
+        raise
+    return Bootstrapped(raft_storage, state, peers, 0)
+
+
+def _build_state(cfg: ServerConfig, backend: Backend, membership: Callable[[], Membership]) -> MemberState:
+    """The state machine on backend; the backend is closed if building fails."""
+    try:
+        return MemberState.open(cfg, backend, membership())
+    except BaseException:
+        backend.close()
+        raise

@@ -1,0 +1,243 @@
+"""The cluster's membership as the server manages it: building it when a
+member starts (a new cluster, a restart, or joining a running one) and
+changing it at run time through raft conf changes, with etcd's safety checks
+and errors (etcd's RaftCluster checks and EtcdServer.AddMember & co).
+
+The building functions run before the raft node exists; the
+:class:`ClusterManager` is built once it does and is the server's part for
+MemberAdd, MemberRemove, MemberUpdate, MemberPromote and MoveLeader.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Awaitable, Callable
+
+from petcd.raft import ConfChange, ConfChangeType, StateType, Status
+from petcd.server import ids
+from petcd.server.config import ConfigError, ServerConfig
+from petcd.server.errors import ErrBadLeaderTransferee, ErrNotLeader, ErrTimeoutLeaderTransfer
+from petcd.server.join import fetch_members
+from petcd.server.leader_client import LeaderClient
+from petcd.server.membership import (
+    MAX_LEARNERS,
+    MEMBERS_BUCKET,
+    MEMBERS_REMOVED_BUCKET,
+    Buckets,
+    ErrBadURLs,
+    ErrLearnerNotReady,
+    ErrMemberNotFound,
+    ErrMemberNotLearner,
+    ErrNotEnoughStartedMembers,
+    ErrPeerURLExists,
+    ErrTooManyLearners,
+    Member,
+    Membership,
+    member_key,
+)
+from petcd.server.raft_storage import WalIdentity
+from petcd.server.transport.tls import peer_tls_from_config
+from petcd.server.urls import URLError, parse_url
+from petcd.storage.backend import Backend
+
+# ---- building the membership at start ---------------------------------------------
+
+
+def new_membership(cfg: ServerConfig) -> Membership:
+    """A new cluster's members, from --initial-cluster and the token (ids
+    derived as etcd derives them, so they match etcd's)."""
+    cluster = cfg.initial_cluster_map()
+    token = cfg.initial_cluster_token
+    members = {}
+    for name, urls in cluster.items():
+        mid = ids.member_id(urls, token)
+        members[mid] = Member(mid, name, urls)
+    local_id = ids.member_id(cluster[cfg.name], token)
+    members[local_id].client_urls = list(cfg.advertise_client_urls)
+    return Membership(ids.cluster_id(list(members)), local_id, members)
+
+
+async def joined_membership(cfg: ServerConfig) -> Membership:
+    """A member started with --initial-cluster-state=existing after a
+    MemberAdd: it learns the members (and so its own id) from a peer."""
+    others = [u for name, urls in cfg.initial_cluster_map().items() if name != cfg.name for u in urls]
+    doc = json.loads(await fetch_members(others, tls=peer_tls_from_config(cfg)))
+    members = {m.id: m for m in (Member.from_json(json.dumps(d).encode()) for d in doc["members"])}
+    mine = set(cfg.initial_advertise_peer_urls)
+    local = next((m for m in members.values() if set(m.peer_urls) == mine), None)
+    if local is None:
+        raise ConfigError(
+            f"member with peer URLs {','.join(sorted(mine))} has not been added to the cluster "
+            "(use etcdctl member add first)"
+        )
+    return Membership(int(doc["cluster_id"]), local.id, members)
+
+
+def load_membership(backend: Backend, identity: WalIdentity, cfg: ServerConfig) -> Membership:
+    """The members the backend holds (a restart, or a backend installed
+    from the leader); a data dir from before members were stored gets the
+    initial cluster's."""
+    members = {}
+    for _, raw in backend.items(MEMBERS_BUCKET):
+        m = Member.from_json(raw)
+        members[m.id] = m
+    if not members:
+        return new_membership(cfg)
+    removed = {int(k, 16) for k, _ in backend.items(MEMBERS_REMOVED_BUCKET)}
+    return Membership(identity.cluster_id, identity.member_id, members, removed)
+
+
+def store_members(backend: Buckets, membership: Membership) -> None:
+    """Record every member in the backend (a new member's first state)."""
+    for m in membership.members.values():
+        backend.put(MEMBERS_BUCKET, member_key(m.id), m.to_json())
+
+
+def members_doc(membership: Membership) -> bytes:
+    """What a member tells one that joins: the cluster id and members."""
+    members = [json.loads(m.to_json()) for m in membership.members.values()]
+    return json.dumps({"cluster_id": membership.cluster_id, "members": members}).encode()
+
+
+# ---- changing it at run time ---------------------------------------------------------
+
+
+class ClusterManager:
+    """Membership changes with etcd's checks, proposed as raft conf changes.
+
+    It reads the server's current membership, raft status and peer
+    activity through the callables it is given (the membership object is
+    replaced when the member installs a leader's snapshot), and proposes
+    through the server's one propose-and-wait path."""
+
+    def __init__(
+        self,
+        cfg: ServerConfig,
+        *,
+        membership: Callable[[], Membership],
+        check_running: Callable[[], None],
+        propose_conf_change: Callable[[ConfChange], Awaitable[None]],
+        raft_status: Callable[[], Status],
+        transfer_leader: Callable[[int], None],
+        active_since: Callable[[int], float | None],
+        leader_urls: Callable[[], list[str]],
+        leader_client: LeaderClient,
+    ) -> None:
+        self.cfg = cfg
+        self._membership = membership
+        self._check_running = check_running
+        self._propose = propose_conf_change
+        self._status = raft_status
+        self._transfer = transfer_leader
+        self._active_since = active_since
+        self._leader_urls = leader_urls
+        self._leader_client = leader_client
+
+    @property
+    def membership(self) -> Membership:
+        return self._membership()
+
+    async def member_add(self, peer_urls: list[str], is_learner: bool) -> Member:
+        self._check_running()
+        _check_urls(peer_urls)
+        ms = self.membership
+        if ms.with_peer_url(peer_urls) is not None:
+            raise ErrPeerURLExists()
+        if is_learner:
+            if sum(1 for m in ms.members.values() if m.is_learner) >= MAX_LEARNERS:
+                raise ErrTooManyLearners()
+        elif not self._ready_to_add_voter():
+            raise ErrNotEnoughStartedMembers()  # the new member would make quorum unreachable
+        mid = ids.member_id(peer_urls, self.cfg.initial_cluster_token, int(time.time()))
+        member = Member(mid, "", list(peer_urls), is_learner=is_learner)
+        kind = ConfChangeType.ConfChangeAddLearnerNode if is_learner else ConfChangeType.ConfChangeAddNode
+        await self._propose(ConfChange(kind, mid, member.to_json()))
+        return member
+
+    async def member_remove(self, member_id: int) -> None:
+        self._check_running()
+        ms = self.membership
+        m = ms.members.get(member_id)
+        if m is None:
+            raise ErrMemberNotFound()
+        if not m.is_learner:
+            voters = len(ms.voter_ids())
+            active = self._active_voters() - (1 if self._is_active(member_id) else 0)
+            if active < (voters - 1) // 2 + 1:
+                raise ErrNotEnoughStartedMembers()
+        await self._propose(ConfChange(ConfChangeType.ConfChangeRemoveNode, member_id))
+
+    async def member_update(self, member_id: int, peer_urls: list[str]) -> None:
+        self._check_running()
+        _check_urls(peer_urls)
+        ms = self.membership
+        if member_id not in ms.members:
+            raise ErrMemberNotFound()
+        other = ms.with_peer_url(peer_urls)
+        if other is not None and other.id != member_id:
+            raise ErrPeerURLExists()
+        m = ms.members[member_id]
+        updated = Member(member_id, m.name, list(peer_urls), list(m.client_urls), m.is_learner)
+        await self._propose(ConfChange(ConfChangeType.ConfChangeUpdateNode, member_id, updated.to_json()))
+
+    async def member_promote(self, member_id: int) -> None:
+        self._check_running()
+        m = self.membership.members.get(member_id)
+        if m is None:
+            raise ErrMemberNotFound()
+        if not m.is_learner:
+            raise ErrMemberNotLearner()
+        status = self._status()
+        if status.raft_state != StateType.Leader:
+            await self._leader_client.promote(self._leader_urls(), member_id, self.cfg.request_timeout())
+            return
+        mine, theirs = status.progress.get(status.id), status.progress.get(member_id)
+        # etcd's rule: a learner within 90% of the leader's log may vote
+        if mine is None or theirs is None or theirs.match < mine.match * 0.9:
+            raise ErrLearnerNotReady()
+        await self._propose(ConfChange(ConfChangeType.ConfChangeAddNode, member_id))
+
+    async def move_leader(self, target: int) -> None:
+        self._check_running()
+        status = self._status()
+        if status.raft_state != StateType.Leader:
+            raise ErrNotLeader()
+        m = self.membership.members.get(target)
+        if m is None or m.is_learner:
+            raise ErrBadLeaderTransferee()
+        if target == status.id:
+            return
+        self._transfer(target)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.cfg.request_timeout()
+        while self._status().lead != target:
+            if loop.time() > deadline:
+                raise ErrTimeoutLeaderTransfer()
+            await asyncio.sleep(self.cfg.tick_seconds())
+
+    def _ready_to_add_voter(self) -> bool:
+        """etcd's check before adding a voter: the started voters must still
+        make a quorum of the grown cluster, except that a cluster of one may
+        always grow to two (how a cluster is rebuilt from one restored
+        member, as etcd's runtime-reconfiguration guide does it)."""
+        voters = len(self.membership.voter_ids()) + 1
+        started = self._active_voters()
+        if started == 1 and voters == 2:
+            return True
+        return started >= voters // 2 + 1
+
+    def _is_active(self, member_id: int) -> bool:
+        return member_id == self.membership.local_id or self._active_since(member_id) is not None
+
+    def _active_voters(self) -> int:
+        return sum(1 for v in self.membership.voter_ids() if self._is_active(v))
+
+
+def _check_urls(urls: list[str]) -> None:
+    for u in urls:
+        try:
+            parse_url(u, ("http", "https"))
+        except URLError:
+            raise ErrBadURLs() from None
