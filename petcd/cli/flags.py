@@ -98,6 +98,8 @@ FLAGS: dict[str, Flag] = {
         Flag("experimental-watch-progress-notify-interval", "watch_progress_notify_interval_s", "duration", "10m",
              "Duration of periodical watch progress notification."),
         Flag("enable-grpc-gateway", "enable_grpc_gateway", "bool", "true", "Enable GRPC gateway."),
+        Flag("metrics", "metrics", "str", "basic",
+             "Set level of detail for exported metrics, specify 'extensive' to include histogram metrics."),
         Flag("pre-vote", "pre_vote", "bool", "true",
              "Enable to run an additional Raft election phase (etcd 3.4's default is false; petcd's is true)."),
         Flag("listen-metrics-urls", "listen_metrics_urls", "list", "",
@@ -183,7 +185,6 @@ _UNSUPPORTED_LIST = (
     Unsupported("host-whitelist", "str", "*"),
     # profiling and monitoring
     Unsupported("enable-pprof", "bool", "false"),
-    Unsupported("metrics", "str", "basic"),
     # logging (deprecated in etcd)
     Unsupported("debug", "bool", "false"),
     Unsupported("log-package-levels", "str", ""),
