@@ -36,13 +36,13 @@ def check_dir_permission(path: str, mode: int = PRIVATE_DIR_MODE) -> None:
     st = os.stat(path)
     if stat.S_IMODE(st.st_mode) & ~mode:
         raise DirPermissionError(
-            f"directory {_go_quote(path)} exist, but the permission is {_go_quote(stat.filemode(st.st_mode))}. "
-            f"The recommended permission is {_go_quote(stat.filemode(stat.S_IFREG | mode))} to prevent possible "
+            f"directory {go_quote(path)} exist, but the permission is {go_quote(stat.filemode(st.st_mode))}. "
+            f"The recommended permission is {go_quote(stat.filemode(stat.S_IFREG | mode))} to prevent possible "
             "unprivileged access to the data."
         )
 
 
-def _go_quote(s: str) -> str:
+def go_quote(s: str) -> str:
     """Go's %q for the plain strings used here."""
     return '"' + s.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
