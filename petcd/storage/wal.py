@@ -846,7 +846,7 @@ def repair(dirpath: str, snap: WalSnapshot | None = None, *, segment_size: int =
                 f"survives a cut ({damage}); restore the member from a snapshot or replace it"
             )
         backup = f"{dirpath}.broken-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}"
-        os.makedirs(backup)
+        os.mkdir(backup, PRIVATE_DIR_MODE)
         moved = [s.path for s in segs[at:]]
         if keep_head:
             # The kept prefix of the damaged segment, preallocated like any
