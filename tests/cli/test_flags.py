@@ -142,6 +142,15 @@ def test_tls_version_and_cipher_flags() -> None:
         ("TLS1.2", "", [])
 
 
+def test_tls_version_and_cipher_keys_in_a_config_file(tmp_path: Path) -> None:
+    f = tmp_path / "c.yml"
+    f.write_text("cipher-suites: [TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256, TLS_RSA_WITH_AES_128_GCM_SHA256]\n"
+                 "tls-min-version: TLS1.2\ntls-max-version: TLS1.3\n")
+    c = cfg_of(["--config-file", str(f)])
+    assert c.cipher_suites == ["TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256", "TLS_RSA_WITH_AES_128_GCM_SHA256"]
+    assert (c.tls_min_version, c.tls_max_version) == ("TLS1.2", "TLS1.3")
+
+
 def test_listen_metrics_urls() -> None:
     assert cfg_of([]).listen_metrics_urls == []
     assert cfg_of(["--listen-metrics-urls", "http://127.0.0.1:1,http://127.0.0.1:2"]).listen_metrics_urls == [
