@@ -66,7 +66,7 @@ async def bootstrap(cfg: ServerConfig) -> Bootstrapped:
         try:
             check_dir_permission(cfg.data_dir)
         except DirPermissionError as e:
-            # etcd 3.4 warns and serves on (3.5 refuses to start)
+            # etcd 3.4 warns and serves on (checked against the installed etcd)
             log.warning("check file permission: %s", e)
     make_private_dirs(cfg.member_dir())
     if RaftStorage.exists(cfg.wal_dir()):
