@@ -9,6 +9,7 @@ import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
+from petcd.api.handler import auth_info
 from petcd.api.recipes import (
     ErrElectionNoLeader,
     ErrElectionNotLeader,
@@ -16,7 +17,10 @@ from petcd.api.recipes import (
     RecipeError,
     Recipes,
     abort_unknown,
+    prefix_end,
 )
+from petcd.auth.errors import AuthError
+from petcd.auth.tokens import AuthInfo
 from petcd.proto import kv_pb2, rpc_pb2, v3election_pb2
 from petcd.server.etcd_server import EtcdServer
 
@@ -29,6 +33,7 @@ class ElectionService:
     async def Campaign(self, request: v3election_pb2.CampaignRequest, context: Any) -> v3election_pb2.CampaignResponse:
         key = b""
         try:
+            info = await auth_info(self.s, context)
             lease = await self.r.session(request.lease)
             prefix = request.name + b"/"
             key = prefix + format(lease, "x").encode()
@@ -38,15 +43,15 @@ class ElectionService:
                 success=[rpc_pb2.RequestOp(request_put=rpc_pb2.PutRequest(key=key, value=request.value, lease=lease))],
                 failure=[rpc_pb2.RequestOp(request_range=rpc_pb2.RangeRequest(key=key))],
             )
-            resp = await self.s.txn(txn)
+            resp = await self.s.txn(txn, info)
             header = self.r.header(resp.header)
             rev = header.revision
             if not resp.succeeded:
                 kv = resp.responses[0].response_range.kvs[0]
                 rev = kv.create_revision
                 if kv.value != request.value:
-                    await self._proclaim(key, rev, lease, request.value)
-            await self.r.wait_deletes(prefix, rev - 1)
+                    await self._proclaim(key, rev, lease, request.value, info)
+            await self.r.wait_deletes(prefix, rev - 1, info)
             leader = v3election_pb2.LeaderKey(name=request.name, key=key, rev=rev, lease=lease)
             return v3election_pb2.CampaignResponse(header=header, leader=leader)
         except asyncio.CancelledError:
@@ -56,13 +61,14 @@ class ElectionService:
         except Exception as exc:
             await abort_unknown(context, exc)
 
-    async def _proclaim(self, key: bytes, rev: int, lease: int, value: bytes) -> rpc_pb2.ResponseHeader:
+    async def _proclaim(self, key: bytes, rev: int, lease: int, value: bytes,
+                        info: AuthInfo | None) -> rpc_pb2.ResponseHeader:
         txn = rpc_pb2.TxnRequest(
             compare=[rpc_pb2.Compare(key=key, target=rpc_pb2.Compare.CREATE, result=rpc_pb2.Compare.EQUAL,
                                      create_revision=rev)],
             success=[rpc_pb2.RequestOp(request_put=rpc_pb2.PutRequest(key=key, value=value, lease=lease))],
         )
-        resp = await self.s.txn(txn)
+        resp = await self.s.txn(txn, info)
         if not resp.succeeded:
             raise RecipeError(ErrElectionNotLeader)
         return self.r.header(resp.header)
@@ -72,14 +78,14 @@ class ElectionService:
             if not request.HasField("leader"):
                 raise RecipeError(ErrMissingLeaderKey)
             ld = request.leader
-            header = await self._proclaim(ld.key, ld.rev, ld.lease, request.value)
+            header = await self._proclaim(ld.key, ld.rev, ld.lease, request.value, await auth_info(self.s, context))
         except Exception as exc:
             await abort_unknown(context, exc)
         return v3election_pb2.ProclaimResponse(header=header)
 
     async def Leader(self, request: v3election_pb2.LeaderRequest, context: Any) -> v3election_pb2.LeaderResponse:
         try:
-            resp = await self.r.first_created(request.name + b"/")
+            resp = await self.r.first_created(request.name + b"/", await auth_info(self.s, context))
             if not resp.kvs:
                 raise RecipeError(ErrElectionNoLeader)
         except Exception as exc:
@@ -96,7 +102,7 @@ class ElectionService:
                                          create_revision=ld.rev)],
                 success=[rpc_pb2.RequestOp(request_delete_range=rpc_pb2.DeleteRangeRequest(key=ld.key))],
             )
-            resp = await self.s.txn(txn)
+            resp = await self.s.txn(txn, await auth_info(self.s, context))
         except Exception as exc:
             await abort_unknown(context, exc)
         return v3election_pb2.ResignResponse(header=self.r.header(resp.header))
@@ -106,8 +112,15 @@ class ElectionService:
         new value, or the next leader once this one's key is gone."""
         prefix = request.name + b"/"
         try:
+            info = await auth_info(self.s, context)
+            self.r.check_read(info, prefix, prefix_end(prefix))
+        except AuthError:
+            # etcd's observer reads as the caller and, when that read fails,
+            # ends the stream with no message and no error
+            return
+        try:
             while True:
-                resp = await self.r.first_created(prefix)
+                resp = await self.r.first_created(prefix, info)
                 header = self.r.header(resp.header)
                 if resp.kvs:
                     kv = resp.kvs[0]
@@ -133,8 +146,6 @@ class ElectionService:
             await abort_unknown(context, exc)
 
     async def _first_put(self, prefix: bytes, rev: int) -> tuple[kv_pb2.KeyValue, rpc_pb2.ResponseHeader]:
-        from petcd.api.recipes import prefix_end
-
         async with self.r.watch(prefix, prefix_end(prefix), rev) as w:
             async for batch in w:
                 for ev in batch.events:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from petcd.api.handler import auth_info
 from petcd.api.recipes import Recipes, abort_unknown
 from petcd.proto import rpc_pb2, v3lock_pb2
 from petcd.server.etcd_server import EtcdServer
@@ -21,6 +22,7 @@ class LockService:
     async def Lock(self, request: v3lock_pb2.LockRequest, context: Any) -> v3lock_pb2.LockResponse:
         key = b""
         try:
+            info = await auth_info(self.s, context)
             lease = await self.r.session(request.lease)
             prefix = request.name + b"/"
             key = prefix + format(lease, "x").encode()
@@ -34,14 +36,14 @@ class LockService:
                 success=[rpc_pb2.RequestOp(request_put=rpc_pb2.PutRequest(key=key, lease=lease)), owner],
                 failure=[rpc_pb2.RequestOp(request_range=rpc_pb2.RangeRequest(key=key)), owner],
             )
-            resp = await self.s.txn(txn)
+            resp = await self.s.txn(txn, info)
             header = self.r.header(resp.header)
             my_rev = header.revision
             if not resp.succeeded:
                 my_rev = resp.responses[0].response_range.kvs[0].create_revision
             owners = resp.responses[1].response_range.kvs
             if not owners or owners[0].create_revision != my_rev:
-                header = await self.r.wait_deletes(prefix, my_rev - 1)
+                header = await self.r.wait_deletes(prefix, my_rev - 1, info)
             return v3lock_pb2.LockResponse(header=header, key=key)
         except asyncio.CancelledError:
             if key:  # the caller went away while waiting: leave the queue
@@ -52,7 +54,7 @@ class LockService:
 
     async def Unlock(self, request: v3lock_pb2.UnlockRequest, context: Any) -> v3lock_pb2.UnlockResponse:
         try:
-            resp = await self.r.delete(request.key)
+            resp = await self.r.delete(request.key, await auth_info(self.s, context))
         except Exception as exc:
             await abort_unknown(context, exc)
         return v3lock_pb2.UnlockResponse(header=self.r.header(resp.header))

@@ -23,6 +23,7 @@ from collections.abc import AsyncIterator
 from typing import Any, NoReturn
 
 from petcd.api import validation
+from petcd.auth.tokens import AuthInfo
 from petcd.mvcc.watchable_store import WatchBatch, Watcher, WatchSink
 from petcd.proto import kv_pb2, rpc_pb2
 from petcd.server.etcd_server import EtcdServer
@@ -95,21 +96,31 @@ class Recipes:
         fill_header(self.s, out)
         return out
 
-    async def first_created(self, prefix: bytes) -> rpc_pb2.RangeResponse:
-        """The key under prefix with the lowest create revision."""
+    def check_read(self, auth: AuthInfo | None, key: bytes, end: bytes) -> None:
+        """The caller's read permission on [key, end), when auth is on (etcd's
+        recipes read and watch as the caller, through its KV and Watch)."""
+        if self.s.auth.enabled:
+            self.s.auth.is_range_permitted(auth, key, end)
+
+    async def first_created(self, prefix: bytes, auth: AuthInfo | None = None) -> rpc_pb2.RangeResponse:
+        """The key under prefix with the lowest create revision (read as auth's user)."""
+        self.check_read(auth, prefix, prefix_end(prefix))
         return await self.s.range(rpc_pb2.RangeRequest(
             key=prefix, range_end=prefix_end(prefix), limit=1,
             sort_order=rpc_pb2.RangeRequest.ASCEND, sort_target=rpc_pb2.RangeRequest.CREATE,
         ))
 
-    async def delete(self, key: bytes) -> rpc_pb2.DeleteRangeResponse:
+    async def delete(self, key: bytes, auth: AuthInfo | None = None) -> rpc_pb2.DeleteRangeResponse:
+        """Delete key as auth's user (None: the server itself)."""
         req = rpc_pb2.DeleteRangeRequest(key=key)
         validation.check_delete(req)
-        return await self.s.delete_range(req)
+        return await self.s.delete_range(req, auth)
 
-    async def wait_deletes(self, prefix: bytes, max_create_rev: int) -> rpc_pb2.ResponseHeader:
+    async def wait_deletes(self, prefix: bytes, max_create_rev: int,
+                           auth: AuthInfo | None = None) -> rpc_pb2.ResponseHeader:
         """Wait until no key under prefix has a create revision at or below
-        max_create_rev; the header of the last read."""
+        max_create_rev (read and watched as auth's user); the header of the last read."""
+        self.check_read(auth, prefix, prefix_end(prefix))
         while True:
             resp = await self.s.range(rpc_pb2.RangeRequest(
                 key=prefix, range_end=prefix_end(prefix), limit=1,

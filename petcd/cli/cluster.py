@@ -16,6 +16,8 @@ import sys
 import time
 from collections.abc import Sequence
 
+from petcd.storage.fsutil import make_private_dirs
+
 
 def member_ports(i: int, base: int) -> tuple[int, int]:
     client = base + 10000 * i
@@ -40,7 +42,7 @@ def main(argv: Sequence[str]) -> int:
     peers = {n: f"http://127.0.0.1:{member_ports(i, args.base_port)[1]}" for i, n in enumerate(names)}
     initial = ",".join(f"{n}={u}" for n, u in peers.items())
     procs: list[subprocess.Popen[bytes]] = []
-    os.makedirs(args.data_dir, exist_ok=True)
+    make_private_dirs(args.data_dir)
     for i, name in enumerate(names):
         client, _ = member_ports(i, args.base_port)
         url = f"http://127.0.0.1:{client}"

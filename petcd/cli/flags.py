@@ -110,6 +110,13 @@ FLAGS: dict[str, Flag] = {
         Flag("bcrypt-cost", "bcrypt_cost", "int", "10",
              "Specify the cost / strength of the bcrypt algorithm for hashing auth passwords. Valid values are between 4 and 31."),
         Flag("auth-token-ttl", "auth_token_ttl", "int", "300", "Time (in seconds) of the auth-token-ttl."),
+        # TLS versions and cipher suites, both ports (etcd 3.5's flags)
+        Flag("cipher-suites", "cipher_suites", "list", "",
+             "Comma-separated list of supported TLS cipher suites between client/server and peers (empty: OpenSSL's defaults)."),
+        Flag("tls-min-version", "tls_min_version", "str", "TLS1.2",
+             "Minimum TLS version supported by petcd. Possible values: TLS1.2, TLS1.3."),
+        Flag("tls-max-version", "tls_max_version", "str", "",
+             "Maximum TLS version supported by petcd. Possible values: TLS1.2, TLS1.3 (empty: the highest there is)."),
         # TLS for clients (https:// client URLs)
         Flag("cert-file", "cert_file", "str", "", "The client port's certificate (PEM)."),
         Flag("key-file", "key_file", "str", "", "The private key of --cert-file (PEM)."),
@@ -178,9 +185,6 @@ _UNSUPPORTED_LIST = (
     Unsupported("peer-cert-allowed-hostname", "str", ""),
     Unsupported("peer-crl-file", "str", ""),
     Unsupported("self-signed-cert-validity", "int", "1"),
-    Unsupported("cipher-suites", "str", ""),
-    Unsupported("tls-min-version", "str", "TLS1.2"),
-    Unsupported("tls-max-version", "str", ""),
     Unsupported("cors", "str", "*"),
     Unsupported("host-whitelist", "str", "*"),
     # profiling and monitoring

@@ -45,6 +45,7 @@ from petcd.storage import bbolt
 from petcd.storage.backend import Backend
 from petcd.storage.etcd_datadir import etcd_evidence
 from petcd.storage.etcd_format import TERM_KEY, import_bbolt
+from petcd.storage.fsutil import make_private_dirs
 
 _METADATA, _ENTRY, _STATE, _CRC, _SNAPSHOT = 1, 2, 3, 4, 5
 
@@ -267,7 +268,7 @@ def migrate(data_dir: str, backup_dir: str = "") -> MigrateResult:
 
     staging = os.path.join(data_dir, "member.petcd-migrating")
     shutil.rmtree(staging, ignore_errors=True)
-    os.makedirs(os.path.join(staging, "snap"))
+    make_private_dirs(os.path.join(staging, "snap"))
     with bbolt.BoltReader(db_path) as reader:
         backend = Backend(os.path.join(staging, "snap", "db"))
         try:

@@ -46,6 +46,7 @@ from petcd.server.membership import MEMBERS_BUCKET, Member
 from petcd.storage import bbolt
 from petcd.storage.backend import Backend
 from petcd.storage.etcd_format import etcd_buckets, import_bbolt
+from petcd.storage.fsutil import make_private_dirs
 
 log = logging.getLogger("petcd.snapshot")
 
@@ -340,7 +341,7 @@ def restore(
     log.info("restoring snapshot", extra={"fields": {
         "path": path, "data-dir": data_dir, "wal-dir": cfg.wal_dir(), "snap-dir": cfg.snap_dir()}})
     try:
-        os.makedirs(cfg.snap_dir(), exist_ok=True)
+        make_private_dirs(cfg.snap_dir())
         if kind == BBOLT:
             _import_bbolt(path, db_len, cfg.backend_path())
         else:

@@ -26,6 +26,7 @@ from petcd.server.membership import Membership
 from petcd.server.raft_storage import RaftStorage, WalIdentity
 from petcd.server.state import MemberState, open_backend
 from petcd.storage.backend import Backend
+from petcd.storage.fsutil import DirPermissionError, check_dir_permission, make_private_dirs
 
 log = logging.getLogger("petcd.server.bootstrap")
 
@@ -61,7 +62,13 @@ class Bootstrapped:
 
 async def bootstrap(cfg: ServerConfig) -> Bootstrapped:
     """Open or create the member's data directory (see the module docstring)."""
-    os.makedirs(cfg.member_dir(), exist_ok=True)
+    if os.path.isdir(cfg.data_dir):
+        try:
+            check_dir_permission(cfg.data_dir)
+        except DirPermissionError as e:
+            # etcd 3.4 warns and serves on (checked against the installed etcd)
+            log.warning("check file permission: %s", e)
+    make_private_dirs(cfg.member_dir())
     if RaftStorage.exists(cfg.wal_dir()):
         return _restart(cfg)
     if cfg.initial_cluster_state == "existing":

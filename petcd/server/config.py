@@ -14,10 +14,12 @@ import math
 import os
 import random
 import re
+import ssl
 from dataclasses import dataclass, field
 
 from petcd.raft import Config as RaftConfig
 from petcd.raft import MemoryStorage
+from petcd.server.tls import TLSConfigError, cipher_suite_names, tls_version
 from petcd.server.urls import URLError, parse_url
 
 # etcd's DefaultQuotaBytes: the backend quota when --quota-backend-bytes is 0.
@@ -83,6 +85,10 @@ class ServerConfig:
     peer_client_cert_auth: bool = False
     peer_auto_tls: bool = False
     peer_cert_allowed_cn: str = ""
+    # both ports' TLS (etcd 3.5's --cipher-suites, --tls-min-version, --tls-max-version)
+    cipher_suites: list[str] = field(default_factory=list)
+    tls_min_version: str = "TLS1.2"
+    tls_max_version: str = ""
     # The JSON gateway on the client port (/health, /version, /metrics are served either way).
     enable_grpc_gateway: bool = True
     # --metrics: "extensive" adds grpc_server_handling_seconds (any other value is basic, as etcd takes it).
@@ -189,6 +195,7 @@ class ServerConfig:
             bootstrapping = not os.path.isdir(self.wal_dir())
         if bool(self.cert_file) != bool(self.key_file):
             raise ConfigError(f"KeyFile and CertFile must both be present[key: {self.key_file}, cert: {self.cert_file}]")
+        check_tls_versions(self.cipher_suites, self.tls_min_version, self.tls_max_version)
         client_tls = bool(self.cert_file or self.auto_tls)
         for u in self.listen_client_urls:
             check_url(u, "--listen-client-urls", bind=True, tls=True)
@@ -282,6 +289,21 @@ def parse_initial_cluster(text: str) -> dict[str, list[str]]:
 
 def format_initial_cluster(cluster: dict[str, list[str]]) -> str:
     return ",".join(f"{name}={u}" for name, urls in cluster.items() for u in urls)
+
+
+def check_tls_versions(cipher_suites: list[str], min_version: str, max_version: str) -> None:
+    """ConfigError, in etcd 3.5's words, for an unknown cipher suite or TLS
+    version, or a minimum above the maximum."""
+    try:
+        cipher_suite_names(cipher_suites)
+        lo, hi = tls_version(min_version), tls_version(max_version)
+    except TLSConfigError as exc:
+        raise ConfigError(str(exc)) from None
+    if hi is not None and lo is not None and lo > hi:
+        raise ConfigError(f"min version ({min_version}) is greater than max version ({max_version})")
+    if lo is ssl.TLSVersion.TLSv1_3 and cipher_suites:
+        # TLS 1.3's suites are not configurable (in Go nor in OpenSSL's cipher list)
+        raise ConfigError("cipher suites cannot be configured when only TLS1.3 is enabled")
 
 
 def check_url(url: str, flag: str, *, bind: bool = False, tls: bool = False) -> None:

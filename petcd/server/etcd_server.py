@@ -149,7 +149,7 @@ class EtcdServer:
         # compactions waits for nothing else
         self.compactions = TaskGroup("compaction", log)
         self.background = TaskGroup("background", log)
-        self.leader_client = LeaderClient()
+        self.leader_client = LeaderClient(cfg.trusted_ca_file, cfg.cert_file, cfg.key_file)
         self.watchable = WatchableStore(StoreHistory(self.state.kv))
         self.state.kv.on_events = self._on_events
         hooks = NodeHooks(

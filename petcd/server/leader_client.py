@@ -5,6 +5,7 @@ of replication)."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Awaitable
 from typing import TypeVar
 
@@ -58,23 +59,68 @@ async def _answer(call: Awaitable[T]) -> T:
 
 
 class LeaderClient:
-    def __init__(self) -> None:
-        self._channels: dict[str, grpc.aio.Channel] = {}
+    """gRPC channels to the leader's client URLs, one per URL (and per
+    version of the TLS files), with the member's own client-port TLS: the
+    leader's certificate is verified with --trusted-ca-file (the system's
+    roots without it), and --cert-file/--key-file are presented as the client
+    certificate, which a leader with --client-cert-auth demands. Members of
+    one cluster share these settings, so what verifies clients verifies the
+    leader too."""
+
+    def __init__(self, trusted_ca_file: str = "", cert_file: str = "", key_file: str = "") -> None:
+        self.trusted_ca_file = trusted_ca_file
+        self.cert_file = cert_file
+        self.key_file = key_file
+        # per leader address: the TLS files' stamp its channel was made with, and the channel
+        self._channels: dict[str, tuple[tuple[int, ...], grpc.aio.Channel]] = {}
+        # channels replaced after a rotation (calls may still be on them): closed at close()
+        self._retired: list[grpc.aio.Channel] = []
+
+    def _files(self) -> list[str]:
+        return [f for f in (self.trusted_ca_file, self.cert_file, self.key_file) if f]
+
+    def _stamp(self) -> tuple[int, ...]:
+        """When the TLS files last changed: a rotation opens a new channel with them."""
+        out: list[int] = []
+        for f in self._files():
+            try:
+                out.append(os.stat(f).st_mtime_ns)
+            except OSError:
+                out.append(-1)
+        return tuple(out)
+
+    def _credentials(self) -> grpc.ChannelCredentials:
+        def read(path: str) -> bytes | None:
+            if not path:
+                return None
+            try:
+                with open(path, "rb") as f:
+                    return f.read()
+            except OSError:
+                raise ErrNoLeader() from None  # unreadable files: the leader cannot be reached
+
+        key, cert = read(self.key_file), read(self.cert_file)
+        return grpc.ssl_channel_credentials(root_certificates=read(self.trusted_ca_file),
+                                            private_key=key if cert else None,
+                                            certificate_chain=cert if key else None)
 
     def _channel(self, client_urls: list[str]) -> grpc.aio.Channel:
         if not client_urls:
             raise ErrNoLeader()  # the leader has not published its client URLs yet
-        # A plain URL if the leader has one. Over https the system's roots verify the leader: a
-        # private CA (--trusted-ca-file) is not known here yet, so such a leader is not reached.
+        # a plain URL if the leader has one (no handshake to pay), else its https one
         urls = sorted((parse_url(u) for u in client_urls), key=lambda u: u.tls)
         target = urls[0].netloc
-        ch = self._channels.get(target)
-        if ch is None:
-            if urls[0].tls:
-                ch = grpc.aio.secure_channel(target, grpc.ssl_channel_credentials())
-            else:
-                ch = grpc.aio.insecure_channel(target)
-            self._channels[target] = ch
+        stamp = self._stamp() if urls[0].tls else ()
+        known = self._channels.get(target)
+        if known is not None and known[0] == stamp:
+            return known[1]
+        if known is not None:
+            self._retired.append(known[1])
+        if urls[0].tls:
+            ch = grpc.aio.secure_channel(target, self._credentials())
+        else:
+            ch = grpc.aio.insecure_channel(target)
+        self._channels[target] = (stamp, ch)
         return ch
 
     async def renew(self, client_urls: list[str], lease_id: int, timeout: float) -> int:
@@ -104,6 +150,9 @@ class LeaderClient:
         await _answer(stub.MemberPromote(rpc_pb2.MemberPromoteRequest(ID=member_id), timeout=timeout))
 
     async def close(self) -> None:
-        for ch in self._channels.values():
+        for _, ch in self._channels.values():
+            await ch.close()
+        for ch in self._retired:
             await ch.close()
         self._channels.clear()
+        self._retired.clear()

@@ -9,11 +9,11 @@ server's loop.
 from __future__ import annotations
 
 import logging
-import os
 import struct
 from dataclasses import dataclass
 
 from petcd.raft import ConfState, Entry, HardState, MemoryStorage, Snapshot
+from petcd.storage.fsutil import make_private_dirs
 from petcd.storage.snap import Snapshotter
 from petcd.storage.wal import WAL, WalSnapshot
 
@@ -61,13 +61,13 @@ class RaftStorage:
 
     @classmethod
     def create(cls, wal_dir: str, snap_dir: str, identity: WalIdentity, *, unsafe_no_fsync: bool = False) -> RaftStorage:
-        os.makedirs(snap_dir, exist_ok=True)
+        make_private_dirs(snap_dir)
         wal = WAL.create(wal_dir, identity.to_bytes(), unsafe_no_fsync=unsafe_no_fsync)
         return cls(wal, Snapshotter(snap_dir), MemoryStorage())
 
     @classmethod
     def open(cls, wal_dir: str, snap_dir: str, *, unsafe_no_fsync: bool = False) -> tuple[RaftStorage, Recovered]:
-        os.makedirs(snap_dir, exist_ok=True)
+        make_private_dirs(snap_dir)
         snapshotter = Snapshotter(snap_dir)
         snap = snapshotter.load()
         walsnap = None

@@ -14,7 +14,9 @@ listener's side is used. As in etcd:
   made in ``<data-dir>/fixtures/<peer|client>`` and kept across restarts;
   a dialer then skips verifying the other end, which has one of its own;
 - a dialer checks that the certificate is for the host it dialed;
-- TLS 1.2 at least (etcd's default --tls-min-version).
+- TLS 1.2 at least (etcd's default --tls-min-version); --tls-min-version,
+  --tls-max-version and --cipher-suites (Go's IANA names, mapped to
+  OpenSSL's) apply to both ends of both ports.
 
 Certificate files are read again when they change (checked at each new
 connection), so a rotation needs no restart.
@@ -31,6 +33,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from petcd.server.urls import parse_url
+from petcd.storage.fsutil import go_quote
 
 if TYPE_CHECKING:
     from petcd.server.config import ServerConfig
@@ -48,6 +51,67 @@ class TLSConfigError(Exception):
     """TLS settings or files petcd cannot start with; str() is etcd's wording where it has one."""
 
 
+# The cipher suites etcd accepts by name (Go's crypto/tls names; etcd 3.4 also
+# knows the CHACHA20 ones without the _SHA256), as OpenSSL names them. TLS 1.3's
+# three suites are accepted and, as in Go, not configurable: None.
+CIPHER_SUITES: dict[str, str | None] = {
+    "TLS_RSA_WITH_RC4_128_SHA": "RC4-SHA",
+    "TLS_RSA_WITH_3DES_EDE_CBC_SHA": "DES-CBC3-SHA",
+    "TLS_RSA_WITH_AES_128_CBC_SHA": "AES128-SHA",
+    "TLS_RSA_WITH_AES_256_CBC_SHA": "AES256-SHA",
+    "TLS_RSA_WITH_AES_128_CBC_SHA256": "AES128-SHA256",
+    "TLS_RSA_WITH_AES_128_GCM_SHA256": "AES128-GCM-SHA256",
+    "TLS_RSA_WITH_AES_256_GCM_SHA384": "AES256-GCM-SHA384",
+    "TLS_ECDHE_ECDSA_WITH_RC4_128_SHA": "ECDHE-ECDSA-RC4-SHA",
+    "TLS_ECDHE_ECDSA_WITH_AES_128_CBC_SHA": "ECDHE-ECDSA-AES128-SHA",
+    "TLS_ECDHE_ECDSA_WITH_AES_256_CBC_SHA": "ECDHE-ECDSA-AES256-SHA",
+    "TLS_ECDHE_RSA_WITH_RC4_128_SHA": "ECDHE-RSA-RC4-SHA",
+    "TLS_ECDHE_RSA_WITH_3DES_EDE_CBC_SHA": "ECDHE-RSA-DES-CBC3-SHA",
+    "TLS_ECDHE_RSA_WITH_AES_128_CBC_SHA": "ECDHE-RSA-AES128-SHA",
+    "TLS_ECDHE_RSA_WITH_AES_256_CBC_SHA": "ECDHE-RSA-AES256-SHA",
+    "TLS_ECDHE_ECDSA_WITH_AES_128_CBC_SHA256": "ECDHE-ECDSA-AES128-SHA256",
+    "TLS_ECDHE_RSA_WITH_AES_128_CBC_SHA256": "ECDHE-RSA-AES128-SHA256",
+    "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256": "ECDHE-RSA-AES128-GCM-SHA256",
+    "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256": "ECDHE-ECDSA-AES128-GCM-SHA256",
+    "TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384": "ECDHE-RSA-AES256-GCM-SHA384",
+    "TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384": "ECDHE-ECDSA-AES256-GCM-SHA384",
+    "TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305": "ECDHE-RSA-CHACHA20-POLY1305",
+    "TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305": "ECDHE-ECDSA-CHACHA20-POLY1305",
+    "TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256": "ECDHE-RSA-CHACHA20-POLY1305",
+    "TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256": "ECDHE-ECDSA-CHACHA20-POLY1305",
+    "TLS_AES_128_GCM_SHA256": None,
+    "TLS_AES_256_GCM_SHA384": None,
+    "TLS_CHACHA20_POLY1305_SHA256": None,
+}
+
+_TLS_VERSIONS: dict[str, ssl.TLSVersion | None] = {
+    "TLS1.2": ssl.TLSVersion.TLSv1_2,
+    "TLS1.3": ssl.TLSVersion.TLSv1_3,
+    "": None,  # no bound: OpenSSL's highest (as Go's 0)
+}
+
+
+def cipher_suite_names(names: list[str] | tuple[str, ...]) -> str:
+    """The OpenSSL cipher string for etcd's --cipher-suites names ("" for
+    none to set); TLSConfigError with etcd's message for a name it does not know."""
+    out = []
+    for name in names:
+        if name not in CIPHER_SUITES:
+            raise TLSConfigError(f"unexpected TLS cipher suite {go_quote(name)}")
+        openssl = CIPHER_SUITES[name]
+        if openssl is not None and openssl not in out:
+            out.append(openssl)
+    return ":".join(out)
+
+
+def tls_version(name: str) -> ssl.TLSVersion | None:
+    """--tls-min-version / --tls-max-version as an ssl version (None: no
+    bound); TLSConfigError with etcd's message for another value."""
+    if name not in _TLS_VERSIONS:
+        raise TLSConfigError(f"unexpected TLS version {go_quote(name)} (must be one of: TLS1.2, TLS1.3)")
+    return _TLS_VERSIONS[name]
+
+
 @dataclass(slots=True)
 class TLSInfo:
     """One port's TLS settings, and the ssl contexts built from them (rebuilt when the files change)."""
@@ -61,6 +125,10 @@ class TLSInfo:
     self_signed: bool = False
     # ALPN protocols the listener offers, most preferred first (the client port: h2, http/1.1)
     alpn: tuple[str, ...] = ()
+    # etcd's --cipher-suites (IANA names; empty: OpenSSL's defaults) and TLS version bounds
+    cipher_suites: tuple[str, ...] = ()
+    min_version: str = "TLS1.2"
+    max_version: str = ""
     _stamp: tuple[tuple[int, int], ...] = field(default=(), repr=False)
     _server: ssl.SSLContext | None = field(default=None, repr=False)
     _client: ssl.SSLContext | None = field(default=None, repr=False)
@@ -100,7 +168,13 @@ class TLSInfo:
     def _build(self, *, client: bool = False) -> ssl.SSLContext:
         try:
             ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT if client else ssl.PROTOCOL_TLS_SERVER)
-            ctx.minimum_version = ssl.TLSVersion.TLSv1_2  # etcd's default --tls-min-version
+            ctx.minimum_version = tls_version(self.min_version) or ssl.TLSVersion.TLSv1_2
+            hi = tls_version(self.max_version)
+            if hi is not None:
+                ctx.maximum_version = hi
+            ciphers = cipher_suite_names(self.cipher_suites)
+            if ciphers:
+                ctx.set_ciphers(ciphers)
             ctx.load_cert_chain(self.cert_file, self.key_file)
             if self.trusted_ca_file:
                 ctx.load_verify_locations(self.trusted_ca_file)
@@ -239,12 +313,13 @@ def tls_from_config(cfg: ServerConfig, *, peer: bool) -> TLSInfo | None:
         client_auth, auto, allowed_cn, urls = cfg.client_cert_auth, cfg.auto_tls, "", cfg.listen_client_urls
         alpn = ("h2", "http/1.1")
     which = "peer" if peer else "client"
+    suites, lo, hi = tuple(cfg.cipher_suites), cfg.tls_min_version, cfg.tls_max_version
     if auto and not (cert or key):
         hosts = [parse_url(u).host for u in urls]
         cert, key = self_signed(os.path.join(cfg.data_dir, "fixtures", which), hosts)
-        return TLSInfo(cert, key, allowed_cn=allowed_cn, self_signed=True, alpn=alpn)
+        return TLSInfo(cert, key, allowed_cn=allowed_cn, self_signed=True, alpn=alpn, cipher_suites=suites, min_version=lo, max_version=hi)
     if auto:
         log.warning("petcd: ignoring %s since certificate files are given", "--peer-auto-tls" if peer else "--auto-tls")
     if not (cert or key):
         return None  # etcd's TLSInfo.Empty(): no certificate, no TLS (an https URL is then refused)
-    return TLSInfo(cert, key, ca, client_auth, allowed_cn, alpn=alpn)
+    return TLSInfo(cert, key, ca, client_auth, allowed_cn, alpn=alpn, cipher_suites=suites, min_version=lo, max_version=hi)

@@ -89,7 +89,7 @@ import lmdb
 
 from petcd import stats
 from petcd.storage.errors import BackendClosedError, BackendError, BackendFileError, UnknownBucketError
-from petcd.storage.fsutil import fsync_dir
+from petcd.storage.fsutil import fsync_dir, make_private_dirs
 
 log = logging.getLogger("petcd.storage.backend")
 
@@ -428,7 +428,7 @@ class Backend:
         # batch's included), replayed onto the copy when it is swapped in.
         self._defrag: list[_Op] | None = None
         self._defrag_copy: DefragCopy | None = None
-        os.makedirs(os.path.dirname(self.path), exist_ok=True)
+        make_private_dirs(os.path.dirname(self.path))
         self._env = self._open_env(initial_map_size)
         self._dbs = self._open_dbs()
         self._psize = int(self._env.stat()["psize"])

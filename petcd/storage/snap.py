@@ -29,7 +29,7 @@ import zlib
 
 from petcd.raft.types import Snapshot
 from petcd.storage.errors import SnapError
-from petcd.storage.fsutil import fsync_dir
+from petcd.storage.fsutil import fsync_dir, make_private_dirs
 
 log = logging.getLogger("petcd.storage.snap")
 
@@ -58,7 +58,7 @@ class Snapshotter:
         self.dir = os.path.abspath(dirpath)
         self.keep = keep
         self._lock = threading.Lock()
-        os.makedirs(self.dir, exist_ok=True)
+        make_private_dirs(self.dir)
 
     def _names(self) -> list[str]:
         """Snapshot file names, newest (highest term, then index) first."""

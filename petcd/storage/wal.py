@@ -131,7 +131,7 @@ from petcd.storage.errors import (
     WalSnapshotMismatchError,
     WalWriteError,
 )
-from petcd.storage.fsutil import fsync_dir
+from petcd.storage.fsutil import PRIVATE_DIR_MODE, fsync_dir, make_private_dirs
 
 log = logging.getLogger("petcd.storage.wal")
 
@@ -513,10 +513,10 @@ class WAL:
         if os.path.isdir(dirpath) and os.listdir(dirpath):
             raise WalError(f"wal: {dirpath} is not empty")
         parent = os.path.dirname(dirpath)
-        os.makedirs(parent, exist_ok=True)
+        make_private_dirs(parent)
         tmpdir = dirpath + ".tmp"
         shutil.rmtree(tmpdir, ignore_errors=True)
-        os.makedirs(tmpdir)
+        os.mkdir(tmpdir, PRIVATE_DIR_MODE)
         sync = not unsafe_no_fsync
         lock_fd = _lock_dir(tmpdir)
         try:
@@ -846,7 +846,7 @@ def repair(dirpath: str, snap: WalSnapshot | None = None, *, segment_size: int =
                 f"survives a cut ({damage}); restore the member from a snapshot or replace it"
             )
         backup = f"{dirpath}.broken-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}"
-        os.makedirs(backup)
+        os.mkdir(backup, PRIVATE_DIR_MODE)
         moved = [s.path for s in segs[at:]]
         if keep_head:
             # The kept prefix of the damaged segment, preallocated like any

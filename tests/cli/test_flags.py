@@ -105,7 +105,7 @@ def test_unknown_flag_is_a_usage_error_naming_it() -> None:
     assert not isinstance(e.value, UnsupportedError)
 
 
-@pytest.mark.parametrize("argv", [["--cipher-suites", "x"], ["--client-crl-file", "/c"], ["--peer-crl-file=/k"],
+@pytest.mark.parametrize("argv", [["--client-crl-file", "/c"], ["--peer-crl-file=/k"],
                                   ["--discovery", "https://d"], ["--enable-v2"],
                                   ["--force-new-cluster"],
                                   ["--proxy", "on"], ["--cors", "example.com"]])
@@ -123,12 +123,32 @@ def test_unsupported_flags_at_etcds_default_are_accepted() -> None:
 
 
 def test_broad_list_of_etcd_flags_is_known() -> None:
-    for name in ("client-crl-file", "cipher-suites", "tls-min-version", "peer-crl-file",
+    for name in ("client-crl-file", "peer-crl-file",
                  "peer-cert-allowed-hostname", "discovery", "discovery-srv", "proxy", "enable-v2",
                  "cors", "force-new-cluster", "strict-reconfig-check",
                  "experimental-initial-corrupt-check", "max-wals", "grpc-keepalive-interval"):
         assert name in UNSUPPORTED
+    for name in ("cipher-suites", "tls-min-version", "tls-max-version"):
+        assert name in FLAGS
     assert not set(UNSUPPORTED) & set(FLAGS)
+
+
+def test_tls_version_and_cipher_flags() -> None:
+    c = cfg_of(["--cipher-suites", "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256",
+                "--tls-min-version", "TLS1.2", "--tls-max-version", "TLS1.3"])
+    assert c.cipher_suites == ["TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256", "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256"]
+    assert (c.tls_min_version, c.tls_max_version) == ("TLS1.2", "TLS1.3")
+    assert (ServerConfig().tls_min_version, ServerConfig().tls_max_version, ServerConfig().cipher_suites) == \
+        ("TLS1.2", "", [])
+
+
+def test_tls_version_and_cipher_keys_in_a_config_file(tmp_path: Path) -> None:
+    f = tmp_path / "c.yml"
+    f.write_text("cipher-suites: [TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256, TLS_RSA_WITH_AES_128_GCM_SHA256]\n"
+                 "tls-min-version: TLS1.2\ntls-max-version: TLS1.3\n")
+    c = cfg_of(["--config-file", str(f)])
+    assert c.cipher_suites == ["TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256", "TLS_RSA_WITH_AES_128_GCM_SHA256"]
+    assert (c.tls_min_version, c.tls_max_version) == ("TLS1.2", "TLS1.3")
 
 
 def test_listen_metrics_urls() -> None:

@@ -177,3 +177,37 @@ def test_auto_tls_serves_tls_with_a_certificate_of_its_own(tmp_path: Path) -> No
         wait_for(lambda: m.server.kv().Range(rpc_pb2.RangeRequest(key=b"auto"), timeout=10).kvs, 30, "the plain URL")
     finally:
         m.stop()
+
+
+def test_rotated_server_certificate_is_served_without_restart(tmp_path: Path) -> None:
+    """The client port re-reads --cert-file/--key-file when they change (etcd
+    reloads them on each handshake): new connections get the new certificate
+    (same CA), and the member keeps serving throughout."""
+    ca = CA(tmp_path / "own")
+    pki = {"server": ca.issue("petcd", file_name="server"), "client": ca.issue("alice", file_name="client")}
+    s = pki["server"]
+    (tmp_path / "m").mkdir()
+    member = Member(tmp_path / "m", ["--cert-file", str(s.cert), "--key-file", str(s.key),
+                                     "--trusted-ca-file", str(s.ca), "--client-cert-auth"])
+    member.server.start()
+    try:
+        def served_cn() -> str | None:
+            with _tls_client(member.tls_port, pki, ["h2"]) as sock:
+                subject = sock.getpeercert()["subject"]
+                return next((v for rdn in subject for k, v in rdn if k == "commonName"), None)
+
+        assert served_cn() == "petcd"
+        kv = member.kv(creds(pki["client"], s.ca))
+        kv.Put(rpc_pb2.PutRequest(key=b"k", value=b"before"), timeout=30)
+        new = ca.issue("petcd-rotated", file_name="rotated")
+        # each file replaced whole (as a rotation tool does): never half-written
+        for src, dst in ((new.key, s.key), (new.cert, s.cert)):
+            tmp = dst.with_suffix(".new")
+            tmp.write_bytes(src.read_bytes())
+            os.replace(tmp, dst)
+        wait_for(lambda: served_cn() == "petcd-rotated" or None, 30, "the rotated certificate to be served")
+        fresh = member.kv(creds(pki["client"], s.ca))
+        fresh.Put(rpc_pb2.PutRequest(key=b"k", value=b"after"), timeout=30)
+        assert kv.Range(rpc_pb2.RangeRequest(key=b"k"), timeout=30).kvs[0].value == b"after"
+    finally:
+        member.stop()
