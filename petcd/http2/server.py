@@ -64,6 +64,10 @@ QUEUE_ITEMS = 64
 # A connection's streamed messages are written at most once per this many
 # seconds while they keep coming (the first after a pause goes at once).
 STREAM_COALESCE = 0.001
+# A PING ACK that arrives with requests still running waits at most this
+# long for their responses to carry it (grpc-go clients send a BDP ping with
+# almost every request: one write per request instead of two).
+PING_ACK_DELAY = 0.002
 QUEUE_BYTES = 1 << 20
 # File descriptors kept free for everything but client connections.
 FD_RESERVE = 128  # as petcd/cli/limits.py STORAGE_FD_RESERVE: storage and peers, never clients
@@ -101,6 +105,11 @@ class Keepalive:
 # grpc-go: pings from an idle client are expected no more often than this
 _IDLE_PING_MIN = 7200.0
 _MAX_PING_STRIKES = 2
+
+
+def _only_ping_acks(out: list[bytes]) -> bool:
+    """Whether the queued frames are PING ACKs alone (and there are some)."""
+    return bool(out) and all(len(b) == 17 and b[3] == frames.PING for b in out)
 
 
 class CallContext:
@@ -300,6 +309,11 @@ class H2Protocol(asyncio.Protocol):
                 self._on_request(ev)  # type: ignore[arg-type]
             else:
                 self._on_other(ev)
+        if self.calls and not self.closing and _only_ping_acks(self.conn.out):
+            if not self.flush_scheduled:
+                self.flush_scheduled = True
+                self.loop.call_later(PING_ACK_DELAY, self._flush_cb)
+            return
         self._write()
 
     def pause_writing(self) -> None:

@@ -484,3 +484,35 @@ def test_nghttp_continuation_padding_priority_and_small_windows(served: Served, 
     ).stdout
     expected = BytesValue(value=b"x" * 3000000).SerializeToString()
     assert out == frame_message(expected)
+
+
+def test_ping_ack_rides_with_the_response_of_a_running_call(served: Served) -> None:
+    """A grpc-go client sends a BDP ping with its requests; while a call runs
+    the server's PING ACK waits (at most PING_ACK_DELAY) to go out in the same
+    write as the response: one write per request, not two."""
+    c = RawClient(served.addr)
+    c.request(1, "/test.Echo/Unary", b"")
+    c.response(1)
+    for i in range(5):
+        sid = 3 + 2 * i
+        queued: list[bytes] = []
+        c.send = queued.append  # type: ignore[method-assign,assignment]  # request and ping in one segment
+        c.request(sid, "/test.Echo/Slow", BytesValue(value=b"0.0005").SerializeToString())
+        del c.send
+        c.send(b"".join(queued) + f.ping(b"%08d" % i))
+        first = c.read_frame()
+        assert first is not None and first.type == f.PING and first.flags & f.FLAG_ACK
+        # the response was already written with it: it is in the client's buffer
+        assert len(c.buf) >= 9 and c.buf[3] == f.HEADERS, "the PING ACK was written alone"
+        assert c.response(sid)[0]["grpc-status"] == "0"
+    c.close()
+
+
+def test_ping_ack_is_not_held_past_the_delay(served: Served) -> None:
+    c = RawClient(served.addr)
+    c.request(1, "/test.Echo/Slow", BytesValue(value=b"5").SerializeToString())
+    t0 = time.monotonic()
+    c.send(f.ping(b"12345678"))
+    assert c.until(f.PING, timeout=4).flags & f.FLAG_ACK
+    assert time.monotonic() - t0 < 4
+    c.close()
