@@ -342,7 +342,13 @@ class EtcdServer:
             self.applied_index = max(self.applied_index, entries[-1].index)
             self.applied_wait.advance(self.applied_index)
             if self.applied_index - self.snapshot_index > self.cfg.snapshot_count:
-                self._snapshot()
+                # entries may be applied while the node's sync thread writes the WAL
+                self.node.when_wal_idle(self._snapshot_if_due)
+
+    def _snapshot_if_due(self) -> None:
+        # queued behind a WAL write, so another may have been taken meanwhile
+        if self.applied_index - self.snapshot_index > self.cfg.snapshot_count:
+            self._snapshot()
 
     def _on_events(self, events: list[kv_pb2.Event], rev: int) -> None:
         self.lessor.on_events(events)

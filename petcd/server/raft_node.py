@@ -2,15 +2,20 @@
 
 It ticks the core on a timer, and whenever the core has a Ready it
 1. sends the leader's messages at once (the Raft thesis lets a leader send
-   before its own fsync), a follower's only after persisting;
-2. persists the Ready's hard state and entries with ONE WAL fsync, in a
-   worker thread so the loop keeps serving;
-3. appends them to the in-memory raft log;
-4. hands committed entries to the applier, in order;
-5. advances the core.
-Proposals that arrive while a fsync is in flight pile up in the core and
-leave together in the next Ready: that batching is where throughput comes from.
-"""
+   before its own fsync); a follower sends the requests it forwards to the
+   leader (MsgProp, MsgReadIndex) at once too, everything else only after
+   persisting;
+2. persists the Ready's hard state and entries with ONE WAL fsync, in the
+   node's sync thread so the loop keeps serving;
+3. meanwhile applies the committed entries this member already held
+   durably before the Ready (so answering them does not wait for this
+   fsync); whatever the WAL write makes durable is applied after it;
+4. appends the Ready's entries to the in-memory raft log;
+5. hands the remaining committed entries to the applier, in order;
+6. advances the core.
+Nothing is answered before it is durable here and committed. Proposals that
+arrive while a fsync is in flight pile up in the core and leave together in
+the next Ready: that batching is where throughput comes from."""
 
 from __future__ import annotations
 
@@ -27,6 +32,7 @@ from petcd.raft import (
     ConfState,
     Entry,
     Message,
+    MessageType,
     RawNode,
     ReadState,
     Ready,
@@ -126,6 +132,8 @@ class RaftNode:
         self._tasks: list[asyncio.Task[None]] = []
         self._failed: BaseException | None = None
         self._sync = _SyncThread("petcd-wal-sync")
+        self._wal_busy = False  # a Ready's WAL write is in the sync thread
+        self._idle_jobs: list[Callable[[], None]] = []
 
     def start(self) -> None:
         self._tasks = [
@@ -250,8 +258,32 @@ class RaftNode:
         if rd.hard_state is not None:
             self.term = rd.hard_state.term
             self.commit = rd.hard_state.commit
+        committed = rd.committed_entries
         if rd.snapshot is not None or rd.entries or rd.must_sync:
-            await self._sync.run(lambda: self.storage.persist(rd.hard_state, rd.entries, rd.snapshot))
+            persisted = self._sync.run(lambda: self.storage.persist(rd.hard_state, rd.entries, rd.snapshot))
+            self._wal_busy = True
+            try:
+                if not leader and rd.messages:
+                    # requests forwarded to the leader carry nothing of this
+                    # member's durable state: they need not wait for its fsync
+                    early = [m for m in rd.messages if m.type in _FORWARDED]
+                    if early:
+                        self.hooks.send(early)
+                        rd.messages = [m for m in rd.messages if m.type not in _FORWARDED]
+                if committed and rd.snapshot is None:
+                    # Committed entries this member already holds durably
+                    # (from earlier Readies) are applied while the disk works
+                    # on this Ready's: their answers need not wait for this
+                    # fsync. Entries that only become durable with it wait.
+                    durable = self.storage.log.last_index()
+                    cut = _count_upto(committed, durable)
+                    if cut:
+                        self.hooks.apply_entries(committed[:cut])
+                        committed = committed[cut:]
+                await persisted
+            finally:
+                self._wal_busy = False
+            self._wal_idle_jobs()
         elif rd.hard_state is not None:  # only the commit index moved: no fsync needed
             self.storage.persist(rd.hard_state, [], None, sync=False)
         self.storage.append_to_log(rd.hard_state, rd.entries, rd.snapshot)
@@ -259,6 +291,30 @@ class RaftNode:
             self.hooks.apply_snapshot(rd.snapshot)
         if not leader and rd.messages:
             self.hooks.send(rd.messages)
-        if rd.committed_entries:
-            self.hooks.apply_entries(rd.committed_entries)
+        if committed:
+            self.hooks.apply_entries(committed)
         self._raw.advance(rd)
+
+    def when_wal_idle(self, job: Callable[[], None]) -> None:
+        """Run job (on the loop) once no WAL write is in flight: at once if
+        none is, else right after the current one. For whatever else writes
+        the WAL (the raft snapshot marker), which must not race the sync
+        thread; committed entries are applied while a write is in flight."""
+        if self._wal_busy:
+            self._idle_jobs.append(job)
+        else:
+            job()
+
+    def _wal_idle_jobs(self) -> None:
+        jobs, self._idle_jobs = self._idle_jobs, []
+        for job in jobs:
+            job()
+
+
+# Messages a follower forwards to the leader on a client's behalf.
+_FORWARDED = frozenset({MessageType.MsgProp, MessageType.MsgReadIndex})
+
+
+def _count_upto(entries: list[Entry], index: int) -> int:
+    """How many of the (consecutive) entries have an index <= index."""
+    return max(0, min(len(entries), index - entries[0].index + 1))
