@@ -4,6 +4,7 @@ failed before its fix."""
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import gc
 import logging
 import os
@@ -18,6 +19,7 @@ import pytest
 from petcd.mvcc.kvstore import KVStore
 from petcd.proto import rpc_pb2 as pb
 from petcd.raft import ConfState, Snapshot, SnapshotMetadata
+from petcd.server import read_index
 from petcd.server.alarms import AlarmStore
 from petcd.server.etcd_server import EtcdServer
 from petcd.server.leader_client import LeaderClient
@@ -233,6 +235,34 @@ def test_the_nospace_alarm_proposal_is_not_a_compaction(tmp_path: Path) -> None:
         m.kv.Compact(pb.CompactionRequest(revision=1, physical=True), timeout=30)
     finally:
         m.stop()
+
+
+def test_a_read_does_not_wait_for_a_round_already_in_flight(
+    member: Member, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A read arriving while a ReadIndex round is out starts its own round
+    at once (up to MAX_ROUNDS in flight) instead of queueing behind it: here
+    the first round is lost and only asked again late in the request
+    timeout, and a second read must not wait for that."""
+    timeout = member.cfg.request_timeout()
+    monkeypatch.setattr(read_index, "RETRY_INTERVAL", 0.6 * timeout)
+    real = RaftNode.read_index
+    lost: list[bytes] = []
+
+    def lossy(node: RaftNode, ctx: bytes) -> None:
+        if not lost:
+            lost.append(ctx)
+            return
+        real(node, ctx)
+
+    monkeypatch.setattr(RaftNode, "read_index", lossy)
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        first = pool.submit(member.kv.Range, pb.RangeRequest(key=b"k"), timeout=60)
+        wait_for(lambda: bool(lost), 30, "the first round")
+        started = time.monotonic()
+        member.kv.Range(pb.RangeRequest(key=b"k"), timeout=60)  # linearizable
+        assert time.monotonic() - started < 0.3 * timeout, "the second read waited for the lost round"
+        first.result(60)
 
 
 def test_a_read_index_round_lost_on_the_way_is_asked_again(
