@@ -8,6 +8,7 @@ import concurrent.futures
 import gc
 import logging
 import os
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -25,6 +26,7 @@ from petcd.server.etcd_server import EtcdServer
 from petcd.server.leader_client import LeaderClient
 from petcd.server.membership import ErrMemberNotFound
 from petcd.server.raft_node import RaftNode
+from petcd.server.raft_storage import RaftStorage
 from petcd.server.state import read_backend_snapshot
 from petcd.storage.backend import Backend
 from petcd.testing.harness import etcd_server, etcdctl, free_port, wait_for
@@ -284,3 +286,40 @@ def test_a_read_index_round_lost_on_the_way_is_asked_again(
     started = time.monotonic()
     member.kv.Range(pb.RangeRequest(key=b"k"), timeout=30)  # linearizable
     assert lost and time.monotonic() - started < member.cfg.request_timeout() / 2
+
+
+def test_a_committed_write_is_answered_while_the_next_fsync_runs(
+    member: Member, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A write whose entry is durable and committed is answered while the
+    WAL write of a later Ready is still in flight; the later write is only
+    answered once that WAL write is done (durable before acknowledged)."""
+    real = RaftStorage.persist
+    gates = {b"gate-a": threading.Event(), b"gate-b": threading.Event()}
+    reached: list[bytes] = []
+
+    def gated(storage: RaftStorage, hard_state: Any, entries: list[Any], snapshot: Any, sync: bool = True) -> None:
+        for name, gate in gates.items():
+            if any(name in e.data for e in entries):
+                reached.append(name)
+                assert gate.wait(60), "the test never opened the gate"
+        real(storage, hard_state, entries, snapshot, sync)
+
+    monkeypatch.setattr(RaftStorage, "persist", gated)
+    raft = member.etcd.server.node._raw.raft
+    try:
+        with concurrent.futures.ThreadPoolExecutor(2) as pool:
+            a = pool.submit(member.kv.Put, pb.PutRequest(key=b"a", value=b"gate-a"), timeout=60)
+            wait_for(lambda: reached == [b"gate-a"], 30, "a's WAL write")
+            last = raft.log.last_index()
+            b = pool.submit(member.kv.Put, pb.PutRequest(key=b"b", value=b"gate-b"), timeout=60)
+            wait_for(lambda: raft.log.last_index() > last, 30, "b's proposal")  # b waits in raft
+            gates[b"gate-a"].set()  # the next Ready commits a and writes b
+            wait_for(lambda: reached == [b"gate-a", b"gate-b"], 30, "b's WAL write")
+            a.result(30)  # answered while b's fsync is still held
+            assert not b.done(), "b was answered before its WAL write completed"
+            gates[b"gate-b"].set()
+            assert b.result(30).header.revision > a.result().header.revision
+    finally:
+        for gate in gates.values():
+            gate.set()
