@@ -16,11 +16,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from petcd.testing.harness import (  # noqa: E402
     Server,
+    etcd_cluster,
     etcd_server,
-    free_port,
     petcd_cluster,
     petcd_server,
-    require_binary,
 )
 
 KINDS = ("etcd", "petcd")
@@ -56,31 +55,6 @@ def three_members(kind: str, tmp: Path) -> Iterator[list[Server]]:
     finally:
         for m in members:
             m.stop()
-
-
-def etcd_cluster(tmp: Path, size: int) -> list[Server]:
-    """size real etcd members of one new cluster, started together; returns
-    once every member knows the leader (the counterpart of petcd_cluster)."""
-    binary = require_binary("etcd")
-    names = [f"e{i}" for i in range(size)]
-    clients = {n: f"http://127.0.0.1:{free_port()}" for n in names}
-    peers = {n: f"http://127.0.0.1:{free_port()}" for n in names}
-    initial = ",".join(f"{n}={peers[n]}" for n in names)
-    members = [Server("etcd", [binary, "--name", n, "--data-dir", str(tmp / n), "--listen-client-urls", clients[n],
-                               "--advertise-client-urls", clients[n], "--listen-peer-urls", peers[n],
-                               "--initial-advertise-peer-urls", peers[n], "--initial-cluster", initial,
-                               "--initial-cluster-token", f"bench-{tmp.name}"], tmp / n, clients[n], tmp / f"{n}.log")
-               for n in names]
-    for m in members:
-        m.launch()
-    try:
-        for m in members:
-            m.wait_ready()
-    except BaseException:
-        for m in members:
-            m.kill()  # never leave processes behind a failed start
-        raise
-    return members
 
 
 def endpoints(servers: list[Server]) -> str:

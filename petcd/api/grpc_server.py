@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import ssl
 from collections.abc import AsyncIterator, Callable, Iterable
 from typing import Any
 
@@ -26,6 +27,8 @@ from petcd.proto import rpc_pb2
 from petcd.server import txn_ops
 from petcd.server.decoding import TooDeep, parse_deep
 from petcd.server.etcd_server import EtcdServer
+from petcd.server.tls import TLS_HANDSHAKE_TIMEOUT, tls_from_config
+from petcd.server.urls import parse_url
 
 # etcd lets gRPC frames exceed --max-request-bytes by this much, so that the
 # server, not the transport, refuses a request that is merely too large.
@@ -44,6 +47,8 @@ def build(server: EtcdServer, sockets: list[socket.socket], keepalive: http2.Kee
         sockets,
         max_recv=server.cfg.max_request_bytes + GRPC_OVERHEAD_BYTES,
         keepalive=keepalive or http2.Keepalive(),
+        tls_contexts=_tls_contexts(server, sockets),
+        tls_handshake_timeout=TLS_HANDSHAKE_TIMEOUT,
     )
     services = rpc_pb2.DESCRIPTOR.services_by_name
     add_service(port, services["KV"], KVService(server))
@@ -53,6 +58,19 @@ def build(server: EtcdServer, sockets: list[socket.socket], keepalive: http2.Kee
     add_service(port, services["Watch"], WatchService(server))
     add_service(port, health_pb2.DESCRIPTOR.services_by_name["Health"], HealthService())
     return port
+
+
+def _tls_contexts(server: EtcdServer, sockets: list[socket.socket]) -> list[Callable[[], ssl.SSLContext] | None]:
+    """Per socket (bound from --listen-client-urls, in order): TLS for the https ones
+    (--cert-file & co., or --auto-tls); TLSConfigError if the files cannot be used."""
+    urls = server.cfg.listen_client_urls
+    if len(urls) != len(sockets) or not any(parse_url(u).tls for u in urls):
+        return []
+    tls = tls_from_config(server.cfg, peer=False)
+    if tls is None:  # config validation refuses this first; say it in etcd's words anyway
+        bad = next(u for u in urls if parse_url(u).tls)
+        raise ValueError(f"TLS key/cert (--cert-file, --key-file) must be provided for client url {bad} with HTTPS scheme")
+    return [tls.listener_context if parse_url(u).tls else None for u in urls]
 
 
 def add_service(port: http2.ClientPort, service: ServiceDescriptor, servicer: object) -> None:

@@ -4,13 +4,13 @@ v3rpc layer makes them, with etcd's errors."""
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from urllib.parse import urlsplit
 
 from petcd.mvcc.key_range import KeyRange
 from petcd.proto import rpc_pb2
 from petcd.server import txn_ops
 from petcd.server.errors import ErrKeyNotFound as ErrKeyNotFound  # also a txn op naming no request
 from petcd.server.membership import ErrBadURLs
+from petcd.server.urls import PEER_SCHEMES, URLError, parse_url
 
 
 class RequestError(Exception):
@@ -66,13 +66,9 @@ def check_peer_urls(urls: Iterable[str]) -> None:
         raise ErrBadURLs()
     for u in urls:
         try:
-            parts = urlsplit(u)
-            port = parts.port
-            host = parts.hostname
-        except ValueError:  # a bad IPv6 literal, a port out of range or not a number
+            parse_url(u, PEER_SCHEMES)
+        except URLError:
             raise ErrBadURLs() from None
-        if parts.scheme != "http" or not host or port is None or parts.path not in ("",):
-            raise ErrBadURLs()
 
 
 _SORT_TARGETS = frozenset(rpc_pb2.RangeRequest.SortTarget.values())  # built once, not per request

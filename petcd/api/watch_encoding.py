@@ -10,22 +10,10 @@ from __future__ import annotations
 from collections import OrderedDict
 
 from petcd.proto import kv_pb2
+from petcd.varint import varint
 
 _EVENTS_CACHE = 512  # event lists remembered (each by identity, kept alive while cached)
 _events_cache: OrderedDict[int, tuple[list[kv_pb2.Event], bytes]] = OrderedDict()
-
-
-def varint(n: int) -> bytes:
-    if n < 0:
-        n += 1 << 64  # int64 as protobuf writes it: ten bytes
-    if n < 0x80:
-        return bytes((n,))
-    out = bytearray()
-    while n >= 0x80:
-        out.append((n & 0x7F) | 0x80)
-        n >>= 7
-    out.append(n)
-    return bytes(out)
 
 
 def _field_varint(tag: int, n: int) -> bytes:

@@ -107,6 +107,27 @@ FLAGS: dict[str, Flag] = {
         Flag("pre-vote", "pre_vote", "bool", "true",
              "Enable to run an additional Raft election phase (etcd 3.4's default is false; petcd's is true)."),
         Flag("unsafe-no-fsync", "unsafe_no_fsync", "bool", "false", "Disables fsync, unsafe, will cause data loss."),
+        # TLS for clients (https:// client URLs)
+        Flag("cert-file", "cert_file", "str", "", "The client port's certificate (PEM)."),
+        Flag("key-file", "key_file", "str", "", "The private key of --cert-file (PEM)."),
+        Flag("trusted-ca-file", "trusted_ca_file", "str", "",
+             "CA certificates (PEM) that client certificates must chain to (default: the system's)."),
+        Flag("client-cert-auth", "client_cert_auth", "bool", "false",
+             "Accept a client connection only with a client certificate that verifies."),
+        Flag("auto-tls", "auto_tls", "bool", "false",
+             "Without --cert-file/--key-file, make a self-signed certificate for the client port."),
+        # TLS between members (https:// peer URLs)
+        Flag("peer-cert-file", "peer_cert_file", "str", "",
+             "This member's certificate for peer connections (PEM), presented as server and as client."),
+        Flag("peer-key-file", "peer_key_file", "str", "", "The private key of --peer-cert-file (PEM)."),
+        Flag("peer-trusted-ca-file", "peer_trusted_ca_file", "str", "",
+             "CA certificates (PEM) that other members' certificates must chain to (default: the system's)."),
+        Flag("peer-client-cert-auth", "peer_client_cert_auth", "bool", "false",
+             "Accept a peer connection only with a client certificate that verifies."),
+        Flag("peer-cert-allowed-cn", "peer_cert_allowed_cn", "str", "",
+             "Accept only peers whose certificate has this common name."),
+        Flag("peer-auto-tls", "peer_auto_tls", "bool", "false",
+             "Without --peer-cert-file/--peer-key-file, make a self-signed peer certificate (peers are not verified)."),
         Flag("config-file", None, "str", "", "Path to the server configuration file (then other flags and ETCD_* variables are ignored)."),
         Flag("version", None, "bool", "false", "Print the version and exit."),
     )
@@ -146,20 +167,9 @@ _UNSUPPORTED_LIST = (
     Unsupported("strict-reconfig-check", "bool", "true"),
     Unsupported("enable-v2", "bool", "false"),
     # security
-    Unsupported("cert-file", "str", ""),
-    Unsupported("key-file", "str", ""),
-    Unsupported("client-cert-auth", "bool", "false"),
     Unsupported("client-crl-file", "str", ""),
     Unsupported("client-cert-allowed-hostname", "str", ""),
-    Unsupported("trusted-ca-file", "str", ""),
-    Unsupported("auto-tls", "bool", "false"),
-    Unsupported("peer-cert-file", "str", ""),
-    Unsupported("peer-key-file", "str", ""),
-    Unsupported("peer-client-cert-auth", "bool", "false"),
-    Unsupported("peer-trusted-ca-file", "str", ""),
-    Unsupported("peer-cert-allowed-cn", "str", ""),
     Unsupported("peer-cert-allowed-hostname", "str", ""),
-    Unsupported("peer-auto-tls", "bool", "false"),
     Unsupported("peer-crl-file", "str", ""),
     Unsupported("self-signed-cert-validity", "int", "1"),
     Unsupported("cipher-suites", "str", ""),
@@ -388,7 +398,7 @@ def _load_config_file(path: str) -> dict[str, _Value]:
         if raw is None:
             continue  # etcd's sample file leaves unset keys empty
         if key in _TLS_SECTIONS:
-            _check_tls_section(key, raw)
+            out.update(_tls_section(key, raw))
             continue
         source = f"config file key {key!r}"
         if key in UNSUPPORTED:
@@ -400,17 +410,24 @@ def _load_config_file(path: str) -> dict[str, _Value]:
     return out
 
 
-def _check_tls_section(section: str, raw: Any) -> None:
+def _tls_section(section: str, raw: Any) -> dict[str, _Value]:
+    """The flags one of etcd's TLS sections of a config file sets (refusing what petcd lacks)."""
     if not isinstance(raw, dict):
         raise ConfigError(f"config file key {section!r} must be a mapping")
     keys = _TLS_SECTIONS[section]
+    out: dict[str, _Value] = {}
     for key, value in raw.items():
         if value is None:
             continue
         name = keys.get(str(key))
         if name is None:
             raise ConfigError(f"unknown key '{section}.{key}' in config file")
-        _check_unsupported(UNSUPPORTED[name], value, f"config file key '{section}.{key}'")
+        source = f"config file key '{section}.{key}'"
+        if name in UNSUPPORTED:
+            _check_unsupported(UNSUPPORTED[name], value, source)
+        else:
+            out[name] = _Value(value, source)
+    return out
 
 
 # ---- values ---------------------------------------------------------------------

@@ -24,6 +24,7 @@ import logging
 import os
 import resource
 import socket
+import ssl
 import time
 import types
 from collections import deque
@@ -839,7 +840,8 @@ class Http1Minimal(asyncio.Protocol):
 
 
 class TlsUnsupported(asyncio.Protocol):
-    """TLS is not served yet: close at once."""
+    """A TLS ClientHello on a plain (http://) listener: close at once.
+    TLS is served on https:// listeners (``ClientPort.tls_contexts``)."""
 
     def __init__(self, port: ClientPort) -> None:
         self.port = port
@@ -939,6 +941,12 @@ class ClientPort:
     tls: Callable[[ClientPort], asyncio.Protocol] = TlsUnsupported
     max_connections: int = field(default_factory=_fd_limit)
     first_bytes_timeout: float = 30.0  # seconds a new connection has to say what it speaks
+    # Per listening socket (same order as sockets; missing: plain): a callable giving the TLS
+    # context for the next connection (it may re-read rotated certificate files), or None.
+    # The context offers ALPN h2 and http/1.1; after the handshake the sniffer picks the
+    # protocol from the decrypted first bytes, as on a plain socket.
+    tls_contexts: list[Callable[[], ssl.SSLContext] | None] = field(default_factory=list)
+    tls_handshake_timeout: float = 10.0  # a client that starts TLS and stalls is dropped after this
 
     def __post_init__(self) -> None:
         self.protocols: set[H2Protocol] = set()
@@ -947,6 +955,7 @@ class ClientPort:
         self.connections = 0
         self.slot_free: asyncio.Event | None = None
         self.accepting: list[asyncio.Task[None]] = []
+        self.handshaking: set[asyncio.Task[None]] = set()  # TLS handshakes in progress (held: not GC'd)
         self._loop: asyncio.AbstractEventLoop | None = None
 
     @property
@@ -965,9 +974,10 @@ class ClientPort:
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
         self.slot_free = asyncio.Event()
-        self.accepting = [self._loop.create_task(self._accept(s)) for s in self.sockets]
+        tls = list(self.tls_contexts) + [None] * (len(self.sockets) - len(self.tls_contexts))
+        self.accepting = [self._loop.create_task(self._accept(s, t)) for s, t in zip(self.sockets, tls, strict=False)]
 
-    async def _accept(self, lsock: socket.socket) -> None:
+    async def _accept(self, lsock: socket.socket, tls: Callable[[], ssl.SSLContext] | None = None) -> None:
         loop = self.loop
         assert self.slot_free is not None
         while True:
@@ -987,11 +997,29 @@ class ClientPort:
             if sock.family in (socket.AF_INET, socket.AF_INET6):
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             self.connections += 1
+            if tls is not None:
+                # The handshake runs on its own task: one client that stalls in it must not hold up the accepts.
+                task = loop.create_task(self._tls_handshake(sock, tls))
+                self.handshaking.add(task)
+                task.add_done_callback(self.handshaking.discard)
+                continue
             try:
                 await loop.connect_accepted_socket(lambda: _Sniffer(self), sock)
             except OSError:
                 self.connections -= 1
                 sock.close()
+
+    async def _tls_handshake(self, sock: socket.socket, tls: Callable[[], ssl.SSLContext]) -> None:
+        """Serve an accepted socket of an https listener once its TLS handshake is done."""
+        try:
+            await self.loop.connect_accepted_socket(lambda: _Sniffer(self), sock, ssl=tls(),
+                                                    ssl_handshake_timeout=self.tls_handshake_timeout)
+        except (OSError, TimeoutError, asyncio.CancelledError) as exc:  # ssl.SSLError is an OSError
+            self.connection_closed()
+            sock.close()
+            if isinstance(exc, asyncio.CancelledError):
+                raise
+            log.debug("TLS handshake with a client failed: %s", exc)
 
     def connection_closed(self) -> None:
         self.connections -= 1
@@ -1009,6 +1037,8 @@ class ClientPort:
             except (asyncio.CancelledError, Exception):
                 pass
         self.accepting = []
+        for t in list(self.handshaking):
+            t.cancel()
         for s in self.sockets:
             if s.family == socket.AF_UNIX:
                 try:

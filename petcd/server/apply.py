@@ -35,7 +35,7 @@ from petcd.server.alarms import ALARM_BUCKET, AlarmStore
 from petcd.server.decoding import field_bytes, parse_deep
 from petcd.server.errors import ErrNoSpace, ErrNotSupported, ServerError
 from petcd.server.membership import MEMBERS_BUCKET, Member, Membership, MembershipError, member_key
-from petcd.server.transport import parse_url
+from petcd.server.urls import PEER_SCHEMES, parse_url
 from petcd.storage.backend import Backend
 from petcd.storage.errors import StorageError
 
@@ -74,7 +74,7 @@ def conf_change_problem(data: bytes) -> tuple[int, str | None]:
     try:
         m = Member.from_json(cc.context)
         for url in m.peer_urls:
-            parse_url(url)
+            parse_url(url, PEER_SCHEMES)
     except Exception as exc:  # JSON, missing fields, types, BadURLError
         return cc.id, f"its member record is unusable ({exc!r})"
     if m.id != cc.node_id:

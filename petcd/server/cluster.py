@@ -14,12 +14,12 @@ import asyncio
 import json
 import time
 from collections.abc import Awaitable, Callable
-from urllib.parse import urlsplit
 
 from petcd.raft import ConfChange, ConfChangeType, StateType, Status
 from petcd.server import ids
 from petcd.server.config import ConfigError, ServerConfig
 from petcd.server.errors import ErrBadLeaderTransferee, ErrNotLeader, ErrTimeoutLeaderTransfer
+from petcd.server.join import fetch_members
 from petcd.server.leader_client import LeaderClient
 from petcd.server.membership import (
     MAX_LEARNERS,
@@ -38,7 +38,8 @@ from petcd.server.membership import (
     member_key,
 )
 from petcd.server.raft_storage import WalIdentity
-from petcd.server.transport import fetch_members
+from petcd.server.transport.tls import peer_tls_from_config
+from petcd.server.urls import URLError, parse_url
 from petcd.storage.backend import Backend
 
 # ---- building the membership at start ---------------------------------------------
@@ -62,7 +63,7 @@ async def joined_membership(cfg: ServerConfig) -> Membership:
     """A member started with --initial-cluster-state=existing after a
     MemberAdd: it learns the members (and so its own id) from a peer."""
     others = [u for name, urls in cfg.initial_cluster_map().items() if name != cfg.name for u in urls]
-    doc = json.loads(await fetch_members(others))
+    doc = json.loads(await fetch_members(others, tls=peer_tls_from_config(cfg)))
     members = {m.id: m for m in (Member.from_json(json.dumps(d).encode()) for d in doc["members"])}
     mine = set(cfg.initial_advertise_peer_urls)
     local = next((m for m in members.values() if set(m.peer_urls) == mine), None)
@@ -236,6 +237,7 @@ class ClusterManager:
 
 def _check_urls(urls: list[str]) -> None:
     for u in urls:
-        parts = urlsplit(u)
-        if parts.scheme not in ("http", "https") or not parts.hostname or parts.port is None:
-            raise ErrBadURLs()
+        try:
+            parse_url(u, ("http", "https"))
+        except URLError:
+            raise ErrBadURLs() from None

@@ -15,10 +15,10 @@ import os
 import random
 import re
 from dataclasses import dataclass, field
-from urllib.parse import urlsplit
 
 from petcd.raft import Config as RaftConfig
 from petcd.raft import MemoryStorage
+from petcd.server.urls import URLError, parse_url
 
 # etcd's DefaultQuotaBytes: the backend quota when --quota-backend-bytes is 0.
 DEFAULT_QUOTA_BYTES = 2 * 1024 * 1024 * 1024
@@ -77,6 +77,19 @@ class ServerConfig:
     # (etcd 3.5 made it the default), so a member coming back from a
     # partition does not depose a healthy leader.
     pre_vote: bool = True
+    # TLS on the client URLs (etcd's --cert-file & co.; petcd/server/tls.py)
+    cert_file: str = ""
+    key_file: str = ""
+    trusted_ca_file: str = ""
+    client_cert_auth: bool = False
+    auto_tls: bool = False
+    # TLS on the peer URLs (etcd's --peer-* security flags; petcd/server/tls.py)
+    peer_cert_file: str = ""
+    peer_key_file: str = ""
+    peer_trusted_ca_file: str = ""
+    peer_client_cert_auth: bool = False
+    peer_auto_tls: bool = False
+    peer_cert_allowed_cn: str = ""
     # Accepted for etcd compatibility; the gateway's presence does not depend on it yet.
     enable_grpc_gateway: bool = True
 
@@ -173,14 +186,26 @@ class ServerConfig:
         """
         if bootstrapping is None:
             bootstrapping = not os.path.isdir(self.wal_dir())
+        if bool(self.cert_file) != bool(self.key_file):
+            raise ConfigError(f"KeyFile and CertFile must both be present[key: {self.key_file}, cert: {self.cert_file}]")
+        client_tls = bool(self.cert_file or self.auto_tls)
         for u in self.listen_client_urls:
-            check_url(u, "--listen-client-urls", bind=True)
+            check_url(u, "--listen-client-urls", bind=True, tls=True)
+            if parse_url(u).tls and not client_tls:
+                raise ConfigError(f"TLS key/cert (--cert-file, --key-file) must be provided for client url {u} "
+                                  "with HTTPS scheme")
+        if bool(self.peer_cert_file) != bool(self.peer_key_file):
+            raise ConfigError(f"KeyFile and CertFile must both be present"
+                              f"[key: {self.peer_key_file}, cert: {self.peer_cert_file}]")
+        peer_tls = bool(self.peer_cert_file or self.peer_auto_tls)
         for u in self.listen_peer_urls:
-            check_url(u, "--listen-peer-urls", bind=True)
+            check_url(u, "--listen-peer-urls", bind=True, tls=True)
+            if parse_url(u).tls and not peer_tls:
+                raise ConfigError(f"cannot listen on TLS for {parse_url(u).netloc}: KeyFile and CertFile are not presented")
         for u in self.advertise_client_urls:
-            check_url(u, "--advertise-client-urls")
+            check_url(u, "--advertise-client-urls", tls=True)
         for u in self.initial_advertise_peer_urls:
-            check_url(u, "--initial-advertise-peer-urls")
+            check_url(u, "--initial-advertise-peer-urls", tls=True)
         if not self.listen_client_urls:
             raise ConfigError("--listen-client-urls must name at least one URL")
         if self.initial_cluster_state not in CLUSTER_STATES:
@@ -213,7 +238,7 @@ class ServerConfig:
         cluster = self.initial_cluster_map()
         for urls in cluster.values():
             for u in urls:
-                check_url(u, "--initial-cluster")
+                check_url(u, "--initial-cluster", tls=True)
         if bootstrapping:
             self._check_bootstrap(cluster)
 
@@ -258,26 +283,18 @@ def format_initial_cluster(cluster: dict[str, list[str]]) -> str:
     return ",".join(f"{name}={u}" for name, urls in cluster.items() for u in urls)
 
 
-def check_url(url: str, flag: str, *, bind: bool = False) -> None:
-    """Raise ConfigError unless url is an http://host:port URL without a path.
-    For listeners (bind=True) the host must be an IP address or localhost,
-    as etcd requires."""
+def check_url(url: str, flag: str, *, bind: bool = False, tls: bool = False) -> None:
+    """Raise ConfigError unless url is an http://host:port URL without a path
+    (or https, where petcd has TLS: tls=True). For listeners (bind=True) the
+    host must be an IP address or localhost, as etcd requires."""
     try:
-        parts = urlsplit(url)
-        port = parts.port
-    except ValueError as exc:
-        raise ConfigError(f"{flag}: invalid URL {url!r}: {exc}") from None
-    if parts.scheme in ("https", "unix", "unixs"):
-        raise ConfigError(f"{flag}: {parts.scheme} URLs are not supported yet: {url}")
-    if parts.scheme != "http":
-        raise ConfigError(f"URL scheme must be http, https, unix, or unixs: {url}")
-    if not parts.hostname or port is None:
-        raise ConfigError(f'URL address does not have the form "host:port": {url}')
-    if parts.path not in ("", "/") or parts.query or parts.fragment:
-        raise ConfigError(f"URL must not contain a path: {url}")
-    if bind and parts.hostname != "localhost":
+        u = parse_url(url, ("http", "https") if tls else ("http",))
+    except URLError as exc:
+        # etcd names the flag for what it cannot parse at all; its other messages stand alone
+        raise ConfigError(f"{flag}: {exc}" if exc.reason in ("syntax", "unsupported") else str(exc)) from None
+    if bind and u.host != "localhost":
         try:
-            ipaddress.ip_address(parts.hostname)
+            ipaddress.ip_address(u.host)
         except ValueError:
             raise ConfigError(f"expected IP in URL for binding ({url})") from None
 

@@ -78,6 +78,7 @@ from petcd.server.state import (
 )
 from petcd.server.tasks import TaskGroup
 from petcd.server.transport import DEFAULT_MAX_MESSAGE_BYTES, PeerTransport
+from petcd.server.transport.tls import peer_tls_from_config
 from petcd.server.wait import AppliedWait, Wait
 from petcd.storage.backend import Backend
 from petcd.storage.errors import StorageError
@@ -160,6 +161,7 @@ class EtcdServer:
             members_info=lambda: members_doc(self.membership),
             # a MsgApp holds up to 1 MiB of entries plus one, which may be a whole request
             max_message_bytes=max(DEFAULT_MAX_MESSAGE_BYTES, 2 * cfg.max_request_bytes + (2 << 20)),
+            tls=peer_tls_from_config(cfg),
         )
         self.cluster = ClusterManager(
             cfg,

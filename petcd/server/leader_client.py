@@ -14,6 +14,7 @@ from petcd.lease import lessor
 from petcd.proto import rpc_pb2, rpc_pb2_grpc
 from petcd.server import errors, membership
 from petcd.server.errors import ErrNoLeader
+from petcd.server.urls import parse_url
 
 T = TypeVar("T")
 
@@ -63,10 +64,17 @@ class LeaderClient:
     def _channel(self, client_urls: list[str]) -> grpc.aio.Channel:
         if not client_urls:
             raise ErrNoLeader()  # the leader has not published its client URLs yet
-        target = client_urls[0].split("://", 1)[-1]
+        # A plain URL if the leader has one. Over https the system's roots verify the leader: a
+        # private CA (--trusted-ca-file) is not known here yet, so such a leader is not reached.
+        urls = sorted((parse_url(u) for u in client_urls), key=lambda u: u.tls)
+        target = urls[0].netloc
         ch = self._channels.get(target)
         if ch is None:
-            ch = self._channels[target] = grpc.aio.insecure_channel(target)
+            if urls[0].tls:
+                ch = grpc.aio.secure_channel(target, grpc.ssl_channel_credentials())
+            else:
+                ch = grpc.aio.insecure_channel(target)
+            self._channels[target] = ch
         return ch
 
     async def renew(self, client_urls: list[str], lease_id: int, timeout: float) -> int:

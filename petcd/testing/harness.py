@@ -195,6 +195,12 @@ def petcd_cluster(tmp: Path, size: int, extra: list[str] | None = None,
             *(extra or []),
         ]
         members.append(Server("petcd", args, tmp / f"{n}.petcd", clients[n], tmp / f"{n}.log"))
+    return start_together(members)
+
+
+def start_together(members: list[Server]) -> list[Server]:
+    """Launch every member, then wait for each to be ready (members of one
+    new cluster need each other to elect); on a failed start kill them all."""
     for m in members:
         m.launch()
     try:
@@ -205,6 +211,22 @@ def petcd_cluster(tmp: Path, size: int, extra: list[str] | None = None,
             m.kill()  # never leave processes behind a failed start
         raise
     return members
+
+
+def etcd_cluster(tmp: Path, size: int) -> list[Server]:
+    """size real etcd members of one new cluster, started together; returns
+    once every member knows the leader (the counterpart of petcd_cluster)."""
+    binary = require_binary("etcd")
+    names = [f"e{i}" for i in range(size)]
+    clients = {n: f"http://127.0.0.1:{free_port()}" for n in names}
+    peers = {n: f"http://127.0.0.1:{free_port()}" for n in names}
+    initial = ",".join(f"{n}={peers[n]}" for n in names)
+    members = [Server("etcd", [binary, "--name", n, "--data-dir", str(tmp / n), "--listen-client-urls", clients[n],
+                               "--advertise-client-urls", clients[n], "--listen-peer-urls", peers[n],
+                               "--initial-advertise-peer-urls", peers[n], "--initial-cluster", initial,
+                               "--initial-cluster-token", f"bench-{tmp.name}"], tmp / n, clients[n], tmp / f"{n}.log")
+               for n in names]
+    return start_together(members)
 
 
 def etcd_server(tmp: Path, extra: list[str] | None = None) -> Server:

@@ -4,6 +4,7 @@ and refusing what petcd does not know or support."""
 from __future__ import annotations
 
 import logging
+import re
 from pathlib import Path
 
 import pytest
@@ -94,8 +95,8 @@ def test_unknown_env_var_is_warned_about() -> None:
 
 
 def test_unsupported_env_var_is_refused() -> None:
-    with pytest.raises(UnsupportedError, match=r"flag --cert-file is not supported yet \(from ETCD_CERT_FILE\)"):
-        parse([], {"ETCD_CERT_FILE": "/x.pem"})
+    with pytest.raises(UnsupportedError, match=r"flag --client-crl-file is not supported yet \(from ETCD_CLIENT_CRL_FILE\)"):
+        parse([], {"ETCD_CLIENT_CRL_FILE": "/x.pem"})
 
 
 def test_unknown_flag_is_a_usage_error_naming_it() -> None:
@@ -105,7 +106,7 @@ def test_unknown_flag_is_a_usage_error_naming_it() -> None:
     assert not isinstance(e.value, UnsupportedError)
 
 
-@pytest.mark.parametrize("argv", [["--cert-file", "/x.pem"], ["--client-cert-auth"], ["--peer-key-file=/k"],
+@pytest.mark.parametrize("argv", [["--cipher-suites", "x"], ["--client-crl-file", "/c"], ["--peer-crl-file=/k"],
                                   ["--auth-token", "jwt"], ["--discovery", "https://d"], ["--enable-v2"],
                                   ["--listen-metrics-urls", "http://127.0.0.1:1"], ["--force-new-cluster"],
                                   ["--proxy", "on"], ["--cors", "example.com"]])
@@ -123,8 +124,8 @@ def test_unsupported_flags_at_etcds_default_are_accepted() -> None:
 
 
 def test_broad_list_of_etcd_flags_is_known() -> None:
-    for name in ("client-cert-auth", "cert-file", "key-file", "trusted-ca-file", "peer-cert-file",
-                 "peer-trusted-ca-file", "auth-token", "discovery", "discovery-srv", "proxy", "enable-v2",
+    for name in ("client-crl-file", "cipher-suites", "tls-min-version", "peer-crl-file",
+                 "peer-cert-allowed-hostname", "auth-token", "discovery", "discovery-srv", "proxy", "enable-v2",
                  "listen-metrics-urls", "cors", "force-new-cluster", "strict-reconfig-check", "metrics",
                  "experimental-initial-corrupt-check", "max-wals", "max-concurrent-streams"):
         assert name in UNSUPPORTED
@@ -305,11 +306,11 @@ def test_config_file_still_rejects_unknown_flags(tmp_path: Path) -> None:
 
 def test_config_file_refuses_unsupported_and_unknown_keys(tmp_path: Path) -> None:
     f = tmp_path / "c.yml"
-    f.write_text("client-transport-security:\n  cert-file: /x.pem\n")
-    with pytest.raises(UnsupportedError, match="flag --cert-file is not supported yet"):
+    f.write_text("client-transport-security:\n  crl-file: /x.pem\n")
+    with pytest.raises(UnsupportedError, match="flag --client-crl-file is not supported yet"):
         parse(["--config-file", str(f)], {})
-    f.write_text("peer-transport-security:\n  client-cert-auth: true\n")
-    with pytest.raises(UnsupportedError, match="flag --peer-client-cert-auth is not supported yet"):
+    f.write_text("peer-transport-security:\n  allowed-hostname: m1.example\n")
+    with pytest.raises(UnsupportedError, match="flag --peer-cert-allowed-hostname is not supported yet"):
         parse(["--config-file", str(f)], {})
     f.write_text("enable-v2: true\n")
     with pytest.raises(UnsupportedError, match="flag --enable-v2 is not supported yet"):
@@ -366,3 +367,35 @@ def test_pre_vote_flag_reaches_the_raft_config() -> None:
     on = cfg_of(["--pre-vote"])
     assert on.pre_vote is True and on.raft_config(1, MemoryStorage(), peers=[1], applied=0).pre_vote is True
     assert cfg_of([], {"ETCD_PRE_VOTE": "false"}).pre_vote is False
+
+
+def test_peer_tls_flags_reach_the_config(tmp_path: Path) -> None:
+    peer = ["--listen-peer-urls", "https://127.0.0.1:2380", "--initial-advertise-peer-urls", "https://127.0.0.1:2380"]
+    c = cfg_of([*peer, "--peer-cert-file", "/c.pem", "--peer-key-file=/k.pem", "--peer-trusted-ca-file", "/ca.pem",
+                "--peer-client-cert-auth", "--peer-cert-allowed-cn", "m1"])
+    assert (c.peer_cert_file, c.peer_key_file, c.peer_trusted_ca_file) == ("/c.pem", "/k.pem", "/ca.pem")
+    assert c.peer_client_cert_auth and c.peer_cert_allowed_cn == "m1" and not c.peer_auto_tls
+    assert cfg_of(peer, {"ETCD_PEER_AUTO_TLS": "true"}).peer_auto_tls
+    f = tmp_path / "c.yml"
+    f.write_text("listen-peer-urls: https://127.0.0.1:2380\ninitial-advertise-peer-urls: https://127.0.0.1:2380\n"
+                 "peer-transport-security:\n  cert-file: /c.pem\n  key-file: /k.pem\n  trusted-ca-file: /ca.pem\n"
+                 "  client-cert-auth: true\n  allowed-cn: m1\n  auto-tls: false\n")
+    c = cfg_of(["--config-file", str(f)])
+    assert (c.peer_cert_file, c.peer_key_file, c.peer_trusted_ca_file) == ("/c.pem", "/k.pem", "/ca.pem")
+    assert c.peer_client_cert_auth and c.peer_cert_allowed_cn == "m1"
+
+
+def test_https_peer_urls_need_a_certificate() -> None:
+    peer = ["--listen-peer-urls", "https://127.0.0.1:2380", "--initial-advertise-peer-urls", "https://127.0.0.1:2380"]
+    with pytest.raises(ConfigError, match="^cannot listen on TLS for 127.0.0.1:2380: KeyFile and CertFile are not presented$"):
+        parse(peer, {})
+    with pytest.raises(ConfigError, match=re.escape("KeyFile and CertFile must both be present[key: /k, cert: ]")):
+        parse(["--peer-key-file=/k"], {})
+    client = ["--listen-client-urls", "https://127.0.0.1:2379", "--advertise-client-urls", "https://127.0.0.1:2379"]
+    with pytest.raises(ConfigError, match=re.escape("TLS key/cert (--cert-file, --key-file) must be provided for "
+                                                    "client url https://127.0.0.1:2379 with HTTPS scheme")):
+        parse(client, {})
+    c = cfg_of([*client, "--cert-file", "/c.pem", "--key-file", "/k.pem", "--trusted-ca-file", "/ca.pem",
+                "--client-cert-auth"])
+    assert (c.cert_file, c.key_file, c.trusted_ca_file, c.client_cert_auth) == ("/c.pem", "/k.pem", "/ca.pem", True)
+    assert cfg_of(client, {"ETCD_AUTO_TLS": "true"}).auto_tls

@@ -47,9 +47,9 @@ def test_unknown_flag_exits_2_naming_it() -> None:
 
 
 def test_unsupported_flag_exits_2_saying_so() -> None:
-    r = petcd("--client-cert-auth")
+    r = petcd("--client-crl-file", "/crl.pem")
     assert r.returncode == 2
-    assert r.stderr.strip() == "petcd: flag --client-cert-auth is not supported yet"
+    assert r.stderr.strip() == "petcd: flag --client-crl-file is not supported yet"
 
 
 def test_bad_configuration_exits_1_with_etcds_message(tmp_path: Path) -> None:

@@ -111,7 +111,9 @@ def test_duplicate_peer_urls_are_refused() -> None:
 @pytest.mark.parametrize(
     ("field", "url", "message"),
     [
-        ("listen_client_urls", "https://127.0.0.1:2379", "not supported yet"),
+        ("listen_client_urls", "https://127.0.0.1:2379", r"TLS key/cert \(--cert-file, --key-file\) must be provided"),
+        ("listen_peer_urls", "https://127.0.0.1:2380", "cannot listen on TLS for 127.0.0.1:2380"),
+        ("listen_client_urls", "unixs://sock:1", "unixs URLs are not supported yet"),
         ("listen_client_urls", "ftp://127.0.0.1:2379", "URL scheme must be http, https, unix, or unixs"),
         ("listen_client_urls", "http://127.0.0.1", 'does not have the form "host:port"'),
         ("listen_client_urls", "http://127.0.0.1:2379/v3", "URL must not contain a path"),

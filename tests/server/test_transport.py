@@ -24,10 +24,7 @@ from petcd.server.transport import (
     HANDSHAKE_SIZE,
     MAGIC,
     BadURLError,
-    FrameError,
     PeerTransport,
-    _Inbound,
-    _snapshot_frame,
 )
 
 try:
@@ -396,31 +393,6 @@ def test_snapshot_the_receiver_fails_to_handle_reports_failure(run: Run[None]) -
                 await b.stop()
 
     run(main())
-
-
-def test_spliced_snapshot_frame_decodes_to_the_same_message() -> None:
-    meta = SnapshotMetadata(ConfState([1, 2], learners=[3]), index=77, term=5)
-    for data in (b"", b"small", b"\x00\xff" * 100_000):
-        msg = Message(MessageType.MsgSnap, to=2, from_=1, term=5, snapshot=Snapshot(data, meta), context=b"c")
-        pieces = _snapshot_frame(msg)
-        wire = b"".join(pieces)
-        (size,) = struct.unpack(">I", wire[:4])
-        assert size == len(wire) - 4
-        assert Message.from_bytes(wire[4:]) == msg
-        # What the receiver makes of it (big MsgSnap frames take the copy-once path), and of
-        # protobuf's own encoding of the same message.
-        for body in (wire[4:], msg.to_bytes()):
-            buf = bytearray(b"pad" + body)
-            assert _Inbound.decode(buf, 3, len(buf)) == msg
-        if len(data) >= 100_000:
-            assert pieces[-1] is data  # written from the caller's bytes, not copied
-
-
-def test_truncated_snapshot_frame_is_a_frame_error() -> None:
-    msg = Message(MessageType.MsgSnap, to=2, from_=1, term=5, snapshot=Snapshot(b"d" * 100_000))
-    body = bytearray(b"".join(_snapshot_frame(msg))[4:])
-    with pytest.raises(FrameError):
-        _Inbound.decode(body, 0, len(body) - 10)
 
 
 def test_garbage_on_listener_closes_connection_and_transport_keeps_working(run: Run[None]) -> None:

@@ -1,0 +1,276 @@
+"""PeerTransport: the raft peer transport's face to the server.
+
+It listens on the member's peer URLs (petcd/server/transport/inbound.py
+serves each accepted connection), keeps one ``Peer`` per remote member
+(petcd/server/transport/peer.py: the outbound state machine) and routes
+``send`` to them. The guarantees are listed in the package's docstring.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import ssl
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from petcd.raft import Message, MessageType
+from petcd.server.transport.inbound import Inbound
+from petcd.server.transport.peer import Peer
+from petcd.server.transport.tls import TLS_HANDSHAKE_TIMEOUT, PeerTLS
+from petcd.server.transport.wire import (
+    DEFAULT_MAX_MESSAGE_BYTES,
+    BadURLError,
+    TransportError,
+)
+from petcd.server.urls import PEER_SCHEMES, URL, URLError, parse_url
+
+log = logging.getLogger("petcd.server.transport")
+
+UNREACHABLE_INTERVAL = 0.1
+DEFAULT_QUEUE_MESSAGES = 4096
+DEFAULT_QUEUE_BYTES = 64 << 20
+
+
+@dataclass(slots=True, frozen=True)
+class Backlog:
+    """What is waiting to go to one peer: queued messages, and bytes not yet in the kernel."""
+
+    messages: int
+    bytes: int
+
+
+class PeerTransport:
+    """Long-lived connections between members carrying raft messages."""
+
+    def __init__(
+        self,
+        local_id: int,
+        cluster_id: int,
+        listen_urls: list[str],
+        on_message: Callable[[Message], None],
+        on_unreachable: Callable[[int], None] = lambda _id: None,
+        on_snapshot_status: Callable[[int, bool], None] = lambda _id, _ok: None,
+        *,
+        members_info: Callable[[], bytes] | None = None,
+        max_queue_messages: int = DEFAULT_QUEUE_MESSAGES,
+        max_queue_bytes: int = DEFAULT_QUEUE_BYTES,
+        max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+        tls: PeerTLS | None = None,
+    ) -> None:
+        self.tls = tls  # None: plain TCP only; https peers cannot be dialed, https listen URLs are refused
+        for u in listen_urls:
+            if self.parse_url(u).tls and tls is None:
+                raise BadURLError(f"cannot listen on TLS for {self.parse_url(u).netloc}: "
+                                  "KeyFile and CertFile are not presented")
+        self.local_id = local_id
+        self.cluster_id = cluster_id
+        self.listen_urls = list(listen_urls)
+        self.on_message = on_message
+        self.on_unreachable = on_unreachable
+        self.on_snapshot_status = on_snapshot_status
+        self.members_info = members_info
+        self.max_queue_messages = max_queue_messages
+        self.max_queue_bytes = max_queue_bytes
+        self.max_message_bytes = max_message_bytes  # the largest MsgApp/MsgProp frame accepted from a peer
+        self.stopped = False
+        self.inbound: set[Inbound] = set()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._servers: list[asyncio.Server] = []
+        self._peers: dict[int, Peer] = {}
+        self._last_unreachable: dict[int, float] = {}
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        if self._loop is None:
+            self._loop = asyncio.get_running_loop()
+        return self._loop
+
+    def parse_url(self, url: str) -> URL:
+        """A listen or peer URL this transport can use; BadURLError otherwise."""
+        try:
+            return parse_url(url, PEER_SCHEMES)
+        except URLError as exc:
+            raise BadURLError(f"petcd: bad peer URL: {exc}") from None
+
+    def dial_target(self, url: str) -> tuple[str, int, ssl.SSLContext | None]:
+        """(host, port, TLS context or None) to dial a peer URL with."""
+        u = self.parse_url(url)
+        if not u.tls:
+            return u.host, u.port, None
+        if self.tls is None:
+            raise TransportError(f"peer URL {url} needs TLS, and no peer certificate is configured "
+                                 "(--peer-cert-file, --peer-key-file)")
+        return u.host, u.port, self.tls.client_context()
+
+    def refused(self, transport: asyncio.BaseTransport, *, inbound: bool) -> str | None:
+        """Why a connection whose TLS handshake is done must be dropped (its
+        certificate's common name is not the allowed one); None for a plain one."""
+        if self.tls is None or transport.get_extra_info("ssl_object") is None:
+            return None
+        return self.tls.check_peer(transport.get_extra_info("peercert"), inbound=inbound)
+
+    def _accept(self, tls: bool) -> Inbound:
+        if tls and self.tls is not None:
+            self.tls.refresh()  # before this connection's handshake: rotated files take effect now
+        return Inbound(self)
+
+    async def start(self) -> None:
+        """Listen on every listen URL; raises OSError if one cannot be bound (nothing is left listening then)."""
+        loop = self.loop
+        try:
+            for url in self.listen_urls:
+                u = self.parse_url(url)
+                if u.tls:
+                    assert self.tls is not None  # __init__ refused an https listen URL without TLS
+                    server = await loop.create_server(
+                        lambda: self._accept(True), u.host, u.port, reuse_address=True,
+                        ssl=self.tls.server_context(), ssl_handshake_timeout=TLS_HANDSHAKE_TIMEOUT)
+                else:
+                    server = await loop.create_server(lambda: self._accept(False), u.host, u.port,
+                                                      reuse_address=True)
+                self._servers.append(server)
+                log.info("petcd: listening for peers on %s", url)
+        except BaseException:
+            for s in self._servers:
+                s.close()
+            self._servers.clear()
+            raise
+
+    @property
+    def addresses(self) -> list[tuple[str, int]]:
+        """The (host, port) pairs actually listened on (useful when a listen URL asked for port 0)."""
+        out = []
+        for server in self._servers:
+            for sock in server.sockets:
+                name = sock.getsockname()
+                out.append((str(name[0]), int(name[1])))
+        return out
+
+    def add_peer(self, member_id: int, urls: list[str]) -> None:
+        """Know a peer by its URLs; the connection is made when the first message for it is sent."""
+        if member_id in self._peers:
+            self.update_peer(member_id, urls)
+            return
+        self._peers[member_id] = Peer(self, member_id, urls)
+
+    def update_peer(self, member_id: int, urls: list[str]) -> None:
+        """Give a peer new URLs; an open connection to a URL no longer listed is closed and redialed."""
+        peer = self._peers.get(member_id)
+        if peer is None:
+            self.add_peer(member_id, urls)
+        else:
+            peer.update(urls)
+
+    def remove_peer(self, member_id: int) -> None:
+        """Forget a peer: close its connection, drop what is queued, abandon snapshots in flight."""
+        peer = self._peers.pop(member_id, None)
+        if peer is not None:
+            peer.shutdown()
+        self._last_unreachable.pop(member_id, None)
+
+    def send(self, msgs: list[Message]) -> None:
+        """Hand messages to their peers' connections; never blocks. MsgSnap goes on its own connection."""
+        if self.stopped:
+            return
+        if len(msgs) == 1 and msgs[0].type != MessageType.MsgSnap:
+            self._send_to(msgs[0].to, msgs)
+            return
+        groups: dict[int, list[Message]] = {}
+        for m in msgs:
+            if m.type == MessageType.MsgSnap:
+                self._send_snapshot(m)
+                continue
+            group = groups.get(m.to)
+            if group is None:
+                groups[m.to] = [m]
+            else:
+                group.append(m)
+        for to, group in groups.items():
+            self._send_to(to, group)
+
+    def _send_to(self, to: int, msgs: list[Message]) -> None:
+        peer = self._peers.get(to)
+        if peer is None:
+            log.debug("petcd: dropped %d messages to unknown peer %x", len(msgs), to)
+            self.unreachable(to)
+            return
+        peer.enqueue(msgs)
+
+    def _send_snapshot(self, msg: Message) -> None:
+        peer = self._peers.get(msg.to)
+        if peer is None:
+            log.warning("petcd: cannot send a snapshot to unknown peer %x", msg.to)
+            self.unreachable(msg.to)
+            self.loop.call_soon(self.report_snapshot, msg.to, False)
+            return
+        peer.send_snapshot(msg)
+
+    def active_since(self, member_id: int) -> float | None:
+        """loop.time() when the current connection to the peer came up; None while it is down."""
+        peer = self._peers.get(member_id)
+        return peer.up_since if peer is not None else None
+
+    def backlog(self, member_id: int) -> Backlog:
+        """How much is waiting to go to a peer (zero for an unknown one)."""
+        peer = self._peers.get(member_id)
+        return Backlog(*peer.backlog()) if peer is not None else Backlog(0, 0)
+
+    async def stop(self) -> None:
+        """Stop listening, close every connection, abandon queued messages and snapshots in flight."""
+        if self.stopped:
+            return
+        self.stopped = True
+        for server in self._servers:
+            server.close()
+        tasks: list[asyncio.Task[None]] = []
+        for peer in self._peers.values():
+            tasks.extend(peer.shutdown())
+        for conn in list(self.inbound):
+            if conn.transport is not None:
+                conn.transport.abort()
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+        for server in self._servers:
+            await server.wait_closed()
+        self._servers.clear()
+
+    # --- called by the connections -----------------------------------------------------------
+
+    def unreachable(self, member_id: int) -> None:
+        """Tell the caller, soon and at most once per 100 ms per peer, that messages to it were dropped."""
+        now = self.loop.time()
+        if now - self._last_unreachable.get(member_id, -math.inf) < UNREACHABLE_INTERVAL:
+            return
+        self._last_unreachable[member_id] = now
+        self.loop.call_soon(self._call_unreachable, member_id)
+
+    def _call_unreachable(self, member_id: int) -> None:
+        if self.stopped:
+            return
+        try:
+            self.on_unreachable(member_id)
+        except Exception:
+            log.exception("petcd: on_unreachable(%x) failed", member_id)
+
+    def deliver(self, msg: Message, conn: Inbound) -> bool:
+        """Hand one received message to on_message (acking a MsgSnap); False if it was dropped or failed."""
+        if msg.to != self.local_id:
+            log.debug("petcd: dropped a %s for member %x from peer %x: this is member %x",
+                      msg.type.name, msg.to, msg.from_, self.local_id)
+            return False
+        try:
+            self.on_message(msg)
+        except Exception:
+            log.exception("petcd: handling a %s from peer %x failed", msg.type.name, msg.from_)
+            return False
+        if msg.type == MessageType.MsgSnap:
+            conn.ack_snapshot()
+        return True
+
+    def report_snapshot(self, member_id: int, ok: bool) -> None:
+        try:
+            self.on_snapshot_status(member_id, ok)
+        except Exception:
+            log.exception("petcd: on_snapshot_status(%x, %s) failed", member_id, ok)
