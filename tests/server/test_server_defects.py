@@ -360,3 +360,29 @@ def test_raft_snapshots_never_write_the_wal_while_a_ready_is_being_written(
         assert not overlaps, f"raft snapshots taken during a WAL write at {overlaps}"
     finally:
         m.stop()
+
+
+def test_a_write_not_applied_within_the_request_timeout_times_out(
+    member: Member, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A write whose WAL write hangs past the request timeout is answered
+    with etcd's "request timed out"; the member serves again once the disk
+    does."""
+    real = RaftStorage.persist
+    gate = threading.Event()
+
+    def stuck(storage: RaftStorage, hard_state: Any, entries: list[Any], snapshot: Any, sync: bool = True) -> None:
+        if any(b"stuck" in e.data for e in entries):
+            gate.wait(60)
+        real(storage, hard_state, entries, snapshot, sync)
+
+    monkeypatch.setattr(RaftStorage, "persist", stuck)
+    try:
+        started = time.monotonic()
+        with pytest.raises(grpc.RpcError) as ei:
+            member.kv.Put(pb.PutRequest(key=b"k", value=b"stuck"), timeout=60)
+        assert (ei.value.code(), ei.value.details()) == (grpc.StatusCode.UNAVAILABLE, "etcdserver: request timed out")
+        assert time.monotonic() - started >= member.cfg.request_timeout() - 0.5
+    finally:
+        gate.set()
+    member.kv.Put(pb.PutRequest(key=b"k", value=b"v"), timeout=60)
