@@ -90,11 +90,15 @@ def parse_result(line: str) -> dict[str, float]:
     return {k: float(v) for k, v in _PAIR.findall(line)}
 
 
-def run(binary: Path, endpoints: str, w: Workload, seconds: float, keys: int, val: int = 256) -> dict[str, float]:
+def run(binary: Path, endpoints: str, w: Workload, seconds: float, keys: int, val: int = 256,
+        user: str = "") -> dict[str, float]:
     """Runs w for `seconds` against endpoints (comma-separated host:port) and
-    returns its figures. Raises LoadgenError if it fails or overruns."""
+    returns its figures (as ``user``, "name:password", when given). Raises
+    LoadgenError if it fails or overruns."""
     cmd = [str(binary), "-endpoints", endpoints, "-op", w.op, "-clients", str(w.clients), "-conns", str(w.conns),
            "-duration", f"{seconds}s", "-keys", str(keys), "-val", str(val)]
+    if user:
+        cmd += ["-user", user]
     if w.watchers:
         cmd += ["-watchers", str(w.watchers)]
     if w.leases:

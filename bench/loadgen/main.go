@@ -48,6 +48,7 @@ type options struct {
 	leases    int
 	leaseTTL  int64
 	prefix    string
+	user      string
 }
 
 // tally is what one worker measured: requests answered, requests failed,
@@ -126,6 +127,7 @@ func parseOptions() (options, error) {
 	flag.IntVar(&o.leases, "leases", 0, "leases renewed by -op lease-keepalive (default: one per worker)")
 	flag.Int64Var(&o.leaseTTL, "lease-ttl", 300, "TTL in seconds of the leases -op lease-keepalive grants")
 	flag.StringVar(&o.prefix, "prefix", "loadgen/", "prefix of every key written or read")
+	flag.StringVar(&o.user, "user", "", "name:password to authenticate as (auth enabled on the server)")
 	flag.Usage = func() {
 		fmt.Fprintf(flag.CommandLine.Output(), "usage: loadgen [flags]\n\nworkloads (-op):\n")
 		for _, name := range names {
@@ -169,11 +171,15 @@ func dial(o options) ([]*clientv3.Client, error) {
 	logCfg.Level = zap.NewAtomicLevelAt(zap.ErrorLevel)
 	conns := make([]*clientv3.Client, 0, o.conns)
 	for i := 0; i < o.conns; i++ {
-		cli, err := clientv3.New(clientv3.Config{
+		cfg := clientv3.Config{
 			Endpoints:   []string{o.endpoints[i%len(o.endpoints)]},
 			DialTimeout: 10 * time.Second,
 			LogConfig:   &logCfg,
-		})
+		}
+		if name, password, ok := strings.Cut(o.user, ":"); ok {
+			cfg.Username, cfg.Password = name, password
+		}
+		cli, err := clientv3.New(cfg)
 		if err != nil {
 			for _, c := range conns {
 				_ = c.Close()

@@ -12,6 +12,7 @@ import logging
 from typing import NoReturn
 
 from petcd.api import validation
+from petcd.auth.errors import AuthError
 from petcd.http2.grpc import RpcError, StatusCode
 from petcd.lease import lessor as lease_errors
 from petcd.mvcc import errors as mvcc_errors
@@ -66,6 +67,12 @@ _STATUS: dict[type[BaseException], tuple[StatusCode, str | None]] = {
 def status_of(exc: BaseException) -> tuple[StatusCode, str]:
     if isinstance(exc, RpcError):
         return exc.code, exc.message
+    if isinstance(exc, AuthError):
+        # etcd maps most auth errors; the others reach clients as UNKNOWN
+        # with the auth package's own text (petcd/auth/errors.py)
+        if exc.grpc_code is None or exc.grpc_message is None:
+            return _C.UNKNOWN, str(exc)
+        return _C.__members__[exc.grpc_code], exc.grpc_message
     for cls in type(exc).__mro__:
         hit = _STATUS.get(cls)
         if hit is not None:

@@ -15,15 +15,20 @@ from google.protobuf.message import DecodeError, Message
 from google.protobuf.message_factory import GetMessageClass
 from grpc_health.v1 import health_pb2
 
-from petcd.api import validation
+from petcd.api import metrics, validation
+from petcd.api.auth_service import AuthService
 from petcd.api.cluster_service import ClusterService
+from petcd.api.election_service import ElectionService
+from petcd.api.http1 import Http1Protocol
+from petcd.api.http_app import ClientHttp
 from petcd.api.kv_service import KVService
 from petcd.api.lease_service import LeaseService
+from petcd.api.lock_service import LockService
 from petcd.api.maintenance_service import MaintenanceService
 from petcd.api.watch_service import WatchService
 from petcd.http2 import server as http2
 from petcd.http2.grpc import RpcError, StatusCode
-from petcd.proto import rpc_pb2
+from petcd.proto import rpc_pb2, v3election_pb2, v3lock_pb2
 from petcd.server import txn_ops
 from petcd.server.decoding import TooDeep, parse_deep
 from petcd.server.etcd_server import EtcdServer
@@ -56,7 +61,15 @@ def build(server: EtcdServer, sockets: list[socket.socket], keepalive: http2.Kee
     add_service(port, services["Cluster"], ClusterService(server))
     add_service(port, services["Lease"], LeaseService(server))
     add_service(port, services["Watch"], WatchService(server))
+    add_service(port, services["Auth"], AuthService(server))
     add_service(port, health_pb2.DESCRIPTOR.services_by_name["Health"], HealthService())
+    add_service(port, v3lock_pb2.DESCRIPTOR.services_by_name["Lock"], LockService(server))
+    add_service(port, v3election_pb2.DESCRIPTOR.services_by_name["Election"], ElectionService(server))
+    # HTTP/1.1 connections: the JSON gateway (calling the handlers just
+    # registered), /health, /version, /metrics
+    app = ClientHttp(server, {path.decode(): m.handler for path, m in port.methods.items()},
+                     gateway=server.cfg.enable_grpc_gateway)
+    port.http1 = lambda p: Http1Protocol(app, p.connection_closed)
     return port
 
 
@@ -87,10 +100,12 @@ def add_service(port: http2.ClientPort, service: ServiceDescriptor, servicer: ob
             kind = http2.Kind.SERVER_STREAM
         else:
             kind = http2.Kind.UNARY
-        port.add(
-            f"/{service.full_name}/{m.name}",
-            http2.Method(kind, _decoder(GetMessageClass(m.input_type)), _encode, impl),
-        )
+        path = f"/{service.full_name}/{m.name}"
+        impl = metrics.counted(impl, _KIND_LABELS[kind], path)  # grpc_server_{started,handled}_total
+        port.add(path, http2.Method(kind, _decoder(GetMessageClass(m.input_type)), _encode, impl))
+
+
+_KIND_LABELS = {http2.Kind.UNARY: "unary", http2.Kind.SERVER_STREAM: "server_stream", http2.Kind.BIDI: "bidi_stream"}
 
 
 def _encode(msg: Message | bytes) -> bytes:

@@ -7,7 +7,9 @@ import hashlib
 from collections.abc import AsyncIterator
 
 from petcd.api.errors import abort_with
-from petcd.api.handler import unary
+from petcd.api.handler import auth_info, unary
+from petcd.auth.errors import AuthError
+from petcd.http2.grpc import RpcError, StatusCode
 from petcd.http2.server import CallContext
 from petcd.proto import rpc_pb2
 from petcd.server.errors import ErrNoLeader, ErrNotSupported
@@ -23,6 +25,15 @@ SNAPSHOT_CHUNK = 32 * 1024
 class MaintenanceService:
     def __init__(self, server: EtcdServer) -> None:
         self.s = server
+
+    async def _admin(self, context: Ctx) -> None:
+        """Defragment, Hash, HashKV and Snapshot need the root role. etcd 3.4
+        answers them with the auth package's error unmapped: UNKNOWN with
+        its text ("auth: permission denied")."""
+        try:
+            self.s.auth.is_admin_permitted(await auth_info(self.s, context))
+        except AuthError as exc:
+            raise RpcError(StatusCode.UNKNOWN, str(exc)) from None
 
     @unary
     async def Alarm(self, request: rpc_pb2.AlarmRequest, context: Ctx) -> rpc_pb2.AlarmResponse:
@@ -49,15 +60,18 @@ class MaintenanceService:
 
     @unary
     async def Defragment(self, request: rpc_pb2.DefragmentRequest, context: Ctx) -> rpc_pb2.DefragmentResponse:
-        self.s.backend.defrag()
+        await self._admin(context)
+        await self.s.defragment()
         return rpc_pb2.DefragmentResponse()
 
     @unary
     async def Hash(self, request: rpc_pb2.HashRequest, context: Ctx) -> rpc_pb2.HashResponse:
+        await self._admin(context)
         return rpc_pb2.HashResponse(hash=self.s.kv.hash())
 
     @unary
     async def HashKV(self, request: rpc_pb2.HashKVRequest, context: Ctx) -> rpc_pb2.HashKVResponse:
+        await self._admin(context)
         h, rev, compact_rev = self.s.kv.hash_kv(request.revision)
         resp = rpc_pb2.HashKVResponse(hash=h, compact_revision=compact_rev, hash_revision=rev)
         resp.header.revision = rev
@@ -67,6 +81,7 @@ class MaintenanceService:
         self, request: rpc_pb2.SnapshotRequest, context: Ctx
     ) -> AsyncIterator[rpc_pb2.SnapshotResponse]:
         try:
+            await self._admin(context)
             self.s.backend.commit()
             snap = await asyncio.to_thread(self.s.backend.snapshot)
         except Exception as exc:

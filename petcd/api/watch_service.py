@@ -11,7 +11,10 @@ from dataclasses import dataclass
 from typing import Any, TypeAlias
 
 from petcd.api import watch_encoding
-from petcd.api.handler import fill_header
+from petcd.api.errors import status_of
+from petcd.api.handler import auth_info, fill_header
+from petcd.auth import checks as auth_checks
+from petcd.auth.errors import AuthError
 from petcd.http2.server import CallContext
 from petcd.mvcc.key_range import KeyRange
 from petcd.mvcc.watchable_store import WatchableStore, WatchBatch, Watcher, WatchSink
@@ -293,7 +296,7 @@ class WatchService:
         self, request_iterator: AsyncIterator[rpc_pb2.WatchRequest], context: Ctx
     ) -> AsyncIterator[rpc_pb2.WatchResponse | bytes]:
         stream = _Stream(self.s)
-        reader = asyncio.create_task(self._read(stream, request_iterator))
+        reader = asyncio.create_task(self._read(stream, request_iterator, context))
         ticker = asyncio.create_task(self._progress(stream))
         # When the client closes its side the reader ends, but (as with
         # etcd) the watchers keep delivering until the call is cancelled.
@@ -320,13 +323,34 @@ class WatchService:
             ticker.cancel()
             stream.close()
 
-    async def _read(self, stream: _Stream, requests: AsyncIterator[rpc_pb2.WatchRequest]) -> None:
+    async def _denied(self, c: rpc_pb2.WatchCreateRequest, context: Ctx) -> str:
+        """Why the stream's user may not watch c's range ("" if it may): the
+        gRPC error text etcd puts in cancel_reason."""
+        try:
+            info = await auth_info(self.s, context)
+            if self.s.auth.enabled:
+                auth_checks.check_watch(self.s.auth, info, c)
+        except AuthError as exc:
+            code, message = status_of(exc)
+            go_code = "".join(part.capitalize() for part in code.name.split("_"))
+            return f"rpc error: code = {go_code} desc = {message}"
+        return ""
+
+    async def _read(self, stream: _Stream, requests: AsyncIterator[rpc_pb2.WatchRequest], context: Ctx) -> None:
         async for req in requests:
             # the client is not taking its responses: read no more requests
             # until it does (flow control then stops the client)
             await stream.out.control_room.wait()
             which = req.WhichOneof("request_union")
             if which == "create_request":
+                reason = await self._denied(req.create_request, context)
+                if reason:
+                    resp = stream.response(-1)
+                    resp.created = True
+                    resp.canceled = True
+                    resp.cancel_reason = reason
+                    stream.out.control(resp)
+                    continue
                 stream.create(req.create_request)
             elif which == "cancel_request":
                 stream.cancel(req.cancel_request.watch_id)

@@ -106,7 +106,14 @@ FLAGS: dict[str, Flag] = {
         Flag("enable-grpc-gateway", "enable_grpc_gateway", "bool", "true", "Enable GRPC gateway."),
         Flag("pre-vote", "pre_vote", "bool", "true",
              "Enable to run an additional Raft election phase (etcd 3.4's default is false; petcd's is true)."),
+        Flag("listen-metrics-urls", "listen_metrics_urls", "list", "",
+             "List of URLs to listen on for the metrics and health endpoints."),
         Flag("unsafe-no-fsync", "unsafe_no_fsync", "bool", "false", "Disables fsync, unsafe, will cause data loss."),
+        Flag("auth-token", "auth_token", "str", "simple",
+             "Specify a v3 authentication token type and its options ('simple' or 'jwt')."),
+        Flag("bcrypt-cost", "bcrypt_cost", "int", "10",
+             "Specify the cost / strength of the bcrypt algorithm for hashing auth passwords. Valid values are between 4 and 31."),
+        Flag("auth-token-ttl", "auth_token_ttl", "int", "300", "Time (in seconds) of the auth-token-ttl."),
         # TLS for clients (https:// client URLs)
         Flag("cert-file", "cert_file", "str", "", "The client port's certificate (PEM)."),
         Flag("key-file", "key_file", "str", "", "The private key of --cert-file (PEM)."),
@@ -177,14 +184,9 @@ _UNSUPPORTED_LIST = (
     Unsupported("tls-max-version", "str", ""),
     Unsupported("cors", "str", "*"),
     Unsupported("host-whitelist", "str", "*"),
-    # auth
-    Unsupported("auth-token", "str", "simple"),
-    Unsupported("bcrypt-cost", "int", "10"),
-    Unsupported("auth-token-ttl", "int", "300"),
     # profiling and monitoring
     Unsupported("enable-pprof", "bool", "false"),
     Unsupported("metrics", "str", "basic"),
-    Unsupported("listen-metrics-urls", "str", ""),
     # logging (deprecated in etcd)
     Unsupported("debug", "bool", "false"),
     Unsupported("log-package-levels", "str", ""),

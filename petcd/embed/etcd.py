@@ -7,8 +7,10 @@ import asyncio
 import logging
 import signal
 from typing import Any
+from urllib.parse import urlsplit
 
-from petcd.api import grpc_server
+from petcd.api import grpc_server, http1
+from petcd.api.http_app import ClientHttp, metrics_only
 from petcd.http2.server import ClientPort
 from petcd.server.config import ServerConfig
 from petcd.server.etcd_server import EtcdServer
@@ -21,6 +23,7 @@ class Etcd:
         self.cfg = cfg
         self._server: EtcdServer | None = None
         self._port: ClientPort | None = None
+        self._metrics: list[http1.Http1Server] = []
 
     @property
     def server(self) -> EtcdServer:
@@ -40,11 +43,21 @@ class Etcd:
                 s.close()
             raise
         port = grpc_server.build(self._server, sockets, grpc_server.keepalive_from(self.cfg))
+        if self.cfg.listen_metrics_urls:
+            # before the client port: a client that sees the member ready finds them too
+            app = metrics_only(ClientHttp(self._server, {}, gateway=False))
+            for url in self.cfg.listen_metrics_urls:
+                parts = urlsplit(url)
+                self._metrics.append(await http1.serve(app, parts.hostname or "0.0.0.0", parts.port or 80))
+            log.info("serving /metrics and /health on %s", ", ".join(self.cfg.listen_metrics_urls))
         await port.start()
         self._port = port
         log.info("ready to serve client requests on %s", ", ".join(self.cfg.listen_client_urls))
 
     async def stop(self) -> None:
+        for m in self._metrics:
+            await m.close()
+        self._metrics = []
         if self._port is not None:
             await self._port.stop(grace=1.0)
             self._port = None

@@ -113,18 +113,33 @@ def _only_ping_acks(out: list[bytes]) -> bool:
     return bool(out) and all(len(b) == 17 and b[3] == frames.PING for b in out)
 
 
+def _client_cn(cert: Any) -> str:
+    """The subject common name of a verified peer certificate (ssl's
+    getpeercert() form), or ""."""
+    if not isinstance(cert, dict):
+        return ""
+    for rdn in cert.get("subject", ()):
+        for name, value in rdn:
+            if name == "commonName":
+                return str(value)
+    return ""
+
+
 class CallContext:
     """What a handler sees of its call: metadata, deadline, peer; and
     ``abort`` to end it with a status."""
 
-    __slots__ = ("headers", "_metadata", "deadline", "peer", "cancelled")
+    __slots__ = ("headers", "_metadata", "deadline", "peer", "cancelled", "client_cn")
 
-    def __init__(self, headers: list[tuple[bytes, bytes]], deadline: float | None, peer: Any) -> None:
+    def __init__(self, headers: list[tuple[bytes, bytes]], deadline: float | None, peer: Any,
+                 client_cn: str = "") -> None:
         self.headers = headers
         self._metadata: list[tuple[str, str | bytes]] | None = None
         self.deadline = deadline  # loop.time() by which the call must end, or None
         self.peer = peer
         self.cancelled = False
+        # the common name of the client's verified TLS certificate, "" without one
+        self.client_cn = client_cn
 
     def invocation_metadata(self) -> list[tuple[str, str | bytes]]:
         if self._metadata is None:
@@ -274,6 +289,7 @@ class H2Protocol(asyncio.Protocol):
         self.calls: dict[int, _Call] = {}
         self.transport: asyncio.Transport | None = None
         self.peer: Any = None
+        self.client_cn = ""
         self.paused = False  # the transport's write buffer is over its high-water mark
         self.flush_scheduled = False
         self.last_flush = 0.0  # loop.time() of the last scheduled flush
@@ -292,6 +308,7 @@ class H2Protocol(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)
         self.peer = transport.get_extra_info("peername")
+        self.client_cn = _client_cn(transport.get_extra_info("peercert"))
         self.port.protocols.add(self)
         self.conn.initiate()
         self._write()
@@ -414,7 +431,7 @@ class H2Protocol(asyncio.Protocol):
             except RpcError as exc:
                 conn.send_headers(sid, trailers_only(exc.code, exc.message), True)
                 return
-        call = _Call(self, sid, method, CallContext(ev.headers, deadline, self.peer), MessageReader(self.port.max_recv, decompress))
+        call = _Call(self, sid, method, CallContext(ev.headers, deadline, self.peer, self.client_cn), MessageReader(self.port.max_recv, decompress))
         self.calls[sid] = call
         if deadline is not None:
             call.timer = self.loop.call_at(deadline, self._deadline, call)

@@ -37,6 +37,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import NamedTuple
 
+from petcd import stats
 from petcd.mvcc import revision as revs
 from petcd.mvcc.errors import ErrCompacted, ErrCorruptStore, ErrFutureRev
 from petcd.mvcc.key_index import Found, Index, KeyIndex
@@ -263,6 +264,7 @@ class KVStore:
         return self._range(kr, self.rev, rev, limit, count_only)
 
     def _range(self, kr: KeyRange, cur: int, rev: int, limit: int, count_only: bool) -> RangeResult:
+        stats.MVCC.range += 1
         if rev > cur:
             raise ErrFutureRev()
         if rev <= 0:
@@ -415,6 +417,7 @@ class TxnWrite:
         """Write key=value (attached to lease, 0 for none) at this write's
         revision; returns the key's KeyValue before the put, None if it did
         not exist."""
+        stats.MVCC.put += 1
         store = self.store
         cur = store.index.latest(key)
         prev = store._read(cur[0]) if cur is not None else None
@@ -440,6 +443,7 @@ class TxnWrite:
     def delete_range(self, kr: KeyRange) -> list[kv_pb2.KeyValue]:
         """Delete every live key of kr at this write's revision; returns
         their KeyValues before the delete, in key order."""
+        stats.MVCC.delete += 1
         store = self.store
         found, _ = store._find(kr, self.rev, True)
         prevs = [store._read(f[0]) for _, f in found]

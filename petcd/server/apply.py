@@ -25,6 +25,10 @@ from dataclasses import dataclass
 
 from google.protobuf.message import DecodeError
 
+from petcd.auth import checks as auth_checks
+from petcd.auth.errors import AuthError
+from petcd.auth.store import AUTH_REQUESTS, AuthStore
+from petcd.auth.tokens import AuthInfo
 from petcd.lease.lessor import LeaseError, Lessor
 from petcd.mvcc.errors import MvccError
 from petcd.mvcc.kvstore import Compaction, KVStore
@@ -131,13 +135,15 @@ class Applied:
 
 class Applier:
     def __init__(
-        self, kv: KVStore, backend: Backend, alarms: AlarmStore, lessor: Lessor, membership: Membership
+        self, kv: KVStore, backend: Backend, alarms: AlarmStore, lessor: Lessor, membership: Membership,
+        auth: AuthStore,
     ) -> None:
         self.kv = kv
         self.backend = backend
         self.alarms = alarms
         self.lessor = lessor
         self.membership = membership
+        self.auth = auth
 
     def apply(self, r: raft_internal_pb2.InternalRaftRequest, index: int = 0) -> Applied:
         """The request's response, or the error to hand back to its caller.
@@ -146,7 +152,7 @@ class Applier:
         try:
             if r.HasField("compaction"):
                 return self._compact(r.compaction)
-            return Applied(self._dispatch(r))
+            return Applied(self._dispatch(r, index))
         except LOCAL_FAILURES:
             raise
         except _EXPECTED as exc:  # the request's own failure, for its caller
@@ -156,14 +162,37 @@ class Applier:
                       index, exc, exc_info=exc)
             return Applied(error=ErrUnappliable())
 
+    def _lease_keys(self, lease_id: int) -> list[bytes]:
+        lease = self.lessor.lookup(lease_id)
+        return sorted(lease.keys) if lease is not None else []
+
+    def _check_auth(self, which: str, r: raft_internal_pb2.InternalRaftRequest, info: AuthInfo) -> None:
+        """etcd's auth applier: a write runs as the user in the entry's
+        header, checked against the auth store as of this entry."""
+        if which == "put":
+            auth_checks.check_put(self.auth, info, r.put, self._lease_keys)
+        elif which == "delete_range":
+            auth_checks.check_delete_range(self.auth, info, r.delete_range)
+        elif which == "txn":
+            auth_checks.check_txn(self.auth, info, r.txn)
+        elif which == "range":
+            auth_checks.check_range(self.auth, info, r.range)
+        elif which == "lease_revoke":
+            auth_checks.check_lease_revoke(self.auth, info, r.lease_revoke.ID, self._lease_keys)
+
     def _compact(self, r: rpc_pb2.CompactionRequest) -> Applied:
         job = self.kv.compact(r.revision)
         resp = rpc_pb2.CompactionResponse()
         resp.header.revision = self.kv.rev
         return Applied(resp, compaction=job)
 
-    def _dispatch(self, r: raft_internal_pb2.InternalRaftRequest) -> Response:
+    def _dispatch(self, r: raft_internal_pb2.InternalRaftRequest, index: int = 0) -> Response:
         which = _which(r)
+        info = AuthInfo(r.header.username, r.header.auth_revision)
+        if which in AUTH_REQUESTS:
+            return self.auth.apply(which, getattr(r, which), info, index)
+        if self.auth.enabled:
+            self._check_auth(which, r, info)
         if which == "put":
             self._check_space()
             return txn.put(self.kv, r.put, self.lessor.exists)
@@ -234,7 +263,7 @@ class Applier:
 
 # The errors a request may end in by etcd's rules: ours, each with etcd's
 # message. Anything else out of the applier is a defect.
-_EXPECTED: tuple[type[Exception], ...] = (ServerError, LeaseError, MvccError, MembershipError)
+_EXPECTED: tuple[type[Exception], ...] = (ServerError, LeaseError, MvccError, MembershipError, AuthError)
 
 _REQUEST_FIELDS = (
     "put",
@@ -247,6 +276,7 @@ _REQUEST_FIELDS = (
     "lease_revoke",
     "lease_checkpoint",
     "cluster_member_attr_set",
+    *sorted(AUTH_REQUESTS),
 )
 
 

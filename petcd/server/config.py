@@ -90,8 +90,14 @@ class ServerConfig:
     peer_client_cert_auth: bool = False
     peer_auto_tls: bool = False
     peer_cert_allowed_cn: str = ""
-    # Accepted for etcd compatibility; the gateway's presence does not depend on it yet.
+    # The JSON gateway on the client port (/health, /version, /metrics are served either way).
     enable_grpc_gateway: bool = True
+    # Extra listeners serving /metrics and /health only, as etcd's --listen-metrics-urls.
+    listen_metrics_urls: list[str] = field(default_factory=list)
+    # auth: the token scheme (--auth-token), simple tokens' TTL in seconds, bcrypt's cost
+    auth_token: str = "simple"
+    auth_token_ttl: int = 300
+    bcrypt_cost: int = 10
 
     def __post_init__(self) -> None:
         if not self.data_dir:

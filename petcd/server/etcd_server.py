@@ -6,7 +6,12 @@ applier has applied the committed entry (after the WAL fsync). A
 linearizable read: ``linearizable_read`` joins the next ReadIndex round, then
 waits until the applied index reaches the round's index.
 
-Everything runs on one asyncio loop; only fsyncs and big copies go to threads.
+Everything runs on one asyncio loop; fsyncs and big copies go to threads:
+the WAL's fsync (the node loop), a raft snapshot's file, WAL marker and
+segment release (``_snapshot``), a defrag's copy (``defragment``), a backend
+snapshot for a follower. Long scans go in steps: compactions, re-attaching
+keys to leases after installing a leader's backend. The backend's batch
+commit (with its fsync) stays on the loop (see petcd.storage.backend).
 """
 
 from __future__ import annotations
@@ -14,11 +19,16 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import os
 from collections.abc import Callable
 from typing import Any
 
 from google.protobuf.message import DecodeError
 
+from petcd import stats
+from petcd.auth.front import AuthFront
+from petcd.auth.store import AuthStore
+from petcd.auth.tokens import AuthInfo
 from petcd.lease.lessor import ErrLeaseNotFound, Lessor
 from petcd.mvcc.history import StoreHistory
 from petcd.mvcc.kvstore import Compaction, KVStore
@@ -80,8 +90,9 @@ from petcd.server.tasks import TaskGroup
 from petcd.server.transport import DEFAULT_MAX_MESSAGE_BYTES, PeerTransport
 from petcd.server.transport.tls import peer_tls_from_config
 from petcd.server.wait import AppliedWait, Wait
-from petcd.storage.backend import Backend
+from petcd.storage.backend import Backend, DefragCopy
 from petcd.storage.errors import StorageError
+from petcd.storage.fsutil import fsync_dir
 from petcd.version import ETCD_VERSION
 
 __all__ = ["ETCD_VERSION", "EtcdServer"]
@@ -90,6 +101,8 @@ log = logging.getLogger("petcd.server")
 
 # Keys of a compaction step: small enough that a step never holds the loop long.
 COMPACTION_STEP_KEYS = 1000
+# Keys per step of re-attaching keys to leases after installing a leader's backend.
+LEASE_REBUILD_STEP_KEYS = 1000
 
 
 class EtcdServer:
@@ -130,6 +143,7 @@ class EtcdServer:
         self.wait = Wait()
         self.applied_wait = AppliedWait()
         self.applied_wait.applied = self.applied_index
+        self.auth_front = AuthFront(lambda: self.state.auth, lambda: self.applied_index, self.applied_wait.wait)
         # compaction jobs apart from everything else, so that waiting for
         # compactions waits for nothing else
         self.compactions = TaskGroup("compaction", log)
@@ -175,6 +189,9 @@ class EtcdServer:
             leader_client=self.leader_client,
         )
         self.reads = ReadIndex(self.member_id, self.node, self.applied_wait, self._has_leader)
+        # the worker thread writing a raft snapshot's files, while it runs
+        self._snapshot_saving: asyncio.Future[None] | None = None
+        self._defrag_lock = asyncio.Lock()  # one defrag at a time; held while one runs
 
     # ---- life cycle -------------------------------------------------------
 
@@ -244,6 +261,10 @@ class EtcdServer:
         return self.state.applier
 
     @property
+    def auth(self) -> AuthStore:
+        return self.state.auth
+
+    @property
     def consistent_index(self) -> int:
         """The index of the last raft entry the state machine holds."""
         return self.state.consistent_index
@@ -271,6 +292,10 @@ class EtcdServer:
         self._set_done(None)
         await self.background.close()
         await self.compactions.close()
+        if self._snapshot_saving is not None:  # its thread writes to the WAL: let it finish
+            await asyncio.wait([self._snapshot_saving])
+            if not self._snapshot_saving.cancelled() and self._snapshot_saving.exception() is not None:
+                log.error("saving the raft snapshot failed: %s", self._snapshot_saving.exception())
         await self.node.stop()
         await self.transport.stop()
         await self.leader_client.close()
@@ -344,13 +369,7 @@ class EtcdServer:
             self.applied_index = max(self.applied_index, entries[-1].index)
             self.applied_wait.advance(self.applied_index)
             if self.applied_index - self.snapshot_index > self.cfg.snapshot_count:
-                # entries may be applied while the node's sync thread writes the WAL
-                self.node.when_wal_idle(self._snapshot_if_due)
-
-    def _snapshot_if_due(self) -> None:
-        # queued behind a WAL write, so another may have been taken meanwhile
-        if self.applied_index - self.snapshot_index > self.cfg.snapshot_count:
-            self._snapshot()
+                self._maybe_snapshot()
 
     def _on_events(self, events: list[kv_pb2.Event], rev: int) -> None:
         self.lessor.on_events(events)
@@ -370,6 +389,11 @@ class EtcdServer:
             if req_id:
                 self.wait.fail(req_id, ErrUnappliable())
             return
+        if not self.state.lease_keys.done and (
+            req.HasField("lease_revoke")  # a revocation deletes every key of the lease
+            or (req.HasField("put") and req.put.lease and self.state.auth.enabled)  # auth checks its keys
+        ):
+            self.state.lease_keys.finish()
         applied = self.applier.apply(req, e.index)
         if applied.compaction is not None:
             self._run_compaction(applied.compaction)
@@ -414,20 +438,79 @@ class EtcdServer:
         backend = open_backend(self.cfg)
         try:
             membership = load_membership(backend, WalIdentity(self.member_id, self.cluster_id), self.cfg)
-            state = MemberState.open(self.cfg, backend, membership)
+            # the lease keys are re-attached a chunk at a time, off this call
+            state = MemberState.open(self.cfg, backend, membership, self.state.auth.tokens, lease_keys_now=False)
         except BaseException:
             backend.close()
             raise
         self._install_state(state)
+        self.background.spawn(self._rebuild_lease_keys(state), "lease-keys")
         self.applied_index = max(self.applied_index, self.consistent_index, snap.metadata.index)
         self.applied_wait.advance(self.applied_index)
         log.info("installed the leader's backend at index %d", self.consistent_index)
 
+    async def _rebuild_lease_keys(self, state: MemberState) -> None:
+        """Step a fresh state's lease-key rebuild between other work."""
+        while state is self.state and not state.lease_keys.step(LEASE_REBUILD_STEP_KEYS):
+            await asyncio.sleep(0)
+
+    def _maybe_snapshot(self) -> None:
+        """Take a raft snapshot unless one is being saved, or a defrag is in
+        flight: a defrag swaps in a file whose durable state is older than
+        the last commit until its replay is committed and the rename made
+        durable, and a snapshot would release the WAL entries that cover
+        the gap."""
+        if self._snapshot_saving is not None or self._defrag_lock.locked():
+            return
+        self._snapshot()
+
     def _snapshot(self) -> None:
-        self.backend.commit()  # the snapshot must not be ahead of the backend
-        self.raft_storage.snapshot_at(self.applied_index, self.conf_state, b"")
+        """Save a raft snapshot at the applied index: the backend is committed
+        here (the snapshot must not be ahead of the durable backend), the
+        snapshot file, the WAL marker and the release of WAL segments run in
+        a worker thread, then the in-memory log is compacted."""
+        self.backend.commit()
+        snap = self.raft_storage.create_snapshot(self.applied_index, self.conf_state, b"")
         self.snapshot_index = self.applied_index
-        log.info("saved raft snapshot at index %d", self.applied_index)
+        saving = asyncio.ensure_future(asyncio.to_thread(self.raft_storage.save_snapshot_files, snap))
+        self._snapshot_saving = saving
+        self.background.spawn(self._save_snapshot(snap, saving), f"raft-snapshot-{snap.metadata.index}")
+
+    async def _save_snapshot(self, snap: Snapshot, saving: asyncio.Future[None]) -> None:
+        try:
+            # shielded: stop() waits for the thread rather than closing the WAL under it
+            await asyncio.shield(saving)
+        except StorageError as exc:
+            log.critical("%s; stopping the member (fail-stop)", exc)
+            if self.node.failed is None:
+                self.node.failed = exc
+            return
+        finally:
+            if saving.done():
+                self._snapshot_saving = None
+        self.raft_storage.compact_log(snap.metadata.index)
+        log.info("saved raft snapshot at index %d", snap.metadata.index)
+
+    async def defragment(self) -> None:
+        """Defragment the backend without holding the loop: the compacting
+        copy and its fsync run in a worker thread while writes, reads and
+        commits go on; the swap on the loop replays the writes the copy
+        missed. One defrag at a time; raft snapshots wait for it."""
+        self._check_running()
+        async with self._defrag_lock:
+            backend = self.backend
+            copy = backend.start_defrag()
+            running = asyncio.ensure_future(asyncio.to_thread(copy.run))
+            try:
+                await asyncio.shield(running)
+                while not backend.finish_defrag(copy):  # a snapshot copy holds the environment
+                    await asyncio.to_thread(backend.wait_env_free)
+            except BaseException:
+                # the copy may still be running in its thread: clean up once it is done
+                running.add_done_callback(functools.partial(_abort_defrag, backend, copy))
+                raise
+            await asyncio.to_thread(_settle_defrag, copy, os.path.dirname(backend.path))
+            log.info("defragmented %s: %d bytes", backend.path, backend.size())
 
     def _run_compaction(self, job: Compaction) -> None:
         async def run() -> None:
@@ -440,6 +523,8 @@ class EtcdServer:
 
     def _on_leader_changed(self, old: int, new: int) -> None:
         log.info("raft leader changed from %x to %x", old, new)
+        if new != 0:
+            stats.SERVER.leader_changes += 1  # etcd_server_leader_changes_seen_total
         if new == self.member_id:
             # a new leader gives every lease a whole TTL, so none expires
             # merely because leadership moved
@@ -550,8 +635,11 @@ class EtcdServer:
         if self.node.failed is not None:
             raise ErrStopped()
 
-    async def raft_request(self, req: raft_internal_pb2.InternalRaftRequest) -> Any:
+    async def raft_request(self, req: raft_internal_pb2.InternalRaftRequest, auth: AuthInfo | None = None) -> Any:
         self._check_running()
+        if auth is not None:  # who the request runs as, checked where it is applied
+            req.header.username = auth.username
+            req.header.auth_revision = auth.revision
         if self.membership.is_learner() and not req.HasField("cluster_member_attr_set"):
             raise ErrNotSupportedForLearner()
         req_id = self.ids.next()
@@ -646,24 +734,25 @@ class EtcdServer:
             await self.linearizable_read()
         return txn.range_(self.kv, req)
 
-    async def put(self, req: rpc_pb2.PutRequest) -> rpc_pb2.PutResponse:
-        resp: rpc_pb2.PutResponse = await self.raft_request(raft_internal_pb2.InternalRaftRequest(put=req))
+    async def put(self, req: rpc_pb2.PutRequest, auth: AuthInfo | None = None) -> rpc_pb2.PutResponse:
+        resp: rpc_pb2.PutResponse = await self.raft_request(raft_internal_pb2.InternalRaftRequest(put=req), auth)
         return resp
 
-    async def delete_range(self, req: rpc_pb2.DeleteRangeRequest) -> rpc_pb2.DeleteRangeResponse:
+    async def delete_range(self, req: rpc_pb2.DeleteRangeRequest,
+                           auth: AuthInfo | None = None) -> rpc_pb2.DeleteRangeResponse:
         resp: rpc_pb2.DeleteRangeResponse = await self.raft_request(
-            raft_internal_pb2.InternalRaftRequest(delete_range=req)
+            raft_internal_pb2.InternalRaftRequest(delete_range=req), auth
         )
         return resp
 
-    async def txn(self, req: rpc_pb2.TxnRequest) -> rpc_pb2.TxnResponse:
+    async def txn(self, req: rpc_pb2.TxnRequest, auth: AuthInfo | None = None) -> rpc_pb2.TxnResponse:
         if txn_ops.is_read_only(req):
             if not txn_ops.is_serializable(req):
                 await self.linearizable_read()
             return txn.txn(self.kv, req, self.lessor.exists)
         wrapped = raft_internal_pb2.InternalRaftRequest()
         wrapped.txn.CopyFrom(req)  # not txn=req: that copies by re-parsing, which stops ~50 txns deep
-        resp: rpc_pb2.TxnResponse = await self.raft_request(wrapped)
+        resp: rpc_pb2.TxnResponse = await self.raft_request(wrapped, auth)
         return resp
 
     async def compact(self, req: rpc_pb2.CompactionRequest) -> rpc_pb2.CompactionResponse:
@@ -692,9 +781,14 @@ class EtcdServer:
         )
         return resp
 
-    async def lease_revoke(self, req: rpc_pb2.LeaseRevokeRequest) -> rpc_pb2.LeaseRevokeResponse:
+    async def lease_revoke(self, req: rpc_pb2.LeaseRevokeRequest,
+                           auth: AuthInfo | None = None) -> rpc_pb2.LeaseRevokeResponse:
+        """Revoke as ``auth``'s user; None is the server itself (expiry),
+        which revokes as root, as etcd does (the keys may be anyone's)."""
+        if auth is None:
+            auth = AuthInfo("root", self.auth.revision)
         resp: rpc_pb2.LeaseRevokeResponse = await self.raft_request(
-            raft_internal_pb2.InternalRaftRequest(lease_revoke=req)
+            raft_internal_pb2.InternalRaftRequest(lease_revoke=req), auth
         )
         return resp
 
@@ -709,6 +803,8 @@ class EtcdServer:
         if not self.node.is_leader():
             # the remaining TTL lives in the leader's lessor
             return await self.leader_client.time_to_live(self._leader_urls(), req, self.request_timeout)
+        if req.keys:
+            self.state.lease_keys.finish()
         lease = self.lessor.lookup(req.ID)
         if lease is None:
             raise ErrLeaseNotFound()
@@ -723,11 +819,32 @@ class EtcdServer:
             raise ErrNoLeader()
         return lead.client_urls
 
+    # ---- Auth -------------------------------------------------------------
+
+    async def auth_request(self, field: str, req: Any, auth: AuthInfo | None) -> Any:
+        """Propose one auth request (``field`` is its InternalRaftRequest
+        field); the auth store applies it and checks the caller's rights."""
+        wrapped = raft_internal_pb2.InternalRaftRequest()
+        getattr(wrapped, field).CopyFrom(req)
+        return await self.raft_request(wrapped, auth)
+
     # ---- Cluster ----------------------------------------------------------
 
     async def lease_leases(self) -> rpc_pb2.LeaseLeasesResponse:
         await self.linearizable_read()
         return rpc_pb2.LeaseLeasesResponse(leases=[rpc_pb2.LeaseStatus(ID=i) for i in sorted(self.lessor.leases)])
+
+
+def _settle_defrag(copy: DefragCopy, dirname: str) -> None:
+    """After the swap (in a worker thread): free the old file, make the rename durable."""
+    copy.release_old()
+    fsync_dir(dirname)
+
+
+def _abort_defrag(backend: Backend, copy: DefragCopy, running: asyncio.Future[None]) -> None:
+    if not running.cancelled():
+        running.exception()  # retrieved: the caller got the failure already
+    backend.abort_defrag(copy)
 
 
 def _forget(ids: set[int], lease_id: int, _done: asyncio.Task[None]) -> None:

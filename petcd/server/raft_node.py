@@ -45,6 +45,10 @@ from petcd.server.raft_storage import RaftStorage
 log = logging.getLogger("petcd.server.raft")
 
 
+# How long stopping waits for a WAL write in flight.
+CLOSE_WAIT = 10.0
+
+
 class _SyncThread:
     """One thread that runs the WAL writes and fsyncs, so the event loop keeps
     serving while the disk works.
@@ -65,9 +69,14 @@ class _SyncThread:
         self._jobs.put((job, fut))
         return fut
 
-    def close(self) -> None:
-        """Let the thread finish the jobs it has and exit (not waiting)."""
+    async def close(self) -> None:
+        """Let the thread finish the jobs it has, and wait (up to
+        CLOSE_WAIT s: a disk may hang) until it has exited, so nothing
+        writes the WAL once the server closes it."""
         self._jobs.put(None)
+        await asyncio.to_thread(self._thread.join, CLOSE_WAIT)
+        if self._thread.is_alive():
+            log.warning("the WAL sync thread is still writing after %.0f s; stopping without it", CLOSE_WAIT)
 
     def _main(self) -> None:
         while True:
@@ -78,12 +87,12 @@ class _SyncThread:
             try:
                 job()
             except BaseException as exc:  # noqa: BLE001 - handed to the loop, which fails the node
-                _hand_back(fut, None, exc)
+                _hand_back(fut, exc)
             else:
-                _hand_back(fut, None, None)
+                _hand_back(fut, None)
 
 
-def _hand_back(fut: asyncio.Future[None], result: None, exc: BaseException | None) -> None:
+def _hand_back(fut: asyncio.Future[None], exc: BaseException | None) -> None:
     try:
         fut.get_loop().call_soon_threadsafe(_settle, fut, exc)
     except RuntimeError:  # the loop is closed: nobody waits any more
@@ -132,8 +141,6 @@ class RaftNode:
         self._tasks: list[asyncio.Task[None]] = []
         self._failed: BaseException | None = None
         self._sync = _SyncThread("petcd-wal-sync")
-        self._wal_busy = False  # a Ready's WAL write is in the sync thread
-        self._idle_jobs: list[Callable[[], None]] = []
 
     def start(self) -> None:
         self._tasks = [
@@ -151,7 +158,7 @@ class RaftNode:
                 await t
             except (asyncio.CancelledError, Exception):
                 pass
-        self._sync.close()
+        await self._sync.close()
 
     @property
     def failed(self) -> BaseException | None:
@@ -261,7 +268,6 @@ class RaftNode:
         committed = rd.committed_entries
         if rd.snapshot is not None or rd.entries or rd.must_sync:
             persisted = self._sync.run(lambda: self.storage.persist(rd.hard_state, rd.entries, rd.snapshot))
-            self._wal_busy = True
             try:
                 if not leader and rd.messages:
                     # requests forwarded to the leader carry nothing of this
@@ -280,10 +286,8 @@ class RaftNode:
                     if cut:
                         self.hooks.apply_entries(committed[:cut])
                         committed = committed[cut:]
-                await persisted
             finally:
-                self._wal_busy = False
-            self._wal_idle_jobs()
+                await persisted
         elif rd.hard_state is not None:  # only the commit index moved: no fsync needed
             self.storage.persist(rd.hard_state, [], None, sync=False)
         self.storage.append_to_log(rd.hard_state, rd.entries, rd.snapshot)
@@ -294,21 +298,6 @@ class RaftNode:
         if committed:
             self.hooks.apply_entries(committed)
         self._raw.advance(rd)
-
-    def when_wal_idle(self, job: Callable[[], None]) -> None:
-        """Run job (on the loop) once no WAL write is in flight: at once if
-        none is, else right after the current one. For whatever else writes
-        the WAL (the raft snapshot marker), which must not race the sync
-        thread; committed entries are applied while a write is in flight."""
-        if self._wal_busy:
-            self._idle_jobs.append(job)
-        else:
-            job()
-
-    def _wal_idle_jobs(self) -> None:
-        jobs, self._idle_jobs = self._idle_jobs, []
-        for job in jobs:
-            job()
 
 
 # Messages a follower forwards to the leader on a client's behalf.

@@ -106,17 +106,37 @@ class RaftStorage:
 
     def snapshot_at(self, index: int, conf_state: ConfState, data: bytes) -> Snapshot:
         """Record a raft snapshot of the applied state at index, then compact
-        the raft log and release WAL segments behind it."""
-        snap = self.log.create_snapshot(index, conf_state, data)
+        the raft log and release WAL segments behind it (all in the caller's
+        thread; the server splits this into the three steps below so the
+        file work runs in a worker thread)."""
+        snap = self.create_snapshot(index, conf_state, data)
+        self.save_snapshot_files(snap)
+        self.compact_log(index)
+        return snap
+
+    def create_snapshot(self, index: int, conf_state: ConfState, data: bytes) -> Snapshot:
+        """The in-memory raft log's snapshot at index (on the loop; no I/O)."""
+        return self.log.create_snapshot(index, conf_state, data)
+
+    def save_snapshot_files(self, snap: Snapshot) -> None:
+        """Make snap durable and release what it covers: the snapshot file
+        (fsync'd), the WAL's marker (fsync'd), then the WAL segments behind
+        it and old snapshot files. Blocking file work, for a worker thread:
+        the WAL and the snapshotter lock their own state, so this may run
+        while the node loop persists a Ready. The backend must hold (durably)
+        everything up to the snapshot's index before this is called: the
+        released segments are gone."""
         self.snapshotter.save_snap(snap)
         md = snap.metadata
         self.wal.save_snapshot(WalSnapshot(index=md.index, term=md.term, conf_state=md.conf_state))
+        self.wal.release_lock_to(md.index)
+        self.snapshotter.purge()
+
+    def compact_log(self, index: int) -> None:
+        """Drop in-memory entries behind index, keeping CATCH_UP_ENTRIES for slow followers."""
         compact_to = index - CATCH_UP_ENTRIES
         if compact_to > self.log.first_index():
             self.log.compact(compact_to)
-        self.wal.release_lock_to(index)
-        self.snapshotter.purge()
-        return snap
 
     def close(self) -> None:
         self.wal.close()

@@ -24,6 +24,8 @@ import os
 import tempfile
 from dataclasses import dataclass
 
+from petcd.auth.store import AuthStore
+from petcd.auth.tokens import TokenProvider, new_token_provider
 from petcd.lease.lessor import Lessor
 from petcd.mvcc.key_range import KeyRange
 from petcd.mvcc.kvstore import KVStore
@@ -96,6 +98,45 @@ def read_backend_snapshot(backend: Backend) -> bytes:
         snap.close()
 
 
+class LeaseKeyRebuild:
+    """Re-attaches the stored keys to their leases (which key belongs to
+    which lease is not stored), in key order, a chunk at a time, so that a
+    large store need not hold the event loop for a whole scan.
+
+    Writes applied while it is unfinished keep the lessor right on their
+    own (the lessor follows every write's events), and each chunk reads the
+    keys as they are now, so the result is the same as one scan at the end.
+    Only what reads a lease's whole key set needs it finished first: call
+    ``finish()`` before applying a lease revocation or answering for a
+    lease's keys."""
+
+    def __init__(self, kv: KVStore, lessor: Lessor) -> None:
+        self._kv = kv
+        self._lessor = lessor
+        self._next: bytes | None = b"\0"  # the first key not yet scanned; None when done
+
+    @property
+    def done(self) -> bool:
+        return self._next is None
+
+    def step(self, limit: int = 1000) -> bool:
+        """Scan up to limit more keys; True once every key was scanned."""
+        if self._next is None:
+            return True
+        found = self._kv.range(KeyRange(self._next, b"\0"), limit=limit)
+        kvs = found.kvs()
+        for kv_ in kvs:
+            if kv_.lease:
+                self._lessor.attach(kv_.lease, kv_.key)
+        self._next = kvs[-1].key + b"\0" if len(kvs) == limit and found.count > limit else None
+        return self._next is None
+
+    def finish(self) -> None:
+        """Scan the rest now."""
+        while not self.step(10_000):
+            pass
+
+
 @dataclass(eq=False)
 class MemberState:
     """The state machine on one backend (see the module docstring)."""
@@ -105,23 +146,41 @@ class MemberState:
     lessor: Lessor
     alarms: AlarmStore
     membership: Membership
+    auth: AuthStore
     applier: Applier
     consistent_index: int
+    lease_keys: LeaseKeyRebuild  # done unless open() was told to leave it to the caller
 
     @classmethod
-    def open(cls, cfg: ServerConfig, backend: Backend, membership: Membership) -> MemberState:
+    def open(
+        cls,
+        cfg: ServerConfig,
+        backend: Backend,
+        membership: Membership,
+        tokens: TokenProvider | None = None,
+        *,
+        lease_keys_now: bool = True,
+    ) -> MemberState:
         """Build everything on backend, which the state then owns (``close``
-        closes it); if building fails, the backend stays the caller's."""
+        closes it); if building fails, the backend stays the caller's.
+        ``tokens`` carries the auth tokens over from the state this one
+        replaces (they live in memory); a new provider from the config
+        otherwise. With lease_keys_now False the keys are re-attached to
+        their leases later, by stepping ``lease_keys`` (see LeaseKeyRebuild)."""
         kv = KVStore(backend)
         alarms = AlarmStore()
         alarms.load(backend.items(ALARM_BUCKET))
         lessor = Lessor(backend, cfg.min_lease_ttl())
-        # which key belongs to which lease is not stored: rebuild it
-        for kv_ in kv.range(KeyRange(b"\0", b"\0")).kvs():
-            if kv_.lease:
-                lessor.attach(kv_.lease, kv_.key)
-        applier = Applier(kv, backend, alarms, lessor, membership)
-        return cls(backend, kv, lessor, alarms, membership, applier, backend.consistent_index()[0])
+        lease_keys = LeaseKeyRebuild(kv, lessor)
+        if lease_keys_now:
+            lease_keys.finish()
+        if tokens is None:
+            tokens = new_token_provider(cfg.auth_token, float(cfg.auth_token_ttl))
+        auth = AuthStore(backend, tokens, cfg.bcrypt_cost)
+        applier = Applier(kv, backend, alarms, lessor, membership, auth)
+        return cls(
+            backend, kv, lessor, alarms, membership, auth, applier, backend.consistent_index()[0], lease_keys
+        )
 
     def close(self) -> None:
         """Close the backend (without committing: a caller that keeps the

@@ -16,9 +16,10 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from petcd import stats
+from petcd.gosort import go_sorted
 from petcd.lease.lessor import ErrLeaseNotFound
 from petcd.mvcc.errors import ErrCompacted, ErrFutureRev
-from petcd.mvcc.go_sort import go_sort
 from petcd.mvcc.key_range import KeyRange
 from petcd.mvcc.kvstore import KVStore, RangeResult, TxnWrite
 from petcd.proto import rpc_pb2
@@ -104,7 +105,7 @@ def _range(reader: _Reader, req: rpc_pb2.RangeRequest) -> rpc_pb2.RangeResponse:
         kvs = [kv for kv in kvs if kv.create_revision >= req.min_create_revision]
     if sort_order != _RR.NONE:
         sort_key = _SORT_KEYS.get(req.sort_target, _SORT_KEYS[_RR.KEY])
-        kvs = go_sort(kvs, sort_key, descending=sort_order == _RR.DESCEND)
+        kvs = go_sorted(kvs, sort_key, descending=sort_order == _RR.DESCEND)
     if limit > 0 and len(kvs) > limit:
         kvs = kvs[:limit]
         resp.more = True
@@ -230,6 +231,7 @@ def txn(kv: KVStore, req: rpc_pb2.TxnRequest, lease_exists: LeaseExists | None) 
     """etcd's Txn: compares (all against the state before the txn, nested
     ones included) choose the branches; then every check; then the ops in
     order, all writes sharing one new revision."""
+    stats.MVCC.txn += 1
     plan = _plan(kv, req)
     if not txn_ops.is_read_only(req):
         _check_puts(kv, plan, lease_exists)

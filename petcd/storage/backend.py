@@ -41,11 +41,31 @@ Guarantees:
   member is reported by name before (usually) a read touches the missing
   pages.
 
-Threading: every method except ``snapshot()`` (and the returned
+Defragmenting without stopping the owner: ``start_defrag`` opens a read
+transaction on the committed state and from then on logs every write (the
+open batch's too); the returned :class:`DefragCopy` makes the compacting
+copy from that reader and fsyncs it in a worker thread while the owning
+thread goes on writing, reading and committing; ``finish_defrag`` swaps the
+copy in and replays the logged writes onto it as the open batch (each write
+sets its keys whatever they held before, so those the copy already has
+replay harmlessly). The owning thread's share is the swap: closing and
+reopening the environment and the replay, milliseconds; freeing the old
+file's blocks and the directory fsync are left to a worker thread.
+
+Threading: every method except ``snapshot()``, ``DefragCopy.run()``,
+``DefragCopy.release_old()`` and ``wait_env_free()`` (and the returned
 :class:`BackendSnapshot`) must be called from one thread, the one that owns
 the batch write transaction (LMDB write transactions are bound to a thread).
-A map growth or defrag that coincides with a running snapshot copy waits for
-the copy to finish (the map cannot be replaced under a reader).
+A map growth that coincides with a running copy (snapshot or defrag) waits
+for the copy to finish (the map cannot be replaced under a reader); a defrag
+grows the map ahead of its copy so that the owner does not wait, and its
+swap is refused (``finish_defrag`` returns False) rather than waited for
+while a snapshot copy runs.
+
+The batch commit (with LMDB's fsync) stays on the owning thread: LMDB's
+writer lock is a mutex that only the thread that took it may release, and
+a commit without fsync followed by a sync elsewhere leaves a window in which
+a power loss can leave a meta page pointing at pages never written.
 
 Limits inherited from LMDB: keys are 1..511 bytes (values are unbounded).
 """
@@ -67,6 +87,7 @@ from typing import Any
 
 import lmdb
 
+from petcd import stats
 from petcd.storage.errors import BackendClosedError, BackendError, BackendFileError, UnknownBucketError
 from petcd.storage.fsutil import fsync_dir
 
@@ -310,6 +331,65 @@ class BackendSnapshot:
         self.close()
 
 
+class DefragCopy:
+    """The copy half of a defrag: ``run()`` writes a compacted copy of the
+    state the reader saw into a temporary file and fsyncs it, in a worker
+    thread (LMDB's copy releases the GIL). Made by ``Backend.start_defrag``."""
+
+    def __init__(self, backend: Backend, fd: int, tmp: str, reader: lmdb.Transaction[bytes]) -> None:
+        self._backend = backend
+        self._fd = fd
+        self.tmp = tmp
+        self._reader: lmdb.Transaction[bytes] | None = reader
+        self.done = False
+        self.replaced = False
+        self.old_fd = -1  # the replaced file, until release_old
+
+    def run(self) -> None:
+        """Write and fsync the copy. Holds the backend's environment lock (a
+        map growth waits; the owning thread never grows the map during a
+        defrag). A failure raises BackendError; the file in use is untouched."""
+        b = self._backend
+        try:
+            with b._env_lock:
+                if b._closed or self._reader is None:
+                    raise BackendClosedError("backend is closed")
+                b._env.copyfd(self._fd, compact=True, txn=self._reader)
+            os.fsync(self._fd)
+        except (lmdb.Error, OSError) as exc:
+            raise BackendError(
+                f"backend: defragmenting {b.path} failed writing the copy {self.tmp}: {exc} ({_free_space(b.path)})"
+            ) from exc
+        self.done = True
+
+    def close_reader(self) -> None:
+        """End the copy's read transaction (it pins the pages it sees)."""
+        reader, self._reader = self._reader, None
+        if reader is not None:
+            try:
+                reader.abort()
+            except lmdb.Error:
+                pass  # the environment was closed under it: nothing left to release
+
+    def release_old(self) -> None:
+        """Close the replaced file, freeing its blocks (slow for a big file:
+        call from a worker thread)."""
+        if self.old_fd >= 0:
+            os.close(self.old_fd)
+            self.old_fd = -1
+
+    def cleanup(self) -> None:
+        """Close the copy's descriptor; remove the file unless it replaced the backend."""
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+        if not self.replaced:
+            try:
+                os.unlink(self.tmp)
+            except FileNotFoundError:
+                pass
+
+
 class Backend:
     """etcd's backend on LMDB: named buckets in one file, batched writes."""
 
@@ -344,6 +424,10 @@ class Backend:
         # The file's size after open and after every commit: LMDB never
         # shrinks its file, so a smaller size means someone truncated it.
         self._size_floor = 0
+        # While a defrag copies: every write since start_defrag (the open
+        # batch's included), replayed onto the copy when it is swapped in.
+        self._defrag: list[_Op] | None = None
+        self._defrag_copy: DefragCopy | None = None
         os.makedirs(os.path.dirname(self.path), exist_ok=True)
         self._env = self._open_env(initial_map_size)
         self._dbs = self._open_dbs()
@@ -393,7 +477,11 @@ class Backend:
         log.info("backend %s: memory map grown to %d bytes", self.path, new_size)
 
     def _grow_if_needed(self) -> None:
-        """Double the map until the high-water mark is under _GROW_AT of it."""
+        """Double the map until the high-water mark is under _GROW_AT of it.
+        Not during a defrag: start_defrag grew it for the copy's duration, and
+        the copy holds the environment lock."""
+        if self._defrag is not None:
+            return
         info = self._env.info()
         used = (int(info["last_pgno"]) + 1) * self._psize
         size = new = int(info["map_size"])
@@ -458,6 +546,8 @@ class Backend:
         if not self._ops:
             self._batch_started = time.monotonic()
         self._ops.append(op)
+        if self._defrag is not None:
+            self._defrag.append(op)
         self._pending += result if op[0] == _DEL_RANGE else 1
         return result
 
@@ -498,19 +588,22 @@ class Backend:
 
     def items(self, bucket: str) -> Iterator[tuple[bytes, bytes]]:
         """Every (key, value) of the bucket, in key order."""
-        return self._iter(self._db(bucket), b"", None)
+        self._db(bucket)  # an unknown bucket fails here, not at the first next()
+        return self._iter(bucket, b"", None)
 
     def range(self, bucket: str, start: bytes, end: bytes | None) -> Iterator[tuple[bytes, bytes]]:
         """(key, value) pairs with start <= key < end (end None: to the last key), in key order."""
-        return self._iter(self._db(bucket), start, end)
+        self._db(bucket)
+        return self._iter(bucket, start, end)
 
-    def _iter(self, db: Any, start: bytes, end: bytes | None) -> Iterator[tuple[bytes, bytes]]:
+    def _iter(self, bucket: str, start: bytes, end: bytes | None) -> Iterator[tuple[bytes, bytes]]:
         key = start
         after = False  # True once `key` was already returned and must be skipped
         chunk_size = _FIRST_CHUNK
         while True:
             txn = self._txn or self._begin()
-            with txn.cursor(db) as cur:
+            # the handle is looked up per chunk: a defrag reopens the environment
+            with txn.cursor(self._dbs[bucket]) as cur:
                 found = cur.set_range(key) if key else cur.first()
                 if not found:
                     return
@@ -576,6 +669,7 @@ class Backend:
             return
         if txn is None:
             txn = self._begin()  # a write failed and dropped the transaction: replay
+        started = time.perf_counter()
         while True:
             self._txn = None
             try:
@@ -587,6 +681,7 @@ class Backend:
                 txn = self._begin()
             except lmdb.Error as exc:
                 raise self._fail("committing to", exc) from exc
+        stats.BACKEND_COMMIT.observe(time.perf_counter() - started)
         self._ops = []
         self._pending = 0
         self._cover_last_page()
@@ -654,46 +749,135 @@ class Backend:
             pages += int(st["branch_pages"]) + int(st["leaf_pages"]) + int(st["overflow_pages"])
         return pages * self._psize
 
-    def defrag(self) -> None:
-        """Commit, then replace the file by a compacted copy of itself and
-        reopen it; the data is identical afterwards."""
-        self.commit()
-        self._end_read_only()
+    @property
+    def defragmenting(self) -> bool:
+        """Whether a defrag is between ``start_defrag`` and its finish or abort."""
+        return self._defrag is not None
+
+    def start_defrag(self) -> DefragCopy:
+        """Begin a defrag that leaves the owning thread free (call on it).
+
+        The copy is made from a read transaction on the state committed now;
+        every write from here on (and the open batch's) is also logged, so
+        ``finish_defrag`` can replay onto the copy what the copy missed. Run
+        the returned copy's ``run()`` in a worker thread, then call
+        ``finish_defrag`` on the owning thread (or ``abort_defrag``). Writes,
+        reads and commits go on normally meanwhile; the map is grown first so
+        that it need not grow under the copy."""
         if self._closed:
             raise BackendClosedError("backend is closed")
+        if self._failed is not None:
+            raise self._failed
+        if self._defrag is not None:
+            raise BackendError(f"backend: {self.path} is already being defragmented")
+        self._end_read_only()
+        info = self._env.info()
+        used = (int(info["last_pgno"]) + 1) * self._psize
+        # Room for the copy's duration: the reader pins every page it sees,
+        # so writes during the copy only add pages.
+        want = 2 * used + (256 << 20)
+        if want > int(info["map_size"]):
+            if self._txn is not None:
+                self.commit()  # the map cannot change under an open write transaction
+            self._set_mapsize(want)
         dirname = os.path.dirname(self.path)
-        map_size = int(self._env.info()["map_size"])
         try:
             fd, tmp = tempfile.mkstemp(prefix=os.path.basename(self.path) + ".defrag-", suffix=".tmp", dir=dirname)
         except OSError as exc:
             raise BackendError(f"backend: defragmenting {self.path}: cannot create the copy: {exc}") from exc
-        replaced = False
         try:
-            with self._env_lock:
-                try:
-                    self._env.copyfd(fd, compact=True)
-                    os.fsync(fd)
-                except (lmdb.Error, OSError) as exc:
-                    # The file in use is untouched: the member goes on.
-                    raise BackendError(
-                        f"backend: defragmenting {self.path} failed writing the copy {tmp}: {exc} "
-                        f"({_free_space(self.path)})"
-                    ) from exc
-                self._env.close()
-                try:
-                    os.replace(tmp, self.path)
-                    replaced = True
-                    fsync_dir(dirname)
-                finally:
-                    self._env = self._open_env(map_size)
-                    self._dbs = self._open_dbs()
-        finally:
+            reader = self._env.begin(write=False)
+        except BaseException:
             os.close(fd)
-            if not replaced:
-                try:
-                    os.unlink(tmp)
-                except FileNotFoundError:
-                    pass
+            os.unlink(tmp)
+            raise
+        copy = DefragCopy(self, fd, tmp, reader)
+        self._defrag = list(self._ops)  # the open batch is not in the committed state the copy sees
+        self._defrag_copy = copy
+        return copy
+
+    def finish_defrag(self, copy: DefragCopy) -> bool:
+        """Swap the finished copy in (on the owning thread): close the file,
+        rename the copy over it, reopen, and replay the writes logged since
+        ``start_defrag`` as the open batch (committed by the next commit).
+        Returns False, changing nothing, while a snapshot copy holds the
+        environment (call again once ``wait_env_free`` returns). The rename
+        is durable only after ``fsync_dir`` of the directory (a worker
+        thread's job: until then a crash leaves the old file, which is as new).
+        """
+        if self._defrag_copy is not copy or not copy.done:
+            raise BackendError(f"backend: defrag of {self.path}: the copy is not finished")
+        if not self._env_lock.acquire(blocking=False):
+            return False
+        log_ops = self._defrag or []
+        try:
+            if self._txn is not None:
+                self._txn.abort()  # its operations are in the log
+                self._txn = None
+            map_size = int(self._env.info()["map_size"])
+            bucket_of = {id(handle): name for name, handle in self._dbs.items()}
+            copy.close_reader()
+            self._env.close()
+            try:
+                # Held open so the old file's blocks are freed when this
+                # descriptor closes (``release_old``, in a worker thread: it
+                # takes about 0.1 s per 0.5 GB), not inside the rename.
+                copy.old_fd = os.open(self.path, os.O_RDONLY)
+                os.replace(copy.tmp, self.path)
+                copy.replaced = True
+            finally:
+                self._env = self._open_env(map_size)
+                self._dbs = self._open_dbs()
+        finally:
+            self._env_lock.release()
+            self._defrag = None
+            self._defrag_copy = None
+            copy.cleanup()
+        # The copy holds the state committed at start_defrag; everything since
+        # (committed or not) becomes the open batch, replayed by _begin. Each
+        # operation sets its keys regardless of their prior state, so writes
+        # the copy already has replay harmlessly.
+        # the logged operations name the old environment's handles
+        self._ops = [(kind, self._dbs[bucket_of[id(db)]], a, b) for kind, db, a, b in log_ops]
+        self._pending = len(log_ops)
+        self._batch_started = time.monotonic()
+        if log_ops:
+            self._begin()
+        return True
+
+    def wait_env_free(self) -> None:
+        """Block until no snapshot copy holds the environment (in a worker thread)."""
+        with self._env_lock:
+            pass
+
+    def abort_defrag(self, copy: DefragCopy) -> None:
+        """Give up a defrag (on the owning thread): the file in use is
+        untouched, the copy removed."""
+        if self._defrag_copy is copy:
+            self._defrag = None
+            self._defrag_copy = None
+        copy.close_reader()
+        copy.cleanup()
+        copy.release_old()
+
+    def defrag(self) -> None:
+        """Commit, then replace the file by a compacted copy of itself and
+        reopen it; the data is identical afterwards. Blocks its caller for
+        the whole copy: a server defragments with ``start_defrag``, a worker
+        thread and ``finish_defrag`` instead."""
+        self.commit()
+        copy = self.start_defrag()
+        try:
+            copy.run()
+            while not self.finish_defrag(copy):
+                self.wait_env_free()
+        except BaseException:
+            self.abort_defrag(copy)
+            raise
+        finally:
+            copy.release_old()
+        self.commit()
+        fsync_dir(os.path.dirname(self.path))
 
     def snapshot(self) -> BackendSnapshot:
         """A consistent copy of the committed state (call after commit()).
@@ -742,6 +926,8 @@ class Backend:
                 self._txn = None
             with self._env_lock:
                 self._closed = True
+                if self._defrag_copy is not None:
+                    self._defrag_copy.close_reader()
                 self._env.close()
 
     def __enter__(self) -> Backend:

@@ -119,6 +119,7 @@ import time
 import zlib
 from dataclasses import dataclass, field
 
+from petcd import stats
 from petcd.raft.types import ConfState, Entry, EntryType, HardState
 from petcd.storage.errors import (
     WalClosedError,
@@ -690,10 +691,12 @@ class WAL:
             except OSError as exc:
                 raise _write_error("writing", path, exc) from exc
             if self._sync and sync:
+                started = time.perf_counter()
                 try:
                     os.fdatasync(self._fd)
                 except OSError as exc:
                     raise _write_error("fsyncing", path, exc) from exc
+                stats.WAL_FSYNC.observe(time.perf_counter() - started)
         except BaseException as exc:
             # The file may now hold part of this frame and the page cache's
             # state after a failed fsync is unknown: refuse further writes.

@@ -29,10 +29,20 @@ READY_TIMEOUT = 60.0
 T = TypeVar("T")
 
 
+_handed_out: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A port the OS says is free and that this process has not handed out
+    before: the OS may offer a just-closed port again, and a cluster's client
+    and peer ports, chosen one after another, must all differ."""
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = int(s.getsockname()[1])
+        if port not in _handed_out:
+            _handed_out.add(port)
+            return port
 
 
 def require_binary(name: str) -> str:

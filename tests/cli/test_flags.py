@@ -107,8 +107,8 @@ def test_unknown_flag_is_a_usage_error_naming_it() -> None:
 
 
 @pytest.mark.parametrize("argv", [["--cipher-suites", "x"], ["--client-crl-file", "/c"], ["--peer-crl-file=/k"],
-                                  ["--auth-token", "jwt"], ["--discovery", "https://d"], ["--enable-v2"],
-                                  ["--listen-metrics-urls", "http://127.0.0.1:1"], ["--force-new-cluster"],
+                                  ["--discovery", "https://d"], ["--enable-v2"],
+                                  ["--force-new-cluster"],
                                   ["--proxy", "on"], ["--cors", "example.com"]])
 def test_unsupported_etcd_flags_are_refused(argv: list[str]) -> None:
     name = argv[0].lstrip("-").split("=")[0]
@@ -125,8 +125,8 @@ def test_unsupported_flags_at_etcds_default_are_accepted() -> None:
 
 def test_broad_list_of_etcd_flags_is_known() -> None:
     for name in ("client-crl-file", "cipher-suites", "tls-min-version", "peer-crl-file",
-                 "peer-cert-allowed-hostname", "auth-token", "discovery", "discovery-srv", "proxy", "enable-v2",
-                 "listen-metrics-urls", "cors", "force-new-cluster", "strict-reconfig-check", "metrics",
+                 "peer-cert-allowed-hostname", "discovery", "discovery-srv", "proxy", "enable-v2",
+                 "cors", "force-new-cluster", "strict-reconfig-check", "metrics",
                  "experimental-initial-corrupt-check", "max-wals", "max-concurrent-streams"):
         assert name in UNSUPPORTED
     assert not set(UNSUPPORTED) & set(FLAGS)
@@ -156,6 +156,12 @@ def test_grpc_keepalive_from_config_file(tmp_path: Path) -> None:
     conf.write_text("grpc-keepalive-min-time: 1s\ngrpc-keepalive-timeout: 3000000000\n")
     c = cfg_of(["--config-file", str(conf)])
     assert (c.grpc_keepalive_min_time_s, c.grpc_keepalive_timeout_s) == (1.0, 3.0)
+
+
+def test_listen_metrics_urls() -> None:
+    assert cfg_of([]).listen_metrics_urls == []
+    assert cfg_of(["--listen-metrics-urls", "http://127.0.0.1:1,http://127.0.0.1:2"]).listen_metrics_urls == [
+        "http://127.0.0.1:1", "http://127.0.0.1:2"]
 
 
 def test_missing_value_and_bad_number() -> None:

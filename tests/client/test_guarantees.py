@@ -185,10 +185,10 @@ def test_failover_to_the_next_endpoint(server: Server) -> None:
         c.get("fo")
 
 
-def test_auth_with_username_and_password_against_etcd(start_server: Callable[..., Server]) -> None:
-    """petcd has no auth service yet, so this runs against etcd; its tokens
-    live one second here, so the client must log in again by itself."""
-    srv = start_server("etcd", ["--auth-token-ttl", "1"])
+@pytest.mark.parametrize("kind", ["etcd", "petcd"])
+def test_auth_with_username_and_password(start_server: Callable[..., Server], kind: str) -> None:
+    """Tokens live one second here, so the client must log in again by itself."""
+    srv = start_server(kind, ["--auth-token-ttl", "1"])
     etcdctl(srv.endpoint, "user", "add", "root:rootpw")
     etcdctl(srv.endpoint, "auth", "enable")
     with Client(srv.client_url, username="root", password="rootpw", timeout=10) as c:

@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
+from petcd.gosort import go_sorted
 from petcd.mvcc.errors import ErrCompacted, ErrFutureRev
-from petcd.mvcc.go_sort import go_sort
 from petcd.proto import rpc_pb2
 from tests.mvcc.conftest import Harness, populate
 
@@ -274,7 +274,7 @@ def test_go_sort_matches_etcd_on_64_items_with_ties() -> None:
         39,
     ]  # noqa: E501
     items = list(range(64))
-    assert go_sort(items, lambda i: values[i], descending=False) == asc
-    assert go_sort(items, lambda i: values[i], descending=True) == desc
+    assert go_sorted(items, lambda i: values[i], descending=False) == asc
+    assert go_sorted(items, lambda i: values[i], descending=True) == desc
     # distinct keys: any correct sort agrees
-    assert go_sort([3, 1, 2], lambda x: x, descending=True) == [3, 2, 1]
+    assert go_sorted([3, 1, 2], lambda x: x, descending=True) == [3, 2, 1]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -15,12 +14,7 @@ import pytest
 from petcd.embed import Etcd
 from petcd.proto import rpc_pb2_grpc
 from petcd.server.config import ServerConfig
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from petcd.testing.harness import free_port
 
 
 def member_config(data_dir: Path, **overrides: object) -> ServerConfig:

@@ -325,43 +325,6 @@ def test_a_committed_write_is_answered_while_the_next_fsync_runs(
             gate.set()
 
 
-def test_raft_snapshots_never_write_the_wal_while_a_ready_is_being_written(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Entries are applied while the sync thread writes the WAL; a raft
-    snapshot those applies make due waits until the WAL is idle (the WAL is
-    written by one thread at a time)."""
-    real_persist, real_snapshot = RaftStorage.persist, RaftStorage.snapshot_at
-    writing = threading.Event()
-    overlaps: list[int] = []
-    taken: list[int] = []
-
-    def persist(storage: RaftStorage, hard_state: Any, entries: list[Any], snapshot: Any, sync: bool = True) -> None:
-        writing.set()
-        try:
-            time.sleep(0.002 if entries else 0)  # a slow disk: keeps the write in flight while the loop applies
-            real_persist(storage, hard_state, entries, snapshot, sync)
-        finally:
-            writing.clear()
-
-    def snapshot_at(storage: RaftStorage, index: int, conf_state: ConfState, data: bytes) -> Snapshot:
-        if writing.is_set():
-            overlaps.append(index)
-        taken.append(index)
-        return real_snapshot(storage, index, conf_state, data)
-
-    monkeypatch.setattr(RaftStorage, "persist", persist)
-    monkeypatch.setattr(RaftStorage, "snapshot_at", snapshot_at)
-    m = start_member(member_config(tmp_path / "m.petcd", snapshot_count=5))
-    try:
-        with concurrent.futures.ThreadPoolExecutor(8) as pool:
-            list(pool.map(lambda i: m.kv.Put(pb.PutRequest(key=b"k%d" % i, value=b"v"), timeout=60), range(300)))
-        assert len(taken) >= 5
-        assert not overlaps, f"raft snapshots taken during a WAL write at {overlaps}"
-    finally:
-        m.stop()
-
-
 def test_a_write_not_applied_within_the_request_timeout_times_out(
     member: Member, monkeypatch: pytest.MonkeyPatch
 ) -> None:

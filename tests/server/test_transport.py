@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import socket
 import struct
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine
@@ -26,6 +25,7 @@ from petcd.server.transport import (
     BadURLError,
     PeerTransport,
 )
+from petcd.testing.harness import free_port
 
 try:
     import uvloop
@@ -50,10 +50,6 @@ def run(request: pytest.FixtureRequest) -> Run[Any]:
     return _run
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 async def wait_until(cond: Callable[[], bool], timeout: float = 15.0, what: str = "condition") -> None:

@@ -1,0 +1,206 @@
+"""/metrics: Prometheus text through prometheus-client, with etcd's metric
+names and types for what petcd knows.
+
+Most values are read from the server when scraped (a collector, not
+counters updated on every request), so a scrape costs a few microseconds
+per metric and serving costs nothing. Calls are counted per method and
+code (grpc_server_started_total / grpc_server_handled_total) by the
+handlers themselves: the gRPC side registers them wrapped by ``counted``,
+and the gateway calls those same handlers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable, Iterator
+from typing import TYPE_CHECKING, Any
+
+from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector, ProcessCollector
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.exposition import generate_latest
+from prometheus_client.registry import Collector
+
+from petcd import stats
+
+if TYPE_CHECKING:
+    from petcd.server.etcd_server import EtcdServer
+
+# what etcd serves (the classic text format, which generate_latest writes)
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+CLUSTER_VERSION = "3.4.0"
+
+_CODE_NAMES = [
+    "OK", "Canceled", "Unknown", "InvalidArgument", "DeadlineExceeded", "NotFound", "AlreadyExists",
+    "PermissionDenied", "ResourceExhausted", "FailedPrecondition", "Aborted", "OutOfRange",
+    "Unimplemented", "Internal", "Unavailable", "DataLoss", "Unauthenticated",
+]
+
+
+def counted(impl: Callable[..., Any], kind: str, path: str) -> Callable[..., Any]:
+    """impl (a unary coroutine function, or an async generator function for
+    streams) counted in grpc_server_started_total and
+    grpc_server_handled_total under path ("/etcdserverpb.KV/Range") and
+    kind (unary, server_stream, bidi_stream). A call whose client went
+    away counts as Canceled."""
+    service, _, method = path.lstrip("/").partition("/")
+    started_key = (kind, service, method)
+    started, handled = stats.CALLS.started, stats.CALLS.handled
+
+    def done(code: int) -> None:
+        name = _CODE_NAMES[code] if 0 <= code < len(_CODE_NAMES) else "Unknown"
+        handled[(kind, service, method, name)] += 1
+
+    if kind == "unary":
+        async def unary(request: Any, context: Any) -> Any:
+            started[started_key] += 1
+            try:
+                resp = await impl(request, context)
+            except asyncio.CancelledError:
+                done(1)
+                raise
+            except Exception as exc:
+                done(_exc_code(exc))
+                raise
+            done(0)
+            return resp
+
+        return unary
+
+    async def streaming(request: Any, context: Any) -> AsyncIterator[Any]:
+        started[started_key] += 1
+        code = 0
+        gen = impl(request, context)
+        try:
+            async for item in gen:
+                yield item
+        except (asyncio.CancelledError, GeneratorExit):
+            code = 1
+            raise
+        except Exception as exc:
+            code = _exc_code(exc)
+            raise
+        finally:
+            done(code)
+            await gen.aclose()
+
+    return streaming
+
+
+def _exc_code(exc: BaseException) -> int:
+    """The gRPC status number an exception from a handler ends its call with."""
+    code = getattr(exc, "code", None)
+    if isinstance(code, int):
+        return int(code)
+    from petcd.api.errors import status_of
+
+    return int(status_of(exc)[0])
+
+
+class ServerCollector(Collector):
+    """etcd's server, mvcc, lease and gRPC metrics from a running EtcdServer."""
+
+    def __init__(self, server: EtcdServer) -> None:
+        self.s = server
+        self.calls = stats.CALLS
+
+    def collect(self) -> Iterator[Metric]:
+        s = self.s
+        leader = _safe(lambda: s.leader, 0)
+        yield _gauge("etcd_server_has_leader", "Whether or not a leader exists. 1 is existence, 0 is not.",
+                     1 if leader else 0)
+        yield _gauge("etcd_server_is_leader", "Whether or not this member is a leader. 1 if is, 0 otherwise.",
+                     1 if _safe(lambda: s.node.is_leader(), False) else 0)
+        yield _gauge("etcd_server_is_learner", "Whether or not this member is a learner. 1 if is, 0 otherwise.",
+                     1 if _safe(lambda: s.membership.is_learner(), False) else 0)
+        sid = GaugeMetricFamily("etcd_server_id", "Server or member ID in hexadecimal format. 1 for 'server_id' label with current ID.",
+                                labels=["server_id"])
+        sid.add_metric([format(_safe(lambda: s.member_id, 0), "x")], 1)
+        yield sid
+        from petcd.server.etcd_server import ETCD_VERSION
+
+        ver = GaugeMetricFamily("etcd_server_version", "Which version is running. 1 for 'server_version' label with current version.",
+                                labels=["server_version"])
+        ver.add_metric([ETCD_VERSION], 1)
+        yield ver
+        cver = GaugeMetricFamily("etcd_cluster_version", "Which version is running. 1 for 'cluster_version' label with current cluster version",
+                                 labels=["cluster_version"])
+        cver.add_metric([CLUSTER_VERSION.rsplit(".", 1)[0]], 1)
+        yield cver
+        yield CounterMetricFamily("etcd_server_leader_changes_seen_total", "The number of leader changes seen.",
+                                  value=stats.SERVER.leader_changes)
+        yield _gauge("etcd_server_proposals_committed_total", "The total number of consensus proposals committed.",
+                     _safe(lambda: s.node.commit, 0))
+        yield _gauge("etcd_server_proposals_applied_total", "The total number of consensus proposals applied.",
+                     _safe(lambda: s.applied_index, 0))
+        yield _gauge("etcd_server_quota_backend_bytes", "Current backend storage quota size in bytes.",
+                     _safe(lambda: s.cfg.quota_bytes(), 0))
+        size = _safe(lambda: s.backend.size(), 0)
+        yield _gauge("etcd_mvcc_db_total_size_in_bytes", "Total size of the underlying database physically allocated in bytes.", size)
+        yield _gauge("etcd_debugging_mvcc_db_total_size_in_bytes", "Total size of the underlying database physically allocated in bytes.", size)
+        yield _gauge("etcd_mvcc_db_total_size_in_use_in_bytes", "Total size of the underlying database logically in use in bytes.",
+                     _safe(lambda: s.backend.size_in_use(), 0))
+        yield _gauge("etcd_debugging_mvcc_keys_total", "Total number of keys.", _safe(lambda: len(s.kv.index), 0))
+        yield _gauge("etcd_debugging_mvcc_current_revision", "The current revision of store.", _safe(lambda: s.kv.rev, 0))
+        yield _gauge("etcd_debugging_mvcc_compact_revision", "The revision of the last compaction in store.",
+                     _safe(lambda: s.kv.compact_rev, 0))
+        yield _gauge("etcd_debugging_lease_total", "The number of leases.", _safe(lambda: len(s.lessor.leases), 0))
+        yield _histogram("etcd_disk_wal_fsync_duration_seconds",
+                         "The latency distributions of fsync called by WAL.", stats.WAL_FSYNC)
+        yield _histogram("etcd_disk_backend_commit_duration_seconds",
+                         "The latency distributions of commit called by backend.", stats.BACKEND_COMMIT)
+        ops = stats.MVCC
+        for name, doc, value in (
+            ("etcd_mvcc_range_total", "Total number of ranges seen by this member.", ops.range),
+            ("etcd_mvcc_put_total", "Total number of puts seen by this member.", ops.put),
+            ("etcd_mvcc_delete_total", "Total number of deletes seen by this member.", ops.delete),
+            ("etcd_mvcc_txn_total", "Total number of txns seen by this member.", ops.txn),
+        ):
+            yield CounterMetricFamily(name, doc, value=value)
+        started = CounterMetricFamily("grpc_server_started_total", "Total number of RPCs started on the server.",
+                                      labels=["grpc_type", "grpc_service", "grpc_method"])
+        for key, n in sorted(self.calls.started.items()):
+            started.add_metric(list(key), n)
+        yield started
+        handled = CounterMetricFamily("grpc_server_handled_total",
+                                      "Total number of RPCs completed on the server, regardless of success or failure.",
+                                      labels=["grpc_type", "grpc_service", "grpc_method", "grpc_code"])
+        for hkey, n in sorted(self.calls.handled.items()):
+            handled.add_metric(list(hkey), n)
+        yield handled
+
+
+def _gauge(name: str, doc: str, value: float) -> GaugeMetricFamily:
+    return GaugeMetricFamily(name, doc, value=value)
+
+
+def _histogram(name: str, doc: str, h: stats.Histogram) -> HistogramMetricFamily:
+    buckets = [(_bound(b), n) for b, n in h.cumulative()]
+    return HistogramMetricFamily(name, doc, buckets=buckets, sum_value=h.sum)
+
+
+def _bound(b: float) -> str:
+    return "+Inf" if b == float("inf") else repr(b)
+
+
+def _safe(fn: Any, default: Any) -> Any:
+    """A value read from a server that may be starting or stopping."""
+    try:
+        return fn()
+    except Exception:
+        return default
+
+
+class Metrics:
+    """One server's registry: its own metrics plus process, platform and
+    garbage-collector metrics (process_resident_memory_bytes, which
+    ``etcdctl check datascale`` reads, among them)."""
+
+    def __init__(self, server: EtcdServer) -> None:
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.registry.register(ServerCollector(server))
+        ProcessCollector(registry=self.registry)
+        PlatformCollector(registry=self.registry)
+        GCCollector(registry=self.registry)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

@@ -1,0 +1,68 @@
+"""etcd's JSON mapping (petcd/api/jsonpb.py), byte for byte as etcd's
+gateway prints it, and its reading rules."""
+
+from __future__ import annotations
+
+import pytest
+
+from petcd.api import jsonpb
+from petcd.proto import kv_pb2, rpc_pb2
+
+
+def test_output_matches_etcd() -> None:
+    resp = rpc_pb2.RangeResponse(count=1)
+    resp.header.revision = 3
+    resp.header.cluster_id = 18446744073709551615
+    resp.kvs.add(key=b"a<b>&", value=b"", create_revision=2, version=1)
+    assert jsonpb.to_json(resp) == (
+        b'{"header":{"cluster_id":"18446744073709551615","revision":"3"},'
+        b'"kvs":[{"key":"YTxiPiY=","create_revision":"2","version":"1"}],"count":"1"}'
+    )
+    ev = kv_pb2.Event(type=kv_pb2.Event.DELETE, kv=kv_pb2.KeyValue(key=b"k", mod_revision=9))
+    assert jsonpb.to_json(ev) == b'{"type":"DELETE","kv":{"key":"aw==","mod_revision":"9"}}'
+    assert jsonpb.to_json(rpc_pb2.HashResponse(hash=540204279)) == b'{"hash":540204279}'
+    st = rpc_pb2.StatusResponse(version="3.4.23", dbSize=20480, raftIndex=10)
+    assert jsonpb.to_json(st) == b'{"version":"3.4.23","dbSize":"20480","raftIndex":"10"}'
+    # Go escapes HTML characters and the two line separators, and writes other text as UTF-8
+    assert jsonpb.dumps({"m": "<&>\u2028é"}) == '{"m":"\\u003c\\u0026\\u003e\\u2028é"}'.encode()
+
+
+def test_reading() -> None:
+    r = jsonpb.parse(b'{"key":"Zm9v","rangeEnd":"AA==","limit":"5","revision":3,"sort_order":"DESCEND",'
+                     b'"sortTarget":2,"keys_only":true,"unknown":{"x":1},"count_only":null}', rpc_pb2.RangeRequest())
+    assert (r.key, r.range_end, r.limit, r.revision) == (b"foo", b"\0", 5, 3)
+    assert (r.sort_order, r.sort_target, r.keys_only, r.count_only) == (2, 2, True, False)
+    txn = jsonpb.parse(b'{"compare":[{"key":"YQ==","target":"VALUE","result":"EQUAL","value":"Yg=="}],'
+                       b'"success":[{"request_put":{"key":"YQ==","value":"Yw=="}}]}', rpc_pb2.TxnRequest())
+    assert txn.compare[0].value == b"b" and txn.success[0].request_put.value == b"c"
+
+
+@pytest.mark.parametrize(("body", "message"), [
+    (b'{"key":"!!!"}', "illegal base64 data at input byte 0"),
+    (b'{"key":"Zm9v!"}', "illegal base64 data at input byte 4"),
+    (b'{"key":123}', "json: cannot unmarshal number into Go value of type []uint8"),
+    (b'{"keys_only":"yes"}', "json: cannot unmarshal string into Go value of type bool"),
+    (b'{"limit":1.5}', "json: cannot unmarshal number 1.5 into Go value of type int64"),
+    (b'{"sort_order":"SIDEWAYS"}', 'unknown value "SIDEWAYS" for enum etcdserverpb.RangeRequest_SortOrder'),
+    (b"{bad", "invalid character 'b' looking for beginning of object key string"),
+    (b'{"key":"Zm9v"} x', "invalid character 'x' after top-level value"),
+    (b"[1]", "json: cannot unmarshal array into Go value of type map[string]json.RawMessage"),
+    (b'{"limit":"x"}', "invalid character 'x' looking for beginning of value"),
+    (b'{"limit":"99999999999999999999"}', "json: cannot unmarshal number 99999999999999999999 into Go value of type int64"),
+    (b'{"revision":-1.0}', "json: cannot unmarshal number -1.0 into Go value of type int64"),
+    (b'{"key":"Zm9"}', "illegal base64 data at input byte 0"),
+    (b'{"key":"Zm9v"', "unexpected EOF"),
+])
+def test_refusals_in_gos_words(body: bytes, message: str) -> None:
+    with pytest.raises(jsonpb.JsonError) as exc:
+        jsonpb.parse(body, rpc_pb2.RangeRequest())
+    assert str(exc.value) == message
+
+
+def test_object_stream() -> None:
+    st = jsonpb.ObjectStream()
+    assert st.feed(b'{"a":1}{"b') == [{"a": 1}]
+    assert st.feed(b'":"x\xc3') == []
+    assert st.feed(b'\xa9"} \n{"c":2}') == [{"b": "x\u00e9"}, {"c": 2}]
+    with pytest.raises(jsonpb.JsonError):
+        st.feed(b"{bad")
