@@ -292,6 +292,7 @@ class H2Protocol(asyncio.Protocol):
         self.client_cn = ""
         self.paused = False  # the transport's write buffer is over its high-water mark
         self.flush_scheduled = False
+        self.ack_timer_pending = False  # a PING ACK waits for a response write, at most PING_ACK_DELAY
         self.last_flush = 0.0  # loop.time() of the last scheduled flush
         self.closing = False
         self.closed = False
@@ -328,9 +329,10 @@ class H2Protocol(asyncio.Protocol):
             else:
                 self._on_other(ev)
         if self.calls and not self.closing and _only_ping_acks(self.conn.out):
-            if not self.flush_scheduled:
-                self.flush_scheduled = True
-                self.loop.call_later(PING_ACK_DELAY, self._flush_cb)
+            # its own timer: schedule_flush's flag must not hold responses back
+            if not self.ack_timer_pending:
+                self.ack_timer_pending = True
+                self.loop.call_later(PING_ACK_DELAY, self._flush_ping_acks)
             return
         self._write()
 
@@ -380,6 +382,10 @@ class H2Protocol(asyncio.Protocol):
                 self.loop.call_at(due, self._flush_cb)
                 return
         self.loop.call_soon(self._flush_cb)
+
+    def _flush_ping_acks(self) -> None:
+        self.ack_timer_pending = False
+        self._write()
 
     def _flush_cb(self) -> None:
         self.flush_scheduled = False

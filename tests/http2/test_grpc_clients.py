@@ -516,3 +516,23 @@ def test_ping_ack_is_not_held_past_the_delay(served: Served) -> None:
     assert c.until(f.PING, timeout=4).flags & f.FLAG_ACK
     assert time.monotonic() - t0 < 4
     c.close()
+
+
+def test_a_held_ping_ack_never_holds_back_responses(served: Served, monkeypatch: pytest.MonkeyPatch) -> None:
+    """While a PING ACK waits for a response write, responses of calls that
+    finish alongside other running calls still go out at once."""
+    monkeypatch.setattr(srv, "PING_ACK_DELAY", 20.0)
+    c = RawClient(served.addr)
+    c.request(1, "/test.Echo/Unary", b"")
+    c.response(1)  # the SETTINGS exchange is over: the next output is the PING ACK alone
+    c.request(3, "/test.Echo/Slow", BytesValue(value=b"30").SerializeToString())  # keeps a call running
+    queued: list[bytes] = []
+    c.send = queued.append  # type: ignore[method-assign,assignment]
+    c.request(5, "/test.Echo/Slow", BytesValue(value=b"0.05").SerializeToString())
+    del c.send
+    c.send(b"".join(queued) + f.ping(b"12345678"))  # the ACK is held: calls 1 and 3 run
+    started = time.monotonic()
+    headers, _ = c.response(5, timeout=15)
+    assert headers["grpc-status"] == "0"
+    assert time.monotonic() - started < 10, "the response waited for the held PING ACK's timer"
+    c.close()
