@@ -9,6 +9,7 @@ in-process cluster's members share them)."""
 from __future__ import annotations
 
 import bisect
+import time
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -58,9 +59,63 @@ class MvccOps:
 @dataclass
 class ServerEvents:
     """etcd_server_leader_changes_seen_total: leaders this process's member
-    has seen come (a member's first leader included, as etcd counts)."""
+    has seen come (a member's first leader included, as etcd counts);
+    etcd_server_slow_apply_total: applies that took over SLOW_APPLY_SECONDS;
+    etcd_server_proposals_failed_total: proposals that never got their
+    result (refused for want of a leader, timed out, cancelled);
+    etcd_server_heartbeat_send_failures_total: heartbeats a leader sent
+    later than twice the heartbeat interval after the previous one to the
+    same follower (a loaded loop or a slow disk, as etcd's leader warns)."""
 
     leader_changes: int = 0
+    slow_applies: int = 0
+    proposals_failed: int = 0
+    heartbeat_send_failures: int = 0
+
+
+# etcd's warnApplyDuration
+SLOW_APPLY_SECONDS = 0.1
+
+
+class HeartbeatTimes:
+    """When a leader last sent a heartbeat to each follower, to count the late
+    ones (etcd_server_heartbeat_send_failures_total). Keyed by (from, to) so
+    in-process members do not mix; forgotten on every leader change, since
+    only a leader's consecutive heartbeats are comparable."""
+
+    def __init__(self) -> None:
+        self.last: dict[tuple[int, int], float] = {}
+        self.max_gap = 0.2  # twice etcd's default heartbeat interval; the server sets its own
+
+    def sent(self, frm: int, to: int) -> None:
+        now = time.monotonic()
+        prev = self.last.get((frm, to))
+        self.last[(frm, to)] = now
+        if prev is not None and now - prev > self.max_gap:
+            SERVER.heartbeat_send_failures += 1
+
+    def reset(self, max_gap: float) -> None:
+        """A leader change; max_gap: twice the heartbeat interval, in seconds."""
+        self.last.clear()
+        self.max_gap = max_gap
+
+
+@dataclass
+class Leases:
+    """etcd_debugging_lease_{granted,revoked,renewed}_total and the TTLs granted
+    (etcd_debugging_lease_ttl_total, a histogram of seconds)."""
+
+    granted: int = 0
+    revoked: int = 0
+    renewed: int = 0
+    ttls: Histogram = field(default_factory=lambda: Histogram(_exponential(1, 2, 24)))
+
+
+@dataclass
+class Watches:
+    """etcd_debugging_mvcc_events_total: events handed to watch streams."""
+
+    events: int = 0
 
 
 @dataclass
@@ -70,6 +125,13 @@ class Calls:
 
     started: Counter[tuple[str, str, str]] = field(default_factory=Counter)
     handled: Counter[tuple[str, str, str, str]] = field(default_factory=Counter)
+    # grpc_server_handling_seconds by (type, service, method): kept only
+    # with --metrics extensive, as etcd
+    handling: dict[tuple[str, str, str], Histogram] = field(default_factory=dict)
+
+
+# prometheus' default buckets, which go-grpc-prometheus uses
+HANDLING_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 
 # etcd's buckets: 1 ms doubling 14 times (about 8 s)
@@ -77,4 +139,11 @@ WAL_FSYNC = Histogram(_exponential(0.001, 2, 14))
 BACKEND_COMMIT = Histogram(_exponential(0.001, 2, 14))
 MVCC = MvccOps()
 SERVER = ServerEvents()
+HEARTBEATS = HeartbeatTimes()
+LEASES = Leases()
+WATCHES = Watches()
 CALLS = Calls()
+# etcd_network_peer_{sent,received}_bytes_total by peer member id: raft
+# message frames written to (queued for) and read from each peer
+PEER_SENT: Counter[int] = Counter()
+PEER_RECEIVED: Counter[int] = Counter()

@@ -56,15 +56,16 @@ def build(server: EtcdServer, sockets: list[socket.socket], keepalive: http2.Kee
         tls_handshake_timeout=TLS_HANDSHAKE_TIMEOUT,
     )
     services = rpc_pb2.DESCRIPTOR.services_by_name
-    add_service(port, services["KV"], KVService(server))
-    add_service(port, services["Maintenance"], MaintenanceService(server))
-    add_service(port, services["Cluster"], ClusterService(server))
-    add_service(port, services["Lease"], LeaseService(server))
-    add_service(port, services["Watch"], WatchService(server))
-    add_service(port, services["Auth"], AuthService(server))
-    add_service(port, health_pb2.DESCRIPTOR.services_by_name["Health"], HealthService())
-    add_service(port, v3lock_pb2.DESCRIPTOR.services_by_name["Lock"], LockService(server))
-    add_service(port, v3election_pb2.DESCRIPTOR.services_by_name["Election"], ElectionService(server))
+    extensive = server.cfg.metrics == "extensive"
+    add_service(port, services["KV"], KVService(server), extensive)
+    add_service(port, services["Maintenance"], MaintenanceService(server), extensive)
+    add_service(port, services["Cluster"], ClusterService(server), extensive)
+    add_service(port, services["Lease"], LeaseService(server), extensive)
+    add_service(port, services["Watch"], WatchService(server), extensive)
+    add_service(port, services["Auth"], AuthService(server), extensive)
+    add_service(port, health_pb2.DESCRIPTOR.services_by_name["Health"], HealthService(), extensive)
+    add_service(port, v3lock_pb2.DESCRIPTOR.services_by_name["Lock"], LockService(server), extensive)
+    add_service(port, v3election_pb2.DESCRIPTOR.services_by_name["Election"], ElectionService(server), extensive)
     # HTTP/1.1 connections: the JSON gateway (calling the handlers just
     # registered), /health, /version, /metrics
     app = ClientHttp(server, {path.decode(): m.handler for path, m in port.methods.items()},
@@ -86,7 +87,7 @@ def _tls_contexts(server: EtcdServer, sockets: list[socket.socket]) -> list[Call
     return [tls.listener_context if parse_url(u).tls else None for u in urls]
 
 
-def add_service(port: http2.ClientPort, service: ServiceDescriptor, servicer: object) -> None:
+def add_service(port: http2.ClientPort, service: ServiceDescriptor, servicer: object, extensive: bool = False) -> None:
     """Register servicer's methods (named as in the .proto) for service.
     Requests are decoded here so that a malformed one gets etcd's answer
     (INTERNAL, "grpc: error unmarshalling request: ...")."""
@@ -101,7 +102,8 @@ def add_service(port: http2.ClientPort, service: ServiceDescriptor, servicer: ob
         else:
             kind = http2.Kind.UNARY
         path = f"/{service.full_name}/{m.name}"
-        impl = metrics.counted(impl, _KIND_LABELS[kind], path)  # grpc_server_{started,handled}_total
+        # grpc_server_{started,handled}_total, and grpc_server_handling_seconds if extensive
+        impl = metrics.counted(impl, _KIND_LABELS[kind], path, extensive)
         port.add(path, http2.Method(kind, _decoder(GetMessageClass(m.input_type)), _encode, impl))
 
 

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import os
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 
 from petcd.api.errors import abort_with
@@ -14,12 +17,63 @@ from petcd.http2.server import CallContext
 from petcd.proto import rpc_pb2
 from petcd.server.errors import ErrNoLeader, ErrNotSupported
 from petcd.server.etcd_server import EtcdServer
+from petcd.storage.errors import BackendError
+from petcd.storage.etcd_format import SIZE_HEADER
 from petcd.version import ETCD_VERSION
 
 Ctx = CallContext
 
-# etcd streams snapshots in 32 KiB blobs, then one blob with the sha256 of all.
+# etcd streams snapshots in 32 KiB blobs, then one blob with the sha256 of all;
+# petcd sends the same blobs (a client that caps its message size takes them as
+# it takes etcd's), read from the export child a MiB at a time (one
+# worker-thread hop per MiB).
 SNAPSHOT_CHUNK = 32 * 1024
+READ_CHUNK = 1024 * 1024
+
+
+def spawn_export(db_path: str) -> subprocess.Popen[bytes]:
+    """Start the child that writes the backend's committed state as etcd's
+    bbolt file down its stdout (8-byte size, then the file; see
+    petcd.storage.etcd_format.export_stream). It reads the live db file in
+    one LMDB read transaction: a consistent cut that never blocks this
+    process's writes nor holds its interpreter lock.
+
+    Called in a worker thread: subprocess.Popen's fork_exec in C, not the
+    event loop's own spawn (uvloop's fork in this many-threaded process
+    sometimes crashed the child before its exec: SIGSEGV, no output)."""
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p))
+    return subprocess.Popen(
+        [sys.executable, "-m", "petcd.storage.etcd_format", "export-stream", db_path],
+        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, bufsize=1 << 20,
+    )
+
+
+def _end_spawned(spawn: asyncio.Future[subprocess.Popen[bytes]]) -> None:
+    if spawn.cancelled() or spawn.exception() is not None:
+        return
+    proc = spawn.result()
+    proc.terminate()
+    asyncio.get_running_loop().run_in_executor(None, _reap, proc)
+
+
+def _reap(proc: subprocess.Popen[bytes]) -> None:
+    proc.wait()
+    for pipe in (proc.stdout, proc.stderr):
+        if pipe is not None:
+            pipe.close()
+
+
+def export_failure(proc: subprocess.Popen[bytes]) -> BackendError:
+    """Why the export child stopped short (blocking: call in a thread)."""
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+    err = proc.stderr.read() if proc.stderr is not None else b""
+    return BackendError(f"snapshot: building etcd's file format failed (exit status {proc.returncode}): "
+                        f"{err.decode(errors='replace')[-500:]}")
 
 
 class MaintenanceService:
@@ -80,25 +134,62 @@ class MaintenanceService:
     async def Snapshot(
         self, request: rpc_pb2.SnapshotRequest, context: Ctx
     ) -> AsyncIterator[rpc_pb2.SnapshotResponse]:
+        """etcd's bbolt file of this member's committed state, streamed while
+        a child process builds it, then its sha256 (etcdctl checks it)."""
         try:
             await self._admin(context)
-            self.s.backend.commit()
-            snap = await asyncio.to_thread(self.s.backend.snapshot)
+            self.s.backend.commit()  # the child's read transaction sees at least this
+            spawn = asyncio.ensure_future(asyncio.to_thread(spawn_export, self.s.backend.path))
+            try:
+                proc = await asyncio.shield(spawn)
+            except asyncio.CancelledError:
+                # the client gave up while the child was being started: the
+                # thread still starts it, so end it as soon as it exists
+                spawn.add_done_callback(_end_spawned)
+                raise
         except Exception as exc:
             await abort_with(context, exc)
+        assert proc.stdout is not None
+        out = proc.stdout
+        digest = hashlib.sha256()
+
+        def read_and_hash(n: int) -> bytes:
+            # in a worker thread: the wait and the hashing stay off the loop
+            blob = out.read(n)
+            digest.update(blob)
+            return blob
+
         try:
-            digest = hashlib.sha256()
-            remaining = snap.size
+            try:
+                head = await asyncio.to_thread(out.read, SIZE_HEADER.size)
+                if len(head) != SIZE_HEADER.size:
+                    raise await asyncio.to_thread(export_failure, proc)
+            except Exception as exc:
+                await abort_with(context, exc)
+            remaining = SIZE_HEADER.unpack(head)[0]
             while remaining > 0:
-                blob = await asyncio.to_thread(snap.read, min(SNAPSHOT_CHUNK, remaining))
-                if not blob:
-                    break
-                remaining -= len(blob)
-                digest.update(blob)
-                yield rpc_pb2.SnapshotResponse(remaining_bytes=remaining, blob=blob)
+                want = min(READ_CHUNK, remaining)
+                data = await asyncio.to_thread(read_and_hash, want)
+                if len(data) != want:
+                    await abort_with(context, await asyncio.to_thread(export_failure, proc))
+                for pos in range(0, want, SNAPSHOT_CHUNK):
+                    blob = data[pos : pos + SNAPSHOT_CHUNK]
+                    remaining -= len(blob)
+                    yield rpc_pb2.SnapshotResponse(remaining_bytes=remaining, blob=blob)
+            # the child checks at its end that the file matches its layout
+            # (the meta pages already sent): only then the hash
+            if await asyncio.to_thread(proc.wait) != 0:
+                await abort_with(context, await asyncio.to_thread(export_failure, proc))
             yield rpc_pb2.SnapshotResponse(remaining_bytes=0, blob=digest.digest())
         finally:
-            snap.close()
+            if proc.poll() is None:
+                # SIGTERM: the child unwinds and ends its LMDB read transaction
+                # (a killed reader's slot would pin old pages until the
+                # backend's next open)
+                proc.terminate()
+            # reaped, and its pipes closed, off the loop: a worker thread may
+            # still be inside a read until the child is gone
+            asyncio.get_running_loop().run_in_executor(None, _reap, proc)
 
     @unary
     async def MoveLeader(self, request: rpc_pb2.MoveLeaderRequest, context: Ctx) -> rpc_pb2.MoveLeaderResponse:

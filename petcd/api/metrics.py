@@ -12,6 +12,7 @@ and the gateway calls those same handlers.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -36,15 +37,20 @@ _CODE_NAMES = [
 ]
 
 
-def counted(impl: Callable[..., Any], kind: str, path: str) -> Callable[..., Any]:
+def counted(impl: Callable[..., Any], kind: str, path: str, extensive: bool = False) -> Callable[..., Any]:
     """impl (a unary coroutine function, or an async generator function for
     streams) counted in grpc_server_started_total and
     grpc_server_handled_total under path ("/etcdserverpb.KV/Range") and
     kind (unary, server_stream, bidi_stream). A call whose client went
-    away counts as Canceled."""
+    away counts as Canceled. extensive (etcd's --metrics extensive) also
+    times every call into grpc_server_handling_seconds; without it a call
+    costs no clock read."""
     service, _, method = path.lstrip("/").partition("/")
     started_key = (kind, service, method)
     started, handled = stats.CALLS.started, stats.CALLS.handled
+    if extensive:
+        timing = stats.CALLS.handling.setdefault(started_key, stats.Histogram(stats.HANDLING_BUCKETS))
+        return _timed(counted(impl, kind, path), kind, timing)
 
     def done(code: int) -> None:
         name = _CODE_NAMES[code] if 0 <= code < len(_CODE_NAMES) else "Unknown"
@@ -81,6 +87,33 @@ def counted(impl: Callable[..., Any], kind: str, path: str) -> Callable[..., Any
             raise
         finally:
             done(code)
+            await gen.aclose()
+
+    return streaming
+
+
+def _timed(impl: Callable[..., Any], kind: str, h: stats.Histogram) -> Callable[..., Any]:
+    """impl with the seconds from its start to its end (a stream's whole
+    life, as go-grpc-prometheus) observed into h, whatever the outcome."""
+    clock = time.perf_counter
+    if kind == "unary":
+        async def unary(request: Any, context: Any) -> Any:
+            t0 = clock()
+            try:
+                return await impl(request, context)
+            finally:
+                h.observe(clock() - t0)
+
+        return unary
+
+    async def streaming(request: Any, context: Any) -> AsyncIterator[Any]:
+        t0 = clock()
+        gen = impl(request, context)
+        try:
+            async for item in gen:
+                yield item
+        finally:
+            h.observe(clock() - t0)
             await gen.aclose()
 
     return streaming
@@ -132,6 +165,18 @@ class ServerCollector(Collector):
                      _safe(lambda: s.node.commit, 0))
         yield _gauge("etcd_server_proposals_applied_total", "The total number of consensus proposals applied.",
                      _safe(lambda: s.applied_index, 0))
+        yield _gauge("etcd_server_proposals_pending", "The current number of pending proposals to commit.",
+                     _safe(lambda: len(s.wait), 0))
+        srv = stats.SERVER
+        for name, doc, value in (
+            ("etcd_server_proposals_failed_total", "The total number of failed proposals seen.", srv.proposals_failed),
+            ("etcd_server_slow_apply_total",
+             "The total number of slow apply requests (likely overloaded from slow disk).", srv.slow_applies),
+            ("etcd_server_heartbeat_send_failures_total",
+             "The total number of leader heartbeat send failures (likely overloaded from slow disk).",
+             srv.heartbeat_send_failures),
+        ):
+            yield CounterMetricFamily(name, doc, value=value)
         yield _gauge("etcd_server_quota_backend_bytes", "Current backend storage quota size in bytes.",
                      _safe(lambda: s.cfg.quota_bytes(), 0))
         size = _safe(lambda: s.backend.size(), 0)
@@ -144,6 +189,28 @@ class ServerCollector(Collector):
         yield _gauge("etcd_debugging_mvcc_compact_revision", "The revision of the last compaction in store.",
                      _safe(lambda: s.kv.compact_rev, 0))
         yield _gauge("etcd_debugging_lease_total", "The number of leases.", _safe(lambda: len(s.lessor.leases), 0))
+        leases = stats.LEASES
+        for name, doc, value in (
+            ("etcd_debugging_lease_granted_total", "The total number of granted leases.", leases.granted),
+            ("etcd_debugging_lease_revoked_total", "The total number of revoked leases.", leases.revoked),
+            ("etcd_debugging_lease_renewed_total", "The number of renewed leases seen by the leader.", leases.renewed),
+        ):
+            yield CounterMetricFamily(name, doc, value=value)
+        yield _histogram("etcd_debugging_lease_ttl_total", "Bucketed histogram of lease TTLs.", leases.ttls)
+        yield _gauge("etcd_debugging_mvcc_watcher_total", "Total number of watchers.",
+                     _safe(lambda: s.watchable.watcher_count(), 0))
+        yield CounterMetricFamily("etcd_debugging_mvcc_events_total", "Total number of events sent by this member.",
+                                  value=stats.WATCHES.events)
+        sent = CounterMetricFamily("etcd_network_peer_sent_bytes_total", "The total number of bytes sent to peers.",
+                                   labels=["To"])
+        for peer, n in sorted(stats.PEER_SENT.items()):
+            sent.add_metric([format(peer, "x")], n)
+        yield sent
+        received = CounterMetricFamily("etcd_network_peer_received_bytes_total",
+                                       "The total number of bytes received from peers.", labels=["From"])
+        for peer, n in sorted(stats.PEER_RECEIVED.items()):
+            received.add_metric([format(peer, "x")], n)
+        yield received
         yield _histogram("etcd_disk_wal_fsync_duration_seconds",
                          "The latency distributions of fsync called by WAL.", stats.WAL_FSYNC)
         yield _histogram("etcd_disk_backend_commit_duration_seconds",
@@ -167,6 +234,14 @@ class ServerCollector(Collector):
         for hkey, n in sorted(self.calls.handled.items()):
             handled.add_metric(list(hkey), n)
         yield handled
+        if self.calls.handling:
+            seconds = HistogramMetricFamily(
+                "grpc_server_handling_seconds",
+                "Histogram of response latency (seconds) of gRPC that had been application-level handled by the server.",
+                labels=["grpc_type", "grpc_service", "grpc_method"])
+            for skey, h in sorted(self.calls.handling.items()):
+                seconds.add_metric(list(skey), [(_bound(b), n) for b, n in h.cumulative()], h.sum)
+            yield seconds
 
 
 def _gauge(name: str, doc: str, value: float) -> GaugeMetricFamily:

@@ -104,6 +104,8 @@ FLAGS: dict[str, Flag] = {
         Flag("grpc-keepalive-timeout", "grpc_keepalive_timeout_s", "duration", "20s",
              "Additional duration of wait before closing a non-responsive connection (0 to disable)."),
         Flag("enable-grpc-gateway", "enable_grpc_gateway", "bool", "true", "Enable GRPC gateway."),
+        Flag("metrics", "metrics", "str", "basic",
+             "Set level of detail for exported metrics, specify 'extensive' to include histogram metrics."),
         Flag("pre-vote", "pre_vote", "bool", "true",
              "Enable to run an additional Raft election phase (etcd 3.4's default is false; petcd's is true)."),
         Flag("listen-metrics-urls", "listen_metrics_urls", "list", "",
@@ -186,7 +188,6 @@ _UNSUPPORTED_LIST = (
     Unsupported("host-whitelist", "str", "*"),
     # profiling and monitoring
     Unsupported("enable-pprof", "bool", "false"),
-    Unsupported("metrics", "str", "basic"),
     # logging (deprecated in etcd)
     Unsupported("debug", "bool", "false"),
     Unsupported("log-package-levels", "str", ""),

@@ -52,6 +52,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from petcd.cli import cluster
 
         return cluster.main(args[1:])
+    if args and args[0] == "migrate":
+        from petcd.cli import migrate
+
+        return migrate.main(args[1:])
     if args and args[0] == "wal":
         from petcd.cli import wal
 
@@ -81,6 +85,15 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def run_server(cfg: ServerConfig, notices: list[tuple[int, str]]) -> int:
+    # First, before anything can open or create a file: an etcd data dir is
+    # refused untouched.
+    from petcd.storage.etcd_datadir import EtcdDataDirError, refuse_etcd_data_dir
+
+    try:
+        refuse_etcd_data_dir(cfg.data_dir, cfg.backend_path(), cfg.wal_dir())
+    except EtcdDataDirError as exc:
+        print(f"petcd: {exc}", file=sys.stderr)
+        return 1
     try:
         setup_logging(cfg.log_level, cfg.log_outputs)
     except LoggingSetupError as exc:

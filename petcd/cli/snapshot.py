@@ -1,16 +1,25 @@
 """`petcd snapshot restore` and `petcd snapshot status` (etcdutl's commands).
 
-A snapshot file, as `etcdctl snapshot save` writes it from petcd's
-Maintenance.Snapshot stream, is the backend's db file (an LMDB single-file
-environment) followed by the 32-byte SHA-256 of those bytes. The trailer is
-recognised as etcd recognises it: the file size is 32 more than a multiple of
-512 (db files are whole pages). A db file copied out of a data directory has
-no trailer and needs --skip-hash-check to be restored.
+A snapshot file is a db file followed by the 32-byte SHA-256 of its bytes,
+as `etcdctl snapshot save` writes it. The db is either etcd's format (a
+bbolt file: what etcd saves, and what petcd's Maintenance.Snapshot streams)
+or petcd's own (the LMDB backend file, as found in a petcd data dir at
+member/snap/db). The trailer is recognised as etcd recognises it: the file
+size is 32 more than a multiple of 512 (db files are whole pages). A db file
+copied out of a data directory has no trailer and needs --skip-hash-check to
+be restored. A file that is neither format, is shorter than its own meta
+page says (truncated), fails bbolt's consistency check or its trailer's
+sha256 is refused with a message that names which.
 
-Restore builds a new member's data directory from it: the db with the
-cluster's membership replaced by the one given on the command line, the
-consistent index set to the raft index the new log starts from, and a WAL
-and raft snapshot that put every restored member at that index, term 1.
+`status` prints what etcd prints for the same data: crc32c over every
+bucket's name and pairs (a petcd file is hashed as the bbolt file petcd
+would export from it), the newest revision, the number of pairs, the size.
+
+Restore builds a new member's data directory from it: the db (a bbolt file
+converted into petcd's backend) with the cluster's membership replaced by
+the one given on the command line, the consistent index set to the raft
+index the new log starts from, and a WAL and raft snapshot that put every
+restored member at that index, term 1.
 """
 
 from __future__ import annotations
@@ -22,16 +31,21 @@ import logging
 import math
 import os
 import shutil
+import struct
 import sys
 import tempfile
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import BinaryIO
 
+from petcd.mvcc.kvstore import crc32c
 from petcd.raft.types import ConfState, HardState, Snapshot, SnapshotMetadata
 from petcd.server import ids
 from petcd.server.config import ConfigError, ServerConfig
 from petcd.server.membership import MEMBERS_BUCKET, Member
-from petcd.storage.backend import BUCKETS, Backend
+from petcd.storage import bbolt
+from petcd.storage.backend import Backend
+from petcd.storage.etcd_format import etcd_buckets, import_bbolt
 
 log = logging.getLogger("petcd.snapshot")
 
@@ -73,22 +87,79 @@ class RestoreResult:
 
 # ---- reading the file -------------------------------------------------------------
 
+BBOLT = "bbolt"
+LMDB = "lmdb"
+_LMDB_MAGIC = 0xBEEFC0DE
+# LMDB's meta page (64-bit build): after the 16-byte page header, the magic
+# (u32); the page size sits in the free-page db's md_pad (offset 40), the last
+# page number and the txn id at offsets 136 and 144.
+_LMDB_PSIZE_AT = 40
+_LMDB_LAST_PG_AT = 136
 
-def _db_length(path: str, skip_hash_check: bool, *, require_hash: bool = True) -> int:
-    """The length of the db part of the file, after checking the trailer
-    (when there is one and skip_hash_check is false)."""
+
+def _head(path: str, n: int = 2 * 65536 + 256) -> bytes:
+    try:
+        with open(path, "rb") as f:
+            return f.read(n)
+    except OSError as exc:
+        raise SnapshotError(f"cannot open snapshot file {path!r}: {exc.strerror or exc}") from None
+
+
+def _lmdb_length(head: bytes) -> int | None:
+    """The bytes an LMDB file's newest meta page says it holds, or None
+    when the head is not LMDB's."""
+    if len(head) < 160 or struct.unpack_from("<I", head, 16)[0] != _LMDB_MAGIC:
+        return None
+    psize = struct.unpack_from("<I", head, _LMDB_PSIZE_AT)[0]
+    if not 512 <= psize <= 65536 or psize & (psize - 1):
+        return None
+    best = (-1, 0)
+    for off in (0, psize):
+        if off + 160 <= len(head) and struct.unpack_from("<I", head, off + 16)[0] == _LMDB_MAGIC:
+            last_pg, txnid = struct.unpack_from("<QQ", head, off + _LMDB_LAST_PG_AT)
+            best = max(best, (txnid, (last_pg + 1) * psize))
+    return best[1] if best[0] >= 0 else None
+
+
+def _kind(path: str, head: bytes) -> str:
+    if bbolt.is_bbolt(head):
+        return BBOLT
+    if _lmdb_length(head) is not None:
+        return LMDB
+    raise SnapshotError(
+        f"snapshot file {path!r} is not a snapshot: neither an etcd (bbolt) nor a petcd (LMDB) db file")
+
+
+def _open_snapshot(path: str, skip_hash_check: bool, *, require_hash: bool = True) -> tuple[str, int]:
+    """The file's format and the length of its db part, after checking that
+    the db is whole and (when there is a trailer and skip_hash_check is
+    false) that the trailer's sha256 matches. Each refusal says which check
+    failed: not a db file, truncated, or a checksum."""
     try:
         size = os.path.getsize(path)
     except OSError as exc:
         raise SnapshotError(f"cannot open snapshot file {path!r}: {exc.strerror or exc}") from None
+    head = _head(path)
+    kind = _kind(path, head)
     has_hash = size % 512 == HASH_SIZE
+    db_len = size - HASH_SIZE if has_hash else size
+    if kind == BBOLT:
+        try:
+            bbolt.BoltReader(path, db_len).close()
+        except bbolt.BoltFormatError as exc:
+            raise SnapshotError(f"snapshot file integrity check failed: {exc}") from None
+    else:
+        need = _lmdb_length(head) or 0
+        if need > db_len:
+            raise SnapshotError(
+                f"snapshot file integrity check failed: {path}: truncated: the db's meta page counts "
+                f"{need} bytes, the file holds {db_len}")
     if not has_hash:
         if require_hash and not skip_hash_check:
             raise SnapshotError("snapshot missing hash but --skip-hash-check=false")
-        return size
-    db_len = size - HASH_SIZE
+        return kind, size
     if skip_hash_check:
-        return db_len
+        return kind, db_len
     digest = hashlib.sha256()
     with open(path, "rb") as f:
         remaining = db_len
@@ -104,7 +175,7 @@ def _db_length(path: str, skip_hash_check: bool, *, require_hash: bool = True) -
         raise SnapshotError(
             f"snapshot file integrity check failed: expected sha256 {expected.hex()}, got {got.hex()}"
         )
-    return db_len
+    return kind, db_len
 
 
 def _copy_prefix(src: str, dst: str, length: int) -> None:
@@ -136,11 +207,41 @@ def _fsync_dir(path: str) -> None:
 # ---- status -----------------------------------------------------------------------
 
 
+def _etcd_status(buckets: Iterable[tuple[bytes, Iterable[tuple[bytes, bytes]]]], size: int) -> SnapshotStatus:
+    """etcd's snapshot status over buckets in bbolt order: crc32c of every
+    bucket's name and pairs, the newest revision of the key bucket, the
+    number of pairs."""
+    h = 0
+    total = 0
+    revision = 0
+    for name, items in buckets:
+        h = crc32c(name, h)
+        last = b""
+        for k, v in items:
+            h = crc32c(v, crc32c(k, h))
+            total += 1
+            last = k
+        if name == b"key" and len(last) >= 8:
+            revision = int.from_bytes(last[:8], "big")
+    return SnapshotStatus(hash=h, revision=revision, total_key=total, total_size=size)
+
+
 def status(path: str) -> SnapshotStatus:
-    """Describe a snapshot file without changing it: the backend's hash, the
-    newest revision in the key bucket, the number of entries in all buckets
-    (etcd's "total keys") and the db's size."""
-    db_len = _db_length(path, skip_hash_check=False, require_hash=False)
+    """Describe a snapshot file without changing it, as etcd does: the hash
+    of all buckets, the newest revision in the key bucket, the number of
+    entries in all buckets ("total keys") and the db's size. A petcd (LMDB)
+    file is described as the bbolt file petcd would export from it, so both
+    give the same numbers for the same data (the size excepted)."""
+    kind, db_len = _open_snapshot(path, skip_hash_check=False, require_hash=False)
+    if kind == BBOLT:
+        with bbolt.BoltReader(path, db_len) as reader:
+            errors = reader.check()
+            if errors:
+                raise SnapshotError(
+                    f"snapshot file integrity check failed. {len(errors)} errors found.\n" + "\n".join(errors))
+            root = reader.root()
+            buckets = ((name, b.items()) for name, b in root.buckets())
+            return _etcd_status(buckets, reader.size)
     with tempfile.TemporaryDirectory(prefix="petcd-snapshot-status-") as tmp:
         db_path = os.path.join(tmp, "db")
         _copy_prefix(path, db_path, db_len)  # the Backend may write on open; the original stays untouched
@@ -149,19 +250,9 @@ def status(path: str) -> SnapshotStatus:
         except Exception as exc:
             raise SnapshotError(f"snapshot file integrity check failed: cannot open it as a db: {exc}") from None
         try:
-            total = 0
-            revision = 0
-            for bucket in sorted(BUCKETS):
-                last = b""
-                for k, _ in backend.items(bucket):
-                    total += 1
-                    last = k
-                if bucket == "key" and len(last) >= 8:
-                    revision = int.from_bytes(last[:8], "big")
-            h = backend.hash()
+            return _etcd_status(etcd_buckets(backend.items), db_len)
         finally:
             backend.close()
-    return SnapshotStatus(hash=h, revision=revision, total_key=total, total_size=db_len)
 
 
 def humanize_bytes(n: int) -> str:
@@ -237,7 +328,7 @@ def restore(
     data_dir = cfg.data_dir
     if os.path.exists(data_dir) and (not os.path.isdir(data_dir) or os.listdir(data_dir)):
         raise SnapshotError(f'data-dir "{data_dir}" exists')
-    db_len = _db_length(path, skip_hash_check)
+    kind, db_len = _open_snapshot(path, skip_hash_check)
 
     cluster = cfg.initial_cluster_map()
     members = {ids.member_id(urls, cfg.initial_cluster_token): (n, urls) for n, urls in cluster.items()}
@@ -250,7 +341,10 @@ def restore(
         "path": path, "data-dir": data_dir, "wal-dir": cfg.wal_dir(), "snap-dir": cfg.snap_dir()}})
     try:
         os.makedirs(cfg.snap_dir(), exist_ok=True)
-        _copy_prefix(path, cfg.backend_path(), db_len)
+        if kind == BBOLT:
+            _import_bbolt(path, db_len, cfg.backend_path())
+        else:
+            _copy_prefix(path, cfg.backend_path(), db_len)
         _fsync_dir(cfg.snap_dir())
         _rewrite_membership(cfg.backend_path(), members, index)
         _write_raft_state(cfg, local_id, cid, sorted(members), index)
@@ -264,6 +358,22 @@ def restore(
     log.info("restored snapshot", extra={"fields": {
         "path": path, "data-dir": data_dir, "member-id": f"{local_id:x}", "cluster-id": f"{cid:x}"}})
     return RestoreResult(data_dir=data_dir, member_id=local_id, cluster_id=cid, index=index)
+
+
+def _import_bbolt(path: str, db_len: int, db_path: str) -> None:
+    """A petcd backend at db_path holding the bbolt file's buckets."""
+    with bbolt.BoltReader(path, db_len) as reader:
+        errors = reader.check()
+        if errors:
+            raise SnapshotError(
+                f"snapshot file integrity check failed. {len(errors)} errors found.\n" + "\n".join(errors))
+        backend = Backend(db_path)
+        try:
+            import_bbolt(reader, backend)
+        except bbolt.BoltFormatError as exc:
+            raise SnapshotError(f"snapshot file integrity check failed: {exc}") from None
+        finally:
+            backend.close()
 
 
 def _rewrite_membership(db_path: str, members: dict[int, tuple[str, list[str]]], index: int) -> None:

@@ -32,6 +32,7 @@ from collections.abc import Sequence
 
 from petcd.storage.backend import Backend
 from petcd.storage.errors import StorageError
+from petcd.storage.etcd_datadir import refuse_etcd_data_dir
 from petcd.storage.snap import Snapshotter
 from petcd.storage.wal import WAL, WalSnapshot, find_damage, repair, undo_repair
 
@@ -70,6 +71,7 @@ def main(argv: Sequence[str]) -> int:
     args = ap.parse_args(list(argv))
     wal_dir, snap_dir, db_path = _paths(args.data_dir)
     try:
+        refuse_etcd_data_dir(args.data_dir, db_path, wal_dir)  # etcd's WAL is not petcd's to cut
         if not WAL.exists(wal_dir):
             print(f"petcd wal repair: no WAL in {wal_dir}", file=sys.stderr)
             return 1

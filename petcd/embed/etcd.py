@@ -14,6 +14,7 @@ from petcd.api.http_app import ClientHttp, metrics_only
 from petcd.http2.server import ClientPort
 from petcd.server.config import ServerConfig
 from petcd.server.etcd_server import EtcdServer
+from petcd.storage.etcd_datadir import refuse_etcd_data_dir
 
 log = logging.getLogger("petcd.embed")
 
@@ -21,6 +22,8 @@ log = logging.getLogger("petcd.embed")
 class Etcd:
     def __init__(self, cfg: ServerConfig) -> None:
         self.cfg = cfg
+        # an etcd member's data dir is refused before anything touches it
+        refuse_etcd_data_dir(cfg.data_dir, cfg.backend_path(), cfg.wal_dir())
         self._server: EtcdServer | None = None
         self._port: ClientPort | None = None
         self._metrics: list[http1.Http1Server] = []

@@ -523,6 +523,10 @@ class H2Protocol(asyncio.Protocol):
             if call is not None:
                 self._abandon(call)
         elif t is h2.WindowUpdated:
+            # the update releases queued DATA: written data resets the ping
+            # strikes, as grpc-go's server does (a client's BDP pings while a
+            # flow-controlled stream drains are not abuse)
+            self.reset_strikes = True
             self._wake_drains()
         elif t is h2.TrailersReceived:
             call = self.calls.get(ev.stream_id)  # type: ignore[attr-defined]

@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from petcd import stats
 from petcd.proto import kv_pb2, lease_pb2
 
 LEASE_BUCKET = "lease"
@@ -98,6 +99,8 @@ class Lessor:
             lease.expiry = self.clock() + lease.ttl
         self.leases[lease_id] = lease
         self.store.put(LEASE_BUCKET, lease_key(lease_id), lease.to_pb().SerializeToString())
+        stats.LEASES.granted += 1  # etcd_debugging_lease_granted_total
+        stats.LEASES.ttls.observe(lease.ttl)  # etcd_debugging_lease_ttl_total
         return lease
 
     def revoke(self, lease_id: int) -> list[bytes]:
@@ -107,6 +110,7 @@ class Lessor:
         if lease is None:
             raise ErrLeaseNotFound()
         self.store.delete(LEASE_BUCKET, lease_key(lease_id))
+        stats.LEASES.revoked += 1  # etcd_debugging_lease_revoked_total
         return sorted(lease.keys)
 
     def checkpoint(self, lease_id: int, remaining_ttl: int) -> None:
@@ -162,6 +166,7 @@ class Lessor:
             raise ErrLeaseNotFound()
         lease.remaining_ttl = 0
         lease.expiry = self.clock() + lease.ttl
+        stats.LEASES.renewed += 1  # etcd_debugging_lease_renewed_total
         return lease.ttl
 
     def expired(self, limit: int = 1000) -> list[int]:

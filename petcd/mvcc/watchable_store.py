@@ -27,6 +27,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from petcd import stats
 from petcd.mvcc.key_range import KeyRange
 from petcd.proto import kv_pb2
 
@@ -196,6 +197,10 @@ class WatchableStore:
                 self._park(w, w.next_rev)
         self._kick.set()
 
+    def watcher_count(self) -> int:
+        """Watchers registered, synced or catching up (etcd_debugging_mvcc_watcher_total)."""
+        return sum(len(g.watchers) for g in self._groups.values()) + len(self._unsynced)
+
     def synced_watchers(self) -> list[Watcher]:
         return [w for g in self._groups.values() for w in g.watchers]
 
@@ -247,6 +252,7 @@ class WatchableStore:
                     continue
                 if w.sink.offer(WatchBatch(w, selected, rev, size=size)):
                     w.next_rev = rev + 1
+                    stats.WATCHES.events += len(selected)  # etcd_debugging_mvcc_events_total
                 else:
                     self._park(w, rev)
 
@@ -315,6 +321,7 @@ class WatchableStore:
             selected, size = found
             if selected and not w.sink.offer(WatchBatch(w, selected, last, size=size)):
                 continue  # still full; its stream resumes the store when it drains
+            stats.WATCHES.events += len(selected)  # etcd_debugging_mvcc_events_total
             progressed = True
             w.next_rev = end_rev
             if end_rev > cur:

@@ -92,6 +92,8 @@ class ServerConfig:
     peer_cert_allowed_cn: str = ""
     # The JSON gateway on the client port (/health, /version, /metrics are served either way).
     enable_grpc_gateway: bool = True
+    # --metrics: "extensive" adds grpc_server_handling_seconds (any other value is basic, as etcd takes it).
+    metrics: str = "basic"
     # Extra listeners serving /metrics and /health only, as etcd's --listen-metrics-urls.
     listen_metrics_urls: list[str] = field(default_factory=list)
     # auth: the token scheme (--auth-token), simple tokens' TTL in seconds, bcrypt's cost

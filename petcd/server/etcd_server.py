@@ -20,6 +20,7 @@ import asyncio
 import functools
 import logging
 import os
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -394,7 +395,10 @@ class EtcdServer:
             or (req.HasField("put") and req.put.lease and self.state.auth.enabled)  # auth checks its keys
         ):
             self.state.lease_keys.finish()
+        started = time.perf_counter()
         applied = self.applier.apply(req, e.index)
+        if time.perf_counter() - started > stats.SLOW_APPLY_SECONDS:
+            stats.SERVER.slow_applies += 1  # etcd_server_slow_apply_total
         if applied.compaction is not None:
             self._run_compaction(applied.compaction)
         if applied.error is not None:
@@ -525,6 +529,7 @@ class EtcdServer:
         log.info("raft leader changed from %x to %x", old, new)
         if new != 0:
             stats.SERVER.leader_changes += 1  # etcd_server_leader_changes_seen_total
+        stats.HEARTBEATS.reset(2 * self.cfg.heartbeat_interval_ms / 1000)  # etcd_server_heartbeat_send_failures_total
         if new == self.member_id:
             # a new leader gives every lease a whole TTL, so none expires
             # merely because leadership moved
@@ -544,6 +549,8 @@ class EtcdServer:
         for m in msgs:
             if m.type == MessageType.MsgSnap:
                 self.background.spawn(self._send_snapshot(m), f"send-snapshot-{m.to:x}")
+            elif m.type == MessageType.MsgHeartbeat:
+                stats.HEARTBEATS.sent(m.from_, m.to)  # etcd_server_heartbeat_send_failures_total
 
     async def _send_snapshot(self, m: Message) -> None:
         """A follower needs a snapshot: send our whole backend, described as
@@ -667,6 +674,7 @@ class EtcdServer:
             await self._until_taken(feed, deadline)
         except BaseException:
             self.wait.cancel(req_id)
+            stats.SERVER.proposals_failed += 1  # etcd_server_proposals_failed_total
             raise
         self.node.notify()
         # a timer on the future itself, not asyncio.wait_for: that wraps it
@@ -674,8 +682,12 @@ class EtcdServer:
         timer = loop.call_at(deadline, _expire, fut)
         try:
             return await fut
+        except asyncio.CancelledError:  # the client went away (etcd counts it failed too)
+            stats.SERVER.proposals_failed += 1  # etcd_server_proposals_failed_total
+            raise
         except TimeoutError:
             self.wait.cancel(req_id)
+            stats.SERVER.proposals_failed += 1  # etcd_server_proposals_failed_total
             raise (ErrTimeoutDueToLeaderFail() if self.node.lead == 0 else ErrTimeout()) from None
         finally:
             timer.cancel()

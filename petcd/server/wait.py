@@ -24,6 +24,10 @@ class Wait:
         self._pending[req_id] = fut
         return fut
 
+    def __len__(self) -> int:
+        """Proposals waiting for their result (etcd_server_proposals_pending)."""
+        return len(self._pending)
+
     def is_registered(self, req_id: int) -> bool:
         return req_id in self._pending
 

@@ -126,7 +126,7 @@ def test_unsupported_flags_at_etcds_default_are_accepted() -> None:
 def test_broad_list_of_etcd_flags_is_known() -> None:
     for name in ("client-crl-file", "cipher-suites", "tls-min-version", "peer-crl-file",
                  "peer-cert-allowed-hostname", "discovery", "discovery-srv", "proxy", "enable-v2",
-                 "cors", "force-new-cluster", "strict-reconfig-check", "metrics",
+                 "cors", "force-new-cluster", "strict-reconfig-check",
                  "experimental-initial-corrupt-check", "max-wals", "max-concurrent-streams"):
         assert name in UNSUPPORTED
     assert not set(UNSUPPORTED) & set(FLAGS)
@@ -162,6 +162,14 @@ def test_listen_metrics_urls() -> None:
     assert cfg_of([]).listen_metrics_urls == []
     assert cfg_of(["--listen-metrics-urls", "http://127.0.0.1:1,http://127.0.0.1:2"]).listen_metrics_urls == [
         "http://127.0.0.1:1", "http://127.0.0.1:2"]
+
+
+def test_metrics_level() -> None:
+    """--metrics basic|extensive; etcd takes any other word as basic."""
+    assert cfg_of([]).metrics == "basic"
+    assert cfg_of(["--metrics", "extensive"]).metrics == "extensive"
+    assert cfg_of([]) == cfg_of(["--metrics=basic"])
+    assert cfg_of(["--metrics", "bogus"]).metrics == "bogus"
 
 
 def test_missing_value_and_bad_number() -> None:

@@ -26,6 +26,8 @@ from petcd.proto import kv_pb2
 from petcd.server import ids
 from petcd.server.membership import Member
 from petcd.storage.backend import Backend
+from petcd.storage.etcd_format import export_live
+from petcd.testing.harness import require_binary
 
 from .conftest import REPO, PetcdProcess, etcdctl, need_server_and_etcdctl, run_petcd
 
@@ -63,15 +65,27 @@ def save_snapshot(be: Backend, dest: Path, *, trailer: bool = True) -> bytes:
     return db
 
 
+def etcd_hash_of_export(db_path: str, tmp: Path) -> int:
+    """The hash real etcdctl reports for the bbolt file petcd exports from
+    the (closed) backend at db_path."""
+    with open(tmp / "export.bbolt", "w+b") as out:
+        export_live(db_path, out.fileno())
+    cp = subprocess.run([require_binary("etcdctl"), "snapshot", "status", str(tmp / "export.bbolt"), "-w", "json"],
+                        capture_output=True, text=True, timeout=60, env=dict(os.environ, ETCDCTL_API="3"))
+    assert cp.returncode == 0, cp.stderr
+    return int(json.loads(cp.stdout)["hash"])
+
+
 @pytest.fixture
 def snapshot_file(tmp_path: Path) -> tuple[Path, bytes, int]:
+    """A petcd (LMDB) db file with its sha256 trailer, and the hash etcd
+    gives the same data in its own format."""
     be = make_db(tmp_path / "src" / "db")
     try:
         db = save_snapshot(be, tmp_path / "snap.db")
-        h = be.hash()
     finally:
         be.close()
-    return tmp_path / "snap.db", db, h
+    return tmp_path / "snap.db", db, etcd_hash_of_export(be.path, tmp_path)
 
 
 # ---- status -----------------------------------------------------------------------
@@ -81,8 +95,9 @@ def test_status_reports_hash_revision_keys_and_size(snapshot_file: tuple[Path, b
     path, db, h = snapshot_file
     before = path.read_bytes()
     st = status(str(path))
-    # 20 revisions + 1 member + 1 removed member + the consistent index
-    assert st == SnapshotStatus(hash=h, revision=21, total_key=23, total_size=len(db))
+    # 20 revisions + 1 member + 1 removed member + the consistent index and
+    # term + the cluster version: the pairs of the bbolt file petcd exports
+    assert st == SnapshotStatus(hash=h, revision=21, total_key=25, total_size=len(db))
     assert path.read_bytes() == before
 
 
@@ -110,7 +125,7 @@ def test_status_command_json(snapshot_file: tuple[Path, bytes, int]) -> None:
     r = subprocess.run([sys.executable, "-m", "petcd", "snapshot", "status", str(path), "-w", "json"],
                        capture_output=True, text=True, timeout=60, cwd=REPO)
     assert r.returncode == 0, r.stderr
-    assert json.loads(r.stdout) == {"hash": h, "revision": 21, "totalKey": 23, "totalSize": len(db)}
+    assert json.loads(r.stdout) == {"hash": h, "revision": 21, "totalKey": 25, "totalSize": len(db)}
 
 
 # ---- restore ----------------------------------------------------------------------
@@ -244,3 +259,72 @@ def test_etcdctl_snapshot_save_then_restore_then_serve(tmp_path: Path, processes
     w = etcdctl(b.client, "put", "after", "restore")
     assert w.returncode == 0, w.stderr + b.log()
     assert b.stop() == 0, b.log()
+
+
+# ---- bbolt (etcd format) snapshots: refusals say which check failed ------------------
+
+
+@pytest.fixture
+def bbolt_snapshot(tmp_path: Path) -> Path:
+    """The snapshot etcdctl saves from petcd: the bbolt export and its sha256."""
+    make_db(tmp_path / "src" / "db").close()
+    with open(tmp_path / "export.bbolt", "w+b") as out:
+        export_live(str(tmp_path / "src" / "db"), out.fileno())
+    body = (tmp_path / "export.bbolt").read_bytes()
+    (tmp_path / "bbolt.snap").write_bytes(body + hashlib.sha256(body).digest())
+    return tmp_path / "bbolt.snap"
+
+
+def test_status_and_restore_of_a_bbolt_snapshot(bbolt_snapshot: Path, tmp_path: Path) -> None:
+    st = status(str(bbolt_snapshot))
+    assert (st.revision, st.total_key) == (21, 25)
+    restore(str(bbolt_snapshot), str(tmp_path / "out"))
+    be = Backend(str(tmp_path / "out" / "member" / "snap" / "db"))
+    try:
+        assert len(list(be.items("key"))) == 20
+        assert be.consistent_index() == (1, 1)  # the new log's start, as for any restore
+    finally:
+        be.close()
+
+
+def test_bbolt_snapshot_with_a_bad_sha256_is_refused(bbolt_snapshot: Path, tmp_path: Path) -> None:
+    raw = bytearray(bbolt_snapshot.read_bytes())
+    raw[2 * 4096 + 4000] ^= 0x01  # late in the first data page: bbolt's own checks cannot see it
+    bbolt_snapshot.write_bytes(bytes(raw))
+    with pytest.raises(SnapshotError, match="integrity check failed: expected sha256"):
+        restore(str(bbolt_snapshot), str(tmp_path / "out"))
+    assert not (tmp_path / "out").exists()
+
+
+def test_truncated_bbolt_snapshot_is_refused_as_truncated(bbolt_snapshot: Path, tmp_path: Path) -> None:
+    raw = bbolt_snapshot.read_bytes()
+    bbolt_snapshot.write_bytes(raw[: len(raw) // 2 + 1000])
+    for call in (lambda: status(str(bbolt_snapshot)), lambda: restore(str(bbolt_snapshot), str(tmp_path / "out"))):
+        with pytest.raises(SnapshotError, match="truncated"):
+            call()
+    assert not (tmp_path / "out").exists()
+
+
+def test_bbolt_snapshot_with_bad_meta_checksums_is_refused(bbolt_snapshot: Path, tmp_path: Path) -> None:
+    raw = bytearray(bbolt_snapshot.read_bytes())
+    for page in (0, 1):
+        raw[page * 4096 + 16 + 20] ^= 0xFF  # the root page id in both meta pages
+    bbolt_snapshot.write_bytes(bytes(raw))
+    with pytest.raises(SnapshotError, match="checksum mismatch"):
+        restore(str(bbolt_snapshot), str(tmp_path / "out"), skip_hash_check=True)
+
+
+def test_truncated_lmdb_file_is_refused_as_truncated(snapshot_file: tuple[Path, bytes, int]) -> None:
+    path, db, _ = snapshot_file
+    path.write_bytes(db[: len(db) - 8192])  # no trailer, two pages short
+    with pytest.raises(SnapshotError, match="truncated"):
+        status(str(path))
+
+
+def test_a_file_of_neither_format_is_refused(tmp_path: Path) -> None:
+    p = tmp_path / "junk.db"
+    p.write_bytes(os.urandom(4096 * 3) + b"\0" * 32)
+    r = subprocess.run([sys.executable, "-m", "petcd", "snapshot", "status", str(p)],
+                       capture_output=True, text=True, timeout=60, cwd=REPO)
+    assert r.returncode == 1
+    assert "neither an etcd (bbolt) nor a petcd (LMDB) db file" in r.stderr

@@ -14,6 +14,7 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING, cast
 
+from petcd import stats
 from petcd.raft import MessageType
 from petcd.server.transport.peer import set_nodelay
 from petcd.server.transport.wire import (
@@ -143,6 +144,7 @@ class Inbound(asyncio.Protocol):
                 self.close()
             if self.closed or self.owner.stopped:
                 return
+        stats.PEER_RECEIVED[self.peer_id] += off  # etcd_network_peer_received_bytes_total
         del buf[:off]
         self.need = need
 

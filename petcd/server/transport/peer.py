@@ -29,6 +29,7 @@ import socket
 from enum import Enum
 from typing import TYPE_CHECKING, cast
 
+from petcd import stats
 from petcd.raft import Message
 from petcd.server.transport.wire import (
     SNAP_ACK,
@@ -179,6 +180,7 @@ class Peer:
                 append(body)
             assert self.transport is not None
             self.transport.writelines(pieces)
+            stats.PEER_SENT[self.id] += sum(map(len, pieces))  # etcd_network_peer_sent_bytes_total
             return
         if state is State.DOWN:
             self.owner.unreachable(self.id)
@@ -199,6 +201,7 @@ class Peer:
             self.queue.append(body)
             self.queued_msgs += 1
             self.queued_bytes += 4 + len(body)
+            stats.PEER_SENT[self.id] += 4 + len(body)  # etcd_network_peer_sent_bytes_total
         if dropped:
             log.debug("petcd: dropped %d messages to peer %x: queue full", dropped, self.id)
             self.owner.unreachable(self.id)
