@@ -151,11 +151,20 @@ class HealthService:
         await asyncio.Event().wait()  # no changes until the call ends
 
 
+# grpc-go's enforcement policy when the server sets none
+_GRPC_DEFAULT_PING_MIN_TIME = 300.0
+
+
 def keepalive_from(cfg: Any) -> http2.Keepalive:
-    """etcd's --grpc-keepalive-* settings from the config, where present."""
+    """etcd's --grpc-keepalive-* settings from the config, where present.
+
+    As etcd passes them to grpc-go: a min time of 0 leaves grpc-go's own
+    enforcement (5 minutes); an interval or timeout of 0 leaves grpc-go's
+    server pings at their defaults (2 hours, 20 seconds)."""
     d = http2.Keepalive()
-    return http2.Keepalive(
-        min_time=float(getattr(cfg, "grpc_keepalive_min_time_s", d.min_time)),
-        interval=float(getattr(cfg, "grpc_keepalive_interval_s", d.interval)),
-        timeout=float(getattr(cfg, "grpc_keepalive_timeout_s", d.timeout)),
-    )
+    min_time = float(getattr(cfg, "grpc_keepalive_min_time_s", d.min_time))
+    interval = float(getattr(cfg, "grpc_keepalive_interval_s", d.interval))
+    timeout = float(getattr(cfg, "grpc_keepalive_timeout_s", d.timeout))
+    if interval <= 0 or timeout <= 0:
+        interval, timeout = d.interval, d.timeout
+    return http2.Keepalive(min_time=min_time if min_time > 0 else _GRPC_DEFAULT_PING_MIN_TIME, interval=interval, timeout=timeout)

@@ -65,6 +65,10 @@ QUEUE_ITEMS = 64
 # A connection's streamed messages are written at most once per this many
 # seconds while they keep coming (the first after a pause goes at once).
 STREAM_COALESCE = 0.001
+# A PING ACK that arrives with requests still running waits at most this
+# long for their responses to carry it (grpc-go clients send a BDP ping with
+# almost every request: one write per request instead of two).
+PING_ACK_DELAY = 0.002
 QUEUE_BYTES = 1 << 20
 # File descriptors kept free for everything but client connections.
 FD_RESERVE = 128  # as petcd/cli/limits.py STORAGE_FD_RESERVE: storage and peers, never clients
@@ -102,6 +106,11 @@ class Keepalive:
 # grpc-go: pings from an idle client are expected no more often than this
 _IDLE_PING_MIN = 7200.0
 _MAX_PING_STRIKES = 2
+
+
+def _only_ping_acks(out: list[bytes]) -> bool:
+    """Whether the queued frames are PING ACKs alone (and there are some)."""
+    return bool(out) and all(len(b) == 17 and b[3] == frames.PING for b in out)
 
 
 def _client_cn(cert: Any) -> str:
@@ -283,6 +292,7 @@ class H2Protocol(asyncio.Protocol):
         self.client_cn = ""
         self.paused = False  # the transport's write buffer is over its high-water mark
         self.flush_scheduled = False
+        self.ack_timer_pending = False  # a PING ACK waits for a response write, at most PING_ACK_DELAY
         self.last_flush = 0.0  # loop.time() of the last scheduled flush
         self.closing = False
         self.closed = False
@@ -318,6 +328,12 @@ class H2Protocol(asyncio.Protocol):
                 self._on_request(ev)  # type: ignore[arg-type]
             else:
                 self._on_other(ev)
+        if self.calls and not self.closing and _only_ping_acks(self.conn.out):
+            # its own timer: schedule_flush's flag must not hold responses back
+            if not self.ack_timer_pending:
+                self.ack_timer_pending = True
+                self.loop.call_later(PING_ACK_DELAY, self._flush_ping_acks)
+            return
         self._write()
 
     def pause_writing(self) -> None:
@@ -366,6 +382,10 @@ class H2Protocol(asyncio.Protocol):
                 self.loop.call_at(due, self._flush_cb)
                 return
         self.loop.call_soon(self._flush_cb)
+
+    def _flush_ping_acks(self) -> None:
+        self.ack_timer_pending = False
+        self._write()
 
     def _flush_cb(self) -> None:
         self.flush_scheduled = False

@@ -67,6 +67,13 @@ class ServerConfig:
     log_level: str = "info"
     log_outputs: list[str] = field(default_factory=lambda: ["stderr"])
     watch_progress_notify_interval_s: float = 600.0
+    # gRPC keepalive on the client port (etcd's --grpc-keepalive-*): the
+    # shortest interval between client pings the server tolerates, how long a
+    # connection stays silent before the server pings it, and how long the
+    # server waits for that ping's ack before closing the connection.
+    grpc_keepalive_min_time_s: float = 5.0
+    grpc_keepalive_interval_s: float = 7200.0
+    grpc_keepalive_timeout_s: float = 20.0
     unsafe_no_fsync: bool = False
     # etcd 3.4 defaults to false; petcd runs pre-vote unless told not to
     # (etcd 3.5 made it the default), so a member coming back from a

@@ -2,20 +2,27 @@
 
 It ticks the core on a timer, and whenever the core has a Ready it
 1. sends the leader's messages at once (the Raft thesis lets a leader send
-   before its own fsync), a follower's only after persisting;
-2. persists the Ready's hard state and entries with ONE WAL fsync, in a
-   worker thread so the loop keeps serving;
-3. appends them to the in-memory raft log;
-4. hands committed entries to the applier, in order;
-5. advances the core.
-Proposals that arrive while a fsync is in flight pile up in the core and
-leave together in the next Ready: that batching is where throughput comes from.
-"""
+   before its own fsync); a follower sends the requests it forwards to the
+   leader (MsgProp, MsgReadIndex) at once too, everything else only after
+   persisting;
+2. persists the Ready's hard state and entries with ONE WAL fsync, in the
+   node's sync thread so the loop keeps serving;
+3. meanwhile applies the committed entries this member already held
+   durably before the Ready (so answering them does not wait for this
+   fsync); whatever the WAL write makes durable is applied after it;
+4. appends the Ready's entries to the in-memory raft log;
+5. hands the remaining committed entries to the applier, in order;
+6. advances the core.
+Nothing is answered before it is durable here and committed. Proposals that
+arrive while a fsync is in flight pile up in the core and leave together in
+the next Ready: that batching is where throughput comes from."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import queue
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -25,6 +32,7 @@ from petcd.raft import (
     ConfState,
     Entry,
     Message,
+    MessageType,
     RawNode,
     ReadState,
     Ready,
@@ -35,6 +43,69 @@ from petcd.raft import (
 from petcd.server.raft_storage import RaftStorage
 
 log = logging.getLogger("petcd.server.raft")
+
+
+# How long stopping waits for a WAL write in flight.
+CLOSE_WAIT = 10.0
+
+
+class _SyncThread:
+    """One thread that runs the WAL writes and fsyncs, so the event loop keeps
+    serving while the disk works.
+
+    Cheaper per Ready than asyncio.to_thread (no executor bookkeeping, no
+    context copy, no chained futures): the loop puts (job, future) on a
+    SimpleQueue, and the thread hands the outcome back with one
+    call_soon_threadsafe. Jobs run one at a time, in the order given."""
+
+    def __init__(self, name: str) -> None:
+        self._jobs: queue.SimpleQueue[tuple[Callable[[], None], asyncio.Future[None]] | None] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._main, name=name, daemon=True)
+        self._thread.start()
+
+    def run(self, job: Callable[[], None]) -> asyncio.Future[None]:
+        """job() in the thread; the future completes on the calling loop."""
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._jobs.put((job, fut))
+        return fut
+
+    async def close(self) -> None:
+        """Let the thread finish the jobs it has, and wait (up to
+        CLOSE_WAIT s: a disk may hang) until it has exited, so nothing
+        writes the WAL once the server closes it."""
+        self._jobs.put(None)
+        await asyncio.to_thread(self._thread.join, CLOSE_WAIT)
+        if self._thread.is_alive():
+            log.warning("the WAL sync thread is still writing after %.0f s; stopping without it", CLOSE_WAIT)
+
+    def _main(self) -> None:
+        while True:
+            item = self._jobs.get()
+            if item is None:
+                return
+            job, fut = item
+            try:
+                job()
+            except BaseException as exc:  # noqa: BLE001 - handed to the loop, which fails the node
+                _hand_back(fut, exc)
+            else:
+                _hand_back(fut, None)
+
+
+def _hand_back(fut: asyncio.Future[None], exc: BaseException | None) -> None:
+    try:
+        fut.get_loop().call_soon_threadsafe(_settle, fut, exc)
+    except RuntimeError:  # the loop is closed: nobody waits any more
+        pass
+
+
+def _settle(fut: asyncio.Future[None], exc: BaseException | None) -> None:
+    if fut.done():  # the waiter was cancelled (stop)
+        return
+    if exc is None:
+        fut.set_result(None)
+    else:
+        fut.set_exception(exc)
 
 
 @dataclass(slots=True)
@@ -69,6 +140,7 @@ class RaftNode:
         self._stopped = False
         self._tasks: list[asyncio.Task[None]] = []
         self._failed: BaseException | None = None
+        self._sync = _SyncThread("petcd-wal-sync")
 
     def start(self) -> None:
         self._tasks = [
@@ -86,6 +158,7 @@ class RaftNode:
                 await t
             except (asyncio.CancelledError, Exception):
                 pass
+        await self._sync.close()
 
     @property
     def failed(self) -> BaseException | None:
@@ -192,8 +265,29 @@ class RaftNode:
         if rd.hard_state is not None:
             self.term = rd.hard_state.term
             self.commit = rd.hard_state.commit
+        committed = rd.committed_entries
         if rd.snapshot is not None or rd.entries or rd.must_sync:
-            await asyncio.to_thread(self.storage.persist, rd.hard_state, rd.entries, rd.snapshot)
+            persisted = self._sync.run(lambda: self.storage.persist(rd.hard_state, rd.entries, rd.snapshot))
+            try:
+                if not leader and rd.messages:
+                    # requests forwarded to the leader carry nothing of this
+                    # member's durable state: they need not wait for its fsync
+                    early = [m for m in rd.messages if m.type in _FORWARDED]
+                    if early:
+                        self.hooks.send(early)
+                        rd.messages = [m for m in rd.messages if m.type not in _FORWARDED]
+                if committed and rd.snapshot is None:
+                    # Committed entries this member already holds durably
+                    # (from earlier Readies) are applied while the disk works
+                    # on this Ready's: their answers need not wait for this
+                    # fsync. Entries that only become durable with it wait.
+                    durable = self.storage.log.last_index()
+                    cut = _count_upto(committed, durable)
+                    if cut:
+                        self.hooks.apply_entries(committed[:cut])
+                        committed = committed[cut:]
+            finally:
+                await persisted
         elif rd.hard_state is not None:  # only the commit index moved: no fsync needed
             self.storage.persist(rd.hard_state, [], None, sync=False)
         self.storage.append_to_log(rd.hard_state, rd.entries, rd.snapshot)
@@ -201,6 +295,15 @@ class RaftNode:
             self.hooks.apply_snapshot(rd.snapshot)
         if not leader and rd.messages:
             self.hooks.send(rd.messages)
-        if rd.committed_entries:
-            self.hooks.apply_entries(rd.committed_entries)
+        if committed:
+            self.hooks.apply_entries(committed)
         self._raw.advance(rd)
+
+
+# Messages a follower forwards to the leader on a client's behalf.
+_FORWARDED = frozenset({MessageType.MsgProp, MessageType.MsgReadIndex})
+
+
+def _count_upto(entries: list[Entry], index: int) -> int:
+    """How many of the (consecutive) entries have an index <= index."""
+    return max(0, min(len(entries), index - entries[0].index + 1))

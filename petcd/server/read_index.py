@@ -3,9 +3,12 @@ arrive together (etcd's linearizableReadLoop).
 
 A read is linearizable once a ReadIndex round that *started after the read
 arrived* has been confirmed by a quorum (the leader is still the leader)
-and the local applied index has reached the round's index. Every read that
-arrives while a round is in flight joins the next round, so under load one
-round serves many reads. A round lost to a leader change (it may never be
+and the local applied index has reached the round's index. The reads that
+arrive in one loop iteration share a round, started at the end of that
+iteration; up to MAX_ROUNDS rounds are in flight at once (a read does not
+wait out a round that started before it), and reads arriving beyond that
+join the next round, started when one is answered: under load one round
+serves many reads. A round lost to a leader change (it may never be
 answered) fails its reads over to a new round, after a leader is known. A
 round whose request or answer the network lost while the leader stayed the
 same is asked again every RETRY_INTERVAL (etcd's readIndexRetryTime), so it
@@ -24,6 +27,9 @@ from petcd.server.wait import AppliedWait
 
 # How long a round may go unanswered before it is asked again.
 RETRY_INTERVAL = 0.5
+# Rounds in flight at once: a read arriving while one is out starts the next
+# at once rather than waiting for it (while as many reads share each round).
+MAX_ROUNDS = 2
 
 
 class RoundLost(Exception):
@@ -43,6 +49,7 @@ class ReadIndex:
         self._rounds: dict[bytes, asyncio.Future[None]] = {}  # rounds sent, by context
         self._sent_at: dict[bytes, float] = {}  # when each round was last asked
         self._seq = 0
+        self._start_scheduled = False
 
     async def wait(self, timeout: float) -> None:
         """Return once a read of the local store is linearizable (see the
@@ -57,8 +64,10 @@ class ReadIndex:
                 # or the member stopped): that is no error to report
                 self._next.add_done_callback(_retrieve)
             fut = self._next
-            if not self._rounds:
-                self._start_round()
+            if len(self._rounds) < MAX_ROUNDS and not self._start_scheduled:
+                # the reads arriving in this loop iteration share the round
+                self._start_scheduled = True
+                loop.call_soon(self._start_round)
             try:
                 await asyncio.wait_for(asyncio.shield(fut), min(RETRY_INTERVAL, max(0.0, deadline - loop.time())))
                 return
@@ -74,6 +83,7 @@ class ReadIndex:
                 self._ask_again(loop.time())
 
     def _start_round(self) -> None:
+        self._start_scheduled = False
         fut, self._next = self._next, None
         if fut is not None:
             self._send(fut)

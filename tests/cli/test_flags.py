@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from petcd.api.grpc_server import keepalive_from
 from petcd.cli.flags import FLAGS, UNSUPPORTED, Invocation, UnsupportedError, UsageError, env_name, parse
 from petcd.server.config import ConfigError, ServerConfig
 
@@ -126,7 +127,7 @@ def test_broad_list_of_etcd_flags_is_known() -> None:
     for name in ("client-crl-file", "peer-crl-file",
                  "peer-cert-allowed-hostname", "discovery", "discovery-srv", "proxy", "enable-v2",
                  "cors", "force-new-cluster", "strict-reconfig-check",
-                 "experimental-initial-corrupt-check", "max-wals", "grpc-keepalive-interval"):
+                 "experimental-initial-corrupt-check", "max-wals", "max-concurrent-streams"):
         assert name in UNSUPPORTED
     for name in ("cipher-suites", "tls-min-version", "tls-max-version"):
         assert name in FLAGS
@@ -149,6 +150,32 @@ def test_tls_version_and_cipher_keys_in_a_config_file(tmp_path: Path) -> None:
     c = cfg_of(["--config-file", str(f)])
     assert c.cipher_suites == ["TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256", "TLS_RSA_WITH_AES_128_GCM_SHA256"]
     assert (c.tls_min_version, c.tls_max_version) == ("TLS1.2", "TLS1.3")
+
+
+def test_grpc_keepalive_flags_take_go_durations() -> None:
+    d = ServerConfig()
+    assert (d.grpc_keepalive_min_time_s, d.grpc_keepalive_interval_s, d.grpc_keepalive_timeout_s) == (5.0, 7200.0, 20.0)
+    c = cfg_of(["--grpc-keepalive-min-time", "100ms", "--grpc-keepalive-interval=1h30m"],
+               {"ETCD_GRPC_KEEPALIVE_TIMEOUT": "2.5s"})
+    assert (c.grpc_keepalive_min_time_s, c.grpc_keepalive_interval_s, c.grpc_keepalive_timeout_s) == (0.1, 5400.0, 2.5)
+    ka = keepalive_from(c)
+    assert (ka.min_time, ka.interval, ka.timeout) == (0.1, 5400.0, 2.5)
+    with pytest.raises(UsageError, match="time: missing unit"):
+        parse(["--grpc-keepalive-min-time", "5"], {})
+
+
+def test_grpc_keepalive_zero_leaves_grpcs_defaults() -> None:
+    """etcd hands 0 to grpc-go as "not set": grpc-go's 5 minute ping policy,
+    and its 2 h / 20 s server pings (never a ping loop with no delay)."""
+    ka = keepalive_from(cfg_of(["--grpc-keepalive-min-time=0s", "--grpc-keepalive-interval=0s"]))
+    assert (ka.min_time, ka.interval, ka.timeout) == (300.0, 7200.0, 20.0)
+
+
+def test_grpc_keepalive_from_config_file(tmp_path: Path) -> None:
+    conf = tmp_path / "etcd.yaml"
+    conf.write_text("grpc-keepalive-min-time: 1s\ngrpc-keepalive-timeout: 3000000000\n")
+    c = cfg_of(["--config-file", str(conf)])
+    assert (c.grpc_keepalive_min_time_s, c.grpc_keepalive_timeout_s) == (1.0, 3.0)
 
 
 def test_listen_metrics_urls() -> None:

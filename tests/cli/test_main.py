@@ -5,12 +5,16 @@ from __future__ import annotations
 
 import json
 import platform
+import time
 from pathlib import Path
 
 import pytest
 
 from petcd.cli.main import ETCD_API_VERSION
+from petcd.http2 import frames
+from petcd.proto import rpc_pb2
 from petcd.server import ids
+from tests.http2.rawclient import RawClient
 
 from .conftest import PetcdProcess, etcdctl, need_server_and_etcdctl, run_petcd
 
@@ -94,3 +98,30 @@ def test_member_from_flags_and_env_serves_etcdctl(tmp_path: Path, processes: lis
     assert lines and all({"level", "ts", "caller", "msg"} <= set(d) for d in lines)
     assert any(d["msg"] == "starting petcd" and d["name"] == "m1" for d in lines)
     assert any("ETCD_INITIAL_CLUSTER_TOKEN" in d["msg"] for d in lines)
+
+
+def test_keepalive_min_time_flag_sets_the_ping_policy(tmp_path: Path, processes: list[PetcdProcess]) -> None:
+    """--grpc-keepalive-min-time=500ms: a client with a call open may ping
+    every 700 ms (etcd's default 5s would strike those), and a client pinging
+    back to back gets GOAWAY ENHANCE_YOUR_CALM "too_many_pings"."""
+    need_server_and_etcdctl()
+    m = PetcdProcess(tmp_path, "m1", tmp_path / "m1.petcd", "--unsafe-no-fsync", "--grpc-keepalive-min-time=500ms")
+    processes.append(m)
+    m.wait_ready()
+    host, port = m.client.removeprefix("http://").split(":")
+    c = RawClient((host, int(port)))
+    try:
+        # a Watch stream stays open, so the policy for clients with calls applies
+        create = rpc_pb2.WatchRequest(create_request=rpc_pb2.WatchCreateRequest(key=b"k"))
+        c.request(1, "/etcdserverpb.Watch/Watch", create.SerializeToString(), end=False)
+        c.until(frames.DATA, sid=1)  # the created response
+        for i in range(4):
+            time.sleep(0.7)
+            c.send(frames.ping(b"%08d" % i))
+            assert c.until(frames.PING).flags & frames.FLAG_ACK
+        c.send(b"".join(frames.ping(b"%08d" % (10 + i)) for i in range(5)))
+        _, code, debug = c.goaway()
+        assert (code, debug) == (frames.ErrorCode.ENHANCE_YOUR_CALM, b"too_many_pings")
+    finally:
+        c.close()
+    assert m.stop() == 0, m.log()

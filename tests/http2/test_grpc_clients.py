@@ -484,3 +484,55 @@ def test_nghttp_continuation_padding_priority_and_small_windows(served: Served, 
     ).stdout
     expected = BytesValue(value=b"x" * 3000000).SerializeToString()
     assert out == frame_message(expected)
+
+
+def test_ping_ack_rides_with_the_response_of_a_running_call(served: Served) -> None:
+    """A grpc-go client sends a BDP ping with its requests; while a call runs
+    the server's PING ACK waits (at most PING_ACK_DELAY) to go out in the same
+    write as the response: one write per request, not two."""
+    c = RawClient(served.addr)
+    c.request(1, "/test.Echo/Unary", b"")
+    c.response(1)
+    for i in range(5):
+        sid = 3 + 2 * i
+        queued: list[bytes] = []
+        c.send = queued.append  # type: ignore[method-assign,assignment]  # request and ping in one segment
+        c.request(sid, "/test.Echo/Slow", BytesValue(value=b"0.0005").SerializeToString())
+        del c.send
+        c.send(b"".join(queued) + f.ping(b"%08d" % i))
+        first = c.read_frame()
+        assert first is not None and first.type == f.PING and first.flags & f.FLAG_ACK
+        # the response was already written with it: it is in the client's buffer
+        assert len(c.buf) >= 9 and c.buf[3] == f.HEADERS, "the PING ACK was written alone"
+        assert c.response(sid)[0]["grpc-status"] == "0"
+    c.close()
+
+
+def test_ping_ack_is_not_held_past_the_delay(served: Served) -> None:
+    c = RawClient(served.addr)
+    c.request(1, "/test.Echo/Slow", BytesValue(value=b"5").SerializeToString())
+    t0 = time.monotonic()
+    c.send(f.ping(b"12345678"))
+    assert c.until(f.PING, timeout=4).flags & f.FLAG_ACK
+    assert time.monotonic() - t0 < 4
+    c.close()
+
+
+def test_a_held_ping_ack_never_holds_back_responses(served: Served, monkeypatch: pytest.MonkeyPatch) -> None:
+    """While a PING ACK waits for a response write, responses of calls that
+    finish alongside other running calls still go out at once."""
+    monkeypatch.setattr(srv, "PING_ACK_DELAY", 20.0)
+    c = RawClient(served.addr)
+    c.request(1, "/test.Echo/Unary", b"")
+    c.response(1)  # the SETTINGS exchange is over: the next output is the PING ACK alone
+    c.request(3, "/test.Echo/Slow", BytesValue(value=b"30").SerializeToString())  # keeps a call running
+    queued: list[bytes] = []
+    c.send = queued.append  # type: ignore[method-assign,assignment]
+    c.request(5, "/test.Echo/Slow", BytesValue(value=b"0.05").SerializeToString())
+    del c.send
+    c.send(b"".join(queued) + f.ping(b"12345678"))  # the ACK is held: calls 1 and 3 run
+    started = time.monotonic()
+    headers, _ = c.response(5, timeout=15)
+    assert headers["grpc-status"] == "0"
+    assert time.monotonic() - started < 10, "the response waited for the held PING ACK's timer"
+    c.close()

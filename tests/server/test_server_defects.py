@@ -4,9 +4,11 @@ failed before its fix."""
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import gc
 import logging
 import os
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -18,11 +20,13 @@ import pytest
 from petcd.mvcc.kvstore import KVStore
 from petcd.proto import rpc_pb2 as pb
 from petcd.raft import ConfState, Snapshot, SnapshotMetadata
+from petcd.server import read_index
 from petcd.server.alarms import AlarmStore
 from petcd.server.etcd_server import EtcdServer
 from petcd.server.leader_client import LeaderClient
 from petcd.server.membership import ErrMemberNotFound
 from petcd.server.raft_node import RaftNode
+from petcd.server.raft_storage import RaftStorage
 from petcd.server.state import read_backend_snapshot
 from petcd.storage.backend import Backend
 from petcd.testing.harness import etcd_server, etcdctl, free_port, wait_for
@@ -235,6 +239,34 @@ def test_the_nospace_alarm_proposal_is_not_a_compaction(tmp_path: Path) -> None:
         m.stop()
 
 
+def test_a_read_does_not_wait_for_a_round_already_in_flight(
+    member: Member, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A read arriving while a ReadIndex round is out starts its own round
+    at once (up to MAX_ROUNDS in flight) instead of queueing behind it: here
+    the first round is lost and only asked again late in the request
+    timeout, and a second read must not wait for that."""
+    timeout = member.cfg.request_timeout()
+    monkeypatch.setattr(read_index, "RETRY_INTERVAL", 0.6 * timeout)
+    real = RaftNode.read_index
+    lost: list[bytes] = []
+
+    def lossy(node: RaftNode, ctx: bytes) -> None:
+        if not lost:
+            lost.append(ctx)
+            return
+        real(node, ctx)
+
+    monkeypatch.setattr(RaftNode, "read_index", lossy)
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        first = pool.submit(member.kv.Range, pb.RangeRequest(key=b"k"), timeout=60)
+        wait_for(lambda: bool(lost), 30, "the first round")
+        started = time.monotonic()
+        member.kv.Range(pb.RangeRequest(key=b"k"), timeout=60)  # linearizable
+        assert time.monotonic() - started < 0.3 * timeout, "the second read waited for the lost round"
+        first.result(60)
+
+
 def test_a_read_index_round_lost_on_the_way_is_asked_again(
     member: Member, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -254,3 +286,66 @@ def test_a_read_index_round_lost_on_the_way_is_asked_again(
     started = time.monotonic()
     member.kv.Range(pb.RangeRequest(key=b"k"), timeout=30)  # linearizable
     assert lost and time.monotonic() - started < member.cfg.request_timeout() / 2
+
+
+def test_a_committed_write_is_answered_while_the_next_fsync_runs(
+    member: Member, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A write whose entry is durable and committed is answered while the
+    WAL write of a later Ready is still in flight; the later write is only
+    answered once that WAL write is done (durable before acknowledged)."""
+    real = RaftStorage.persist
+    gates = {b"gate-a": threading.Event(), b"gate-b": threading.Event()}
+    reached: list[bytes] = []
+
+    def gated(storage: RaftStorage, hard_state: Any, entries: list[Any], snapshot: Any, sync: bool = True) -> None:
+        for name, gate in gates.items():
+            if any(name in e.data for e in entries):
+                reached.append(name)
+                assert gate.wait(60), "the test never opened the gate"
+        real(storage, hard_state, entries, snapshot, sync)
+
+    monkeypatch.setattr(RaftStorage, "persist", gated)
+    raft = member.etcd.server.node._raw.raft
+    try:
+        with concurrent.futures.ThreadPoolExecutor(2) as pool:
+            a = pool.submit(member.kv.Put, pb.PutRequest(key=b"a", value=b"gate-a"), timeout=60)
+            wait_for(lambda: reached == [b"gate-a"], 30, "a's WAL write")
+            last = raft.log.last_index()
+            b = pool.submit(member.kv.Put, pb.PutRequest(key=b"b", value=b"gate-b"), timeout=60)
+            wait_for(lambda: raft.log.last_index() > last, 30, "b's proposal")  # b waits in raft
+            gates[b"gate-a"].set()  # the next Ready commits a and writes b
+            wait_for(lambda: reached == [b"gate-a", b"gate-b"], 30, "b's WAL write")
+            a.result(30)  # answered while b's fsync is still held
+            assert not b.done(), "b was answered before its WAL write completed"
+            gates[b"gate-b"].set()
+            assert b.result(30).header.revision > a.result().header.revision
+    finally:
+        for gate in gates.values():
+            gate.set()
+
+
+def test_a_write_not_applied_within_the_request_timeout_times_out(
+    member: Member, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A write whose WAL write hangs past the request timeout is answered
+    with etcd's "request timed out"; the member serves again once the disk
+    does."""
+    real = RaftStorage.persist
+    gate = threading.Event()
+
+    def stuck(storage: RaftStorage, hard_state: Any, entries: list[Any], snapshot: Any, sync: bool = True) -> None:
+        if any(b"stuck" in e.data for e in entries):
+            gate.wait(60)
+        real(storage, hard_state, entries, snapshot, sync)
+
+    monkeypatch.setattr(RaftStorage, "persist", stuck)
+    try:
+        started = time.monotonic()
+        with pytest.raises(grpc.RpcError) as ei:
+            member.kv.Put(pb.PutRequest(key=b"k", value=b"stuck"), timeout=60)
+        assert (ei.value.code(), ei.value.details()) == (grpc.StatusCode.UNAVAILABLE, "etcdserver: request timed out")
+        assert time.monotonic() - started >= member.cfg.request_timeout() - 0.5
+    finally:
+        gate.set()
+    member.kv.Put(pb.PutRequest(key=b"k", value=b"v"), timeout=60)
