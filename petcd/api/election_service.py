@@ -35,14 +35,7 @@ class ElectionService:
         try:
             info = await auth_info(self.s, context)
             lease = await self.r.session(request.lease)
-            prefix = request.name + b"/"
-            key = prefix + format(lease, "x").encode()
-            txn = rpc_pb2.TxnRequest(
-                compare=[rpc_pb2.Compare(key=key, target=rpc_pb2.Compare.CREATE, result=rpc_pb2.Compare.EQUAL,
-                                         create_revision=0)],
-                success=[rpc_pb2.RequestOp(request_put=rpc_pb2.PutRequest(key=key, value=request.value, lease=lease))],
-                failure=[rpc_pb2.RequestOp(request_range=rpc_pb2.RangeRequest(key=key))],
-            )
+            prefix, key, txn = self.r.queue_entry(request.name, lease, request.value, [])
             resp = await self.s.txn(txn, info)
             header = self.r.header(resp.header)
             rev = header.revision
@@ -56,7 +49,7 @@ class ElectionService:
             return v3election_pb2.CampaignResponse(header=header, leader=leader)
         except asyncio.CancelledError:
             if key:  # the candidate went away while waiting: step out of line
-                asyncio.get_running_loop().create_task(_quiet(self.r.delete(key)))
+                self.r.abandon(key)
             raise
         except Exception as exc:
             await abort_unknown(context, exc)
@@ -152,10 +145,3 @@ class ElectionService:
                     if ev.type == kv_pb2.Event.PUT:
                         return ev.kv, self.r.header(rpc_pb2.ResponseHeader(revision=ev.kv.mod_revision))
         raise RecipeError("etcdserver: mvcc: required revision has been compacted")
-
-
-async def _quiet(coro: Any) -> None:
-    try:
-        await coro
-    except Exception:
-        pass

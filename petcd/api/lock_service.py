@@ -9,7 +9,7 @@ import asyncio
 from typing import Any
 
 from petcd.api.handler import auth_info
-from petcd.api.recipes import Recipes, abort_unknown
+from petcd.api.recipes import Recipes, abort_unknown, first_created_request
 from petcd.proto import rpc_pb2, v3lock_pb2
 from petcd.server.etcd_server import EtcdServer
 
@@ -24,18 +24,8 @@ class LockService:
         try:
             info = await auth_info(self.s, context)
             lease = await self.r.session(request.lease)
-            prefix = request.name + b"/"
-            key = prefix + format(lease, "x").encode()
-            owner = rpc_pb2.RequestOp(request_range=rpc_pb2.RangeRequest(
-                key=prefix, range_end=_end(prefix), limit=1,
-                sort_order=rpc_pb2.RangeRequest.ASCEND, sort_target=rpc_pb2.RangeRequest.CREATE,
-            ))
-            txn = rpc_pb2.TxnRequest(
-                compare=[rpc_pb2.Compare(key=key, target=rpc_pb2.Compare.CREATE, result=rpc_pb2.Compare.EQUAL,
-                                         create_revision=0)],
-                success=[rpc_pb2.RequestOp(request_put=rpc_pb2.PutRequest(key=key, lease=lease)), owner],
-                failure=[rpc_pb2.RequestOp(request_range=rpc_pb2.RangeRequest(key=key)), owner],
-            )
+            owner = rpc_pb2.RequestOp(request_range=first_created_request(request.name + b"/"))
+            prefix, key, txn = self.r.queue_entry(request.name, lease, b"", [owner])
             resp = await self.s.txn(txn, info)
             header = self.r.header(resp.header)
             my_rev = header.revision
@@ -47,7 +37,7 @@ class LockService:
             return v3lock_pb2.LockResponse(header=header, key=key)
         except asyncio.CancelledError:
             if key:  # the caller went away while waiting: leave the queue
-                asyncio.get_running_loop().create_task(_quiet(self.r.delete(key)))
+                self.r.abandon(key)
             raise
         except Exception as exc:
             await abort_unknown(context, exc)
@@ -58,16 +48,3 @@ class LockService:
         except Exception as exc:
             await abort_unknown(context, exc)
         return v3lock_pb2.UnlockResponse(header=self.r.header(resp.header))
-
-
-def _end(prefix: bytes) -> bytes:
-    from petcd.api.recipes import prefix_end
-
-    return prefix_end(prefix)
-
-
-async def _quiet(coro: Any) -> None:
-    try:
-        await coro
-    except Exception:
-        pass

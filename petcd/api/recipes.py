@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import inspect
 from collections.abc import AsyncIterator
 from typing import Any, NoReturn
@@ -48,6 +49,13 @@ def prefix_end(prefix: bytes) -> bytes:
             b[i] += 1
             return bytes(b[: i + 1])
     return b"\0"
+
+
+def first_created_request(prefix: bytes) -> rpc_pb2.RangeRequest:
+    """A Range for the key under prefix with the lowest create revision: the
+    owner of a lock, the leader of an election."""
+    return rpc_pb2.RangeRequest(key=prefix, range_end=prefix_end(prefix), limit=1,
+                                sort_order=rpc_pb2.RangeRequest.ASCEND, sort_target=rpc_pb2.RangeRequest.CREATE)
 
 
 async def abort_unknown(context: Any, exc: BaseException) -> NoReturn:
@@ -81,6 +89,33 @@ class Recipes:
     def __init__(self, server: EtcdServer) -> None:
         self.s = server
         self._ids = 1 << 62  # watcher ids of our own, apart from the client streams'
+        self._abandoning: set[asyncio.Task[None]] = set()  # strong references until done
+
+    def queue_entry(self, name: bytes, lease: int, value: bytes,
+                    also: list[rpc_pb2.RequestOp]) -> tuple[bytes, bytes, rpc_pb2.TxnRequest]:
+        """The prefix, the key and the txn that join the queue on name (a lock's
+        or an election's): the key is the lease's under ``name/``, created if it
+        does not exist yet, else read back; ``also`` runs in both branches."""
+        prefix = name + b"/"
+        key = prefix + format(lease, "x").encode()
+        txn = rpc_pb2.TxnRequest(
+            compare=[rpc_pb2.Compare(key=key, target=rpc_pb2.Compare.CREATE, result=rpc_pb2.Compare.EQUAL,
+                                     create_revision=0)],
+            success=[rpc_pb2.RequestOp(request_put=rpc_pb2.PutRequest(key=key, value=value, lease=lease)), *also],
+            failure=[rpc_pb2.RequestOp(request_range=rpc_pb2.RangeRequest(key=key)), *also],
+        )
+        return prefix, key, txn
+
+    def abandon(self, key: bytes) -> None:
+        """Leave a queue whose caller went away: delete its key in the
+        background (a failure leaves it to its lease)."""
+        async def quietly() -> None:
+            with contextlib.suppress(Exception):
+                await self.delete(key)
+
+        task = asyncio.get_running_loop().create_task(quietly())
+        self._abandoning.add(task)
+        task.add_done_callback(self._abandoning.discard)
 
     async def session(self, lease: int) -> int:
         if lease:
@@ -105,10 +140,7 @@ class Recipes:
     async def first_created(self, prefix: bytes, auth: AuthInfo | None = None) -> rpc_pb2.RangeResponse:
         """The key under prefix with the lowest create revision (read as auth's user)."""
         self.check_read(auth, prefix, prefix_end(prefix))
-        return await self.s.range(rpc_pb2.RangeRequest(
-            key=prefix, range_end=prefix_end(prefix), limit=1,
-            sort_order=rpc_pb2.RangeRequest.ASCEND, sort_target=rpc_pb2.RangeRequest.CREATE,
-        ))
+        return await self.s.range(first_created_request(prefix))
 
     async def delete(self, key: bytes, auth: AuthInfo | None = None) -> rpc_pb2.DeleteRangeResponse:
         """Delete key as auth's user (None: the server itself)."""
