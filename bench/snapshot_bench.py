@@ -18,8 +18,8 @@ keeps the loaded data dirs there: a later run with the same --mb and
 from __future__ import annotations
 
 import argparse
-import statistics
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
