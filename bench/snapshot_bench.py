@@ -6,13 +6,16 @@ petcd/etcd speed ratio and issue 14's targets (speed >= 0.5 of etcd's, p99
 during the save <= 3x idle); every server started is stopped by PID.
 
     python3 bench/snapshot_bench.py [--mb 300] [--value-size 1024] [--saves 3]
-        [--kinds etcd,petcd] [--work-dir DIR]
+        [--kinds etcd,petcd] [--work-dir DIR] [--out-dir DIR]
 
 --saves N saves in a row from the same loaded member, each with its own
 put probe, report the median of each figure (and every run). --work-dir
 keeps the loaded data dirs there: a later run with the same --mb and
 --value-size restarts the servers on them instead of loading again (a
-1 GB load takes minutes).
+1 GB load takes minutes). --out-dir puts the saved file elsewhere (say
+/dev/shm): etcdctl fsyncs the whole file when the save ends, and on the
+member's own disk that flush stalls the member's WAL fsyncs (etcd's as
+much as petcd's), which the put probe then measures along with the member.
 """
 
 from __future__ import annotations
@@ -98,7 +101,7 @@ def save(s: Server, out: Path) -> tuple[float, int, list[float]]:
 Run = tuple[float, int, float, float]  # save seconds, bytes, idle p99, p99 during the save
 
 
-def measure(kind: str, tmp: Path, mb: int, value_size: int, saves: int) -> list[Run]:
+def measure(kind: str, tmp: Path, mb: int, value_size: int, saves: int, out_dir: Path | None) -> list[Run]:
     d = tmp / f"{kind}-{mb}mb-{value_size}"
     loaded = d / "loaded"
     d.mkdir(exist_ok=True)
@@ -111,7 +114,7 @@ def measure(kind: str, tmp: Path, mb: int, value_size: int, saves: int) -> list[
         runs: list[Run] = []
         for i in range(saves):
             idle = probe(s, 3)
-            took, size, during = save(s, d / "snap.db")
+            took, size, during = save(s, (out_dir or d) / f"{kind}-snap.db")
             runs.append((took, size, p99(idle), p99(during)))
             print(f"{kind:6s} run {i}: {size / 1e6:8.1f} MB in {took:6.2f} s = {size / 1e6 / took:7.1f} MB/s; "
                   f"put p99 idle {p99(idle) * 1e3:6.2f} ms, during {p99(during) * 1e3:6.2f} ms "
@@ -136,6 +139,7 @@ def main() -> None:
     ap.add_argument("--saves", type=int, default=1, help="saves per server (medians reported)")
     ap.add_argument("--kinds", default=",".join(KINDS), help="comma-separated subset of etcd,petcd")
     ap.add_argument("--work-dir", type=Path, help="keep (and reuse) the loaded data dirs here")
+    ap.add_argument("--out-dir", type=Path, help="where etcdctl writes the snapshot (default: by the data dir)")
     args = ap.parse_args()
     kinds = [k for k in args.kinds.split(",") if k]
     stop_on_sigterm()
@@ -144,7 +148,7 @@ def main() -> None:
         base = args.work_dir or Path(tmp)
         base.mkdir(parents=True, exist_ok=True)
         for kind in kinds:
-            results[kind] = median_run(measure(kind, base, args.mb, args.value_size, args.saves))
+            results[kind] = median_run(measure(kind, base, args.mb, args.value_size, args.saves, args.out_dir))
     for kind, (took, size, idle, during, ratio) in results.items():
         print(f"{kind:6s} median of {args.saves}: save {size / 1e6:8.1f} MB in {took:6.2f} s = "
               f"{size / 1e6 / took:7.1f} MB/s; put p99 idle {idle * 1e3:6.2f} ms, "
