@@ -21,6 +21,9 @@ backend file through LMDB's multi-process readers (one consistent read
 transaction, no copy, the writer never waits) and writes the bbolt file down
 a pipe as it builds it (a dry run first lays it out, so the meta pages can
 lead): no temporary file, and the member streams while the child builds.
+The child runs at CPU niceness 19 in the idle I/O class (lower_priority):
+on a 2-core box it otherwise takes CPU from the member's request path and
+the member's put p99 during a 1 GB save went to 3.5-4x its idle p99.
 """
 
 from __future__ import annotations
