@@ -21,11 +21,16 @@ backend file through LMDB's multi-process readers (one consistent read
 transaction, no copy, the writer never waits) and writes the bbolt file down
 a pipe as it builds it (a dry run first lays it out, so the meta pages can
 lead): no temporary file, and the member streams while the child builds.
+The child runs at CPU niceness 19 in the idle I/O class (lower_priority):
+on a 2-core box it otherwise takes CPU from the member's request path and
+the member's put p99 during a 1 GB save went to 3.5-4x its idle p99.
 """
 
 from __future__ import annotations
 
+import ctypes
 import os
+import platform
 import signal
 import struct
 import sys
@@ -177,6 +182,34 @@ def import_bbolt(reader: BoltReader, backend: Backend) -> int:
     return n
 
 
+# ioprio_set(2): the syscall's number per machine (no libc wrapper exists), and
+# the "idle" I/O class, served only when no other process wants the disk.
+_IOPRIO_SET = {"x86_64": 251, "aarch64": 30, "i686": 289, "armv7l": 314}
+_IOPRIO_WHO_PROCESS = 1
+_IOPRIO_CLASS_IDLE = 3
+_IOPRIO_CLASS_SHIFT = 13
+# CPU niceness of the export child: it yields a shared core to the member (a
+# put's path) almost entirely, and still runs at full speed on an idle core.
+EXPORT_NICE = 19
+
+
+def lower_priority() -> bool:
+    """Put this process below the member in both CPU and disk priority: the
+    member's puts (and its WAL fsyncs) come first on a busy box and the
+    snapshot takes what is left. Returns whether the idle I/O class was
+    set (it is best effort: an unknown machine or a refusal leaves the
+    default class, which is still correct, only less polite)."""
+    os.nice(EXPORT_NICE - os.nice(0))
+    nr = _IOPRIO_SET.get(platform.machine())
+    if nr is None:
+        return False
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+    except OSError:
+        return False
+    return libc.syscall(nr, _IOPRIO_WHO_PROCESS, 0, _IOPRIO_CLASS_IDLE << _IOPRIO_CLASS_SHIFT) == 0
+
+
 def _on_sigterm(signum: int, frame: object) -> None:
     """The member gave up on the snapshot: unwind, so the read transaction
     ends and its reader slot in the lock file is released. stdout now goes
@@ -195,8 +228,7 @@ def main(argv: list[str]) -> int:
     printed."""
     signal.signal(signal.SIGTERM, _on_sigterm)
     if len(argv) == 2 and argv[0] == "export-stream":
-        # below the member in CPU priority: its requests come first on a busy box
-        os.nice(10)
+        lower_priority()
         env = open_live_reader(argv[1])
         try:
             with os.fdopen(1, "wb", buffering=1 << 20, closefd=False) as out:
