@@ -9,6 +9,7 @@ import os
 import socket
 import ssl
 import struct
+import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -117,7 +118,14 @@ def test_members_form_over_mutual_tls_and_a_member_from_another_ca_is_kept_out(
     hash_kv_converges(c.all())
     # A fourth member joins over TLS: it asks a peer for the member list (petcd/server/join.py) over https.
     peer = f"https://127.0.0.1:{free_port()}"
-    out = etcdctl(m0.endpoint, "member", "add", "m3", f"--peer-urls={peer}")
+    # m2 reconnected moments ago: like etcd, the leader counts it as started only once its connection has
+    # lasted a health interval, and refuses a voter that quorum could not yet afford until then.
+    def add_m3() -> subprocess.CompletedProcess[str] | None:
+        cp = etcdctl(m0.endpoint, "member", "add", "m3", f"--peer-urls={peer}", check=False)
+        assert cp.returncode == 0 or "not enough started members" in cp.stderr, cp.stderr
+        return cp if cp.returncode == 0 else None
+
+    out = wait_for(add_m3, 60, "the leader to accept a fourth voter", interval=1.0)
     initial = next(ln for ln in out.stdout.splitlines() if ln.startswith("ETCD_INITIAL_CLUSTER="))
     client = f"http://127.0.0.1:{free_port()}"
     args = [
