@@ -8,7 +8,8 @@ tmpfs, loop-mounted by the test (root only). The faults are the kernel's:
 - ENOSPC: the ext4 is filled (a preallocated filler file);
 - EIO: the tmpfs under the image is filled, so the loop device fails every
   write to a block of the image that was never written: the writes of the
-  WAL or the db fail with EIO (ext4 may then go read-only, so EROFS counts);
+  WAL or the db fail with EIO (ext4 may then go read-only, so EROFS counts;
+  and a data write's failure may come up as the backing tmpfs's ENOSPC);
 - EROFS: ext4's own error path (``/sys/fs/ext4/<dev>/trigger_fs_error``
   with ``errors=remount-ro``) makes the file system read-only under the
   running member.
@@ -61,7 +62,10 @@ FAULT_MET_WITHIN = 5.0
 # What each fault may surface as, in the fatal line.
 FAULT_ERRORS = {
     "enospc": ("No space left on device", "Input/output error"),  # LMDB reports a short write as EIO
-    "eio": ("Input/output error", "Read-only file system"),  # ext4 may abort its journal and go read-only
+    # ext4 may abort its journal and go read-only; and the loop driver hands
+    # the backing tmpfs's own ENOSPC up as the block status of a failed data
+    # write (errno_to_blk_status), so a data page's writeback may fail with it.
+    "eio": ("Input/output error", "Read-only file system", "No space left on device"),
     # Writes after the switch fail with EROFS; data written just before it
     # and still in the page cache fails its fsync with EIO.
     "erofs": ("Read-only file system", "Input/output error"),
