@@ -147,3 +147,6 @@ CALLS = Calls()
 # message frames written to (queued for) and read from each peer
 PEER_SENT: Counter[int] = Counter()
 PEER_RECEIVED: Counter[int] = Counter()
+# etcd_network_peer_round_trip_time_seconds, by peer: etcd's buckets, 0.1 ms doubling
+PEER_RTT_BUCKETS = _exponential(0.0001, 2, 16)
+PEER_RTT: dict[int, Histogram] = {}

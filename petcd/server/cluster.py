@@ -122,7 +122,7 @@ class ClusterManager:
         raft_status: Callable[[], Status],
         transfer_leader: Callable[[int], None],
         active_since: Callable[[int], float | None],
-        leader_urls: Callable[[], list[str]],
+        leader_id: Callable[[], int],
         leader_client: LeaderClient,
     ) -> None:
         self.cfg = cfg
@@ -132,7 +132,7 @@ class ClusterManager:
         self._status = raft_status
         self._transfer = transfer_leader
         self._active_since = active_since
-        self._leader_urls = leader_urls
+        self._leader_id = leader_id
         self._leader_client = leader_client
 
     @property
@@ -191,7 +191,7 @@ class ClusterManager:
             raise ErrMemberNotLearner()
         status = self._status()
         if status.raft_state != StateType.Leader:
-            await self._leader_client.promote(self._leader_urls(), member_id, self.cfg.request_timeout())
+            await self._leader_client.promote(self._leader_id(), member_id, self.cfg.request_timeout())
             return
         mine, theirs = status.progress.get(status.id), status.progress.get(member_id)
         # etcd's rule: a learner within 90% of the leader's log may vote

@@ -72,7 +72,7 @@ from petcd.server.errors import (
     ErrTimeoutDueToLeaderFail,
     ServerError,
 )
-from petcd.server.leader_client import LeaderClient
+from petcd.server.leader_client import LeaderClient, LeaderService
 from petcd.server.membership import (
     Membership,
     apply_change,
@@ -149,7 +149,6 @@ class EtcdServer:
         # compactions waits for nothing else
         self.compactions = TaskGroup("compaction", log)
         self.background = TaskGroup("background", log)
-        self.leader_client = LeaderClient(cfg.trusted_ca_file, cfg.cert_file, cfg.key_file)
         self.watchable = WatchableStore(StoreHistory(self.state.kv))
         self.state.kv.on_events = self._on_events
         hooks = NodeHooks(
@@ -174,10 +173,13 @@ class EtcdServer:
             on_unreachable=self.node.report_unreachable,
             on_snapshot_status=self.node.report_snapshot,
             members_info=lambda: members_doc(self.membership),
+            on_call=LeaderService(self.node.is_leader, self.lease_renew, self.lease_time_to_live,
+                                  lambda member_id: self.cluster.member_promote(member_id)),
             # a MsgApp holds up to 1 MiB of entries plus one, which may be a whole request
             max_message_bytes=max(DEFAULT_MAX_MESSAGE_BYTES, 2 * cfg.max_request_bytes + (2 << 20)),
             tls=peer_tls_from_config(cfg),
         )
+        self.leader_client = LeaderClient(self.transport)
         self.cluster = ClusterManager(
             cfg,
             membership=lambda: self.membership,
@@ -186,7 +188,7 @@ class EtcdServer:
             raft_status=self.node.status,
             transfer_leader=self.node.transfer_leader,
             active_since=self.transport.active_since,
-            leader_urls=self._leader_urls,
+            leader_id=self._leader_id,
             leader_client=self.leader_client,
         )
         self.reads = ReadIndex(self.member_id, self.node, self.applied_wait, self._has_leader)
@@ -808,13 +810,13 @@ class EtcdServer:
         self._check_running()
         if self.node.is_leader():
             return self.lessor.renew(lease_id)
-        return await self.leader_client.renew(self._leader_urls(), lease_id, self.request_timeout)
+        return await self.leader_client.renew(self._leader_id(), lease_id, self.request_timeout)
 
     async def lease_time_to_live(self, req: rpc_pb2.LeaseTimeToLiveRequest) -> rpc_pb2.LeaseTimeToLiveResponse:
         await self.linearizable_read()
         if not self.node.is_leader():
             # the remaining TTL lives in the leader's lessor
-            return await self.leader_client.time_to_live(self._leader_urls(), req, self.request_timeout)
+            return await self.leader_client.time_to_live(self._leader_id(), req, self.request_timeout)
         if req.keys:
             self.state.lease_keys.finish()
         lease = self.lessor.lookup(req.ID)
@@ -825,11 +827,11 @@ class EtcdServer:
             resp.keys.extend(sorted(lease.keys))
         return resp
 
-    def _leader_urls(self) -> list[str]:
-        lead = self.membership.members.get(self.node.lead)
-        if lead is None:
+    def _leader_id(self) -> int:
+        lead = self.node.lead
+        if lead not in self.membership.members:
             raise ErrNoLeader()
-        return lead.client_urls
+        return lead
 
     # ---- Auth -------------------------------------------------------------
 

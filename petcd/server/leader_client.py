@@ -1,23 +1,54 @@
-"""Requests a follower hands to the leader over the leader's client URL:
-the ones only the leader can answer (lease renewal and remaining TTL, which
-live in the leader's lessor; learner promotion, which needs the leader's view
-of replication)."""
+"""Requests a follower hands to the leader, over the peer port: the ones only
+the leader can answer (lease renewal and remaining TTL, which live in the
+leader's lessor; learner promotion, which needs the leader's view of
+replication). etcd sends these to its leader's peer URLs (its /leases,
+/leases/internal and /members/promote/<id> peer handlers); petcd sends them
+as calls on the call connection to the leader (petcd/server/transport/calls.py),
+so they need no client port, no client TLS and no connection per request.
+
+Each request is a call of its own kind whose body is the etcd request's
+protobuf and whose answer is the etcd response's (``KINDS``). A failure
+travels back as etcd's message, which becomes the same error here
+(``_KNOWN``), so the client sees the leader's status code and message.
+
+Failures that are about reaching the leader, not about the request (the
+leader unreachable, the connection lost, the member asked no longer
+leading, an answer that is not ours) become "no leader", which clients
+retry; no answer within the request timeout is "request timed out".
+"""
 
 from __future__ import annotations
 
-import os
-from collections.abc import Awaitable
-from typing import TypeVar
+import logging
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, TypeVar
 
-import grpc
+from google.protobuf.message import DecodeError, Message
 
 from petcd.lease import lessor
-from petcd.proto import rpc_pb2, rpc_pb2_grpc
+from petcd.proto import rpc_pb2
 from petcd.server import errors, membership
-from petcd.server.errors import ErrNoLeader
-from petcd.server.urls import parse_url
+from petcd.server.errors import ErrNoLeader, ErrNotLeader, ErrTimeout
+from petcd.server.transport.calls import CallFailed, CallTimeout
+from petcd.server.transport.wire import TransportError
 
-T = TypeVar("T")
+if TYPE_CHECKING:
+    from petcd.server.transport import PeerTransport
+
+log = logging.getLogger("petcd.server")
+
+M = TypeVar("M", bound=Message)
+
+# The kinds of call (petcd/server/transport/call_wire.py; 0 is the transport's PING).
+RENEW = 1  # LeaseKeepAliveRequest -> LeaseKeepAliveResponse (ID, TTL)
+TIME_TO_LIVE = 2  # LeaseTimeToLiveRequest -> LeaseTimeToLiveResponse
+PROMOTE = 3  # MemberPromoteRequest -> MemberPromoteResponse (empty: the follower learns the members by raft)
+
+KINDS: dict[int, tuple[type[Message], type[Message]]] = {
+    RENEW: (rpc_pb2.LeaseKeepAliveRequest, rpc_pb2.LeaseKeepAliveResponse),
+    TIME_TO_LIVE: (rpc_pb2.LeaseTimeToLiveRequest, rpc_pb2.LeaseTimeToLiveResponse),
+    PROMOTE: (rpc_pb2.MemberPromoteRequest, rpc_pb2.MemberPromoteResponse),
+}
 
 # The errors the leader may answer a forwarded request with, by etcd's
 # message: its answer becomes the same error here, so the client sees the
@@ -32,127 +63,121 @@ _KNOWN: dict[str, type[Exception]] = {
         membership.ErrLearnerNotReady,
         membership.ErrTooManyLearners,
         membership.ErrNotEnoughStartedMembers,
-        errors.ErrNotLeader,
         errors.ErrLeaderChanged,
         errors.ErrStopped,
         errors.ErrTimeout,
         errors.ErrTimeoutDueToLeaderFail,
         errors.ErrNotSupportedForLearner,
+        errors.ErrTooManyRequests,
+        errors.ErrNoSpace,
+        errors.ErrCorrupt,
+        errors.ErrUnhealthy,
+        errors.ErrNoLeader,
     )
 }
+# The errors the leader sends as they are (everything a request to it may fail with that a client should see).
+_SENT = (errors.ServerError, lessor.LeaseError)
 
 
-def translate(exc: grpc.aio.AioRpcError) -> Exception:
-    """Our error for the leader's failed answer: the one whose message the
-    leader sent; anything else (the leader unreachable, gone, unknown) is
+def translate(exc: TransportError) -> Exception:
+    """Our error for a failed call to the leader: the error whose message the
+    leader answered; a timeout is "request timed out"; anything else (the
+    leader unreachable or gone, no longer leading, an unknown message) is
     "no leader", which clients retry."""
-    known = _KNOWN.get(exc.details() or "")
-    return known() if known is not None else ErrNoLeader()
-
-
-async def _answer(call: Awaitable[T]) -> T:
-    """The leader's answer, its errors made ours."""
-    try:
-        return await call
-    except grpc.aio.AioRpcError as exc:
-        raise translate(exc) from None
+    if isinstance(exc, CallFailed):
+        known = _KNOWN.get(exc.message)
+        if known is not None:
+            return known()
+        if exc.message != ErrNotLeader.message:
+            log.warning("petcd: the leader answered a forwarded request with an unknown error: %s", exc.message)
+        return ErrNoLeader()
+    if isinstance(exc, CallTimeout):
+        return ErrTimeout()
+    log.debug("petcd: forwarding to the leader failed: %s", exc)
+    return ErrNoLeader()
 
 
 class LeaderClient:
-    """gRPC channels to the leader's client URLs, one per URL (and per
-    version of the TLS files), with the member's own client-port TLS: the
-    leader's certificate is verified with --trusted-ca-file (the system's
-    roots without it), and --cert-file/--key-file are presented as the client
-    certificate, which a leader with --client-cert-auth demands. Members of
-    one cluster share these settings, so what verifies clients verifies the
-    leader too."""
+    """Asks the leader, by its member id, on the peer transport's call connection to it."""
 
-    def __init__(self, trusted_ca_file: str = "", cert_file: str = "", key_file: str = "") -> None:
-        self.trusted_ca_file = trusted_ca_file
-        self.cert_file = cert_file
-        self.key_file = key_file
-        # per leader address: the TLS files' stamp its channel was made with, and the channel
-        self._channels: dict[str, tuple[tuple[int, ...], grpc.aio.Channel]] = {}
-        # channels replaced after a rotation (calls may still be on them): closed at close()
-        self._retired: list[grpc.aio.Channel] = []
+    def __init__(self, transport: PeerTransport) -> None:
+        self.transport = transport
 
-    def _files(self) -> list[str]:
-        return [f for f in (self.trusted_ca_file, self.cert_file, self.key_file) if f]
-
-    def _stamp(self) -> tuple[int, ...]:
-        """When the TLS files last changed: a rotation opens a new channel with them."""
-        out: list[int] = []
-        for f in self._files():
-            try:
-                out.append(os.stat(f).st_mtime_ns)
-            except OSError:
-                out.append(-1)
-        return tuple(out)
-
-    def _credentials(self) -> grpc.ChannelCredentials:
-        def read(path: str) -> bytes | None:
-            if not path:
-                return None
-            try:
-                with open(path, "rb") as f:
-                    return f.read()
-            except OSError:
-                raise ErrNoLeader() from None  # unreadable files: the leader cannot be reached
-
-        key, cert = read(self.key_file), read(self.cert_file)
-        return grpc.ssl_channel_credentials(root_certificates=read(self.trusted_ca_file),
-                                            private_key=key if cert else None,
-                                            certificate_chain=cert if key else None)
-
-    def _channel(self, client_urls: list[str]) -> grpc.aio.Channel:
-        if not client_urls:
-            raise ErrNoLeader()  # the leader has not published its client URLs yet
-        # a plain URL if the leader has one (no handshake to pay), else its https one
-        urls = sorted((parse_url(u) for u in client_urls), key=lambda u: u.tls)
-        target = urls[0].netloc
-        stamp = self._stamp() if urls[0].tls else ()
-        known = self._channels.get(target)
-        if known is not None and known[0] == stamp:
-            return known[1]
-        if known is not None:
-            self._retired.append(known[1])
-        if urls[0].tls:
-            ch = grpc.aio.secure_channel(target, self._credentials())
-        else:
-            ch = grpc.aio.insecure_channel(target)
-        self._channels[target] = (stamp, ch)
-        return ch
-
-    async def renew(self, client_urls: list[str], lease_id: int, timeout: float) -> int:
-        return await _answer(self._renew(client_urls, lease_id, timeout))
-
-    async def _renew(self, client_urls: list[str], lease_id: int, timeout: float) -> int:
-        stub = rpc_pb2_grpc.LeaseStub(self._channel(client_urls))
-        call = stub.LeaseKeepAlive(timeout=timeout)
+    async def _ask(self, leader: int, kind: int, req: Message, timeout: float) -> bytes:
         try:
-            await call.write(rpc_pb2.LeaseKeepAliveRequest(ID=lease_id))
-            resp = await call.read()
-        finally:
-            call.cancel()
-        if resp is grpc.aio.EOF:
-            raise ErrNoLeader()
-        return int(resp.TTL)
+            return await self.transport.call(leader, kind, req.SerializeToString(), timeout)
+        except TransportError as exc:
+            raise translate(exc) from None
+
+    async def renew(self, leader: int, lease_id: int, timeout: float) -> int:
+        """The lease's TTL after the leader renewed it (ErrLeaseNotFound if the leader knows no such lease)."""
+        body = await self._ask(leader, RENEW, rpc_pb2.LeaseKeepAliveRequest(ID=lease_id), timeout)
+        return int(_parse(rpc_pb2.LeaseKeepAliveResponse, body).TTL)
 
     async def time_to_live(
-        self, client_urls: list[str], req: rpc_pb2.LeaseTimeToLiveRequest, timeout: float
+        self, leader: int, req: rpc_pb2.LeaseTimeToLiveRequest, timeout: float
     ) -> rpc_pb2.LeaseTimeToLiveResponse:
-        stub = rpc_pb2_grpc.LeaseStub(self._channel(client_urls))
-        resp: rpc_pb2.LeaseTimeToLiveResponse = await _answer(stub.LeaseTimeToLive(req, timeout=timeout))
-        return resp
+        body = await self._ask(leader, TIME_TO_LIVE, req, timeout)
+        return _parse(rpc_pb2.LeaseTimeToLiveResponse, body)
 
-    async def promote(self, client_urls: list[str], member_id: int, timeout: float) -> None:
-        stub = rpc_pb2_grpc.ClusterStub(self._channel(client_urls))
-        await _answer(stub.MemberPromote(rpc_pb2.MemberPromoteRequest(ID=member_id), timeout=timeout))
+    async def promote(self, leader: int, member_id: int, timeout: float) -> None:
+        await self._ask(leader, PROMOTE, rpc_pb2.MemberPromoteRequest(ID=member_id), timeout)
 
     async def close(self) -> None:
-        for _, ch in self._channels.values():
-            await ch.close()
-        for ch in self._retired:
-            await ch.close()
-        self._channels.clear()
-        self._retired.clear()
+        """Nothing of its own to close: the call connections are the transport's."""
+
+
+def _parse(cls: type[M], body: bytes) -> M:
+    msg = cls()
+    try:
+        msg.ParseFromString(body)
+    except DecodeError:
+        log.warning("petcd: the leader answered a forwarded request with a malformed %s", cls.__name__)
+        raise ErrNoLeader() from None
+    return msg
+
+
+class LeaderService:
+    """The leader's side: answers the calls LeaderClient makes (the
+    transport's ``on_call``), through the server's own entry points, while
+    this member leads; a member that does not lead answers "not leader"
+    (it never forwards a forwarded request again)."""
+
+    def __init__(
+        self,
+        is_leader: Callable[[], bool],
+        renew: Callable[[int], Awaitable[int]],
+        time_to_live: Callable[[rpc_pb2.LeaseTimeToLiveRequest], Awaitable[rpc_pb2.LeaseTimeToLiveResponse]],
+        promote: Callable[[int], Awaitable[None]],
+    ) -> None:
+        self.is_leader = is_leader
+        self.renew = renew
+        self.time_to_live = time_to_live
+        self.promote = promote
+
+    async def __call__(self, peer_id: int, kind: int, body: bytes) -> bytes:
+        types = KINDS.get(kind)
+        if types is None:
+            raise CallFailed(f"petcd: unknown call kind {kind}")
+        req = types[0]()
+        try:
+            req.ParseFromString(body)
+        except DecodeError:
+            raise CallFailed(f"petcd: malformed {types[0].__name__}") from None
+        try:
+            if not self.is_leader():
+                raise ErrNotLeader()
+            return (await self._answer(kind, req)).SerializeToString()
+        except _SENT as exc:
+            raise CallFailed(str(exc)) from None
+
+    async def _answer(self, kind: int, req: Message) -> Message:
+        if kind == RENEW:
+            assert isinstance(req, rpc_pb2.LeaseKeepAliveRequest)
+            return rpc_pb2.LeaseKeepAliveResponse(ID=req.ID, TTL=await self.renew(req.ID))
+        if kind == TIME_TO_LIVE:
+            assert isinstance(req, rpc_pb2.LeaseTimeToLiveRequest)
+            return await self.time_to_live(req)
+        assert isinstance(req, rpc_pb2.MemberPromoteRequest)
+        await self.promote(req.ID)
+        return rpc_pb2.MemberPromoteResponse()

@@ -1,11 +1,13 @@
 """The acceptor's side of the peer port: one protocol object per inbound connection.
 
-It reads the opening (the raft handshake, or the member-list request of a
-joining member), checks that the dialer is in this cluster and dialed this
-member, then decodes frames (petcd/server/transport/wire.py bounds them
-before they are buffered) and hands each message to the owner in order. A
-malformed frame closes this connection only, with a logged reason; a dialer
-that sends no handshake within HANDSHAKE_TIMEOUT is dropped.
+It reads the opening (the raft or call handshake, or the member-list
+request of a joining member), checks that the dialer is in this cluster and
+dialed this member, then decodes frames (petcd/server/transport/wire.py
+bounds them before they are buffered) and hands each message to the owner in
+order; on a call connection, calls go to an ``Answering``
+(petcd/server/transport/calls.py). A malformed frame closes this connection
+only, with a logged reason; a dialer that sends no handshake within
+HANDSHAKE_TIMEOUT is dropped.
 """
 
 from __future__ import annotations
@@ -16,8 +18,10 @@ from typing import TYPE_CHECKING, cast
 
 from petcd import stats
 from petcd.raft import MessageType
+from petcd.server.transport.calls import Answering
 from petcd.server.transport.peer import set_nodelay
 from petcd.server.transport.wire import (
+    CALL_MAGIC,
     HANDSHAKE_SIZE,
     SNAP_ACK,
     FrameError,
@@ -47,6 +51,7 @@ class Inbound(asyncio.Protocol):
         self.need = HANDSHAKE_SIZE  # bytes buf must hold before parsing is worth trying
         self.closed = False
         self.timer: asyncio.TimerHandle | None = None
+        self.answering: Answering | None = None  # set once a call handshake is accepted
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)
@@ -79,6 +84,9 @@ class Inbound(asyncio.Protocol):
         if self.closed:
             return
         self.buf += data
+        if self.answering is not None:
+            self.answer_calls()
+            return
         if self.peer_id is None:
             opening = classify_opening(self.buf)
             if opening is Opening.MEMBERS:
@@ -94,6 +102,15 @@ class Inbound(asyncio.Protocol):
             self.parse()
         except FrameError as exc:
             log.warning("petcd: closing connection from peer %x at %s: %s", self.peer_id or 0, self.remote(), exc)
+            self.close()
+
+    def answer_calls(self) -> None:
+        assert self.answering is not None
+        try:
+            self.answering.feed()
+        except FrameError as exc:
+            log.warning("petcd: closing the call connection from peer %x at %s: %s",
+                        self.peer_id or 0, self.remote(), exc)
             self.close()
 
     def answer_members(self) -> None:
@@ -131,6 +148,11 @@ class Inbound(asyncio.Protocol):
                 self.timer.cancel()
             log.debug("petcd: peer %x connected from %s", hs.from_id, self.remote())
             off = HANDSHAKE_SIZE
+            if hs.magic == CALL_MAGIC:
+                del buf[:off]
+                self.answering = Answering(self, hs.from_id, self.owner.on_call)
+                self.answer_calls()
+                return
         max_message_bytes = self.owner.max_message_bytes
         while True:
             got = read_frame(buf, off, max_message_bytes)
@@ -152,6 +174,14 @@ class Inbound(asyncio.Protocol):
         if self.transport is not None and not self.closed:
             self.transport.write(SNAP_ACK)
 
+    def pause_writing(self) -> None:
+        if self.answering is not None:
+            self.answering.pause_writing()
+
+    def resume_writing(self) -> None:
+        if self.answering is not None:
+            self.answering.resume_writing()
+
     def eof_received(self) -> bool:
         if self.buf and not self.closed:
             log.warning("petcd: peer %x at %s hung up in the middle of a frame", self.peer_id or 0, self.remote())
@@ -162,4 +192,6 @@ class Inbound(asyncio.Protocol):
         self.buf = bytearray()
         if self.timer is not None:
             self.timer.cancel()
+        if self.answering is not None:
+            self.answering.close()
         self.owner.inbound.discard(self)

@@ -3,7 +3,10 @@
 It listens on the member's peer URLs (petcd/server/transport/inbound.py
 serves each accepted connection), keeps one ``Peer`` per remote member
 (petcd/server/transport/peer.py: the outbound state machine) and routes
-``send`` to them. The guarantees are listed in the package's docstring.
+``send`` to them; ``call`` asks a member something on the call connection
+to it (petcd/server/transport/calls.py), and a prober pings every peer on
+it to measure the round trip (etcd_network_peer_round_trip_time_seconds).
+The guarantees are listed in the package's docstring.
 """
 
 from __future__ import annotations
@@ -15,7 +18,10 @@ import ssl
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from petcd import stats
 from petcd.raft import Message, MessageType
+from petcd.server.transport.call_wire import PING
+from petcd.server.transport.calls import CallChannel, CallHandler
 from petcd.server.transport.inbound import Inbound
 from petcd.server.transport.peer import Peer
 from petcd.server.transport.tls import TLS_HANDSHAKE_TIMEOUT, PeerTLS
@@ -31,6 +37,8 @@ log = logging.getLogger("petcd.server.transport")
 UNREACHABLE_INTERVAL = 0.1
 DEFAULT_QUEUE_MESSAGES = 4096
 DEFAULT_QUEUE_BYTES = 64 << 20
+# How often each peer is pinged for its round-trip time (etcd probes every few seconds too).
+PROBE_INTERVAL = 5.0
 
 
 @dataclass(slots=True, frozen=True)
@@ -54,6 +62,8 @@ class PeerTransport:
         on_snapshot_status: Callable[[int, bool], None] = lambda _id, _ok: None,
         *,
         members_info: Callable[[], bytes] | None = None,
+        on_call: CallHandler | None = None,
+        probe_interval: float = PROBE_INTERVAL,
         max_queue_messages: int = DEFAULT_QUEUE_MESSAGES,
         max_queue_bytes: int = DEFAULT_QUEUE_BYTES,
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
@@ -71,6 +81,8 @@ class PeerTransport:
         self.on_unreachable = on_unreachable
         self.on_snapshot_status = on_snapshot_status
         self.members_info = members_info
+        self.on_call = on_call  # answers peers' calls (PING is answered here); None: every call is refused
+        self.probe_interval = probe_interval  # 0: no probing
         self.max_queue_messages = max_queue_messages
         self.max_queue_bytes = max_queue_bytes
         self.max_message_bytes = max_message_bytes  # the largest MsgApp/MsgProp frame accepted from a peer
@@ -80,6 +92,8 @@ class PeerTransport:
         self._servers: list[asyncio.Server] = []
         self._peers: dict[int, Peer] = {}
         self._last_unreachable: dict[int, float] = {}
+        self._channels: dict[int, CallChannel] = {}
+        self._prober: asyncio.Task[None] | None = None
 
     @property
     def loop(self) -> asyncio.AbstractEventLoop:
@@ -137,6 +151,8 @@ class PeerTransport:
                 s.close()
             self._servers.clear()
             raise
+        if self.probe_interval > 0:
+            self._prober = loop.create_task(self._probe(), name="petcd-peer-prober")
 
     @property
     def addresses(self) -> list[tuple[str, int]]:
@@ -169,6 +185,50 @@ class PeerTransport:
         if peer is not None:
             peer.shutdown()
         self._last_unreachable.pop(member_id, None)
+        channel = self._channels.pop(member_id, None)
+        if channel is not None:
+            channel.close()
+
+    def peer_urls(self, member_id: int) -> list[str]:
+        """The URLs a peer is known by (none for an unknown one)."""
+        peer = self._peers.get(member_id)
+        return list(peer.urls) if peer is not None else []
+
+    async def call(self, member_id: int, kind: int, body: bytes, timeout: float) -> bytes:
+        """Ask a peer one call of kind with body, on the call connection to it;
+        the answer's body. Raises CallFailed (the peer's error message),
+        CallTimeout, or TransportError (unknown peer, unreachable, connection lost)."""
+        if self.stopped:
+            raise TransportError("the transport is stopped")
+        if member_id not in self._peers:
+            raise TransportError(f"peer {member_id:x} is not known")
+        channel = self._channels.get(member_id)
+        if channel is None:
+            channel = self._channels[member_id] = CallChannel(self, member_id)
+        return await channel.call(kind, body, timeout)
+
+    async def _probe(self) -> None:
+        """Ping every peer each probe_interval; each answer's round trip is
+        observed into etcd_network_peer_round_trip_time_seconds{To=peer}."""
+        loop = self.loop
+
+        async def ping(member_id: int) -> None:
+            start = loop.time()
+            try:
+                await self.call(member_id, PING, b"", self.probe_interval)
+            except TransportError:
+                return  # etcd's prober observes nothing for a peer it cannot reach either
+            rtt = stats.PEER_RTT.get(member_id)
+            if rtt is None:
+                rtt = stats.PEER_RTT[member_id] = stats.Histogram(stats.PEER_RTT_BUCKETS)
+            rtt.observe(loop.time() - start)
+
+        await asyncio.sleep(min(1.0, self.probe_interval))  # the first probe soon, so a new member shows one
+        while not self.stopped:
+            peers = list(self._peers)
+            if peers:
+                await asyncio.gather(*(ping(p) for p in peers))
+            await asyncio.sleep(self.probe_interval)
 
     def send(self, msgs: list[Message]) -> None:
         """Hand messages to their peers' connections; never blocks. MsgSnap goes on its own connection."""
@@ -225,6 +285,12 @@ class PeerTransport:
         for server in self._servers:
             server.close()
         tasks: list[asyncio.Task[None]] = []
+        if self._prober is not None:
+            self._prober.cancel()
+            tasks.append(self._prober)
+        for channel in self._channels.values():
+            channel.close()
+        self._channels.clear()
         for peer in self._peers.values():
             tasks.extend(peer.shutdown())
         for conn in list(self.inbound):

@@ -4,9 +4,11 @@ Plain TCP (or TLS), big-endian:
 
 - an opening, once per connection, from the dialer: either the raft
   handshake, ``b"PETCDRAFT1"``, u64 cluster id, u64 sender member id, u64
-  receiver member id; or ``b"PETCDMEMB1"``, a one-shot request for the
-  cluster's member list (asked by a member joining a running cluster; see
-  petcd/server/join.py).
+  receiver member id; or the call handshake, the same with
+  ``b"PETCDCALL1"``, after which the connection carries requests and their
+  answers (petcd/server/transport/call_wire.py); or ``b"PETCDMEMB1"``, a
+  one-shot request for the cluster's member list (asked by a member joining
+  a running cluster; see petcd/server/join.py).
 - after the raft handshake, frames: u32 length + an etcd raftpb ``Message``,
   encoded with its type field first (as protobuf encoders write fields in
   number order), so the first two bytes of a frame name its type.
@@ -41,6 +43,10 @@ MAGIC = b"PETCDRAFT1"
 # A one-shot request on the peer port: "who is in this cluster?", asked by a
 # member joining a running cluster (etcd asks its peers' /members).
 MEMBERS_MAGIC = b"PETCDMEMB1"
+# A connection of requests and answers between members (what a follower asks
+# its leader; probes), opened with the same handshake as raft's.
+CALL_MAGIC = b"PETCDCALL1"
+_MAGICS = (MAGIC, CALL_MAGIC, MEMBERS_MAGIC)
 _HANDSHAKE = struct.Struct(">10sQQQ")
 HANDSHAKE_SIZE = _HANDSHAKE.size
 _LEN = struct.Struct(">I")
@@ -98,6 +104,7 @@ class Opening(Enum):
 
     UNDECIDED = "undecided"  # a prefix of a magic: wait for more
     RAFT = "raft"  # the raft magic (the rest of the handshake may still be coming)
+    CALL = "call"  # the call magic (likewise)
     MEMBERS = "members"  # the member-list request
     BAD = "bad"  # not this protocol
 
@@ -108,29 +115,32 @@ def classify_opening(buf: bytes | bytearray) -> Opening:
         return Opening.MEMBERS
     if buf[: len(MAGIC)] == MAGIC:
         return Opening.RAFT
-    if buf[: len(MAGIC)] == MAGIC[: len(buf)] or buf[: len(MEMBERS_MAGIC)] == MEMBERS_MAGIC[: len(buf)]:
+    if buf[: len(CALL_MAGIC)] == CALL_MAGIC:
+        return Opening.CALL
+    if any(buf[: len(m)] == m[: len(buf)] for m in _MAGICS):
         return Opening.UNDECIDED
     return Opening.BAD
 
 
 @dataclass(slots=True, frozen=True)
 class Handshake:
-    """The raft handshake: who is dialing whom, in which cluster."""
+    """The raft or call handshake: who is dialing whom, in which cluster, for what (the magic)."""
 
     cluster_id: int
     from_id: int
     to_id: int
+    magic: bytes = MAGIC
 
     def encode(self) -> bytes:
-        return _HANDSHAKE.pack(MAGIC, self.cluster_id, self.from_id, self.to_id)
+        return _HANDSHAKE.pack(self.magic, self.cluster_id, self.from_id, self.to_id)
 
     @staticmethod
     def decode(buf: bytes | bytearray) -> Handshake:
-        """The handshake at the start of buf (which holds at least HANDSHAKE_SIZE bytes, MAGIC first)."""
+        """The handshake at the start of buf (which holds at least HANDSHAKE_SIZE bytes, MAGIC or CALL_MAGIC first)."""
         magic, cluster_id, from_id, to_id = _HANDSHAKE.unpack_from(buf, 0)
-        if magic != MAGIC:
+        if magic not in (MAGIC, CALL_MAGIC):
             raise FrameError("bad handshake: wrong magic")
-        return Handshake(cluster_id, from_id, to_id)
+        return Handshake(cluster_id, from_id, to_id, magic)
 
 
 # ---- sending -------------------------------------------------------------------------------------
