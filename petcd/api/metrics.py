@@ -211,6 +211,11 @@ class ServerCollector(Collector):
         for peer, n in sorted(stats.PEER_RECEIVED.items()):
             received.add_metric([format(peer, "x")], n)
         yield received
+        rtt = HistogramMetricFamily("etcd_network_peer_round_trip_time_seconds",
+                                    "Round-Trip-Time histogram between peers", labels=["To"])
+        for peer, h in sorted(stats.PEER_RTT.items()):
+            rtt.add_metric([format(peer, "x")], [(_bound(b), n) for b, n in h.cumulative()], h.sum)
+        yield rtt
         yield _histogram("etcd_disk_wal_fsync_duration_seconds",
                          "The latency distributions of fsync called by WAL.", stats.WAL_FSYNC)
         yield _histogram("etcd_disk_backend_commit_duration_seconds",

@@ -159,44 +159,50 @@ class CallChannel:
 
     async def call(self, kind: int, body: bytes, timeout: float) -> bytes:
         """The member's answer to one call (see the module's docstring for how it may fail instead)."""
+        # The deadline is a timer on the answer's future, not asyncio.timeout(): callers need not be tasks.
+        loop = self.owner.loop
+        deadline = loop.time() + timeout
+        proto = self.proto
+        if proto is None or proto.closed:
+            dialing = self._connection()
+            done, _ = await asyncio.wait({dialing}, timeout=timeout)  # (a dial others may wait for runs on)
+            if not done:
+                raise CallTimeout(f"peer {self.member_id:x} could not be reached in {timeout:.1f} s")
+            proto = dialing.result()
+        if len(proto.pending) >= MAX_PENDING:
+            raise TransportError(f"too many calls in flight to peer {self.member_id:x}")
         try:
-            async with asyncio.timeout(timeout):
-                proto = await self._connection()
-                if len(proto.pending) >= MAX_PENDING:
-                    raise TransportError(f"too many calls in flight to peer {self.member_id:x}")
-                call_id = self._next_id
-                self._next_id += 1
-                frame = encode_call(kind, call_id, body)
-                fut: asyncio.Future[Answer] = self.owner.loop.create_future()
-                proto.pending[call_id] = fut
-                try:
-                    assert proto.transport is not None
-                    proto.transport.write(frame)
-                    answer = await fut
-                finally:
-                    proto.pending.pop(call_id, None)
-        except TimeoutError:
-            raise CallTimeout(f"peer {self.member_id:x} did not answer in {timeout:.1f} s") from None
+            frame = encode_call(kind, self._next_id, body)
         except FrameError as exc:
             raise TransportError(str(exc)) from None
+        call_id = self._next_id
+        self._next_id += 1
+        fut: asyncio.Future[Answer] = loop.create_future()
+        proto.pending[call_id] = fut
+        timer = loop.call_at(deadline, _expire, fut, self.member_id, timeout)
+        try:
+            assert proto.transport is not None
+            proto.transport.write(frame)
+            answer = await fut
+        finally:
+            timer.cancel()
+            proto.pending.pop(call_id, None)
         if not answer.ok:
             raise CallFailed(answer.message)
         return answer.body
 
-    async def _connection(self) -> _Asking:
+    def _connection(self) -> asyncio.Future[_Asking]:
+        """The dial under way (one is started if none is), or a failure if the last one failed just now."""
+        loop = self.owner.loop
         if self._closed:
-            raise TransportError("the transport is stopped")
-        proto = self.proto
-        if proto is not None and not proto.closed:
-            return proto
+            return _failed(loop, TransportError("the transport is stopped"))
         if self._dialing is None:
             failed = self._failed
-            if failed is not None and self.owner.loop.time() - failed[0] < DIAL_HOLDOFF:
-                raise failed[1]
-            self._dialing = self.owner.loop.create_task(self._dial(), name=f"petcd-call-dial-{self.member_id:x}")
+            if failed is not None and loop.time() - failed[0] < DIAL_HOLDOFF:
+                return _failed(loop, failed[1])
+            self._dialing = loop.create_task(self._dial(), name=f"petcd-call-dial-{self.member_id:x}")
             self._dialing.add_done_callback(self._dialed)
-        # shielded: a caller that gives up must not cancel the dial the others wait for
-        return await asyncio.shield(self._dialing)
+        return self._dialing
 
     def _dialed(self, task: asyncio.Task[_Asking]) -> None:
         if self._dialing is task:
@@ -246,6 +252,17 @@ class CallChannel:
             self._dialing.cancel()
         if self.proto is not None:
             self.proto.close(TransportError("the transport is stopped"))
+
+
+def _failed(loop: asyncio.AbstractEventLoop, exc: TransportError) -> asyncio.Future[_Asking]:
+    fut: asyncio.Future[_Asking] = loop.create_future()
+    fut.set_exception(exc)
+    return fut
+
+
+def _expire(fut: asyncio.Future[Answer], member_id: int, timeout: float) -> None:
+    if not fut.done():
+        fut.set_exception(CallTimeout(f"peer {member_id:x} did not answer in {timeout:.1f} s"))
 
 
 # ---- the answerer's side --------------------------------------------------------------------------
