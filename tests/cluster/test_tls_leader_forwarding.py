@@ -1,8 +1,8 @@
 """A follower forwards what only the leader answers (lease keepalive and
-time-to-live) to the leader's client URL; when the leader advertises only an
-https URL with a private CA and demands client certificates, the follower
-reaches it with its own client-port TLS settings (--trusted-ca-file verifies
-the leader, --cert-file/--key-file are its client certificate)."""
+time-to-live) to the leader over the peer port, on the peer transport's TLS:
+with mutual TLS on both ports (https-only client URLs with a private CA and
+client certificates demanded), forwarding needs nothing of the client port's
+TLS and works with the peer certificates alone."""
 
 from __future__ import annotations
 
@@ -21,11 +21,14 @@ pytestmark = pytest.mark.timeout(600)
 
 @pytest.fixture
 def cluster(tmp_path: Path) -> Iterator[list[Server]]:
-    """Three members with mutual TLS on https client URLs (the only ones they
-    advertise) and a plain listener each, which the test talks to."""
-    files = CA(tmp_path / "pki").issue("member", file_name="member")
+    """Three members with mutual TLS on https peer URLs and https client URLs
+    (the only ones they advertise), and a plain client listener each, which
+    the test talks to."""
+    ca = CA(tmp_path / "pki")
+    files = ca.issue("member", file_name="member")
+    peer_files = ca.issue("peer", file_name="peer")
     names = ["m0", "m1", "m2"]
-    peers = {n: f"http://127.0.0.1:{free_port()}" for n in names}
+    peers = {n: f"https://127.0.0.1:{free_port()}" for n in names}
     initial = ",".join(f"{n}={peers[n]}" for n in names)
     members = []
     for n in names:
@@ -37,6 +40,8 @@ def cluster(tmp_path: Path) -> Iterator[list[Server]]:
             "--initial-cluster", initial, "--initial-cluster-token", f"t-{tmp_path.name}",
             "--cert-file", str(files.cert), "--key-file", str(files.key),
             "--trusted-ca-file", str(files.ca), "--client-cert-auth",
+            "--peer-cert-file", str(peer_files.cert), "--peer-key-file", str(peer_files.key),
+            "--peer-trusted-ca-file", str(peer_files.ca), "--peer-client-cert-auth",
         ]
         members.append(Server("petcd", args, tmp_path / f"{n}.petcd", plain, tmp_path / f"{n}.log"))
     start_together(members)
