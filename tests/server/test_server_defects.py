@@ -28,6 +28,7 @@ from petcd.server.membership import ErrMemberNotFound
 from petcd.server.raft_node import RaftNode
 from petcd.server.raft_storage import RaftStorage
 from petcd.server.state import read_backend_snapshot
+from petcd.server.transport import PeerTransport
 from petcd.storage.backend import Backend
 from petcd.testing.harness import etcd_server, etcdctl, free_port, wait_for
 
@@ -87,16 +88,20 @@ def test_alarm_load_replaces_the_active_alarms(tmp_path: Path) -> None:
 
 
 def test_leader_client_promote_translates_the_leaders_error(member: Member) -> None:
-    """A follower forwards MemberPromote to the leader; the leader's error
-    must come back as ours (a status the client knows), not as a raw gRPC
-    error that the api layer can only report as UNKNOWN."""
+    """A follower forwards MemberPromote to the leader (over the peer port);
+    the leader's error must come back as ours (a status the client knows),
+    not as a transport error that the api layer can only report as UNKNOWN."""
+    server = member.etcd.server
 
     async def promote() -> None:
-        client = LeaderClient()
+        transport = PeerTransport(0x99, server.cluster_id, ["http://127.0.0.1:0"], on_message=lambda m: None,
+                                  probe_interval=0)
+        await transport.start()
+        transport.add_peer(server.member_id, list(member.cfg.listen_peer_urls))
         try:
-            await client.promote(list(member.cfg.advertise_client_urls), 0x1234, 10.0)
+            await LeaderClient(transport).promote(server.member_id, 0x1234, 10.0)
         finally:
-            await client.close()
+            await transport.stop()
 
     with pytest.raises(ErrMemberNotFound):
         asyncio.run(promote())
