@@ -13,6 +13,11 @@ The package:
 - ``peer``: one remote member as the sender sees it, the outbound state
   machine (bounded queue, dial, backoff, redial, snapshot sends);
 - ``inbound``: the acceptor's side of a connection;
+- ``call_wire`` and ``calls``: call connections, requests with answers
+  between members (what a follower asks its leader: petcd/server/leader_client.py;
+  the prober's pings, timed into etcd_network_peer_round_trip_time_seconds),
+  one long-lived connection per pair carrying many calls at once, bounded on
+  both sides (see calls.py's docstring);
 - ``peer_transport``: ``PeerTransport``, what the server uses.
 
 The member-list request a joining member makes lives with the join code
@@ -55,6 +60,7 @@ Guarantees:
   written in 1 MiB slices, so a big snapshot does not stall the loop.
 """
 
+from petcd.server.transport.calls import CallFailed, CallTimeout
 from petcd.server.transport.peer_transport import (
     DEFAULT_QUEUE_BYTES,
     DEFAULT_QUEUE_MESSAGES,
@@ -62,6 +68,7 @@ from petcd.server.transport.peer_transport import (
     PeerTransport,
 )
 from petcd.server.transport.wire import (
+    CALL_MAGIC,
     DEFAULT_MAX_MESSAGE_BYTES,
     HANDSHAKE_SIZE,
     MAGIC,
@@ -73,6 +80,9 @@ from petcd.server.transport.wire import (
 )
 
 __all__ = [
+    "CALL_MAGIC",
+    "CallFailed",
+    "CallTimeout",
     "DEFAULT_MAX_MESSAGE_BYTES",
     "DEFAULT_QUEUE_BYTES",
     "DEFAULT_QUEUE_MESSAGES",
