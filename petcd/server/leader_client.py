@@ -64,7 +64,6 @@ _KNOWN: dict[str, type[Exception]] = {
         membership.ErrTooManyLearners,
         membership.ErrNotEnoughStartedMembers,
         errors.ErrLeaderChanged,
-        errors.ErrStopped,
         errors.ErrTimeout,
         errors.ErrTimeoutDueToLeaderFail,
         errors.ErrNotSupportedForLearner,
@@ -75,6 +74,9 @@ _KNOWN: dict[str, type[Exception]] = {
         errors.ErrNoLeader,
     )
 }
+# What the member asked answers when it is no longer the leader to ask (it
+# lost its leadership, or it is stopping): to the client, "no leader".
+_GONE = frozenset({errors.ErrNotLeader.message, errors.ErrStopped.message})
 # The errors the leader sends as they are (everything a request to it may fail with that a client should see).
 _SENT = (errors.ServerError, lessor.LeaseError)
 
@@ -82,13 +84,13 @@ _SENT = (errors.ServerError, lessor.LeaseError)
 def translate(exc: TransportError) -> Exception:
     """Our error for a failed call to the leader: the error whose message the
     leader answered; a timeout is "request timed out"; anything else (the
-    leader unreachable or gone, no longer leading, an unknown message) is
+    leader unreachable, stopping or gone, no longer leading, an unknown message) is
     "no leader", which clients retry."""
     if isinstance(exc, CallFailed):
         known = _KNOWN.get(exc.message)
         if known is not None:
             return known()
-        if exc.message != ErrNotLeader.message:
+        if exc.message not in _GONE:
             log.warning("petcd: the leader answered a forwarded request with an unknown error: %s", exc.message)
         return ErrNoLeader()
     if isinstance(exc, CallTimeout):

@@ -120,6 +120,7 @@ def test_the_service_refuses_what_it_does_not_know() -> None:
 def test_translate() -> None:
     assert isinstance(translate(CallFailed(ErrLeaseNotFound.message)), ErrLeaseNotFound)
     assert isinstance(translate(CallFailed("etcdserver: not leader")), ErrNoLeader)
+    assert isinstance(translate(CallFailed("etcdserver: server stopped")), ErrNoLeader)
     assert isinstance(translate(CallFailed("something else")), ErrNoLeader)
     assert isinstance(translate(CallTimeout("slow")), ErrTimeout)
     assert isinstance(translate(TransportError("gone")), ErrNoLeader)

@@ -298,3 +298,28 @@ def test_the_prober_measures_round_trips_to_every_peer(run: Run[None]) -> None:
                 assert 0 < h.sum / h.count < 1
 
     run(main())
+
+
+def test_a_connection_that_answers_no_ping_is_dropped_and_dialed_anew(run: Run[None]) -> None:
+    async def main() -> None:
+        conns: list[asyncio.StreamWriter] = []
+
+        async def black_hole(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            conns.append(writer)  # accepts, reads, never answers: a peer host that vanished mid-connection
+            while await reader.read(1 << 16):
+                pass
+
+        hole = await asyncio.start_server(black_hole, "127.0.0.1", 0)
+        a = node(0xA, probe_interval=0.2)
+        await a.start()
+        try:
+            a.add_peer(0xB, [f"http://127.0.0.1:{hole.sockets[0].getsockname()[1]}"])
+            await wait_until(lambda: len(conns) >= 3, what="the prober to redial after unanswered pings")
+        finally:
+            await a.stop()
+            for w in conns:
+                w.close()
+            hole.close()
+            await hole.wait_closed()
+
+    run(main())

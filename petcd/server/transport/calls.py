@@ -241,6 +241,12 @@ class CallChannel:
             return proto
         raise TransportError(f"cannot reach peer {self.member_id:x} (" + "; ".join(errors) + ")")
 
+    def reset(self, why: str) -> None:
+        """Hang up the current connection (failing its calls in flight); the next call dials anew."""
+        if self.proto is not None:
+            log.warning("petcd: dropping the call connection to peer %x: %s", self.member_id, why)
+            self.proto.close(TransportError(why))
+
     def lost(self, proto: _Asking) -> None:
         if self.proto is proto:
             self.proto = None

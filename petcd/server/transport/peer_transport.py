@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from petcd import stats
 from petcd.raft import Message, MessageType
 from petcd.server.transport.call_wire import PING
-from petcd.server.transport.calls import CallChannel, CallHandler
+from petcd.server.transport.calls import CallChannel, CallHandler, CallTimeout
 from petcd.server.transport.inbound import Inbound
 from petcd.server.transport.peer import Peer
 from petcd.server.transport.tls import TLS_HANDSHAKE_TIMEOUT, PeerTLS
@@ -215,6 +215,13 @@ class PeerTransport:
             start = time.perf_counter()  # not loop.time(): uvloop's counts whole milliseconds
             try:
                 await self.call(member_id, PING, b"", self.probe_interval)
+            except CallTimeout:
+                # A ping is answered by the peer's transport at once: no answer means the connection
+                # is dead without having been closed (a peer host gone). Dial anew next time.
+                channel = self._channels.get(member_id)
+                if channel is not None:
+                    channel.reset(f"no answer to a ping in {self.probe_interval:.1f} s")
+                return
             except TransportError:
                 return  # etcd's prober observes nothing for a peer it cannot reach either
             rtt = stats.PEER_RTT.get(member_id)
