@@ -169,6 +169,8 @@ class CallChannel:
             if not done:
                 raise CallTimeout(f"peer {self.member_id:x} could not be reached in {timeout:.1f} s")
             proto = dialing.result()
+        if proto.closed:  # lost between the dial and now
+            raise TransportError(f"the connection to peer {self.member_id:x} was lost")
         if len(proto.pending) >= MAX_PENDING:
             raise TransportError(f"too many calls in flight to peer {self.member_id:x}")
         try:
@@ -213,6 +215,8 @@ class CallChannel:
         if exc is None:
             self._failed = None
             self.proto = task.result()
+            if self._closed:  # closed after the dial connected, before this callback ran
+                self.proto.close(TransportError("the transport is stopped"))
         elif isinstance(exc, TransportError):
             self._failed = (self.owner.loop.time(), exc)
 
