@@ -13,6 +13,7 @@ import sys
 import time
 import urllib.request
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import grpc
@@ -96,8 +97,6 @@ def test_time_to_live_through_a_follower_is_the_leaders(cluster: list[Server]) -
     assert 0 < got.TTL <= 60 and abs(got.TTL - on_leader.TTL) <= 1
     assert got.header.member_id == status(follower).header.member_id  # answered by the follower, for the client
     # hundreds of renewals through one follower at once: one connection to the leader carries them all
-    from concurrent.futures import ThreadPoolExecutor
-
     with ThreadPoolExecutor(16) as pool:
         ttls = list(pool.map(lambda _: keepalive_once(lease, granted.ID).TTL, range(300)))
     assert ttls == [60] * 300
