@@ -102,6 +102,23 @@ def test_time_to_live_through_a_follower_is_the_leaders(cluster: list[Server]) -
     assert ttls == [60] * 300
 
 
+def test_renewals_follow_the_leadership_when_it_moves(cluster: list[Server]) -> None:
+    old = leader(cluster)
+    follower = a_follower(cluster)
+    target = next(m for m in cluster if m is not old and m is not follower)
+    lease = rpc_pb2_grpc.LeaseStub(follower.channel())
+    granted = lease.LeaseGrant(rpc_pb2.LeaseGrantRequest(TTL=60), timeout=30)
+    assert keepalive_once(lease, granted.ID).TTL == 60
+    old.maintenance().MoveLeader(rpc_pb2.MoveLeaderRequest(targetID=status(target).header.member_id), timeout=30)
+    assert leader(cluster) is target
+    # the follower now asks the new leader; the old leader, now a follower, asks it too
+    for m in (follower, old):
+        stub = rpc_pb2_grpc.LeaseStub(m.channel())
+        assert keepalive_once(stub, granted.ID).TTL == 60
+        ttl = stub.LeaseTimeToLive(rpc_pb2.LeaseTimeToLiveRequest(ID=granted.ID), timeout=30)
+        assert 55 <= ttl.TTL <= 60 and ttl.grantedTTL == 60
+
+
 def outcomes(members: list[Server], lead: Server, follower: Server, learner_peer: str) -> dict[str, object]:
     """What a client sees asking a follower the things only the leader answers."""
     lease = rpc_pb2_grpc.LeaseStub(follower.channel())
