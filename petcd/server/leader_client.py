@@ -28,8 +28,8 @@ from google.protobuf.message import DecodeError, Message
 from petcd.lease import lessor
 from petcd.proto import rpc_pb2
 from petcd.server import errors, membership
-from petcd.server.errors import ErrNoLeader, ErrNotLeader, ErrTimeout
-from petcd.server.transport.calls import CallFailed, CallTimeout
+from petcd.server.errors import ErrNoLeader, ErrNotLeader, ErrTimeout, ErrTooManyRequests
+from petcd.server.transport.calls import CallFailed, CallTimeout, TooManyCalls
 from petcd.server.transport.wire import TransportError
 
 if TYPE_CHECKING:
@@ -83,8 +83,9 @@ _SENT = (errors.ServerError, lessor.LeaseError)
 
 def translate(exc: TransportError) -> Exception:
     """Our error for a failed call to the leader: the error whose message the
-    leader answered; a timeout is "request timed out"; anything else (the
-    leader unreachable, stopping or gone, no longer leading, an unknown message) is
+    leader answered; a timeout is "request timed out"; too many requests in
+    flight to the leader is "too many requests"; anything else (the leader
+    unreachable, stopping or gone, no longer leading, an unknown message) is
     "no leader", which clients retry."""
     if isinstance(exc, CallFailed):
         known = _KNOWN.get(exc.message)
@@ -95,6 +96,8 @@ def translate(exc: TransportError) -> Exception:
         return ErrNoLeader()
     if isinstance(exc, CallTimeout):
         return ErrTimeout()
+    if isinstance(exc, TooManyCalls):
+        return ErrTooManyRequests()
     log.debug("petcd: forwarding to the leader failed: %s", exc)
     return ErrNoLeader()
 

@@ -13,11 +13,11 @@ import pytest
 
 from petcd.lease.lessor import ErrLeaseNotFound
 from petcd.proto import rpc_pb2
-from petcd.server.errors import ErrNoLeader, ErrTimeout
+from petcd.server.errors import ErrNoLeader, ErrTimeout, ErrTooManyRequests
 from petcd.server.leader_client import KINDS, LeaderClient, LeaderService, translate
 from petcd.server.membership import ErrLearnerNotReady
 from petcd.server.transport import PeerTransport
-from petcd.server.transport.calls import CallFailed, CallTimeout
+from petcd.server.transport.calls import CallFailed, CallTimeout, TooManyCalls
 from petcd.server.transport.wire import TransportError
 from petcd.testing.harness import free_port
 
@@ -124,3 +124,4 @@ def test_translate() -> None:
     assert isinstance(translate(CallFailed("something else")), ErrNoLeader)
     assert isinstance(translate(CallTimeout("slow")), ErrTimeout)
     assert isinstance(translate(TransportError("gone")), ErrNoLeader)
+    assert isinstance(translate(TooManyCalls("busy")), ErrTooManyRequests)

@@ -15,7 +15,7 @@ The asker (``CallChannel``):
   or the connection was lost with the call in flight);
 - one dial at a time, shared by the calls waiting for it; after a failed
   dial, calls within DIAL_HOLDOFF fail at once instead of dialing again;
-- at most MAX_PENDING calls in flight per connection (more fail at once).
+- at most MAX_PENDING calls in flight per connection (more fail at once, ``TooManyCalls``).
 
 The answerer (``Answering``, one per accepted call connection):
 
@@ -72,6 +72,10 @@ class CallFailed(TransportError):
 
 class CallTimeout(TransportError):
     """No answer came before the call's deadline."""
+
+
+class TooManyCalls(TransportError):
+    """MAX_PENDING calls are in flight on the connection already."""
 
 
 # ---- the asker's side -----------------------------------------------------------------------------
@@ -172,7 +176,7 @@ class CallChannel:
         if proto.closed:  # lost between the dial and now
             raise TransportError(f"the connection to peer {self.member_id:x} was lost")
         if len(proto.pending) >= MAX_PENDING:
-            raise TransportError(f"too many calls in flight to peer {self.member_id:x}")
+            raise TooManyCalls(f"too many calls in flight to peer {self.member_id:x}")
         try:
             frame = encode_call(kind, self._next_id, body)
         except FrameError as exc:
