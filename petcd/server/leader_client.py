@@ -14,7 +14,8 @@ travels back as etcd's message, which becomes the same error here
 Failures that are about reaching the leader, not about the request (the
 leader unreachable, the connection lost, the member asked no longer
 leading, an answer that is not ours) become "no leader", which clients
-retry; no answer within the request timeout is "request timed out".
+retry; no answer within the request timeout is "request timed out"; more
+than MAX_PENDING requests in flight to the leader, "too many requests".
 """
 
 from __future__ import annotations
