@@ -1,17 +1,27 @@
 """EtcdServer: raft, storage and the state machine joined into one member.
 
-A write: the api hands an InternalRaftRequest to ``raft_request``; it gets a
-unique id, is proposed to raft, and the caller waits on the id until the
-applier has applied the committed entry (after the WAL fsync). A
-linearizable read: ``linearizable_read`` joins the next ReadIndex round, then
-waits until the applied index reaches the round's index.
+EtcdServer keeps the member's life cycle, the raft node's hooks (apply the
+committed entries, install a leader's snapshot, read states, leader
+changes, send) and the entry points the api calls; its parts, built whole
+in ``__init__``, hold the rest: ``proposer`` (the proposal path: request
+ids, quota, waiting for the applier), ``snapshots`` (raft snapshots taken,
+sent, checked and installed), ``lease_front`` (lease calls and the leader's
+expiry), ``backend_upkeep`` (batch commits, defragmentation), ``cluster``
+(membership changes), ``reads`` (ReadIndex) and ``auth_front``.
+
+A write: an entry point hands an InternalRaftRequest to
+``proposer.raft_request``; it gets a unique id, is proposed to raft, and
+the caller waits on the id until the applier has applied the committed
+entry (after the WAL fsync). A linearizable read: ``linearizable_read``
+joins the next ReadIndex round, then waits until the applied index reaches
+the round's index.
 
 Everything runs on one asyncio loop; fsyncs and big copies go to threads:
 the WAL's fsync (the node loop), a raft snapshot's file, WAL marker and
-segment release (``_snapshot``), a defrag's copy (``defragment``), a backend
-snapshot for a follower. Long scans go in steps: compactions, re-attaching
-keys to leases after installing a leader's backend. The backend's batch
-commit (with its fsync) stays on the loop (see petcd.storage.backend).
+segment release, a defrag's copy, a backend snapshot for a follower. Long
+scans go in steps: compactions, re-attaching keys to leases after
+installing a leader's backend. The backend's batch commit (with its fsync)
+stays on the loop (see petcd.storage.backend).
 """
 
 from __future__ import annotations
