@@ -18,6 +18,7 @@ from pathlib import Path
 from petcd.mvcc.kvstore import KVStore
 from petcd.proto import rpc_pb2
 from petcd.storage.backend import Backend
+from petcd.testing.harness import wait_for
 from tests.server.conftest import Member, member_config, start_member
 
 DB_MB = 512
@@ -31,6 +32,7 @@ class LagProbe:
 
     def __init__(self) -> None:
         self.worst = 0.0
+        self.wakeups = 0
         self.stop = False
 
     async def run(self) -> None:
@@ -39,6 +41,7 @@ class LagProbe:
             t = loop.time()
             await asyncio.sleep(0.005)
             self.worst = max(self.worst, loop.time() - t - 0.005)
+            self.wakeups += 1
 
 
 def fill_backend(path: Path, megabytes: int) -> None:
@@ -59,7 +62,7 @@ def fill_backend(path: Path, megabytes: int) -> None:
 def probed(m: Member) -> tuple[LagProbe, object]:
     probe = LagProbe()
     fut = asyncio.run_coroutine_threadsafe(probe.run(), m.loop)
-    time.sleep(0.2)  # let it start
+    wait_for(lambda: probe.wakeups > 0, 30, "the probe to run on the member's loop", interval=0.01)
     return probe, fut
 
 
