@@ -21,13 +21,11 @@ from petcd.server.transport import BadURLError
 from petcd.server.transport.tls import PeerTLS, TLSConfigError, common_name, peer_tls_from_config
 from petcd.testing.certs import CA, CertFiles
 from tests.server.transport_nodes import (
-    CLUSTER,
-    frame,
-    handshake,
     heartbeat,
     hung_up,
     link,
     make_node,
+    opening,
     started,
     wait_until,
 )
@@ -97,7 +95,7 @@ def test_a_peer_with_a_foreign_or_wrongly_named_certificate_is_refused(
             except (ssl.SSLError, ConnectionError):
                 pass  # refused within the handshake (TLS 1.2); 1.3 tells the client on its first read
             else:
-                w.write(handshake(CLUSTER, intruder.id, b.id) + frame(heartbeat(intruder.id, b.id, 99).to_bytes()))
+                w.write(opening(heartbeat(intruder.id, b.id, 99)))
                 assert await hung_up(r)
                 w.close()
             # And without any certificate at all.
@@ -107,7 +105,7 @@ def test_a_peer_with_a_foreign_or_wrongly_named_certificate_is_refused(
             except (ssl.SSLError, ConnectionError):
                 pass
             else:
-                w.write(handshake(CLUSTER, intruder.id, b.id) + frame(heartbeat(intruder.id, b.id, 98).to_bytes()))
+                w.write(opening(heartbeat(intruder.id, b.id, 98)))
                 assert await hung_up(r)
                 w.close()
             assert b.received == []
@@ -150,7 +148,7 @@ def test_plain_peers_stalled_and_garbage_handshakes_do_not_hurt_the_listener(pki
             conns = []
             # plain TCP speaking the raft protocol to a TLS port
             r, w = await asyncio.open_connection(host, port)
-            w.write(handshake(CLUSTER, a.id, b.id) + frame(heartbeat(a.id, b.id, 1).to_bytes()))
+            w.write(opening(heartbeat(a.id, b.id, 1)))
             conns.append((r, w))
             # garbage, a TLS record header followed by garbage, and an HTTP request
             for junk in (os.urandom(4096), b"\x16\x03\x01\x02\x00" + os.urandom(600), b"GET / HTTP/1.1\r\n\r\n"):

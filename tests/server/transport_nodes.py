@@ -95,6 +95,12 @@ def frame(body: bytes) -> bytes:
     return struct.pack(">I", len(body)) + body
 
 
+def opening(msg: Message, cluster_id: int = CLUSTER) -> bytes:
+    """What a dialing member sends first: its handshake, then msg framed (sender and
+    receiver are msg's)."""
+    return handshake(cluster_id, msg.from_, msg.to) + frame(msg.to_bytes())
+
+
 async def wait_until(cond: Callable[[], bool], timeout: float = 20.0, what: str = "condition") -> None:
     """Polls cond until it holds; AssertionError naming what after timeout seconds."""
     deadline = time.monotonic() + timeout
