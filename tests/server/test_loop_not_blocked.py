@@ -15,10 +15,9 @@ import os
 import time
 from pathlib import Path
 
-from petcd.mvcc.kvstore import KVStore
 from petcd.proto import rpc_pb2
-from petcd.storage.backend import Backend
 from petcd.testing.harness import wait_for
+from tests.large_backend import fill_backend
 from tests.server.conftest import Member, member_config, start_member
 
 DB_MB = 512
@@ -44,21 +43,6 @@ class LagProbe:
             self.wakeups += 1
 
 
-def fill_backend(path: Path, megabytes: int) -> None:
-    backend = Backend(str(path), unsafe_no_fsync=True)
-    try:
-        kv = KVStore(backend)
-        for i in range(megabytes):
-            w = kv.write()
-            w.put(b"big/%05d" % i, os.urandom(1 << 20), 0)
-            w.end()
-            if i % 64 == 63:
-                backend.commit()
-        backend.commit()
-    finally:
-        backend.close()
-
-
 def probed(m: Member) -> tuple[LagProbe, object]:
     probe = LagProbe()
     fut = asyncio.run_coroutine_threadsafe(probe.run(), m.loop)
@@ -72,7 +56,6 @@ def test_defrag_commit_and_raft_snapshots_leave_the_loop_free(tmp_path: Path) ->
     m.kv.Put(rpc_pb2.PutRequest(key=b"a", value=b"1"), timeout=10)
     m.stop()
     fill_backend(Path(cfg.backend_path()), DB_MB)
-    os.sync()
     m = start_member(cfg)
     try:
         probe, fut = probed(m)
