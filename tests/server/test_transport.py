@@ -129,7 +129,7 @@ def test_cluster_id_mismatch_is_refused(run: Run[None], caplog: pytest.LogCaptur
 
             while not logged():
                 a.transport.send([heartbeat(a.id, b.id)])
-                await wait_until(lambda: logged() or bool(b.received), timeout=5, what="the refusal")
+                await wait_until(lambda: logged() or bool(b.received), what="the refusal")
             # The refused connection is closed: the sender notices and reports the peer unreachable.
             await wait_until(lambda: any(i == b.id for i, _ in a.unreachable), what="the closed connection")
             assert b.received == []
