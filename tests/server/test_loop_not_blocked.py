@@ -15,9 +15,9 @@ import os
 import time
 from pathlib import Path
 
-from petcd.mvcc.kvstore import KVStore
 from petcd.proto import rpc_pb2
-from petcd.storage.backend import Backend
+from petcd.testing.harness import wait_for
+from tests.large_backend import fill_backend
 from tests.server.conftest import Member, member_config, start_member
 
 DB_MB = 512
@@ -31,6 +31,7 @@ class LagProbe:
 
     def __init__(self) -> None:
         self.worst = 0.0
+        self.wakeups = 0
         self.stop = False
 
     async def run(self) -> None:
@@ -39,27 +40,13 @@ class LagProbe:
             t = loop.time()
             await asyncio.sleep(0.005)
             self.worst = max(self.worst, loop.time() - t - 0.005)
-
-
-def fill_backend(path: Path, megabytes: int) -> None:
-    backend = Backend(str(path), unsafe_no_fsync=True)
-    try:
-        kv = KVStore(backend)
-        for i in range(megabytes):
-            w = kv.write()
-            w.put(b"big/%05d" % i, os.urandom(1 << 20), 0)
-            w.end()
-            if i % 64 == 63:
-                backend.commit()
-        backend.commit()
-    finally:
-        backend.close()
+            self.wakeups += 1
 
 
 def probed(m: Member) -> tuple[LagProbe, object]:
     probe = LagProbe()
     fut = asyncio.run_coroutine_threadsafe(probe.run(), m.loop)
-    time.sleep(0.2)  # let it start
+    wait_for(lambda: probe.wakeups > 0, 30, "the probe to run on the member's loop", interval=0.01)
     return probe, fut
 
 
@@ -69,7 +56,6 @@ def test_defrag_commit_and_raft_snapshots_leave_the_loop_free(tmp_path: Path) ->
     m.kv.Put(rpc_pb2.PutRequest(key=b"a", value=b"1"), timeout=10)
     m.stop()
     fill_backend(Path(cfg.backend_path()), DB_MB)
-    os.sync()
     m = start_member(cfg)
     try:
         probe, fut = probed(m)
