@@ -115,7 +115,7 @@ class MaintenanceService:
     @unary
     async def Defragment(self, request: rpc_pb2.DefragmentRequest, context: Ctx) -> rpc_pb2.DefragmentResponse:
         await self._admin(context)
-        await self.s.defragment()
+        await self.s.backend_upkeep.defragment()
         return rpc_pb2.DefragmentResponse()
 
     @unary

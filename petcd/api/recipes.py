@@ -120,7 +120,7 @@ class Recipes:
     async def session(self, lease: int) -> int:
         if lease:
             return lease
-        resp = await self.s.lease_grant(rpc_pb2.LeaseGrantRequest(TTL=SESSION_TTL))
+        resp = await self.s.lease_front.grant(rpc_pb2.LeaseGrantRequest(TTL=SESSION_TTL))
         return int(resp.ID)
 
     def header(self, h: rpc_pb2.ResponseHeader) -> rpc_pb2.ResponseHeader:

@@ -16,9 +16,9 @@ from collections.abc import Sequence
 from importlib.metadata import PackageNotFoundError
 from importlib.metadata import version as dist_version
 
-from petcd.cli import flags
 from petcd.cli.limits import ReserveMonitor, raise_fd_limit
 from petcd.cli.logging_setup import LoggingSetupError, setup_logging
+from petcd.server import flags
 from petcd.server.config import ConfigError, ServerConfig
 from petcd.version import ETCD_VERSION as ETCD_API_VERSION
 

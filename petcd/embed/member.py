@@ -106,8 +106,8 @@ class Member:
         return self
 
     def _serve(self) -> None:
-        from petcd.cli import flags
         from petcd.embed.etcd import Etcd
+        from petcd.server import flags
 
         try:
             cfg = flags.parse(self.args(), {}).config

@@ -1,27 +1,34 @@
 """EtcdServer: raft, storage and the state machine joined into one member.
 
-A write: the api hands an InternalRaftRequest to ``raft_request``; it gets a
-unique id, is proposed to raft, and the caller waits on the id until the
-applier has applied the committed entry (after the WAL fsync). A
-linearizable read: ``linearizable_read`` joins the next ReadIndex round, then
-waits until the applied index reaches the round's index.
+EtcdServer keeps the member's life cycle, the raft node's hooks (apply the
+committed entries, install a leader's snapshot, read states, leader
+changes, send) and the entry points the api calls; its parts, built whole
+in ``__init__``, hold the rest: ``proposer`` (the proposal path: request
+ids, quota, waiting for the applier), ``snapshots`` (raft snapshots taken,
+sent, checked and installed), ``lease_front`` (lease calls and the leader's
+expiry), ``backend_upkeep`` (batch commits, defragmentation), ``cluster``
+(membership changes), ``reads`` (ReadIndex) and ``auth_front``.
+
+A write: an entry point hands an InternalRaftRequest to
+``proposer.raft_request``; it gets a unique id, is proposed to raft, and
+the caller waits on the id until the applier has applied the committed
+entry (after the WAL fsync). A linearizable read: ``linearizable_read``
+joins the next ReadIndex round, then waits until the applied index reaches
+the round's index.
 
 Everything runs on one asyncio loop; fsyncs and big copies go to threads:
 the WAL's fsync (the node loop), a raft snapshot's file, WAL marker and
-segment release (``_snapshot``), a defrag's copy (``defragment``), a backend
-snapshot for a follower. Long scans go in steps: compactions, re-attaching
-keys to leases after installing a leader's backend. The backend's batch
-commit (with its fsync) stays on the loop (see petcd.storage.backend).
+segment release, a defrag's copy, a backend snapshot for a follower. Long
+scans go in steps: compactions, re-attaching keys to leases after
+installing a leader's backend. The backend's batch commit (with its fsync)
+stays on the loop (see petcd.storage.backend).
 """
 
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
-import os
 import time
-from collections.abc import Callable
 from typing import Any
 
 from google.protobuf.message import DecodeError
@@ -30,24 +37,12 @@ from petcd import stats
 from petcd.auth.front import AuthFront
 from petcd.auth.store import AuthStore
 from petcd.auth.tokens import AuthInfo
-from petcd.lease.lessor import ErrLeaseNotFound, Lessor
+from petcd.lease.lessor import Lessor
 from petcd.mvcc.history import StoreHistory
 from petcd.mvcc.kvstore import Compaction, KVStore
 from petcd.mvcc.watchable_store import WatchableStore
 from petcd.proto import kv_pb2, raft_internal_pb2, rpc_pb2
-from petcd.raft import (
-    ConfChange,
-    ConfChangeType,
-    ConfState,
-    Entry,
-    EntryType,
-    Message,
-    MessageType,
-    ProposalDropped,
-    ReadState,
-    Snapshot,
-    SnapshotMetadata,
-)
+from petcd.raft import ConfChange, ConfChangeType, Entry, EntryType, Message, MessageType, ReadState, Snapshot
 from petcd.server import ids, txn, txn_ops
 from petcd.server.alarms import AlarmStore
 from petcd.server.apply import (
@@ -58,42 +53,27 @@ from petcd.server.apply import (
     decode_request,
     request_id,
 )
+from petcd.server.backend_upkeep import BackendUpkeep
 from petcd.server.bootstrap import Bootstrapped, bootstrap
-from petcd.server.cluster import ClusterManager, load_membership, members_doc
+from petcd.server.cluster import ClusterManager, members_doc
 from petcd.server.compactor import AutoCompactor
 from petcd.server.config import ServerConfig
-from petcd.server.errors import (
-    ErrNoLeader,
-    ErrNoSpace,
-    ErrNotSupportedForLearner,
-    ErrRequestTooLarge,
-    ErrStopped,
-    ErrTimeout,
-    ErrTimeoutDueToLeaderFail,
-    ServerError,
-)
+from petcd.server.errors import ErrNotSupportedForLearner, ErrStopped, ServerError
 from petcd.server.leader_client import LeaderClient, LeaderService
-from petcd.server.membership import (
-    Membership,
-    apply_change,
-)
+from petcd.server.lease_front import LeaseFront
+from petcd.server.membership import Membership, apply_change
+from petcd.server.proposer import Proposer
 from petcd.server.raft_node import NodeHooks, RaftNode
 from petcd.server.raft_storage import WalIdentity
 from petcd.server.read_index import ReadIndex
-from petcd.server.state import (
-    MemberState,
-    install_backend,
-    open_backend,
-    read_backend_snapshot,
-    snapshot_problem,
-)
+from petcd.server.snapshots import RaftSnapshots
+from petcd.server.state import MemberState
 from petcd.server.tasks import TaskGroup
 from petcd.server.transport import DEFAULT_MAX_MESSAGE_BYTES, PeerTransport
 from petcd.server.transport.tls import peer_tls_from_config
 from petcd.server.wait import AppliedWait, Wait
-from petcd.storage.backend import Backend, DefragCopy
+from petcd.storage.backend import Backend
 from petcd.storage.errors import StorageError
-from petcd.storage.fsutil import fsync_dir
 from petcd.version import ETCD_VERSION
 
 __all__ = ["ETCD_VERSION", "EtcdServer"]
@@ -132,7 +112,6 @@ class EtcdServer:
         self.state = boot.state
         self.member_id = boot.member_id
         self.cluster_id = boot.cluster_id
-        self.snapshot_index = boot.snapshot_index
         self.conf_state = boot.conf_state
         self.applied_index = max(boot.snapshot_index, self.state.consistent_index)
         self.request_timeout = cfg.request_timeout()
@@ -173,28 +152,65 @@ class EtcdServer:
             on_unreachable=self.node.report_unreachable,
             on_snapshot_status=self.node.report_snapshot,
             members_info=lambda: members_doc(self.membership),
-            on_call=LeaderService(self.node.is_leader, self.lease_renew, self.lease_time_to_live,
+            on_call=LeaderService(self.node.is_leader, lambda lease_id: self.lease_front.renew(lease_id),
+                                  lambda req: self.lease_front.time_to_live(req),
                                   lambda member_id: self.cluster.member_promote(member_id)),
             # a MsgApp holds up to 1 MiB of entries plus one, which may be a whole request
             max_message_bytes=max(DEFAULT_MAX_MESSAGE_BYTES, 2 * cfg.max_request_bytes + (2 << 20)),
             tls=peer_tls_from_config(cfg),
         )
         self.leader_client = LeaderClient(self.transport)
+        self.proposer = Proposer(
+            cfg,
+            member_id=self.member_id,
+            node=self.node,
+            state=lambda: self.state,
+            check_running=self._check_running,
+            has_leader=self._has_leader,
+            background=self.background,
+            ids=self.ids,
+            wait=self.wait,
+        )
+        self.backend_upkeep = BackendUpkeep(
+            node=self.node, state=lambda: self.state, check_running=self._check_running, stopped=lambda: self._stopped
+        )
+        self.snapshots = RaftSnapshots(
+            cfg,
+            index=boot.snapshot_index,
+            identity=WalIdentity(self.member_id, self.cluster_id),
+            raft_storage=self.raft_storage,
+            node=self.node,
+            transport=self.transport,
+            state=lambda: self.state,
+            applied_index=lambda: self.applied_index,
+            conf_state=lambda: self.conf_state,
+            defragmenting=self.backend_upkeep.defragmenting,
+            background=self.background,
+        )
+        self.lease_front = LeaseFront(
+            node=self.node,
+            state=lambda: self.state,
+            ids=self.ids,
+            raft_request=self.proposer.raft_request,
+            linearizable_read=self.linearizable_read,
+            check_running=self._check_running,
+            stopped=lambda: self._stopped,
+            leader_client=self.leader_client,
+            request_timeout=self.request_timeout,
+            background=self.background,
+        )
         self.cluster = ClusterManager(
             cfg,
             membership=lambda: self.membership,
             check_running=self._check_running,
-            propose_conf_change=self._propose_conf_change,
+            propose_conf_change=self.proposer.propose_conf_change,
             raft_status=self.node.status,
             transfer_leader=self.node.transfer_leader,
             active_since=self.transport.active_since,
-            leader_id=self._leader_id,
+            leader_id=self.lease_front.leader_id,
             leader_client=self.leader_client,
         )
         self.reads = ReadIndex(self.member_id, self.node, self.applied_wait, self._has_leader)
-        # the worker thread writing a raft snapshot's files, while it runs
-        self._snapshot_saving: asyncio.Future[None] | None = None
-        self._defrag_lock = asyncio.Lock()  # one defrag at a time; held while one runs
 
     # ---- life cycle -------------------------------------------------------
 
@@ -217,8 +233,8 @@ class EtcdServer:
         self.node.start()
         self.node.notify()
         self.watchable.start()
-        self.background.spawn(self._backend_committer(), "backend-commit")
-        self.background.spawn(self._lease_expirer(), "lease-expiry")
+        self.background.spawn(self.backend_upkeep.committer(), "backend-commit")
+        self.background.spawn(self.lease_front.expirer(), "lease-expiry")
         self.background.spawn(self._publish(), "publish")
         compactor = AutoCompactor(
             cfg.auto_compaction_mode,
@@ -295,10 +311,7 @@ class EtcdServer:
         self._set_done(None)
         await self.background.close()
         await self.compactions.close()
-        if self._snapshot_saving is not None:  # its thread writes to the WAL: let it finish
-            await asyncio.wait([self._snapshot_saving])
-            if not self._snapshot_saving.cancelled() and self._snapshot_saving.exception() is not None:
-                log.error("saving the raft snapshot failed: %s", self._snapshot_saving.exception())
+        await self.snapshots.wait_saved()  # its thread writes to the WAL: let it finish
         await self.node.stop()
         await self.transport.stop()
         await self.leader_client.close()
@@ -315,31 +328,6 @@ class EtcdServer:
                              extra={"fields": {"path": self.backend.path}})
         self.backend.close()
         self.raft_storage.close()
-
-    async def _backend_committer(self) -> None:
-        """Commit the backend's batch when it is due (checked every 100 ms).
-
-        A failed commit (disk full, I/O error, read-only file system, a
-        truncated db file) is fatal, as in etcd: it is logged at fatal level
-        naming the db file and the OS error, and the member fails at once:
-        the node loop is marked failed, so no request is taken and the
-        embedding program stops the member (``petcd`` exits with status 1),
-        and the backend refuses every later write, so the applier applies
-        and acknowledges nothing after the failed commit. Nothing
-        acknowledged is lost: the WAL holds every acknowledged write and the
-        next start replays it above the backend's consistent index.
-        """
-        interval = 0.1
-        while not self._stopped:
-            await asyncio.sleep(interval)
-            try:
-                self.backend.commit_if_due()
-            except StorageError as exc:
-                log.critical("%s; stopping the member (fail-stop: no write is acknowledged after a failed commit)",
-                             exc, extra={"fields": {"path": self.backend.path}})
-                if self.node.failed is None:
-                    self.node.failed = exc
-                return
 
     # ---- raft hooks -------------------------------------------------------
 
@@ -371,8 +359,8 @@ class EtcdServer:
         if entries:
             self.applied_index = max(self.applied_index, entries[-1].index)
             self.applied_wait.advance(self.applied_index)
-            if self.applied_index - self.snapshot_index > self.cfg.snapshot_count:
-                self._maybe_snapshot()
+            if self.applied_index - self.snapshots.index > self.cfg.snapshot_count:
+                self.snapshots.maybe_snapshot()
 
     def _on_events(self, events: list[kv_pb2.Event], rev: int) -> None:
         self.lessor.on_events(events)
@@ -435,20 +423,11 @@ class EtcdServer:
     def _apply_snapshot(self, snap: Snapshot) -> None:
         """A snapshot from the leader: its backend replaces ours, and a
         fresh state machine is built on it."""
-        self.snapshot_index = snap.metadata.index
+        self.snapshots.index = snap.metadata.index
         self.conf_state = snap.metadata.conf_state
         if not snap.data:
             return
-        self.state.close()
-        install_backend(self.cfg, snap.data)
-        backend = open_backend(self.cfg)
-        try:
-            membership = load_membership(backend, WalIdentity(self.member_id, self.cluster_id), self.cfg)
-            # the lease keys are re-attached a chunk at a time, off this call
-            state = MemberState.open(self.cfg, backend, membership, self.state.auth.tokens, lease_keys_now=False)
-        except BaseException:
-            backend.close()
-            raise
+        state = self.snapshots.open_state(snap, self.state)
         self._install_state(state)
         self.background.spawn(self._rebuild_lease_keys(state), "lease-keys")
         self.applied_index = max(self.applied_index, self.consistent_index, snap.metadata.index)
@@ -459,64 +438,6 @@ class EtcdServer:
         """Step a fresh state's lease-key rebuild between other work."""
         while state is self.state and not state.lease_keys.step(LEASE_REBUILD_STEP_KEYS):
             await asyncio.sleep(0)
-
-    def _maybe_snapshot(self) -> None:
-        """Take a raft snapshot unless one is being saved, or a defrag is in
-        flight: a defrag swaps in a file whose durable state is older than
-        the last commit until its replay is committed and the rename made
-        durable, and a snapshot would release the WAL entries that cover
-        the gap."""
-        if self._snapshot_saving is not None or self._defrag_lock.locked():
-            return
-        self._snapshot()
-
-    def _snapshot(self) -> None:
-        """Save a raft snapshot at the applied index: the backend is committed
-        here (the snapshot must not be ahead of the durable backend), the
-        snapshot file, the WAL marker and the release of WAL segments run in
-        a worker thread, then the in-memory log is compacted."""
-        self.backend.commit()
-        snap = self.raft_storage.create_snapshot(self.applied_index, self.conf_state, b"")
-        self.snapshot_index = self.applied_index
-        saving = asyncio.ensure_future(asyncio.to_thread(self.raft_storage.save_snapshot_files, snap))
-        self._snapshot_saving = saving
-        self.background.spawn(self._save_snapshot(snap, saving), f"raft-snapshot-{snap.metadata.index}")
-
-    async def _save_snapshot(self, snap: Snapshot, saving: asyncio.Future[None]) -> None:
-        try:
-            # shielded: stop() waits for the thread rather than closing the WAL under it
-            await asyncio.shield(saving)
-        except StorageError as exc:
-            log.critical("%s; stopping the member (fail-stop)", exc)
-            if self.node.failed is None:
-                self.node.failed = exc
-            return
-        finally:
-            if saving.done():
-                self._snapshot_saving = None
-        self.raft_storage.compact_log(snap.metadata.index)
-        log.info("saved raft snapshot at index %d", snap.metadata.index)
-
-    async def defragment(self) -> None:
-        """Defragment the backend without holding the loop: the compacting
-        copy and its fsync run in a worker thread while writes, reads and
-        commits go on; the swap on the loop replays the writes the copy
-        missed. One defrag at a time; raft snapshots wait for it."""
-        self._check_running()
-        async with self._defrag_lock:
-            backend = self.backend
-            copy = backend.start_defrag()
-            running = asyncio.ensure_future(asyncio.to_thread(copy.run))
-            try:
-                await asyncio.shield(running)
-                while not backend.finish_defrag(copy):  # a snapshot copy holds the environment
-                    await asyncio.to_thread(backend.wait_env_free)
-            except BaseException:
-                # the copy may still be running in its thread: clean up once it is done
-                running.add_done_callback(functools.partial(_abort_defrag, backend, copy))
-                raise
-            await asyncio.to_thread(_settle_defrag, copy, os.path.dirname(backend.path))
-            log.info("defragmented %s: %d bytes", backend.path, backend.size())
 
     def _run_compaction(self, job: Compaction) -> None:
         async def run() -> None:
@@ -550,36 +471,13 @@ class EtcdServer:
             self.transport.send(plain)
         for m in msgs:
             if m.type == MessageType.MsgSnap:
-                self.background.spawn(self._send_snapshot(m), f"send-snapshot-{m.to:x}")
+                self.background.spawn(self.snapshots.send_snapshot(m), f"send-snapshot-{m.to:x}")
             elif m.type == MessageType.MsgHeartbeat:
                 stats.HEARTBEATS.sent(m.from_, m.to)  # etcd_server_heartbeat_send_failures_total
 
-    async def _send_snapshot(self, m: Message) -> None:
-        """A follower needs a snapshot: send our whole backend, described as
-        of the index it was committed at (newer than the raft snapshot raft
-        picked, so it also carries every membership change up to there, the
-        receiver's own addition included)."""
-        assert m.snapshot is not None
-        self.backend.commit()
-        index = self.consistent_index
-        term = self.raft_storage.log.term(index)
-        cs = ConfState(list(self.conf_state.voters), list(self.conf_state.learners))
-        data = await asyncio.to_thread(read_backend_snapshot, self.backend)
-        m.snapshot = Snapshot(data, SnapshotMetadata(cs, index, term))
-        self.transport.send([m])
-
-    def _snapshot_news(self, m: Message) -> bool:
-        """Whether raft could take this MsgSnap (not stale, past our commit): only then is its data checked."""
-        assert m.snapshot is not None
-        st = self.node.status()
-        return m.term >= st.term and m.snapshot.metadata.index > st.commit
-
     def _on_peer_message(self, m: Message) -> None:
-        if m.type == MessageType.MsgSnap and m.snapshot is not None and self._snapshot_news(m):
-            why = snapshot_problem(m.snapshot, self.cfg.backend_path())
-            if why is not None:
-                log.warning("ignored a snapshot [index %d] from %x: %s", m.snapshot.metadata.index, m.from_, why)
-                return
+        if m.type == MessageType.MsgSnap and self.snapshots.refused(m):
+            return
         self.node.step(m)
 
     async def _publish(self) -> None:
@@ -593,32 +491,11 @@ class EtcdServer:
         )
         while not self._stopped:
             try:
-                await self.raft_request(raft_internal_pb2.InternalRaftRequest(cluster_member_attr_set=attrs))
+                await self.proposer.raft_request(raft_internal_pb2.InternalRaftRequest(cluster_member_attr_set=attrs))
                 return
             except (TimeoutError, ServerError) as exc:
                 log.info("publishing member attributes failed, retrying: %s", exc)
                 await asyncio.sleep(0.5)
-
-    async def _lease_expirer(self) -> None:
-        """The leader revokes expired leases through raft, so every member
-        deletes their keys at the same revision."""
-        revoking: set[int] = set()  # revocations in flight (held by self.background)
-        while not self._stopped:
-            await asyncio.sleep(0.5)
-            if not self.node.is_leader():
-                continue
-            for lease_id in self.lessor.expired():
-                if lease_id in revoking:
-                    continue
-                revoking.add(lease_id)
-                task = self.background.spawn(self._revoke_expired(lease_id), f"revoke-lease-{lease_id:x}")
-                task.add_done_callback(functools.partial(_forget, revoking, lease_id))
-
-    async def _revoke_expired(self, lease_id: int) -> None:
-        try:
-            await self.lease_revoke(rpc_pb2.LeaseRevokeRequest(ID=lease_id))
-        except Exception as exc:  # tried again on the next pass while it is still expired
-            log.warning("revoking expired lease %x failed: %s", lease_id, exc)
 
     # ---- client entry points ----------------------------------------------
 
@@ -644,95 +521,6 @@ class EtcdServer:
         if self.node.failed is not None:
             raise ErrStopped()
 
-    async def raft_request(self, req: raft_internal_pb2.InternalRaftRequest, auth: AuthInfo | None = None) -> Any:
-        self._check_running()
-        if auth is not None:  # who the request runs as, checked where it is applied
-            req.header.username = auth.username
-            req.header.auth_revision = auth.revision
-        if self.membership.is_learner() and not req.HasField("cluster_member_attr_set"):
-            raise ErrNotSupportedForLearner()
-        req_id = self.ids.next()
-        req.header.ID = req_id
-        data = req.SerializeToString()
-        if len(data) > self.cfg.max_request_bytes:
-            raise ErrRequestTooLarge()
-        self._check_quota(req, len(data))
-        return await self._propose_and_wait(req_id, lambda: self.node.propose(data))
-
-    async def _propose_conf_change(self, cc: ConfChange) -> None:
-        """Propose a membership change and wait until it is applied."""
-        self._check_running()
-        cc.id = self.ids.next()
-        await self._propose_and_wait(cc.id, lambda: self.node.propose_conf_change(cc))
-
-    async def _propose_and_wait(self, req_id: int, feed: Callable[[], None]) -> Any:
-        """The one way in for writes and membership changes: register the
-        waiter, feed the proposal to raft (waiting for a leader if need be),
-        and wait for the applier's result under the request timeout."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.request_timeout
-        fut = self.wait.register(req_id)
-        try:
-            await self._until_taken(feed, deadline)
-        except BaseException:
-            self.wait.cancel(req_id)
-            stats.SERVER.proposals_failed += 1  # etcd_server_proposals_failed_total
-            raise
-        self.node.notify()
-        # a timer on the future itself, not asyncio.wait_for: that wraps it
-        # in a second future and costs an extra loop iteration per request
-        timer = loop.call_at(deadline, _expire, fut)
-        try:
-            return await fut
-        except asyncio.CancelledError:  # the client went away (etcd counts it failed too)
-            stats.SERVER.proposals_failed += 1  # etcd_server_proposals_failed_total
-            raise
-        except TimeoutError:
-            self.wait.cancel(req_id)
-            stats.SERVER.proposals_failed += 1  # etcd_server_proposals_failed_total
-            raise (ErrTimeoutDueToLeaderFail() if self.node.lead == 0 else ErrTimeout()) from None
-        finally:
-            timer.cancel()
-
-    def _check_quota(self, req: raft_internal_pb2.InternalRaftRequest, size: int) -> None:
-        """etcd's backend quota: a request that may grow the database past
-        --quota-backend-bytes is refused, and the NOSPACE alarm raised (only
-        deletes and compactions get through until it is disarmed)."""
-        grows = req.HasField("put") or req.HasField("lease_grant") or (
-            req.HasField("txn") and txn_ops.has_puts(req.txn))
-        quota = self.cfg.quota_bytes()
-        if not grows or not quota or self.backend.size() + size <= quota:
-            return
-        if not self.alarms.is_active(rpc_pb2.NOSPACE):
-            alarm = rpc_pb2.AlarmRequest(action=rpc_pb2.AlarmRequest.ACTIVATE, memberID=self.member_id,
-                                         alarm=rpc_pb2.NOSPACE)
-            self.background.spawn(self.raft_request(raft_internal_pb2.InternalRaftRequest(alarm=alarm)),
-                                  "raise-nospace")
-            log.warning("database space exceeded (%d bytes, quota %d): raising the NOSPACE alarm",
-                        self.backend.size(), quota)
-        raise ErrNoSpace()
-
-    async def _until_taken(self, feed: Callable[[], None], deadline: float) -> None:
-        """Feed a proposal or read request to raft; while raft cannot take it
-        (no leader yet, a leadership transfer) wait and retry, as etcd's
-        proposals wait for a leader, until the deadline."""
-        loop = asyncio.get_running_loop()
-        while True:
-            try:
-                feed()
-                return
-            except ProposalDropped:
-                remaining = deadline - loop.time()
-                if remaining <= 0:
-                    raise ErrTimeoutDueToLeaderFail() from None
-                if self.node.lead == 0:
-                    try:
-                        await asyncio.wait_for(self._has_leader.wait(), remaining)
-                    except TimeoutError:
-                        raise ErrTimeoutDueToLeaderFail() from None
-                else:
-                    await asyncio.sleep(min(remaining, self.cfg.tick_seconds()))
-
     async def linearizable_read(self) -> None:
         """Returns once a read of the local store is linearizable (see
         petcd.server.read_index)."""
@@ -749,12 +537,12 @@ class EtcdServer:
         return txn.range_(self.kv, req)
 
     async def put(self, req: rpc_pb2.PutRequest, auth: AuthInfo | None = None) -> rpc_pb2.PutResponse:
-        resp: rpc_pb2.PutResponse = await self.raft_request(raft_internal_pb2.InternalRaftRequest(put=req), auth)
+        resp: rpc_pb2.PutResponse = await self.proposer.raft_request(raft_internal_pb2.InternalRaftRequest(put=req), auth)
         return resp
 
     async def delete_range(self, req: rpc_pb2.DeleteRangeRequest,
                            auth: AuthInfo | None = None) -> rpc_pb2.DeleteRangeResponse:
-        resp: rpc_pb2.DeleteRangeResponse = await self.raft_request(
+        resp: rpc_pb2.DeleteRangeResponse = await self.proposer.raft_request(
             raft_internal_pb2.InternalRaftRequest(delete_range=req), auth
         )
         return resp
@@ -766,11 +554,11 @@ class EtcdServer:
             return txn.txn(self.kv, req, self.lessor.exists)
         wrapped = raft_internal_pb2.InternalRaftRequest()
         wrapped.txn.CopyFrom(req)  # not txn=req: that copies by re-parsing, which stops ~50 txns deep
-        resp: rpc_pb2.TxnResponse = await self.raft_request(wrapped, auth)
+        resp: rpc_pb2.TxnResponse = await self.proposer.raft_request(wrapped, auth)
         return resp
 
     async def compact(self, req: rpc_pb2.CompactionRequest) -> rpc_pb2.CompactionResponse:
-        resp: rpc_pb2.CompactionResponse = await self.raft_request(
+        resp: rpc_pb2.CompactionResponse = await self.proposer.raft_request(
             raft_internal_pb2.InternalRaftRequest(compaction=req)
         )
         if req.physical:
@@ -782,56 +570,8 @@ class EtcdServer:
         await self.compactions.wait()
 
     async def alarm(self, req: rpc_pb2.AlarmRequest) -> rpc_pb2.AlarmResponse:
-        resp: rpc_pb2.AlarmResponse = await self.raft_request(raft_internal_pb2.InternalRaftRequest(alarm=req))
+        resp: rpc_pb2.AlarmResponse = await self.proposer.raft_request(raft_internal_pb2.InternalRaftRequest(alarm=req))
         return resp
-
-    # ---- Lease ------------------------------------------------------------
-
-    async def lease_grant(self, req: rpc_pb2.LeaseGrantRequest) -> rpc_pb2.LeaseGrantResponse:
-        if req.ID == 0:  # the id is chosen here, once, so every member applies the same
-            req = rpc_pb2.LeaseGrantRequest(TTL=req.TTL, ID=self.ids.next() & ((1 << 63) - 1))
-        resp: rpc_pb2.LeaseGrantResponse = await self.raft_request(
-            raft_internal_pb2.InternalRaftRequest(lease_grant=req)
-        )
-        return resp
-
-    async def lease_revoke(self, req: rpc_pb2.LeaseRevokeRequest,
-                           auth: AuthInfo | None = None) -> rpc_pb2.LeaseRevokeResponse:
-        """Revoke as ``auth``'s user; None is the server itself (expiry),
-        which revokes as root, as etcd does (the keys may be anyone's)."""
-        if auth is None:
-            auth = AuthInfo("root", self.auth.revision)
-        resp: rpc_pb2.LeaseRevokeResponse = await self.raft_request(
-            raft_internal_pb2.InternalRaftRequest(lease_revoke=req), auth
-        )
-        return resp
-
-    async def lease_renew(self, lease_id: int) -> int:
-        self._check_running()
-        if self.node.is_leader():
-            return self.lessor.renew(lease_id)
-        return await self.leader_client.renew(self._leader_id(), lease_id, self.request_timeout)
-
-    async def lease_time_to_live(self, req: rpc_pb2.LeaseTimeToLiveRequest) -> rpc_pb2.LeaseTimeToLiveResponse:
-        await self.linearizable_read()
-        if not self.node.is_leader():
-            # the remaining TTL lives in the leader's lessor
-            return await self.leader_client.time_to_live(self._leader_id(), req, self.request_timeout)
-        if req.keys:
-            self.state.lease_keys.finish()
-        lease = self.lessor.lookup(req.ID)
-        if lease is None:
-            raise ErrLeaseNotFound()
-        resp = rpc_pb2.LeaseTimeToLiveResponse(ID=lease.id, TTL=self.lessor.remaining(lease.id), grantedTTL=lease.ttl)
-        if req.keys:
-            resp.keys.extend(sorted(lease.keys))
-        return resp
-
-    def _leader_id(self) -> int:
-        lead = self.node.lead
-        if lead not in self.membership.members:
-            raise ErrNoLeader()
-        return lead
 
     # ---- Auth -------------------------------------------------------------
 
@@ -840,32 +580,4 @@ class EtcdServer:
         field); the auth store applies it and checks the caller's rights."""
         wrapped = raft_internal_pb2.InternalRaftRequest()
         getattr(wrapped, field).CopyFrom(req)
-        return await self.raft_request(wrapped, auth)
-
-    # ---- Cluster ----------------------------------------------------------
-
-    async def lease_leases(self) -> rpc_pb2.LeaseLeasesResponse:
-        await self.linearizable_read()
-        return rpc_pb2.LeaseLeasesResponse(leases=[rpc_pb2.LeaseStatus(ID=i) for i in sorted(self.lessor.leases)])
-
-
-def _settle_defrag(copy: DefragCopy, dirname: str) -> None:
-    """After the swap (in a worker thread): free the old file, make the rename durable."""
-    copy.release_old()
-    fsync_dir(dirname)
-
-
-def _abort_defrag(backend: Backend, copy: DefragCopy, running: asyncio.Future[None]) -> None:
-    if not running.cancelled():
-        running.exception()  # retrieved: the caller got the failure already
-    backend.abort_defrag(copy)
-
-
-def _forget(ids: set[int], lease_id: int, _done: asyncio.Task[None]) -> None:
-    ids.discard(lease_id)
-
-
-def _expire(fut: asyncio.Future[Any]) -> None:
-    """The request timeout passed before the applier answered."""
-    if not fut.done():
-        fut.set_exception(TimeoutError())
+        return await self.proposer.raft_request(wrapped, auth)

@@ -4,11 +4,10 @@ and a member started from the restored data dir enforces the same auth."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 from petcd.testing.harness import etcdctl, petcd_server
+from tests.restore import restored_server
 
 ROOT = "--user=root:rootpw"
 
@@ -29,15 +28,7 @@ def test_auth_survives_snapshot_restore(tmp_path: Path) -> None:
     finally:
         src.stop()
 
-    restored = tmp_path / "restored.petcd"
-    dst = petcd_server(tmp_path, name="dst", data_dir=restored, extra=["--bcrypt-cost", "4"])
-    peer = dst.args[dst.args.index("--initial-advertise-peer-urls") + 1]
-    cp = subprocess.run(
-        [sys.executable, "-m", "petcd", "snapshot", "restore", str(db), "--data-dir", str(restored),
-         "--name", "dst", "--initial-cluster", f"dst={peer}", "--initial-advertise-peer-urls", peer],
-        capture_output=True, text=True, timeout=60,
-    )
-    assert cp.returncode == 0, cp.stderr
+    dst = restored_server("petcd", tmp_path, db, extra=["--bcrypt-cost", "4"])
     dst.start()
     try:
         assert etcdctl(dst.endpoint, "--user=alice:apw", "get", "a/1", "--print-value-only").stdout == "v\n"

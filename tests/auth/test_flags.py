@@ -3,8 +3,8 @@ names, defaults and ETCD_* variables)."""
 
 from __future__ import annotations
 
-from petcd.cli.flags import FLAGS, UNSUPPORTED, parse
 from petcd.server.config import ServerConfig
+from petcd.server.flags import FLAGS, UNSUPPORTED, parse
 
 
 def test_defaults_are_etcds() -> None:

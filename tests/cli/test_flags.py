@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from petcd.api.grpc_server import keepalive_from
-from petcd.cli.flags import FLAGS, UNSUPPORTED, Invocation, UnsupportedError, UsageError, env_name, parse
 from petcd.server.config import ConfigError, ServerConfig
+from petcd.server.flags import FLAGS, UNSUPPORTED, Invocation, UnsupportedError, UsageError, env_name, parse
 
 
 def serve(argv: list[str], env: dict[str, str] | None = None) -> Invocation:

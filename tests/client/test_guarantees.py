@@ -227,25 +227,12 @@ def _token_refused(srv: Server, token: tuple[tuple[str, str], ...]) -> bool:
     return False
 
 
-def _make_certs(d: Path) -> tuple[Path, Path, Path]:
-    """A CA and a certificate for 127.0.0.1 signed by it (openssl)."""
-    def run(*args: str) -> None:
-        subprocess.run(["openssl", *args], check=True, capture_output=True, cwd=d)
-
-    run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.crt", "-days", "2",
-        "-subj", "/CN=petcd-test-ca")
-    (d / "ext.cnf").write_text("subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth,clientAuth\n")
-    run("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "node.key", "-out", "node.csr", "-subj", "/CN=node")
-    run("x509", "-req", "-in", "node.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
-        "-out", "node.crt", "-days", "2", "-extfile", "ext.cnf")
-    return d / "ca.crt", d / "node.crt", d / "node.key"
-
-
 def test_tls_with_client_certificates_against_etcd(tmp_path: Path) -> None:
-    from petcd.testing.harness import etcd_server, require_binary
+    from petcd.testing.certs import CA
+    from petcd.testing.harness import etcd_server
 
-    require_binary("openssl")
-    ca, cert, key = _make_certs(tmp_path)
+    node = CA(tmp_path / "pki").issue("node", hosts=("127.0.0.1",))
+    ca, cert, key = node.ca, node.cert, node.key
     srv = etcd_server(tmp_path, extra=["--cert-file", str(cert), "--key-file", str(key),
                                        "--client-cert-auth", "--trusted-ca-file", str(ca)])
     srv.client_url = srv.client_url.replace("http://", "https://")

@@ -17,32 +17,12 @@ from pathlib import Path
 
 import grpc
 
-from petcd.mvcc.kvstore import KVStore
 from petcd.proto import rpc_pb2
-from petcd.storage.backend import Backend
 from petcd.testing.harness import Server, petcd_cluster, wait_for
 from tests.cluster.helpers import leader, status
+from tests.large_backend import fill_backend
 
 DB_MB = int(os.environ.get("PETCD_DEFRAG_DB_MB", "1024"))
-VALUE = 1 << 20  # 1 MiB values: the db is mostly overflow pages, written fast
-
-
-def fill_backend(path: Path, megabytes: int) -> None:
-    """Write megabytes of keys into a stopped member's backend, through the
-    mvcc store so the member rebuilds its key index from them on start."""
-    backend = Backend(str(path), unsafe_no_fsync=True)
-    try:
-        kv = KVStore(backend)
-        for i in range(megabytes):
-            w = kv.write()
-            w.put(b"big/%05d" % i, i.to_bytes(4, "big") * (VALUE // 4), 0)
-            w.end()
-            if i % 64 == 63:
-                backend.commit()
-        backend.commit()
-    finally:
-        backend.close()
-    os.sync()  # the members start on a settled disk, not a writeback storm
 
 
 def test_defrag_of_a_large_db_keeps_the_leader(tmp_path: Path) -> None:

@@ -100,7 +100,10 @@ def election_scenario(url: str) -> list[Any]:
     t = threading.Thread(target=lambda: second.append(Http(url).post(
         "/v3/election/campaign", {"name": b64("el"), "lease": l2, "value": b64("two")})), daemon=True)
     t.start()
-    time.sleep(0.5)
+    # the second candidate queues: its key appears under the election's prefix, and it waits
+    wait_for(lambda: h.post("/v3/kv/range", {"key": b64("el/"), "range_end": b64("el0"),
+                                              "count_only": True})[1].get("count") == "2", 20, "the second candidate's key")
+    time.sleep(0.3)
     out.append(("second waits", not second))
     out.append(normalise(h.post("/v3/election/resign", {"leader": leader1}), ids))
     t.join(20)

@@ -177,9 +177,10 @@ def serve(
     return Served(port, loop, t)
 
 
-def shutdown(s: Served) -> None:
-    fut = asyncio.run_coroutine_threadsafe(s.port.stop(grace=0.5), s.loop)
-    fut.result(30)
+def shutdown(s: Served, grace: float = 0.5) -> None:
+    """Stop the port (calls get grace seconds to finish), then its loop and thread."""
+    fut = asyncio.run_coroutine_threadsafe(s.port.stop(grace=grace), s.loop)
+    fut.result(grace + 30)
     s.loop.call_soon_threadsafe(s.loop.stop)
     s.thread.join(10)
 

@@ -18,7 +18,7 @@ from petcd.http2 import frames as f
 from petcd.http2 import server as srv
 from petcd.http2.connection import H2Settings
 from petcd.http2.grpc import frame_message
-from petcd.testing.harness import require_binary
+from petcd.testing.harness import require_binary, wait_for
 from tests.http2.conftest import BytesValue, Served, serve, shutdown
 from tests.http2.rawclient import RawClient
 
@@ -106,16 +106,16 @@ def test_server_side_deadline_is_enforced(served: Served) -> None:
     c.close()
 
 
+def _calls_held(s: Served) -> int:
+    """Calls the server holds open, over all its connections."""
+    return int(s.call(lambda: sum(len(p.calls) for p in s.port.protocols)))
+
+
 def test_cancelled_call_frees_the_stream(served: Served, channel: grpc.Channel) -> None:
     fut = unary(channel, "Hang").future(BytesValue(), timeout=30)
-    time.sleep(0.2)
+    wait_for(lambda: _calls_held(served) == 1, 30, "the server to hold the call")
     fut.cancel()
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        if served.call(lambda: sum(len(p.calls) for p in served.port.protocols)) == 0:
-            break
-        time.sleep(0.05)
-    assert served.call(lambda: sum(len(p.calls) for p in served.port.protocols)) == 0
+    wait_for(lambda: _calls_held(served) == 0, 30, "the cancelled call to be freed")
     assert unary(channel, "Unary")(BytesValue(value=b"ok"), timeout=10).value == b"ok"
 
 
@@ -360,13 +360,15 @@ def test_server_keepalive_closes_a_silent_peer() -> None:
 def test_graceful_stop_lets_calls_finish() -> None:
     s = serve()
     ch = grpc.insecure_channel(s.target)
-    fut = unary(ch, "Slow").future(BytesValue(value=b"0.5"), timeout=30)
-    time.sleep(0.2)
-    stopper = threading.Thread(target=lambda: shutdown(s))
+    fut = unary(ch, "Slow").future(BytesValue(value=b"2"), timeout=60)
+    # the stop begins with the call in flight, and its grace outlasts the call even on a slow machine
+    wait_for(lambda: _calls_held(s) == 1, 30, "the server to hold the call", interval=0.01)
+    stopper = threading.Thread(target=lambda: shutdown(s, grace=30))
     stopper.start()
-    assert fut.result(30).value == b"slept"
-    stopper.join(30)
-    ch.close()
+    assert fut.result(60).value == b"slept"
+    ch.close()  # the connection ends: the stop need not wait out its grace
+    stopper.join(60)
+    assert not stopper.is_alive()
 
 
 def test_small_window_and_frame_settings_respected() -> None:

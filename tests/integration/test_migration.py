@@ -16,6 +16,7 @@ import pytest
 
 from petcd.proto import rpc_pb2, rpc_pb2_grpc
 from petcd.testing.harness import Server, etcd_server, etcdctl, petcd_cluster, petcd_server, require_binary
+from tests.restore import restored_server
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -93,17 +94,7 @@ def test_petcd_snapshot_restored_by_etcd(tmp_path: Path) -> None:
     st = _etcd_status(snap)
     assert st["revision"] == before[0].header.revision
 
-    server = etcd_server(tmp_path)
-    restored = tmp_path / "restored.etcd"
-    server.data_dir = restored
-    server.args[server.args.index("--data-dir") + 1] = str(restored)
-    peer = server.args[server.args.index("--initial-advertise-peer-urls") + 1]
-    cp = subprocess.run(
-        [require_binary("etcdctl"), "snapshot", "restore", str(snap), "--data-dir", str(restored),
-         "--name", "default", "--initial-cluster", f"default={peer}", "--initial-advertise-peer-urls", peer],
-        capture_output=True, text=True, timeout=120, env=dict(os.environ, ETCDCTL_API="3"),
-    )
-    assert cp.returncode == 0, cp.stderr
+    server = restored_server("etcd", tmp_path, snap)
     server.start()
     try:
         _assert_same(before, _state(server))
@@ -125,14 +116,7 @@ def test_etcd_snapshot_restored_by_petcd(tmp_path: Path) -> None:
     assert st.returncode == 0, st.stderr
     assert json.loads(st.stdout) == _etcd_status(snap)
 
-    dst = petcd_server(tmp_path, name="dst", data_dir=tmp_path / "restored.petcd", extra=["--unsafe-no-fsync"])
-    peer = dst.args[dst.args.index("--initial-advertise-peer-urls") + 1]
-    cp = subprocess.run(
-        [sys.executable, "-m", "petcd", "snapshot", "restore", str(snap), "--data-dir", str(dst.data_dir),
-         "--name", "dst", "--initial-cluster", f"dst={peer}", "--initial-advertise-peer-urls", peer],
-        capture_output=True, text=True, timeout=120,
-    )
-    assert cp.returncode == 0, cp.stderr
+    dst = restored_server("petcd", tmp_path, snap, extra=["--unsafe-no-fsync"])
     dst.start()
     try:
         _assert_same(before, _state(dst))

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from petcd.testing.harness import etcdctl, petcd_server
+from tests.restore import restored_server
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -33,15 +34,7 @@ def test_snapshot_save_restore_and_serve(tmp_path: Path) -> None:
     st = json.loads(status.stdout)
     assert st["revision"] == before["header"]["revision"] and st["totalKey"] >= 50
 
-    restored = tmp_path / "restored.petcd"
-    dst = petcd_server(tmp_path, name="dst", data_dir=restored)
-    peer = dst.args[dst.args.index("--initial-advertise-peer-urls") + 1]
-    cp = subprocess.run(
-        [sys.executable, "-m", "petcd", "snapshot", "restore", str(db), "--data-dir", str(restored),
-         "--name", "dst", "--initial-cluster", f"dst={peer}", "--initial-advertise-peer-urls", peer],
-        capture_output=True, text=True, timeout=60,
-    )
-    assert cp.returncode == 0, cp.stderr
+    dst = restored_server("petcd", tmp_path, db)
     dst.start()
     try:
         after = json.loads(etcdctl(dst.endpoint, "get", "snap/", "--prefix", "-w", "json").stdout)

@@ -24,6 +24,7 @@ from petcd.server import read_index
 from petcd.server.alarms import AlarmStore
 from petcd.server.etcd_server import EtcdServer
 from petcd.server.leader_client import LeaderClient
+from petcd.server.lease_front import LeaseFront
 from petcd.server.membership import ErrMemberNotFound
 from petcd.server.raft_node import RaftNode
 from petcd.server.raft_storage import RaftStorage
@@ -200,13 +201,13 @@ def test_expired_lease_revocations_are_held_by_the_server(
     (asyncio itself keeps only weak references to tasks)."""
     s = member.etcd.server
     gate = asyncio.Event()
-    real_revoke = EtcdServer.lease_revoke
+    real_revoke = LeaseFront.revoke
 
-    async def slow_revoke(self: EtcdServer, req: pb.LeaseRevokeRequest) -> pb.LeaseRevokeResponse:
+    async def slow_revoke(self: LeaseFront, req: pb.LeaseRevokeRequest) -> pb.LeaseRevokeResponse:
         await gate.wait()  # hold the revocation in flight while the test looks
         return await real_revoke(self, req)
 
-    monkeypatch.setattr(EtcdServer, "lease_revoke", slow_revoke)
+    monkeypatch.setattr(LeaseFront, "revoke", slow_revoke)
     lease = member.lease.LeaseGrant(pb.LeaseGrantRequest(TTL=2)).ID
     member.kv.Put(pb.PutRequest(key=b"leased", value=b"v", lease=lease))
     name = f"revoke-lease-{lease:x}"

@@ -10,9 +10,7 @@ import asyncio
 import logging
 import struct
 import time
-from collections.abc import AsyncIterator, Callable, Coroutine
-from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
 import pytest
@@ -26,13 +24,24 @@ from petcd.server.transport import (
     PeerTransport,
 )
 from petcd.testing.harness import free_port
+from tests.server.transport_nodes import (
+    CLUSTER,
+    Node,
+    frame,
+    handshake,
+    heartbeat,
+    hung_up,
+    link,
+    make_node,
+    started,
+    wait_until,
+)
 
 try:
     import uvloop
 except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
     uvloop = None  # type: ignore[assignment]
 
-CLUSTER = 0xC1
 T = TypeVar("T")
 Run = Callable[[Coroutine[Any, Any, T]], T]
 
@@ -50,89 +59,9 @@ def run(request: pytest.FixtureRequest) -> Run[Any]:
     return _run
 
 
-
-
-async def wait_until(cond: Callable[[], bool], timeout: float = 15.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.002)
-
-
-@dataclass
-class Node:
-    """A transport plus everything its callbacks reported."""
-
-    id: int
-    transport: PeerTransport
-    received: list[Message] = field(default_factory=list)
-    unreachable: list[tuple[int, float]] = field(default_factory=list)
-    snapshot_status: list[tuple[int, bool]] = field(default_factory=list)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.transport.addresses[0][1]}"
-
-
-def make_node(member_id: int, cluster_id: int = CLUSTER, port: int = 0, **kwargs: Any) -> Node:
-    node: Node
-    tr = PeerTransport(
-        member_id,
-        cluster_id,
-        [f"http://127.0.0.1:{port}"],
-        on_message=lambda m: node.received.append(m),
-        on_unreachable=lambda i: node.unreachable.append((i, time.monotonic())),
-        on_snapshot_status=lambda i, ok: node.snapshot_status.append((i, ok)),
-        **kwargs,
-    )
-    node = Node(member_id, tr)
-    return node
-
-
-@asynccontextmanager
-async def started(*nodes: Node) -> AsyncIterator[None]:
-    for n in nodes:
-        await n.transport.start()
-    try:
-        yield
-    finally:
-        for n in nodes:
-            await n.transport.stop()
-
-
-def link(*nodes: Node) -> None:
-    for a in nodes:
-        for b in nodes:
-            if a is not b:
-                a.transport.add_peer(b.id, [b.url])
-
-
 def app(frm: int, to: int, index: int, payload: bytes = b"v") -> Message:
     return Message(MessageType.MsgApp, to=to, from_=frm, term=3, log_term=3, index=index, commit=index,
                    entries=[Entry(3, index + 1, data=payload)])
-
-
-def heartbeat(frm: int, to: int, n: int = 0) -> Message:
-    return Message(MessageType.MsgHeartbeat, to=to, from_=frm, term=3, commit=n)
-
-
-def handshake(cluster_id: int, frm: int, to: int) -> bytes:
-    return MAGIC + struct.pack(">QQQ", cluster_id, frm, to)
-
-
-def frame(body: bytes) -> bytes:
-    return struct.pack(">I", len(body)) + body
-
-
-async def closed_by_peer(reader: asyncio.StreamReader) -> bool:
-    """True when the other side closes the connection (EOF or reset) within the deadline."""
-    try:
-        while await asyncio.wait_for(reader.read(65536), 15):
-            pass
-    except ConnectionError:
-        pass
-    return True
 
 
 def test_messages_round_trip_in_order(run: Run[None]) -> None:
@@ -200,7 +129,7 @@ def test_cluster_id_mismatch_is_refused(run: Run[None], caplog: pytest.LogCaptur
 
             while not logged():
                 a.transport.send([heartbeat(a.id, b.id)])
-                await wait_until(lambda: logged() or bool(b.received), timeout=5, what="the refusal")
+                await wait_until(lambda: logged() or bool(b.received), what="the refusal")
             # The refused connection is closed: the sender notices and reports the peer unreachable.
             await wait_until(lambda: any(i == b.id for i, _ in a.unreachable), what="the closed connection")
             assert b.received == []
@@ -400,14 +329,14 @@ def test_garbage_on_listener_closes_connection_and_transport_keeps_working(run: 
             # 1. not our protocol at all
             r, w = await asyncio.open_connection(host, port)
             w.write(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
-            assert await closed_by_peer(r)
+            assert await hung_up(r)
             w.close()
             # 2. a good handshake, one good message, a message for another member, then a bad frame
             r, w = await asyncio.open_connection(host, port)
             assert len(handshake(CLUSTER, 0xA1, 0xB2)) == HANDSHAKE_SIZE
             w.write(handshake(CLUSTER, 0xA1, 0xB2) + frame(heartbeat(0xA1, 0xB2, 7).to_bytes())
                     + frame(heartbeat(0xA1, 0xC3, 8).to_bytes()) + frame(b"\xff\xff\xff"))
-            assert await closed_by_peer(r)
+            assert await hung_up(r)
             w.close()
             assert [m.commit for m in b.received] == [7]
             # 3. a magic that goes wrong part way, arriving in pieces
@@ -415,13 +344,13 @@ def test_garbage_on_listener_closes_connection_and_transport_keeps_working(run: 
             w.write(MAGIC[:5])
             await w.drain()
             w.write(b"XYZ")
-            assert await closed_by_peer(r)
+            assert await hung_up(r)
             w.close()
             # 4. a good handshake, the start of a huge frame, then the sender hangs up
             r, w = await asyncio.open_connection(host, port)
             w.write(handshake(CLUSTER, 0xA1, 0xB2) + struct.pack(">I", 0x7FFF_FFFF) + b"\x08\x03")
             w.write_eof()
-            assert await closed_by_peer(r)
+            assert await hung_up(r)
             w.close()
             # The listener still serves real peers.
             link(a, b)
@@ -501,7 +430,7 @@ async def _refused(b: Node, payload: bytes, caplog: pytest.LogCaptureFixture, re
     host, port = b.transport.addresses[0]
     r, w = await asyncio.open_connection(host, port)
     w.write(handshake(CLUSTER, frm, b.id) + payload)
-    assert await closed_by_peer(r)
+    assert await hung_up(r)
     w.close()
     assert any(reason in rec.getMessage() for rec in caplog.records), \
         f"no log line with {reason!r}: {[rec.getMessage() for rec in caplog.records][-3:]}"

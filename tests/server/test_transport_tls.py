@@ -9,11 +9,7 @@ import logging
 import os
 import shutil
 import ssl
-import struct
 import time
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -21,89 +17,22 @@ import pytest
 
 from petcd.raft import Message, MessageType, Snapshot
 from petcd.server.config import ServerConfig
-from petcd.server.transport import MAGIC, BadURLError, PeerTransport
+from petcd.server.transport import BadURLError
 from petcd.server.transport.tls import PeerTLS, TLSConfigError, common_name, peer_tls_from_config
 from petcd.testing.certs import CA, CertFiles
-
-CLUSTER = 0xC1
-
-
-@dataclass
-class Node:
-    id: int
-    transport: PeerTransport
-    received: list[Message] = field(default_factory=list)
-    snapshot_status: list[tuple[int, bool]] = field(default_factory=list)
-
-    @property
-    def url(self) -> str:
-        return f"https://127.0.0.1:{self.transport.addresses[0][1]}"
+from tests.server.transport_nodes import (
+    heartbeat,
+    hung_up,
+    link,
+    make_node,
+    opening,
+    started,
+    wait_until,
+)
 
 
 def tls_of(files: CertFiles, **kwargs: Any) -> PeerTLS:
     return PeerTLS(str(files.cert), str(files.key), str(files.ca), **kwargs)
-
-
-def make_node(member_id: int, tls: PeerTLS | None, scheme: str = "https") -> Node:
-    node: Node
-    tr = PeerTransport(
-        member_id, CLUSTER, [f"{scheme}://127.0.0.1:0"],
-        on_message=lambda m: node.received.append(m),
-        on_snapshot_status=lambda i, ok: node.snapshot_status.append((i, ok)),
-        tls=tls,
-    )
-    node = Node(member_id, tr)
-    return node
-
-
-@asynccontextmanager
-async def started(*nodes: Node) -> AsyncIterator[None]:
-    for n in nodes:
-        await n.transport.start()
-    try:
-        yield
-    finally:
-        for n in nodes:
-            await n.transport.stop()
-
-
-def link(*nodes: Node) -> None:
-    for a in nodes:
-        for b in nodes:
-            if a is not b:
-                a.transport.add_peer(b.id, [b.url])
-
-
-def heartbeat(frm: int, to: int, n: int = 0) -> Message:
-    return Message(MessageType.MsgHeartbeat, to=to, from_=frm, term=3, commit=n)
-
-
-def frame(msg: Message) -> bytes:
-    body = msg.to_bytes()
-    return struct.pack(">I", len(body)) + body
-
-
-def handshake(frm: int, to: int) -> bytes:
-    return MAGIC + struct.pack(">QQQ", CLUSTER, frm, to)
-
-
-async def wait_until(cond: Callable[[], bool], timeout: float = 20.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.005)
-
-
-async def hung_up(reader: asyncio.StreamReader, timeout: float = 20.0) -> bool:
-    """True once the other side ends the connection (EOF, reset or a TLS alert)."""
-    try:
-        async with asyncio.timeout(timeout):
-            while await reader.read(65536):
-                pass
-    except (ConnectionError, ssl.SSLError):
-        pass
-    return True
 
 
 def run(coro: Any) -> Any:
@@ -166,7 +95,7 @@ def test_a_peer_with_a_foreign_or_wrongly_named_certificate_is_refused(
             except (ssl.SSLError, ConnectionError):
                 pass  # refused within the handshake (TLS 1.2); 1.3 tells the client on its first read
             else:
-                w.write(handshake(intruder.id, b.id) + frame(heartbeat(intruder.id, b.id, 99)))
+                w.write(opening(heartbeat(intruder.id, b.id, 99)))
                 assert await hung_up(r)
                 w.close()
             # And without any certificate at all.
@@ -176,7 +105,7 @@ def test_a_peer_with_a_foreign_or_wrongly_named_certificate_is_refused(
             except (ssl.SSLError, ConnectionError):
                 pass
             else:
-                w.write(handshake(intruder.id, b.id) + frame(heartbeat(intruder.id, b.id, 98)))
+                w.write(opening(heartbeat(intruder.id, b.id, 98)))
                 assert await hung_up(r)
                 w.close()
             assert b.received == []
@@ -219,7 +148,7 @@ def test_plain_peers_stalled_and_garbage_handshakes_do_not_hurt_the_listener(pki
             conns = []
             # plain TCP speaking the raft protocol to a TLS port
             r, w = await asyncio.open_connection(host, port)
-            w.write(handshake(a.id, b.id) + frame(heartbeat(a.id, b.id, 1)))
+            w.write(opening(heartbeat(a.id, b.id, 1)))
             conns.append((r, w))
             # garbage, a TLS record header followed by garbage, and an HTTP request
             for junk in (os.urandom(4096), b"\x16\x03\x01\x02\x00" + os.urandom(600), b"GET / HTTP/1.1\r\n\r\n"):
@@ -309,13 +238,13 @@ def test_auto_tls_members_talk_and_keep_their_certificate(tmp_path: Path) -> Non
 
 def test_tls_settings_that_cannot_work_are_refused(tmp_path: Path, pki: dict[str, CertFiles]) -> None:
     with pytest.raises(BadURLError, match="cannot listen on TLS for 127.0.0.1:0: KeyFile and CertFile are not presented"):
-        make_node(1, None)
+        make_node(1, scheme="https")
     with pytest.raises(TLSConfigError, match=f"open {tmp_path}/missing.pem: no such file or directory"):
         PeerTLS(str(tmp_path / "missing.pem"), str(pki["a"].key))
     with pytest.raises(TLSConfigError, match="cannot load TLS files .*key values mismatch"):
         PeerTLS(str(pki["a"].cert), str(pki["b"].key))  # a key of another certificate
     # A member without peer TLS cannot dial an https peer, and says why; it does not crash.
-    plain = make_node(0xA1, None, scheme="http")
+    plain = make_node(0xA1)
     b = make_node(0xB2, tls_of(pki["b"]))
 
     async def main() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import logging
 import queue
@@ -15,6 +16,7 @@ import pytest
 
 from petcd.proto import rpc_pb2 as pb
 from petcd.proto import rpc_pb2_grpc
+from petcd.testing.harness import wait_for
 
 from .conftest import Member, member_config, start_member
 
@@ -147,6 +149,15 @@ def test_a_watch_on_an_empty_range_is_refused_as_etcd_does(member: Member) -> No
         w.close()
 
 
+def _pending_takes(m: Member) -> int:
+    """Tasks on the member's loop still waiting on a watch stream's outbox (_Outbox.take)."""
+
+    async def count() -> int:
+        return sum(1 for t in asyncio.all_tasks() if t.get_coro().__qualname__.endswith("_Outbox.take"))
+
+    return asyncio.run_coroutine_threadsafe(count(), m.loop).result(30)
+
+
 def test_watch_streams_that_end_leave_no_pending_task_behind(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -161,7 +172,8 @@ def test_watch_streams_that_end_leave_no_pending_task_behind(
                 m.kv.Put(pb.PutRequest(key=b"a", value=b"1"))
                 w.next()
                 w.close()
-            time.sleep(1)  # the streams end on the member's loop
+            # the streams end on the member's loop: their outbox takes are cancelled and done
+            wait_for(lambda: _pending_takes(m) == 0, 60, "the ended streams' pending takes to finish")
             gc.collect()
     finally:
         m.stop()

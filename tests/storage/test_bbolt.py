@@ -30,6 +30,7 @@ from petcd.storage.bbolt import (
     write_file,
 )
 from petcd.testing.harness import Server, etcd_server, etcdctl, require_binary
+from tests.restore import restored_server
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -326,17 +327,7 @@ def test_etcd_reads_and_restores_what_we_write(
     assert (ours_st["hash"], ours_st["revision"], ours_st["totalKey"]) == (
         theirs_st["hash"], theirs_st["revision"], theirs_st["totalKey"])
 
-    restored = tmp_path / "restored.etcd"
-    server = etcd_server(tmp_path)
-    server.data_dir = restored
-    server.args[server.args.index("--data-dir") + 1] = str(restored)
-    peer = server.args[server.args.index("--initial-advertise-peer-urls") + 1]
-    cp = subprocess.run(
-        [require_binary("etcdctl"), "snapshot", "restore", str(snap), "--data-dir", str(restored),
-         "--name", "default", "--initial-cluster", f"default={peer}", "--initial-advertise-peer-urls", peer],
-        capture_output=True, text=True, timeout=60, env=dict(os.environ, ETCDCTL_API="3"),
-    )
-    assert cp.returncode == 0, cp.stderr
+    server = restored_server("etcd", tmp_path, snap)
     server.start()
     try:
         got = _range_all(server)

@@ -1,4 +1,7 @@
-"""The `petcd` command line: etcd 3.4's flags, ETCD_* variables and --config-file.
+"""The `petcd` command line: etcd 3.4's flags, ETCD_* variables and --config-file,
+turned into a ServerConfig. It sits here, with ServerConfig, rather than in
+petcd.cli, because both the command (petcd.cli) and an in-process member
+(petcd.embed.member) start a member from the same command line.
 
 Sources, as in etcd: a config file (--config-file or ETCD_CONFIG_FILE), when
 given, is the only source and every other flag and variable is ignored (with
