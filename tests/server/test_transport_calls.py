@@ -323,3 +323,16 @@ def test_a_connection_that_answers_no_ping_is_dropped_and_dialed_anew(run: Run[N
             await hole.wait_closed()
 
     run(main())
+
+
+def test_a_peer_is_active_while_the_probers_connection_to_it_is_up(run: Run[None]) -> None:
+    async def main() -> None:
+        # no raft message ever goes from a to b (as from one follower to another): the probe's connection counts
+        a, b = node(0xA, probe_interval=0.05), node(0xB)
+        async with started(a, b):
+            await wait_until(lambda: a.active_since(0xB) is not None, what="b to count as active")
+            assert a.backlog(0xB).messages == 0
+            await b.stop()
+            await wait_until(lambda: a.active_since(0xB) is None, what="b to count as gone")
+
+    run(main())

@@ -92,6 +92,7 @@ class _Asking(asyncio.Protocol):
         self.pending: dict[int, asyncio.Future[Answer]] = {}
         self.refusal: str | None = None  # why the TLS peer is refused, if it is
         self.closed = False
+        self.up_since: float | None = None  # loop.time() when the handshake went out
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)
@@ -102,6 +103,7 @@ class _Asking(asyncio.Protocol):
             self.transport.abort()
             return
         self.transport.write(Handshake(owner.cluster_id, owner.local_id, self.channel.member_id, CALL_MAGIC).encode())
+        self.up_since = owner.loop.time()
 
     def data_received(self, data: bytes) -> None:
         if self.closed:
@@ -248,6 +250,12 @@ class CallChannel:
                 break
             return proto
         raise TransportError(f"cannot reach peer {self.member_id:x} (" + "; ".join(errors) + ")")
+
+    @property
+    def up_since(self) -> float | None:
+        """loop.time() when the current connection came up; None while there is none."""
+        proto = self.proto
+        return proto.up_since if proto is not None and not proto.closed else None
 
     def reset(self, why: str) -> None:
         """Hang up the current connection (failing its calls in flight); the next call dials anew."""

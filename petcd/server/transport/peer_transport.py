@@ -274,9 +274,17 @@ class PeerTransport:
         peer.send_snapshot(msg)
 
     def active_since(self, member_id: int) -> float | None:
-        """loop.time() when the current connection to the peer came up; None while it is down."""
+        """loop.time() since when a connection to the peer has been up (the
+        raft one or the call one, whichever came up first); None while both
+        are down. The call connection counts because a follower sends raft
+        messages to the leader only: the prober's call connection is what
+        tells it, as etcd's streams tell etcd, that another follower is up."""
         peer = self._peers.get(member_id)
-        return peer.up_since if peer is not None else None
+        if peer is None:
+            return None
+        channel = self._channels.get(member_id)
+        times = [t for t in (peer.up_since, channel.up_since if channel is not None else None) if t is not None]
+        return min(times, default=None)
 
     def backlog(self, member_id: int) -> Backlog:
         """How much is waiting to go to a peer (zero for an unknown one)."""
