@@ -8,7 +8,8 @@ etcd over its peer URL's /leases handler).
   on one follower;
 - one stream's round trip: the median and 99th percentile of 500 renewals
   sent one after another on one LeaseKeepAlive stream to a follower (Python
-  grpc client, the same for both servers).
+  grpc client, the same for both servers), and the median at the leader
+  itself (what forwarding adds is the difference).
 
 Every server started is stopped by PID at the end; every wait is bounded.
 
@@ -37,13 +38,14 @@ from petcd.testing.harness import Server, wait_for  # noqa: E402
 ANSWER_TIMEOUT = 30.0
 
 
-def follower(members: list[Server]) -> Server:
-    def find() -> Server | None:
+def leader_and_follower(members: list[Server]) -> tuple[Server, Server]:
+    def find() -> tuple[Server, Server] | None:
         sts = [m.maintenance().Status(rpc_pb2.StatusRequest(), timeout=10) for m in members]
         leads = {st.leader for st in sts}
         if len(leads) != 1 or 0 in leads:
             return None
-        return next(m for m, st in zip(members, sts, strict=True) if st.header.member_id != st.leader)
+        lead = next(m for m, st in zip(members, sts, strict=True) if st.header.member_id == st.leader)
+        return lead, next(m for m in members if m is not lead)
 
     return wait_for(find, 60, "the members to agree on a leader")
 
@@ -83,19 +85,22 @@ def main() -> None:
     args = ap.parse_args()
     stop_on_sigterm()
     binary = args.loadgen or load.loadgen_binary()
-    results: dict[str, tuple[float, float, float]] = {}
+    results: dict[str, tuple[float, float, float, float]] = {}
     with tempfile.TemporaryDirectory(prefix="petcd-forward-bench-") as tmp:
         for kind in args.kinds.split(","):
             with three_members(kind, Path(tmp)) as members:
-                f = follower(members)
+                lead, f = leader_and_follower(members)
+                at_leader = statistics.median(round_trips(lead, args.renewals))
                 rtts = sorted(round_trips(f, args.renewals))
                 w = Workload("keepalive", "lease-keepalive", 64, 8, "ops/s", leases=args.leases)
                 kps = load.run(binary, f.endpoint, w, args.seconds, keys=1)["ops/s"]
-                results[kind] = (kps, statistics.median(rtts) * 1e3, rtts[int(len(rtts) * 0.99)] * 1e3)
+                results[kind] = (kps, statistics.median(rtts) * 1e3, rtts[int(len(rtts) * 0.99)] * 1e3,
+                                 at_leader * 1e3)
     kinds = list(results)
     both = "petcd" in results and "etcd" in results
     print(f"{'through a follower':<28} " + " ".join(f"{k:>10}" for k in kinds) + (f" {'petcd/etcd':>11}" if both else ""))
-    for i, name in enumerate(("keepalives/s", "one stream median (ms)", "one stream p99 (ms)")):
+    for i, name in enumerate(("keepalives/s", "one stream median (ms)", "one stream p99 (ms)",
+                                 "at the leader: median (ms)")):
         ratio = f" {results['petcd'][i] / results['etcd'][i]:>11.2f}" if both and results["etcd"][i] else ""
         print(f"{name:<28} " + " ".join(f"{results[k][i]:>10.2f}" for k in kinds) + ratio)
 
