@@ -212,8 +212,11 @@ class PeerTransport:
         """Ping every peer each probe_interval; each answer's round trip is
         observed into etcd_network_peer_round_trip_time_seconds{To=peer}."""
         async def ping(member_id: int) -> None:
-            start = time.perf_counter()  # not loop.time(): uvloop's counts whole milliseconds
+            channel = self._channels.get(member_id)
             try:
+                if channel is None or channel.up_since is None:
+                    await self.call(member_id, PING, b"", self.probe_interval)  # dials: not a round trip
+                start = time.perf_counter()  # not loop.time(): uvloop's counts whole milliseconds
                 await self.call(member_id, PING, b"", self.probe_interval)
             except CallTimeout:
                 # A ping is answered by the peer's transport at once: no answer means the connection
@@ -232,8 +235,10 @@ class PeerTransport:
         await asyncio.sleep(min(1.0, self.probe_interval))  # the first probe soon, so a new member shows one
         while not self.stopped:
             peers = list(self._peers)
-            if peers:
-                await asyncio.gather(*(ping(p) for p in peers))
+            for member_id, got in zip(peers, await asyncio.gather(*(ping(p) for p in peers), return_exceptions=True),
+                                      strict=True):
+                if isinstance(got, Exception):
+                    log.error("petcd: probing peer %x failed", member_id, exc_info=got)
             await asyncio.sleep(self.probe_interval)
 
     def send(self, msgs: list[Message]) -> None:
