@@ -63,7 +63,9 @@ STREAM_HIGH_WATER = 256 * 1024
 # (a flood of tiny requests would otherwise become a flood of objects).
 QUEUE_ITEMS = 64
 # A connection's streamed messages are written at most once per this many
-# seconds while they keep coming (the first after a pause goes at once).
+# seconds while they keep coming and the client sends nothing (the first
+# after a pause goes at once, and so does one that follows bytes from the
+# client: a keep-alive's answer must not wait out the tick).
 STREAM_COALESCE = 0.001
 # A PING ACK that arrives with requests still running waits at most this
 # long for their responses to carry it (grpc-go clients send a BDP ping with
@@ -294,6 +296,7 @@ class H2Protocol(asyncio.Protocol):
         self.flush_scheduled = False
         self.ack_timer_pending = False  # a PING ACK waits for a response write, at most PING_ACK_DELAY
         self.last_flush = 0.0  # loop.time() of the last scheduled flush
+        self.heard_since_flush = False  # bytes came from the client since the last flush
         self.closing = False
         self.closed = False
         self.draining: list[_Call] = []
@@ -319,6 +322,7 @@ class H2Protocol(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self.last_read = time.monotonic()
+        self.heard_since_flush = True
         events = self.conn.receive_data(data)
         for ev in events:
             t = type(ev)
@@ -372,11 +376,14 @@ class H2Protocol(asyncio.Protocol):
         iteration share one write. Streamed messages (watch events) that
         come faster than one write per STREAM_COALESCE seconds wait for the
         next such tick, so a busy stream costs a write per tick, not one
-        per revision (a write is a syscall, the dearest thing here)."""
+        per revision (a write is a syscall, the dearest thing here); but
+        not when the client has sent something since the last write: then
+        the message is likely the answer to it (a lease keep-alive), and
+        a round trip must not wait out the tick."""
         if self.flush_scheduled:
             return
         self.flush_scheduled = True
-        if stream:
+        if stream and not self.heard_since_flush:
             due = self.last_flush + STREAM_COALESCE
             if due > self.loop.time():
                 self.loop.call_at(due, self._flush_cb)
@@ -389,6 +396,7 @@ class H2Protocol(asyncio.Protocol):
 
     def _flush_cb(self) -> None:
         self.flush_scheduled = False
+        self.heard_since_flush = False
         self.last_flush = self.loop.time()
         self._write()
 

@@ -4,6 +4,7 @@ against petcd's HTTP/2 front end serving a tiny test service."""
 from __future__ import annotations
 
 import asyncio
+import queue
 import resource
 import socket
 import subprocess
@@ -166,6 +167,33 @@ def test_bidi_error_status(channel: grpc.Channel) -> None:
         next(it)
     assert ei.value.code() == grpc.StatusCode.FAILED_PRECONDITION
     assert ei.value.details() == "asked to fail"
+
+
+def test_a_streamed_answer_to_a_client_message_is_not_held_for_the_coalescing_tick(
+    channel: grpc.Channel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Streamed messages that come without client input are written once
+    per STREAM_COALESCE tick; one that answers a message the client just
+    sent (a lease keep-alive) goes at once. With the tick at 60 s, every
+    round trip after the first would wait out most of it."""
+    monkeypatch.setattr(srv, "STREAM_COALESCE", 60.0)
+    asks: queue.SimpleQueue[BytesValue | None] = queue.SimpleQueue()
+
+    def requests() -> Iterator[BytesValue]:
+        while (m := asks.get()) is not None:
+            yield m
+
+    call = channel.stream_stream("/test.Echo/Bidi", request_serializer=SER, response_deserializer=DES)
+    answers = call(requests(), timeout=120)
+    try:
+        for i in range(5):
+            started = time.monotonic()
+            asks.put(BytesValue(value=b"ka-%d" % i))
+            assert next(answers).value == b"ka-%d" % i
+            assert time.monotonic() - started < 30, f"round trip {i} waited for the coalescing tick"
+    finally:
+        asks.put(None)
+        answers.cancel()
 
 
 def test_asyncio_client_concurrency(served: Served) -> None:
