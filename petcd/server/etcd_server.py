@@ -148,7 +148,8 @@ class EtcdServer:
             self.member_id,
             self.cluster_id,
             list(cfg.listen_peer_urls),
-            on_message=self._on_peer_message,
+            on_message=self.node.step,
+            on_snapshot=lambda m: self.snapshots.receive(m),
             on_unreachable=self.node.report_unreachable,
             on_snapshot_status=self.node.report_snapshot,
             members_info=lambda: members_doc(self.membership),
@@ -185,6 +186,7 @@ class EtcdServer:
             applied_index=lambda: self.applied_index,
             conf_state=lambda: self.conf_state,
             defragmenting=self.backend_upkeep.defragmenting,
+            stopped=lambda: self._stopped,
             background=self.background,
         )
         self.lease_front = LeaseFront(
@@ -219,6 +221,7 @@ class EtcdServer:
         If the peer listener cannot start, everything bootstrap opened is
         closed and the error raised."""
         cfg = self.cfg
+        self.snapshots.discard_staged()
         try:
             await self.transport.start()
         except BaseException:
@@ -474,11 +477,6 @@ class EtcdServer:
                 self.background.spawn(self.snapshots.send_snapshot(m), f"send-snapshot-{m.to:x}")
             elif m.type == MessageType.MsgHeartbeat:
                 stats.HEARTBEATS.sent(m.from_, m.to)  # etcd_server_heartbeat_send_failures_total
-
-    def _on_peer_message(self, m: Message) -> None:
-        if m.type == MessageType.MsgSnap and self.snapshots.refused(m):
-            return
-        self.node.step(m)
 
     async def _publish(self) -> None:
         """Record this member's name and client URLs in the cluster, through

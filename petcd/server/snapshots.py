@@ -8,10 +8,11 @@ not be ahead of the durable backend), then the snapshot file, the WAL
 marker and the release of WAL segments are written in a worker thread, and
 the in-memory raft log is compacted once they are durable. One snapshot is
 saved at a time, and none while a defrag is in flight. A follower that
-needs a snapshot gets the backend as of its consistent index; a MsgSnap
-whose backend cannot be opened here, or is behind the snapshot, is refused;
-one raft takes replaces our backend file, and a fresh state machine is built
-on it (the server swaps it in).
+needs a snapshot gets the backend as of its consistent index; a MsgSnap raft
+could take is first written beside our backend and checked, in a worker thread (one
+whose backend cannot be opened here, or is behind the snapshot, is refused);
+raft then takes it, the staged file replaces our backend file (a rename), and
+a fresh state machine is built on it (the server swaps it in).
 Runs on the event loop only.
 """
 
@@ -28,10 +29,11 @@ from petcd.server.raft_node import RaftNode
 from petcd.server.raft_storage import RaftStorage, WalIdentity
 from petcd.server.state import (
     MemberState,
+    discard_staged,
     install_backend,
     open_backend,
     read_backend_snapshot,
-    snapshot_problem,
+    stage_backend,
 )
 from petcd.server.tasks import TaskGroup
 from petcd.server.transport import PeerTransport
@@ -47,7 +49,8 @@ class RaftSnapshots:
     It reads the state, the applied index and raft's configuration through
     the callables it is given, and whether a defrag is in flight through
     ``defragmenting``; a failure to save a snapshot marks the node failed
-    (fail-stop), as a failed backend commit does."""
+    (fail-stop), as a failed backend commit does. ``discard_staged`` at
+    start removes leaders' backends a crash left staged."""
 
     def __init__(
         self,
@@ -62,6 +65,7 @@ class RaftSnapshots:
         applied_index: Callable[[], int],
         conf_state: Callable[[], ConfState],
         defragmenting: Callable[[], bool],
+        stopped: Callable[[], bool],
         background: TaskGroup,
     ) -> None:
         self.cfg = cfg
@@ -74,7 +78,10 @@ class RaftSnapshots:
         self._applied_index = applied_index
         self._conf_state = conf_state
         self._defragmenting = defragmenting
+        self._stopped = stopped
         self.background = background
+        # one leader's backend staged at a time (each is as big as the database)
+        self._staging = asyncio.Lock()
         # the worker thread writing a raft snapshot's files, while it runs
         self._snapshot_saving: asyncio.Future[None] | None = None
 
@@ -129,7 +136,7 @@ class RaftSnapshots:
         (old, the state on it, is closed first) and build a fresh state
         machine on it, its lease keys still to re-attach."""
         old.close()
-        install_backend(self.cfg, snap.data)
+        install_backend(self.cfg, snap)
         backend = open_backend(self.cfg)
         try:
             membership = load_membership(backend, self._identity, self.cfg)
@@ -156,15 +163,25 @@ class RaftSnapshots:
         m.snapshot = Snapshot(data, SnapshotMetadata(cs, index, term))
         self.transport.send([m])
 
-    def refused(self, m: Message) -> bool:
-        """Whether a MsgSnap from a peer must not reach raft: raft could take
-        it, and the backend it carries could not be installed here (logged)."""
-        if m.snapshot is not None and self._snapshot_news(m):
-            why = snapshot_problem(m.snapshot, self.cfg.backend_path())
-            if why is not None:
-                log.warning("ignored a snapshot [index %d] from %x: %s", m.snapshot.metadata.index, m.from_, why)
-                return True
-        return False
+    def discard_staged(self) -> None:
+        discard_staged(self.cfg.backend_path())
+
+    async def receive(self, m: Message) -> bool:
+        """Hand a MsgSnap from a peer to raft, unless raft could take it and
+        the backend it carries could not be installed here (logged; False).
+        One raft could take is first staged beside our backend and checked,
+        in a worker thread (one at a time), so that neither the copy nor the
+        install that follows (a rename) holds the loop."""
+        async with self._staging:
+            if m.snapshot is not None and self._snapshot_news(m):
+                why = await asyncio.to_thread(stage_backend, m.snapshot, self.cfg.backend_path())
+                if why is not None:
+                    log.warning("ignored a snapshot [index %d] from %x: %s", m.snapshot.metadata.index, m.from_, why)
+                    return False
+            if self._stopped():
+                return False
+            self.node.step(m)
+            return True
 
     def _snapshot_news(self, m: Message) -> bool:
         """Whether raft could take this MsgSnap (not stale, past our commit): only then is its data checked."""

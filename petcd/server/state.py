@@ -12,8 +12,8 @@ which the apply loop advances.
 
 The functions beside it are what the member does with whole backend files:
 open its own (installing a leader's first when a crash came between),
-check a leader's before raft takes the snapshot, install it, and read its
-own to send to a follower.
+stage and check a leader's before raft takes the snapshot (in a worker
+thread), install it (a rename), and read its own to send to a follower.
 """
 
 from __future__ import annotations
@@ -21,7 +21,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import tempfile
 from dataclasses import dataclass
 
 from petcd.auth.store import AuthStore
@@ -35,7 +34,7 @@ from petcd.server.apply import Applier
 from petcd.server.config import ServerConfig
 from petcd.server.membership import Membership
 from petcd.storage.backend import Backend
-from petcd.storage.fsutil import replace_file
+from petcd.storage.fsutil import fsync_dir, replace_file
 
 log = logging.getLogger("petcd.server.state")
 
@@ -47,18 +46,49 @@ def open_backend(cfg: ServerConfig, snap: Snapshot | None = None) -> Backend:
     backend = Backend(cfg.backend_path(), unsafe_no_fsync=cfg.unsafe_no_fsync)
     if snap is not None and snap.data and backend.consistent_index()[0] < snap.metadata.index:
         backend.close()
-        install_backend(cfg, snap.data)
+        install_backend(cfg, snap)
         backend = Backend(cfg.backend_path(), unsafe_no_fsync=cfg.unsafe_no_fsync)
     return backend
 
 
-def install_backend(cfg: ServerConfig, data: bytes) -> None:
-    """Replace the backend file with a leader's, durably. The backend must be closed."""
-    replace_file(cfg.backend_path(), data)
+def staged_backend_path(backend_path: str, index: int) -> str:
+    """Where the backend a leader's snapshot at index waits, checked and
+    durable, until raft has taken the snapshot and the member installs it."""
+    return f"{backend_path}{_STAGED}{index:016x}"
 
 
-def snapshot_problem(snap: Snapshot, backend_path: str) -> str | None:
-    """Why the backend a MsgSnap carries could not be installed here, or None.
+_STAGED = ".incoming-"
+
+
+def discard_staged(backend_path: str, keep: str | None = None) -> None:
+    """Remove staged backends (all but keep): ones raft did not take, or
+    left by a crash."""
+    d, base = os.path.split(backend_path)
+    for name in os.listdir(d or "."):
+        path = os.path.join(d, name)
+        if name.startswith(base + _STAGED) and path != keep:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+
+
+def install_backend(cfg: ServerConfig, snap: Snapshot) -> None:
+    """Replace the backend file with the leader's backend snap carries,
+    durably: the staged copy when there is one (a rename), else its data.
+    The backend must be closed."""
+    path = cfg.backend_path()
+    staged = staged_backend_path(path, snap.metadata.index)
+    if os.path.exists(staged):
+        os.replace(staged, path)
+        fsync_dir(os.path.dirname(path) or ".")
+    else:  # staged for another snapshot since, or by a member that crashed before staging
+        replace_file(path, snap.data)
+
+
+def stage_backend(snap: Snapshot, backend_path: str) -> str | None:
+    """Write the backend a MsgSnap carries beside ours, durably, at
+    staged_backend_path, and check it: None when it is staged, else why it
+    could not be installed here (and nothing is left behind). Runs in a
+    worker thread: a backend is as big as the database.
 
     Checked before raft sees the message: once raft takes a snapshot it is in
     the WAL, and a backend that cannot be opened would stop the member on
@@ -66,24 +96,30 @@ def snapshot_problem(snap: Snapshot, backend_path: str) -> str | None:
     the snapshot's index."""
     if not snap.data:
         return "it carries no backend"
-    fd, tmp = tempfile.mkstemp(prefix=os.path.basename(backend_path) + ".check-", dir=os.path.dirname(backend_path))
+    staged = staged_backend_path(backend_path, snap.metadata.index)
+    discard_staged(backend_path)
     try:
-        with os.fdopen(fd, "wb") as f:
+        with open(staged, "wb") as f:
             f.write(snap.data)
-        backend = Backend(tmp)
+            f.flush()
+            os.fsync(f.fileno())
+        backend = Backend(staged)
         try:
             index, _ = backend.consistent_index()
         finally:
             backend.close()
     except Exception as exc:  # anything the bytes make the backend raise
-        return f"its backend cannot be opened: {exc}"
-    finally:
-        for path in (tmp, tmp + "-lock"):
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(path)
-    if index < snap.metadata.index:
-        return f"its backend is at index {index}, behind the snapshot's {snap.metadata.index}"
-    return None
+        why: str | None = f"its backend cannot be opened: {exc}"
+    else:
+        why = None
+        if index < snap.metadata.index:
+            why = f"its backend is at index {index}, behind the snapshot's {snap.metadata.index}"
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(staged + "-lock")
+    if why is not None:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(staged)
+    return why
 
 
 def read_backend_snapshot(backend: Backend) -> bytes:

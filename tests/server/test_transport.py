@@ -320,6 +320,46 @@ def test_snapshot_the_receiver_fails_to_handle_reports_failure(run: Run[None]) -
     run(main())
 
 
+@pytest.mark.parametrize("taken", [True, False])
+def test_a_snapshot_handed_to_on_snapshot_is_acked_only_once_it_is_taken(run: Run[None], taken: bool) -> None:
+    """The receiver stages a snapshot's backend before raft takes it: the
+    sender learns the outcome when on_snapshot returns (True: delivered;
+    False: failed at once), and the peer's other messages keep flowing
+    meanwhile."""
+    a = make_node(0xA1)
+    received: list[Message] = []
+    staging: list[Message] = []
+    release = asyncio.Event()
+
+    async def on_snapshot(m: Message) -> bool:
+        staging.append(m)
+        await release.wait()
+        return taken
+
+    b = PeerTransport(0xB2, CLUSTER, ["http://127.0.0.1:0"], on_message=received.append, on_snapshot=on_snapshot)
+
+    async def main() -> None:
+        async with started(a):
+            await b.start()
+            try:
+                a.transport.add_peer(0xB2, [f"http://127.0.0.1:{b.addresses[0][1]}"])
+                snap = Snapshot(b"q" * 300_000, SnapshotMetadata(ConfState([1]), 9, 2))
+                a.transport.send([Message(MessageType.MsgSnap, to=0xB2, from_=a.id, term=2, snapshot=snap)])
+                await wait_until(lambda: bool(staging), what="the snapshot to reach on_snapshot")
+                a.transport.send([heartbeat(a.id, 0xB2, 7)])
+                await wait_until(lambda: bool(received), what="a heartbeat while the snapshot is staged")
+                assert a.snapshot_status == [], "the snapshot was acked before on_snapshot returned"
+                assert staging[0].snapshot is not None and staging[0].snapshot.data == snap.data
+                assert not any(m.type == MessageType.MsgSnap for m in received)
+                release.set()
+                await wait_until(lambda: bool(a.snapshot_status), what="the snapshot status")
+                assert a.snapshot_status == [(0xB2, taken)]
+            finally:
+                await b.stop()
+
+    run(main())
+
+
 def test_garbage_on_listener_closes_connection_and_transport_keeps_working(run: Run[None]) -> None:
     a, b = make_node(0xA1), make_node(0xB2)
 

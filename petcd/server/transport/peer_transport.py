@@ -16,7 +16,7 @@ import logging
 import math
 import ssl
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from petcd import stats
@@ -64,6 +64,7 @@ class PeerTransport:
         *,
         members_info: Callable[[], bytes] | None = None,
         on_call: CallHandler | None = None,
+        on_snapshot: Callable[[Message], Awaitable[bool]] | None = None,
         probe_interval: float = PROBE_INTERVAL,
         max_queue_messages: int = DEFAULT_QUEUE_MESSAGES,
         max_queue_bytes: int = DEFAULT_QUEUE_BYTES,
@@ -83,6 +84,10 @@ class PeerTransport:
         self.on_snapshot_status = on_snapshot_status
         self.members_info = members_info
         self.on_call = on_call  # answers peers' calls (PING is answered here); None: every call is refused
+        # takes a received MsgSnap, which is acked once it returns True (False
+        # or an error hangs up on the sender); None: on_message takes it
+        self.on_snapshot = on_snapshot
+        self._receiving: set[asyncio.Task[None]] = set()  # MsgSnaps with on_snapshot
         self.probe_interval = probe_interval  # 0: no probing
         self.max_queue_messages = max_queue_messages
         self.max_queue_bytes = max_queue_bytes
@@ -315,6 +320,9 @@ class PeerTransport:
         for conn in list(self.inbound):
             if conn.transport is not None:
                 conn.transport.abort()
+        for task in self._receiving:
+            task.cancel()
+            tasks.append(task)
         if tasks:
             await asyncio.gather(*tasks, return_exceptions=True)
         for server in self._servers:
@@ -345,6 +353,11 @@ class PeerTransport:
             log.debug("petcd: dropped a %s for member %x from peer %x: this is member %x",
                       msg.type.name, msg.to, msg.from_, self.local_id)
             return False
+        if msg.type == MessageType.MsgSnap and self.on_snapshot is not None:
+            task = self.loop.create_task(self._receive_snapshot(self.on_snapshot, msg, conn))
+            self._receiving.add(task)
+            task.add_done_callback(self._receiving.discard)
+            return True
         try:
             self.on_message(msg)
         except Exception:
@@ -353,6 +366,18 @@ class PeerTransport:
         if msg.type == MessageType.MsgSnap:
             conn.ack_snapshot()
         return True
+
+    async def _receive_snapshot(self, on_snapshot: Callable[[Message], Awaitable[bool]], msg: Message,
+                                conn: Inbound) -> None:
+        try:
+            taken = await on_snapshot(msg)
+        except Exception:
+            log.exception("petcd: handling a MsgSnap from peer %x failed", msg.from_)
+            taken = False
+        if taken:
+            conn.ack_snapshot()
+        else:
+            conn.close()  # no ack is coming: the sender reports the snapshot failed now, not at its timeout
 
     def report_snapshot(self, member_id: int, ok: bool) -> None:
         try:
