@@ -43,6 +43,10 @@ BODY_HIGH_WATER = 1 << 20
 MAX_PIPELINED = 64
 
 
+# Seconds a connection refused for a request it could not read stays
+# half-open, its input dropped, before it is closed (Go waits as long).
+LINGER = 0.5
+
 # Seconds a refused request's remaining body may take to arrive before the
 # connection is closed on it.
 DRAIN_TIMEOUT = 30.0
@@ -255,6 +259,10 @@ class Http1Protocol(asyncio.Protocol):
         self._in_head = False
         self._head_size = 0  # bytes of head seen through the callbacks
         self._head_tail = 0  # bytes of reads that fell wholly inside one head
+        # (llhttp tells no offsets: a read in which a head begins counts
+        # whole when nothing else came before the head in it)
+        self._fed_other = False  # this read held body bytes or a message's end
+        self._head_alone = False
         self._url = b""
         self._headers: list[tuple[str, str]] = []
         self._body: Body | None = None
@@ -283,6 +291,7 @@ class Http1Protocol(asyncio.Protocol):
         if self.refused:
             return
         was_in_head = self._in_head
+        self._fed_other = False
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade as exc:
@@ -300,7 +309,7 @@ class Http1Protocol(asyncio.Protocol):
             self._refuse(_parse_refusal(exc))
             return
         if self._in_head:
-            if was_in_head:
+            if was_in_head or self._head_alone:
                 self._head_tail += len(data)
             if self._head_tail > MAX_HEAD or self._head_size > MAX_HEAD:
                 self._refuse(_HEAD_TOO_LARGE)
@@ -348,6 +357,7 @@ class Http1Protocol(asyncio.Protocol):
             return
         self._in_head = True
         self._head_size = self._head_tail = 0
+        self._head_alone = not self._fed_other
         self._url = b""
         self._headers = []
 
@@ -410,10 +420,12 @@ class Http1Protocol(asyncio.Protocol):
             self._upgrade_body = (body, b"Transfer-Encoding: chunked" if te else b"Content-Length: %d" % length)
 
     def on_body(self, data: bytes) -> None:
+        self._fed_other = True
         if self._body is not None:
             self._body._feed(data)
 
     def on_message_complete(self) -> None:
+        self._fed_other = True
         body = self._body
         self._body = self._pending = None
         if body is not None and (self._upgrade_body is None or self._upgrade_body[0] is not body):
@@ -470,6 +482,7 @@ class Http1Protocol(asyncio.Protocol):
                 item = self.queue.popleft()
                 if isinstance(item, bytes):
                     self._write(item)
+                    await self._linger()
                     return
                 if self.reading_paused and len(self.queue) <= MAX_PIPELINED:
                     self._resume()
@@ -482,6 +495,24 @@ class Http1Protocol(asyncio.Protocol):
         finally:
             self._close()
 
+    async def _linger(self) -> None:
+        """After a refusal, as Go's closeWriteAndWait: half-close, then read
+        and drop what the client still sends for a moment, so that closing
+        does not reset the answer away before the client read it."""
+        t = self.transport
+        if t is None or t.is_closing() or not t.can_write_eof():
+            return
+        t.write_eof()
+        self._resume()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + LINGER
+        while not self.eof and not self.closed.is_set():
+            self.queued.clear()
+            try:
+                await asyncio.wait_for(self.queued.wait(), deadline - loop.time())
+            except TimeoutError:
+                return
+
     async def _one(self, pending: _Pending) -> bool:
         req = pending.request
         body = req.body
@@ -490,13 +521,14 @@ class Http1Protocol(asyncio.Protocol):
         except Exception:
             log.exception("serving %s %s", req.method, req.target)
             resp = Response(500, [("Content-Type", "text/plain; charset=utf-8")], b"Internal Server Error\n", close=True)
-        keep_alive = pending.keep_alive and not resp.close
-        ok = await self._write_response(resp, req, pending.keep_alive)
+        # A client still waiting for 100 Continue will not send the body the
+        # application did not read: the connection cannot be reused, and the
+        # answer says so (as Go's net/http does).
+        close = resp.close or (pending.expect_continue and body._first_read is not None and not body.complete)
+        ok = await self._write_response(resp, req, pending.keep_alive, close)
+        if close and pending.expect_continue and body._first_read is not None:
+            return False
         if ok and not body.complete:
-            if pending.expect_continue and body._first_read is not None:
-                # the client still waits for 100 Continue: it will not send
-                # the body, so the connection cannot be reused (as Go does)
-                return False
             # A body the application did not read is read now and dropped,
             # so that the next request starts where it should, or, when
             # closing, so that the client reads the answer instead of a reset.
@@ -504,17 +536,18 @@ class Http1Protocol(asyncio.Protocol):
                 await asyncio.wait_for(_discard(body), DRAIN_TIMEOUT)
             except (TimeoutError, Exception):
                 return False
-        return ok and keep_alive
+        return ok and pending.keep_alive and not close
 
-    async def _write_response(self, resp: Response, req: Request, keep_alive: bool) -> bool:
-        """Write resp; False when the connection is gone or the stream could
-        not be sent whole. Headers, their order and Connection: close are
-        what the h11-based protocol sent before."""
+    async def _write_response(self, resp: Response, req: Request, keep_alive: bool, close: bool) -> bool:
+        """Write resp (keep_alive: what the client asked for; close: whether
+        this answer ends the connection anyway); False when the connection
+        is gone or the stream could not be sent whole. Headers, their order
+        and Connection: close are what the h11-based protocol sent."""
         head = [_status_line(resp.status), _COMMON]
         for k, v in resp.headers:
             head.append(f"{k}: {v}\r\n".encode("latin-1"))
         head.append(_date_line())
-        if resp.close and keep_alive:
+        if close and keep_alive:
             head.append(_CLOSE)
         if resp.stream is None:
             head.append(b"Content-Length: %d\r\n" % len(resp.body))
