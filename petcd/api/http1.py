@@ -367,7 +367,7 @@ class Http1Protocol(asyncio.Protocol):
             self._head_size += len(url)
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        if self._synthetic is None:
+        if self._in_head and self._synthetic is None:  # not a chunked body's trailer
             self._headers.append((name.decode("latin-1").lower(), value.decode("latin-1")))
             self._head_size += len(name) + len(value) + 4
 
