@@ -1,8 +1,8 @@
-"""HTTP/1.1 on the client port, through the sans-I/O ``h11`` library: an
-asyncio protocol that parses requests, hands each to an application (the
-JSON gateway, /health, /version, /metrics) and writes its response, with
-keep-alive, chunked streaming responses (watch, lease keep-alive) and
-backpressure both ways.
+"""HTTP/1.1 on the client port: an asyncio protocol that parses requests
+with ``httptools`` (llhttp, in C), hands each to an application (the JSON
+gateway, /health, /version, /metrics) and writes its response, with
+keep-alive, pipelining (answers in request order), chunked streaming
+responses (watch, lease keep-alive) and backpressure both ways.
 
 The protocol can start on a connection whose first bytes were already read
 by someone else (the client port's listener reads them to tell HTTP/2 from
@@ -11,6 +11,11 @@ HTTP/1.1): call ``connection_made`` then ``data_received`` with those bytes.
 An application is ``async def app(request) -> Response``; it reads the body
 from ``request.body`` (all at once or as it arrives) and answers with bytes
 or with an async iterator of chunks.
+
+Requests the parser refuses are answered as Go's net/http (etcd's gateway)
+answers them: 400 (or 431 for a head over MAX_HEAD, 501 for a transfer
+coding other than chunked, 505 for an HTTP version other than 1.x) with a
+plain-text body, then the connection is closed.
 """
 
 from __future__ import annotations
@@ -20,19 +25,27 @@ import email.utils
 import http
 import logging
 import time
+from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, cast
 
-import h11
+import httptools
 
 log = logging.getLogger("petcd.http1")
 
-# Request heads larger than this are refused (h11's own limit is 16 KiB too).
+# Request heads larger than this are refused with 431.
 MAX_HEAD = 16 * 1024
 # Body bytes buffered before the protocol stops reading the socket.
 BODY_HIGH_WATER = 1 << 20
+# Parsed requests waiting for their turn before the protocol stops reading
+# the socket (a client pipelining faster than it is answered).
+MAX_PIPELINED = 64
 
+
+# Seconds a connection refused for a request it could not read stays
+# half-open, its input dropped, before it is closed (Go waits as long).
+LINGER = 0.5
 
 # Seconds a refused request's remaining body may take to arrive before the
 # connection is closed on it.
@@ -52,16 +65,27 @@ class BodyTooLarge(Exception):
         self.limit = limit
 
 
+class _Refused(Exception):
+    """A request the protocol answers itself (raw response bytes) and then
+    closes the connection on."""
+
+    def __init__(self, answer: bytes) -> None:
+        super().__init__(answer[:40])
+        self.answer = answer
+
+
 class Body:
     """A request's body as it arrives: ``read(limit)`` for all of it,
     ``async for`` for chunks. Reading it resumes a paused socket."""
 
-    def __init__(self, resume: Callable[[], None]) -> None:
+    def __init__(self, resume: Callable[[], None], first_read: Callable[[], None] | None = None) -> None:
         self._chunks: list[bytes] = []
         self._size = 0
         self._done = False
         self._ready = asyncio.Event()
         self._resume = resume
+        # called once, when the reader first asks for bytes (100 Continue)
+        self._first_read = first_read
 
     # fed by the protocol
     def _feed(self, data: bytes) -> None:
@@ -72,6 +96,12 @@ class Body:
     def _end(self) -> None:
         self._done = True
         self._ready.set()
+
+    def _want(self) -> None:
+        if self._first_read is not None:
+            first, self._first_read = self._first_read, None
+            first()
+        self._resume()
 
     @property
     def buffered(self) -> int:
@@ -87,7 +117,7 @@ class Body:
             if self._size > limit:
                 raise BodyTooLarge(limit)
             self._ready.clear()
-            self._resume()
+            self._want()
             await self._ready.wait()
         if self._size > limit:
             raise BodyTooLarge(limit)
@@ -111,7 +141,7 @@ class Body:
             if self._done:
                 return
             self._ready.clear()
-            self._resume()
+            self._want()
             await self._ready.wait()
 
 
@@ -162,6 +192,48 @@ COMMON_HEADERS = [
     ("Access-Control-Allow-Origin", "*"),
 ]
 
+_COMMON = b"".join(f"{k}: {v}\r\n".encode("latin-1") for k, v in COMMON_HEADERS)
+_CLOSE = b"Connection: close\r\n"
+_CHUNKED = b"Transfer-Encoding: chunked\r\n"
+_CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+
+
+def _refusal(status: int, text: str = "") -> bytes:
+    """What Go's net/http writes for a request it cannot read (server.go)."""
+    reason = http.HTTPStatus(status).phrase
+    public = f"{status} {reason}: {text}" if text else f"{status} {reason}"
+    return (f"HTTP/1.1 {public}\r\nContent-Type: text/plain; charset=utf-8\r\n"
+            f"Connection: close\r\n\r\n{public}").encode("latin-1")
+
+
+_BAD_REQUEST = _refusal(400)
+_HEAD_TOO_LARGE = _refusal(431)
+_BAD_VERSION = _refusal(505)
+_NO_HOST = _refusal(400, "missing required Host header")
+_BAD_TRANSFER_ENCODING = (b"HTTP/1.1 501 Not Implemented\r\nContent-Type: text/plain; charset=utf-8\r\n"
+                          b"Connection: close\r\n\r\nUnsupported transfer encoding")
+
+
+def _parse_refusal(exc: Exception) -> bytes:
+    """The answer to a request llhttp refused."""
+    text = str(exc)
+    if "Transfer-Encoding" in text:
+        return _BAD_TRANSFER_ENCODING
+    if text == "Invalid HTTP version":
+        return _BAD_VERSION
+    return _BAD_REQUEST
+
+
+class _Pending:
+    """A parsed request head waiting for its turn."""
+
+    __slots__ = ("request", "keep_alive", "expect_continue")
+
+    def __init__(self, request: Request, keep_alive: bool, expect_continue: bool) -> None:
+        self.request = request
+        self.keep_alive = keep_alive
+        self.expect_continue = expect_continue
+
 
 class Http1Protocol(asyncio.Protocol):
     """One HTTP/1.1 connection. Requests are served one after another
@@ -171,15 +243,43 @@ class Http1Protocol(asyncio.Protocol):
     def __init__(self, app: App, on_close: Callable[[], None] | None = None) -> None:
         self.app = app
         self.on_close = on_close
-        self.conn = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEAD)
+        self.parser = self._new_parser()
         self.transport: asyncio.Transport | None = None
         self.task: asyncio.Task[None] | None = None
         self.closed = asyncio.Event()
-        self.body: Body | None = None
         self.reading_paused = False
         self.can_write = asyncio.Event()
         self.can_write.set()
-        self.new_data = asyncio.Event()
+        # parsed requests (or a refusal's bytes, last) in arrival order
+        self.queue: deque[_Pending | bytes] = deque()
+        self.queued = asyncio.Event()
+        self.eof = False
+        self.refused = False  # the parser stopped; later bytes are ignored
+        # the message being parsed
+        self._in_head = False
+        self._head_size = 0  # bytes of head seen through the callbacks
+        self._head_tail = 0  # bytes of reads that fell wholly inside one head
+        # (llhttp tells no offsets: a read in which a head begins counts
+        # whole when nothing else came before the head in it)
+        self._fed_other = False  # this read held body bytes or a message's end
+        self._head_alone = False
+        self._url = b""
+        self._headers: list[tuple[str, str]] = []
+        self._body: Body | None = None
+        self._pending: _Pending | None = None  # the request _body belongs to
+        # An Upgrade (or CONNECT) request's body llhttp does not read: it is
+        # parsed as the body of a made-up head fed to a fresh parser.
+        self._upgrade_body: tuple[Body, bytes] | None = None
+        self._synthetic: Body | None = None
+
+    def _new_parser(self) -> httptools.HttpRequestParser:
+        parser = httptools.HttpRequestParser(self)
+        lenient = getattr(parser, "set_dangerous_leniencies", None)
+        if lenient is not None:
+            # Go (and RFC 9112) take Transfer-Encoding: chunked over a
+            # Content-Length sent with it; llhttp would refuse the request.
+            lenient(lenient_chunked_length=True)
+        return parser
 
     # --- asyncio callbacks ---------------------------------------------------------
 
@@ -188,17 +288,46 @@ class Http1Protocol(asyncio.Protocol):
         self.task = asyncio.get_running_loop().create_task(self._serve())
 
     def data_received(self, data: bytes) -> None:
+        if self.refused:
+            return
+        was_in_head = self._in_head
+        self._fed_other = False
         try:
-            self.conn.receive_data(data)
-        except h11.RemoteProtocolError:  # pragma: no cover - h11 raises from next_event
-            pass
-        self.new_data.set()
-        self._pump_body()
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade as exc:
+            self._after_upgrade(data[int(exc.args[0]):])
+            return
+        except httptools.HttpParserCallbackError as exc:
+            # a callback refused the request (httptools chains what it raised)
+            refused = exc.__context__
+            if not isinstance(refused, _Refused):
+                log.error("HTTP/1.1 parser callback failed", exc_info=refused)
+                refused = _Refused(_BAD_REQUEST)
+            self._refuse(refused.answer)
+            return
+        except httptools.HttpParserError as exc:
+            self._refuse(_parse_refusal(exc))
+            return
+        if self._in_head:
+            if was_in_head or self._head_alone:
+                self._head_tail += len(data)
+            if self._head_tail > MAX_HEAD or self._head_size > MAX_HEAD:
+                self._refuse(_HEAD_TOO_LARGE)
+                return
+        body = self._body
+        if ((body is not None and body.buffered > BODY_HIGH_WATER) or len(self.queue) > MAX_PIPELINED) \
+                and not self.reading_paused and self.transport is not None:
+            self.reading_paused = True
+            self.transport.pause_reading()
 
     def eof_received(self) -> bool | None:
-        self.conn.receive_data(b"")
-        self.new_data.set()
-        self._pump_body()
+        self.eof = True
+        body = self._body
+        if body is not None:  # the client stopped in the middle of a body
+            self._body = None
+            body._end()
+            self._abort()
+        self.queued.set()
         return True  # keep the write side open: a response may still be on its way
 
     def pause_writing(self) -> None:
@@ -210,80 +339,155 @@ class Http1Protocol(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed.set()
         self.can_write.set()
-        self.new_data.set()
-        if self.body is not None:
-            self.body._end()
+        self.queued.set()
+        if self._body is not None:
+            self._body._end()
+        for item in self.queue:
+            if isinstance(item, _Pending):
+                item.request.body._end()
         if self.task is not None and not self.task.done():
             self.task.cancel()
         if self.on_close is not None:
             self.on_close()
 
-    # --- reading ---------------------------------------------------------------------
+    # --- parser callbacks (httptools) ------------------------------------------------
 
-    def _pump_body(self) -> None:
-        """Move body bytes of the current request from h11 into its Body."""
-        body = self.body
-        if body is None:
+    def on_message_begin(self) -> None:
+        if self._synthetic is not None:
             return
-        while not body.complete:
-            try:
-                ev = self.conn.next_event()
-            except h11.RemoteProtocolError:
-                body._end()
+        self._in_head = True
+        self._head_size = self._head_tail = 0
+        self._head_alone = not self._fed_other
+        self._url = b""
+        self._headers = []
+
+    def on_url(self, url: bytes) -> None:
+        if self._synthetic is None:
+            self._url += url
+            self._head_size += len(url)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        if self._in_head and self._synthetic is None:  # not a chunked body's trailer
+            self._headers.append((name.decode("latin-1").lower(), value.decode("latin-1")))
+            self._head_size += len(name) + len(value) + 4
+
+    def on_headers_complete(self) -> None:
+        if self._synthetic is not None:
+            self._body, self._synthetic = self._synthetic, None
+            return
+        self._in_head = False
+        if self._head_size > MAX_HEAD:
+            raise _Refused(_HEAD_TOO_LARGE)
+        parser = self.parser
+        version = parser.get_http_version()
+        if not version.startswith("1."):
+            raise _Refused(_BAD_VERSION)
+        connection = expect = te = ""
+        host = False
+        length = 0
+        for k, v in self._headers:
+            if k == "host":
+                host = True
+            elif k == "connection":
+                connection += "," + v.lower()
+            elif k == "transfer-encoding":
+                te += "," + v.lower()
+            elif k == "expect":
+                expect = v.strip().lower()
+            elif k == "content-length" and v.strip().isdigit():
+                length = int(v)
+        if te and te.replace(" ", "").replace("\t", "") != ",chunked":
+            raise _Refused(_BAD_TRANSFER_ENCODING)
+        http11 = version != "1.0"
+        if http11 and not host:
+            raise _Refused(_NO_HOST)
+        # Keep-alive as h11 had it: HTTP/1.1 unless the client says close.
+        keep_alive = http11 and "close" not in (t.strip() for t in connection.split(","))
+        expect_continue = http11 and expect == "100-continue"
+        body = self._body = Body(self._resume, self._send_continue if expect_continue else None)
+        request = Request(
+            method=parser.get_method().decode("ascii", "replace"),
+            target=self._url.decode("utf-8", "replace"),
+            headers=self._headers,
+            body=body,
+            closed=self.closed,
+            http_version=version,
+        )
+        self._pending = _Pending(request, keep_alive, expect_continue)
+        self.queue.append(self._pending)
+        self.queued.set()
+        if parser.should_upgrade() and (te or length):
+            self._upgrade_body = (body, b"Transfer-Encoding: chunked" if te else b"Content-Length: %d" % length)
+
+    def on_body(self, data: bytes) -> None:
+        self._fed_other = True
+        if self._body is not None:
+            self._body._feed(data)
+
+    def on_message_complete(self) -> None:
+        self._fed_other = True
+        body = self._body
+        self._body = self._pending = None
+        if body is not None and (self._upgrade_body is None or self._upgrade_body[0] is not body):
+            body._end()
+
+    def _after_upgrade(self, rest: bytes) -> None:
+        """llhttp stops at an Upgrade (or CONNECT) request; like Go's
+        net/http (and h11) we do not switch, and go on reading HTTP/1.1."""
+        self.parser = self._new_parser()
+        if self._upgrade_body is not None:
+            body, framing = self._upgrade_body
+            self._upgrade_body = None
+            self._synthetic = body
+            self.parser.feed_data(b"PUT / HTTP/1.1\r\nHost: x\r\n" + framing + b"\r\n\r\n")
+        if rest:
+            self.data_received(rest)
+
+    def _refuse(self, answer: bytes) -> None:
+        """Stop parsing; the requests before this one are answered, then
+        this answer, then the connection closes."""
+        self.refused = True
+        self._in_head = False
+        body, pending = self._body, self._pending
+        self._body = self._pending = None
+        if body is not None:
+            body._end()
+            if not self.queue or self.queue[-1] is not pending:
+                # the application already has this request: its body broke
                 self._abort()
                 return
-            if ev is h11.NEED_DATA or ev is h11.PAUSED:
-                break
-            if isinstance(ev, h11.Data):
-                body._feed(bytes(ev.data))
-            elif isinstance(ev, h11.EndOfMessage):
-                body._end()
-            elif isinstance(ev, h11.ConnectionClosed):
-                body._end()
-        if body.buffered > BODY_HIGH_WATER and not self.reading_paused and self.transport is not None:
-            self.reading_paused = True
-            self.transport.pause_reading()
+            self.queue.pop()  # refused before anyone saw it (its head was bad)
+        self.queue.append(answer)
+        self.queued.set()
 
     def _resume(self) -> None:
         if self.reading_paused and self.transport is not None and not self.transport.is_closing():
             self.reading_paused = False
             self.transport.resume_reading()
 
-    async def _next_event(self) -> Any:
-        """The next h11 event (an Event or the PAUSED sentinel), None once
-        the connection is done."""
-        while True:
-            try:
-                ev = self.conn.next_event()
-            except h11.RemoteProtocolError as exc:
-                await self._send_error(exc.error_status_hint, str(exc))
-                return None
-            if ev is h11.NEED_DATA:
-                if self.closed.is_set():
-                    return None
-                self.new_data.clear()
-                self._resume()
-                await self.new_data.wait()
-                continue
-            return ev
+    def _send_continue(self) -> None:
+        self._write(_CONTINUE)
 
     # --- serving ---------------------------------------------------------------------
 
     async def _serve(self) -> None:
         try:
             while True:
-                ev = await self._next_event()
-                if ev is None or isinstance(ev, h11.ConnectionClosed) or ev is h11.PAUSED:
-                    break
-                if not isinstance(ev, h11.Request):
-                    break
-                keep = await self._one(ev)
-                if not keep:
-                    break
-                try:
-                    self.conn.start_next_cycle()
-                except h11.LocalProtocolError:
-                    break
+                while not self.queue:
+                    if self.eof or self.closed.is_set():
+                        return
+                    self.queued.clear()
+                    self._resume()
+                    await self.queued.wait()
+                item = self.queue.popleft()
+                if isinstance(item, bytes):
+                    self._write(item)
+                    await self._linger()
+                    return
+                if self.reading_paused and len(self.queue) <= MAX_PIPELINED:
+                    self._resume()
+                if not await self._one(item):
+                    return
         except asyncio.CancelledError:
             pass
         except Exception:  # a defect here must not take the server down
@@ -291,103 +495,106 @@ class Http1Protocol(asyncio.Protocol):
         finally:
             self._close()
 
-    async def _one(self, ev: h11.Request) -> bool:
-        body = self.body = Body(self._resume)
-        self._pump_body()
-        req = Request(
-            method=ev.method.decode("ascii", "replace"),
-            target=ev.target.decode("utf-8", "replace"),
-            headers=[(k.decode("latin-1").lower(), v.decode("latin-1")) for k, v in ev.headers],
-            body=body,
-            closed=self.closed,
-            http_version=ev.http_version.decode("ascii", "replace"),
-        )
+    async def _linger(self) -> None:
+        """After a refusal, as Go's closeWriteAndWait: half-close, then read
+        and drop what the client still sends for a moment, so that closing
+        does not reset the answer away before the client read it."""
+        t = self.transport
+        if t is None or t.is_closing() or not t.can_write_eof():
+            return
+        t.write_eof()
+        self._resume()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + LINGER
+        while not self.eof and not self.closed.is_set():
+            self.queued.clear()
+            try:
+                await asyncio.wait_for(self.queued.wait(), deadline - loop.time())
+            except TimeoutError:
+                return
+
+    async def _one(self, pending: _Pending) -> bool:
+        req = pending.request
+        body = req.body
         try:
             resp = await self.app(req)
         except Exception:
             log.exception("serving %s %s", req.method, req.target)
             resp = Response(500, [("Content-Type", "text/plain; charset=utf-8")], b"Internal Server Error\n", close=True)
-        ok = await self._write_response(resp, head=req.method == "HEAD")
-        # A body the application did not read is read now and dropped, so
-        # that the next request starts where it should, or, when closing,
-        # so that the client reads the answer instead of a reset.
+        # A client still waiting for 100 Continue will not send the body the
+        # application did not read: the connection cannot be reused, and the
+        # answer says so (as Go's net/http does).
+        close = resp.close or (pending.expect_continue and body._first_read is not None and not body.complete)
+        ok = await self._write_response(resp, req, pending.keep_alive, close)
+        if close and pending.expect_continue and body._first_read is not None:
+            return False
         if ok and not body.complete:
+            # A body the application did not read is read now and dropped,
+            # so that the next request starts where it should, or, when
+            # closing, so that the client reads the answer instead of a reset.
             try:
                 await asyncio.wait_for(_discard(body), DRAIN_TIMEOUT)
             except (TimeoutError, Exception):
                 return False
-        self.body = None
-        return ok and not resp.close and self.conn.our_state is h11.DONE and self.conn.their_state is h11.DONE
+        return ok and pending.keep_alive and not close
 
-    async def _write_response(self, resp: Response, head: bool = False) -> bool:
-        headers = [*COMMON_HEADERS, *resp.headers, ("Date", _date())]
-        if resp.close:
-            headers.append(("Connection", "close"))
+    async def _write_response(self, resp: Response, req: Request, keep_alive: bool, close: bool) -> bool:
+        """Write resp (keep_alive: what the client asked for; close: whether
+        this answer ends the connection anyway); False when the connection
+        is gone or the stream could not be sent whole. Headers, their order
+        and Connection: close are what the h11-based protocol sent."""
+        head = [_status_line(resp.status), _COMMON]
+        for k, v in resp.headers:
+            head.append(f"{k}: {v}\r\n".encode("latin-1"))
+        head.append(_date_line())
+        if close and keep_alive:
+            head.append(_CLOSE)
         if resp.stream is None:
-            headers.append(("Content-Length", str(len(resp.body))))
-        elif self.conn.their_http_version == b"1.1":
-            headers.append(("Transfer-Encoding", "chunked"))
-        try:
-            head_bytes = self._encode(h11.Response(status_code=resp.status, headers=headers, reason=_reason(resp.status)))
-            if resp.stream is None:
-                # one write per response: head, body and end together
-                body = self._encode(h11.Data(data=resp.body)) if resp.body and not head else b""
-                self._write(head_bytes + body + self._encode(h11.EndOfMessage()))
-            else:
-                self._write(head_bytes)
-                stream = resp.stream
-                try:
+            head.append(b"Content-Length: %d\r\n" % len(resp.body))
+        elif req.http_version != "1.0":
+            head.append(_CHUNKED)
+        if not keep_alive:
+            head.append(_CLOSE)
+        head.append(b"\r\n")
+        if resp.stream is None:
+            # one write per response: head and body together
+            if resp.body and req.method != "HEAD":
+                head.append(resp.body)
+            self._write(b"".join(head))
+        else:
+            self._write(b"".join(head))
+            stream = resp.stream
+            chunked = req.http_version != "1.0"
+            try:
+                if req.method != "HEAD":
                     async for chunk in stream:
                         if chunk:
-                            self._write(self._encode(h11.Data(data=chunk)))
+                            self._write(b"%x\r\n%s\r\n" % (len(chunk), chunk) if chunked else chunk)
                             if not self.can_write.is_set():
                                 await self.can_write.wait()
                         if self.closed.is_set():
                             return False
-                finally:
-                    aclose = getattr(stream, "aclose", None)
-                    if aclose is not None:
-                        try:
-                            await aclose()
-                        except RuntimeError:  # the loop is closing the generator itself
-                            pass
-                self._write(self._encode(h11.EndOfMessage()))
-        except h11.LocalProtocolError:
-            return False
+            finally:
+                aclose = getattr(stream, "aclose", None)
+                if aclose is not None:
+                    try:
+                        await aclose()
+                    except RuntimeError:  # the loop is closing the generator itself
+                        pass
+            if req.method != "HEAD" and chunked:
+                self._write(b"0\r\n\r\n")
         if self.closed.is_set():
             return False
         await self._drain()
         return True
 
-    def _encode(self, ev: h11.Event) -> bytes:
-        return self.conn.send(ev) or b""
-
     def _write(self, data: bytes) -> None:
         if data and self.transport is not None and not self.transport.is_closing():
             self.transport.write(data)
 
-    def _send(self, ev: h11.Event) -> None:
-        self._write(self._encode(ev))
-
     async def _drain(self) -> None:
         if not self.can_write.is_set():
             await self.can_write.wait()
-
-    async def _send_error(self, status: int, message: str) -> None:
-        """Answer a request h11 could not parse, then close."""
-        if self.conn.our_state not in (h11.IDLE, h11.SEND_RESPONSE):
-            return
-        body = (message + "\n").encode()
-        try:
-            self._send(h11.Response(status_code=status, reason=_reason(status), headers=[
-                ("Content-Type", "text/plain; charset=utf-8"),
-                ("Content-Length", str(len(body))),
-                ("Connection", "close"),
-            ]))
-            self._send(h11.Data(data=body))
-            self._send(h11.EndOfMessage())
-        except h11.LocalProtocolError:
-            pass
 
     def _abort(self) -> None:
         if self.transport is not None:
@@ -398,15 +605,25 @@ class Http1Protocol(asyncio.Protocol):
             self.transport.close()
 
 
-_DATE: list[Any] = [0, ""]
+_DATE: list[Any] = [0, b""]
 
 
-def _date() -> str:
+def _date_line() -> bytes:
     """The Date header (Go's servers send one), formatted once a second."""
     now = int(time.time())
     if _DATE[0] != now:
-        _DATE[0], _DATE[1] = now, email.utils.formatdate(now, usegmt=True)
-    return str(_DATE[1])
+        _DATE[0], _DATE[1] = now, b"Date: %s\r\n" % email.utils.formatdate(now, usegmt=True).encode("ascii")
+    return cast(bytes, _DATE[1])
+
+
+_STATUS_LINES: dict[int, bytes] = {}
+
+
+def _status_line(status: int) -> bytes:
+    line = _STATUS_LINES.get(status)
+    if line is None:
+        line = _STATUS_LINES[status] = b"HTTP/1.1 %d %s\r\n" % (status, _reason(status))
+    return line
 
 
 def _reason(status: int) -> bytes:

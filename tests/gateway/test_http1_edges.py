@@ -1,0 +1,121 @@
+"""The HTTP/1.1 protocol's edges on the client port, real etcd as the
+oracle where it answers: requests Go's net/http refuses (byte for byte),
+Expect: 100-continue, an Upgrade request with a body, deep pipelining,
+HTTP/1.0, a head over MAX_HEAD."""
+
+from __future__ import annotations
+
+import base64
+import json
+import socket
+
+import pytest
+
+from petcd.api.http1 import MAX_HEAD, MAX_PIPELINED
+from petcd.testing.harness import Server
+
+from .client import Http
+
+
+def _connect(url: str) -> socket.socket:
+    host, port = url.removeprefix("http://").split(":")
+    return socket.create_connection((host, int(port)), timeout=10)
+
+
+def _until_closed(s: socket.socket) -> bytes:
+    data = b""
+    while got := s.recv(65536):
+        data += got
+    return data
+
+
+def _exchange(url: str, data: bytes) -> bytes:
+    """Send data, half-close, read the replies until the server closes."""
+    with _connect(url) as s:
+        s.sendall(data)
+        s.shutdown(socket.SHUT_WR)
+        return _until_closed(s)
+
+
+REFUSED = {
+    "no Host": b"POST /v3/kv/range HTTP/1.1\r\nContent-Length: 2\r\n\r\n{}",
+    "unknown transfer coding": b"POST /v3/kv/range HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n",
+    "two Content-Lengths": b"POST /v3/kv/range HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\n{}",
+}
+
+
+@pytest.mark.parametrize("name", sorted(REFUSED))
+def test_refused_requests_answered_as_etcd_answers_them(name: str, petcd_gw: str, etcd: Server) -> None:
+    ours, theirs = _exchange(petcd_gw, REFUSED[name]), _exchange(etcd.client_url, REFUSED[name])
+    assert theirs.startswith(b"HTTP/1.1 4") or theirs.startswith(b"HTTP/1.1 5"), theirs
+    assert ours == theirs
+
+
+def test_expect_100_continue(petcd_gw: str, etcd: Server) -> None:
+    body = json.dumps({"key": "ZXhwZWN0", "value": "MQ=="}).encode()
+    head = b"POST /v3/kv/put HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: %d\r\n\r\n" % len(body)
+    for url in (petcd_gw, etcd.client_url):
+        with _connect(url) as s:
+            s.sendall(head)
+            # the body is sent only once the server asks for it
+            assert s.recv(65536) == b"HTTP/1.1 100 Continue\r\n\r\n", url
+            s.sendall(body)
+            assert s.recv(65536).startswith(b"HTTP/1.1 200 OK\r\n"), url
+    # an answer given without reading the body ends the connection, and says so
+    unread = b"GET /nope HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n"
+    for url in (petcd_gw, etcd.client_url):
+        with _connect(url) as s:
+            s.sendall(unread)
+            reply = b""
+            while b"404 page not found\n" not in reply:
+                got = s.recv(65536)
+                assert got, reply
+                reply += got
+            if url == petcd_gw:  # (etcd says so, then waits for the client to go)
+                assert s.recv(65536) == b""
+        assert reply.startswith(b"HTTP/1.1 404 "), reply
+        assert b"\r\nConnection: close\r\n" in reply.partition(b"\r\n\r\n")[0] + b"\r\n", reply
+
+
+def test_upgrade_request_with_a_body_is_served_and_the_connection_goes_on(petcd_gw: str) -> None:
+    # curl --http2 on http:// asks to upgrade to h2c; like Go, petcd does not
+    # switch, reads the body and goes on with HTTP/1.1
+    body = json.dumps({"key": "dXBncmFkZQ==", "value": "aDJj"}).encode()
+    reply = _exchange(petcd_gw, (
+        b"POST /v3/kv/put HTTP/1.1\r\nHost: x\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\n"
+        b"HTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\nContent-Length: %d\r\n\r\n%s"
+        b"GET /version HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n") % (len(body), body))
+    assert reply.count(b"HTTP/1.1 200 OK\r\n") == 2, reply
+    status, got = Http(petcd_gw).post("/v3/kv/range", {"key": "dXBncmFkZQ=="})
+    assert status == 200 and got["kvs"][0]["value"] == "aDJj"
+
+
+def test_deep_pipelining_answers_every_request_in_order(petcd_gw: str) -> None:
+    n = 5 * MAX_PIPELINED  # beyond the queue that pauses reading
+    reqs = b"".join(
+        b"POST /v3/kv/range HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n%s" % (len(b), b)
+        for b in (json.dumps({"key": base64.b64encode(b"p%d" % i).decode(), "count_only": True}).encode()
+                  for i in range(n)))
+    reply = _exchange(petcd_gw, reqs + b"GET /version HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    assert reply.count(b"HTTP/1.1 200 OK\r\n") == n + 1
+    assert reply.endswith(b"}") and b'"etcdserver"' in reply.rsplit(b"\r\n\r\n", 1)[1]
+
+
+def test_http10_answered_and_closed_like_etcd(petcd_gw: str, etcd: Server) -> None:
+    ours = _exchange(petcd_gw, b"GET /version HTTP/1.0\r\n\r\n")
+    theirs = _exchange(etcd.client_url, b"GET /version HTTP/1.0\r\n\r\n")
+    assert ours.split(b" ", 2)[1] == theirs.split(b" ", 2)[1] == b"200"
+    assert ours.partition(b"\r\n\r\n")[2] == theirs.partition(b"\r\n\r\n")[2]
+
+
+def test_head_over_max_head_refused_with_431(petcd_gw: str) -> None:
+    with _connect(petcd_gw) as s:
+        s.sendall(b"GET /version HTTP/1.1\r\nHost: x\r\nX-Big: ")
+        try:  # in pieces: the limit holds for a head that never ends too
+            for _ in range(2 * MAX_HEAD // 1024):
+                s.sendall(b"a" * 1024)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        reply = _until_closed(s)
+    assert reply.startswith(b"HTTP/1.1 431 Request Header Fields Too Large\r\n"), reply
+    assert Http(petcd_gw).request("GET", "/version")[0] == 200
