@@ -82,6 +82,7 @@ class Body:
         self._chunks: list[bytes] = []
         self._size = 0
         self._done = False
+        self._cut_short = False  # the connection was lost before the body's end
         self._ready = asyncio.Event()
         self._resume = resume
         # called once, when the reader first asks for bytes (100 Continue)
@@ -96,6 +97,13 @@ class Body:
     def _end(self) -> None:
         self._done = True
         self._ready.set()
+
+    def _cut(self) -> None:
+        """The connection was lost before the body ended: a reader gets
+        ConnectionResetError, never a truncated body it could act on."""
+        if not self._done:
+            self._cut_short = True
+        self._end()
 
     def _want(self) -> None:
         if self._first_read is not None:
@@ -119,6 +127,8 @@ class Body:
             self._ready.clear()
             self._want()
             await self._ready.wait()
+        if self._cut_short:
+            raise ConnectionResetError("the connection was lost before the request body ended")
         if self._size > limit:
             raise BodyTooLarge(limit)
         data = b"".join(self._chunks)
@@ -139,6 +149,8 @@ class Body:
                 yield data
                 continue
             if self._done:
+                if self._cut_short:
+                    raise ConnectionResetError("the connection was lost before the request body ended")
                 return
             self._ready.clear()
             self._want()
@@ -341,10 +353,10 @@ class Http1Protocol(asyncio.Protocol):
         self.can_write.set()
         self.queued.set()
         if self._body is not None:
-            self._body._end()
+            self._body._cut()
         for item in self.queue:
             if isinstance(item, _Pending):
-                item.request.body._end()
+                item.request.body._cut()
         if self.task is not None and not self.task.done():
             self.task.cancel()
         if self.on_close is not None:

@@ -119,3 +119,30 @@ def test_head_over_max_head_refused_with_431(petcd_gw: str) -> None:
         reply = _until_closed(s)
     assert reply.startswith(b"HTTP/1.1 431 Request Header Fields Too Large\r\n"), reply
     assert Http(petcd_gw).request("GET", "/version")[0] == 200
+
+
+def test_a_body_cut_short_by_a_lost_connection_is_never_handed_over_truncated() -> None:
+    """A reader of a body whose connection was lost before its end gets an
+    error, never the bytes that did arrive (a truncated put)."""
+    import asyncio
+
+    from petcd.api.http1 import Body
+
+    async def scenario() -> None:
+        whole = Body(lambda: None)
+        whole._feed(b'{"key": "dA=="}')
+        whole._end()
+        whole._cut()  # lost after the body ended: nothing is lost
+        assert await whole.read(1 << 20) == b'{"key": "dA=="}'
+        for how in ("read", "iterate"):
+            body = Body(lambda: None)
+            body._feed(b'{"key": "dA==", "value": "MQ=="}')
+            body._cut()
+            with pytest.raises(ConnectionResetError):
+                if how == "read":
+                    await body.read(1 << 20)
+                else:
+                    async for _ in body:
+                        pass
+
+    asyncio.run(scenario())
