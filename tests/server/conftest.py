@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Iterator
+from collections.abc import Coroutine, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, TypeVar
 
 import grpc
 import pytest
@@ -15,6 +16,27 @@ from petcd.embed import Etcd
 from petcd.proto import rpc_pb2_grpc
 from petcd.server.config import ServerConfig
 from petcd.testing.harness import free_port
+
+try:
+    import uvloop
+except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
+    uvloop = None  # type: ignore[assignment]
+
+T = TypeVar("T")
+
+
+@pytest.fixture(params=["asyncio", "uvloop"])
+def run(request: pytest.FixtureRequest) -> Any:
+    """Runs a coroutine to completion (60 s at most) on a fresh loop: asyncio's, then uvloop's."""
+    if request.param == "uvloop" and uvloop is None:
+        pytest.skip("uvloop not installed")
+    factory = uvloop.new_event_loop if request.param == "uvloop" else asyncio.new_event_loop
+
+    def _run(coro: Coroutine[Any, Any, T]) -> T:
+        with asyncio.Runner(loop_factory=factory) as runner:
+            return runner.run(asyncio.wait_for(coro, 60))
+
+    return _run
 
 
 def member_config(data_dir: Path, **overrides: object) -> ServerConfig:

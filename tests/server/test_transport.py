@@ -10,8 +10,6 @@ import asyncio
 import logging
 import struct
 import time
-from collections.abc import Callable, Coroutine
-from typing import Any, TypeVar
 
 import pytest
 
@@ -27,6 +25,7 @@ from petcd.testing.harness import free_port
 from tests.server.transport_nodes import (
     CLUSTER,
     Node,
+    Run,
     frame,
     handshake,
     heartbeat,
@@ -42,21 +41,6 @@ try:
 except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
     uvloop = None  # type: ignore[assignment]
 
-T = TypeVar("T")
-Run = Callable[[Coroutine[Any, Any, T]], T]
-
-
-@pytest.fixture(params=["asyncio", "uvloop"])
-def run(request: pytest.FixtureRequest) -> Run[Any]:
-    if request.param == "uvloop" and uvloop is None:
-        pytest.skip("uvloop not installed")
-    factory = uvloop.new_event_loop if request.param == "uvloop" else asyncio.new_event_loop
-
-    def _run(coro: Coroutine[Any, Any, T]) -> T:
-        with asyncio.Runner(loop_factory=factory) as runner:
-            return runner.run(asyncio.wait_for(coro, 60))
-
-    return _run
 
 
 def app(frm: int, to: int, index: int, payload: bytes = b"v") -> Message:

@@ -12,9 +12,8 @@ import asyncio
 import random
 import struct
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from typing import Any, TypeVar
 
 import pytest
 
@@ -24,6 +23,7 @@ from petcd.server.transport.call_wire import MAX_CALL_BODY, PING, encode_call, r
 from petcd.server.transport.calls import MAX_INFLIGHT, Answering, CallFailed, CallTimeout
 from petcd.server.transport.wire import CALL_MAGIC
 from petcd.testing.harness import free_port
+from tests.server.transport_nodes import Run
 
 try:
     import uvloop
@@ -31,22 +31,7 @@ except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
     uvloop = None  # type: ignore[assignment]
 
 CLUSTER = 0xC1
-T = TypeVar("T")
-Run = Callable[[Coroutine[Any, Any, T]], T]
 Handler = Callable[[int, int, bytes], Awaitable[bytes]]
-
-
-@pytest.fixture(params=["asyncio", "uvloop"])
-def run(request: pytest.FixtureRequest) -> Run[Any]:
-    if request.param == "uvloop" and uvloop is None:
-        pytest.skip("uvloop not installed")
-    factory = uvloop.new_event_loop if request.param == "uvloop" else asyncio.new_event_loop
-
-    def _run(coro: Coroutine[Any, Any, T]) -> T:
-        with asyncio.Runner(loop_factory=factory) as runner:
-            return runner.run(asyncio.wait_for(coro, 60))
-
-    return _run
 
 
 async def wait_until(cond: Callable[[], bool], timeout: float = 15.0, what: str = "condition") -> None:

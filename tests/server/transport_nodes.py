@@ -3,7 +3,9 @@ a node records what its callbacks report, and the helpers start, stop and link n
 build the raw bytes a hand-made peer sends.
 
 Shared by tests/server/test_transport.py and tests/server/test_transport_tls.py, which
-differ only by the scheme and the TLS settings they give make_node.
+differ only by the scheme and the TLS settings they give make_node; ``Run`` is the type of
+the ``run`` fixture (tests/server/conftest.py) that runs a test's coroutine on asyncio and
+on uvloop.
 """
 
 from __future__ import annotations
@@ -12,16 +14,18 @@ import asyncio
 import ssl
 import struct
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from petcd.raft import Message, MessageType
 from petcd.server.transport import MAGIC, PeerTransport
 from petcd.server.transport.tls import PeerTLS
 
 CLUSTER = 0xC1
+T = TypeVar("T")
+Run = Callable[[Coroutine[Any, Any, T]], T]
 
 
 @dataclass
