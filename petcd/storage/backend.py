@@ -424,6 +424,10 @@ class Backend:
         # The file's size after open and after every commit: LMDB never
         # shrinks its file, so a smaller size means someone truncated it.
         self._size_floor = 0
+        # The file's size as of the last open or commit, which is when it
+        # changes (writemap is off: LMDB writes pages only at commit), so
+        # size() answers without a stat (the quota check runs per put).
+        self._file_size = 0
         # While a defrag copies: every write since start_defrag (the open
         # batch's included), replayed onto the copy when it is swapped in.
         self._defrag: list[_Op] | None = None
@@ -443,7 +447,7 @@ class Backend:
             raise BackendError(f"backend: cannot open {self.path}: {exc}") from exc
         # Clear reader slots left by dead processes (a killed `snapshot save`).
         env.reader_check()
-        self._size_floor = os.stat(self.path).st_size
+        self._size_floor = self._file_size = os.stat(self.path).st_size
         return env
 
     def _lmdb_open(self, map_size: int) -> lmdb.Environment:
@@ -702,6 +706,7 @@ class Backend:
             except OSError as exc:  # a full disk: the walk at the next open copes
                 log.warning("backend %s: cannot extend to %d bytes: %s", self.path, need, exc)
         self._size_floor = max(self._size_floor, size)
+        self._file_size = size
 
     def _check_not_truncated(self) -> None:
         try:
@@ -735,8 +740,11 @@ class Backend:
     # --- sizes, maintenance -------------------------------------------------
 
     def size(self) -> int:
-        """Bytes on disk of the db file."""
-        return os.stat(self.path).st_size
+        """Bytes on disk of the db file as of the last open, commit or
+        defrag: the only times it changes (LMDB writes its pages at commit).
+        Kept, not stat'ed: the quota check asks on every write, like etcd's
+        backend size, which also moves only when a batch commits."""
+        return self._file_size
 
     def size_in_use(self) -> int:
         """Bytes of the pages the data actually occupies: the two meta pages
