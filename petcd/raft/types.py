@@ -75,7 +75,12 @@ class Entry:
 
     @classmethod
     def from_pb(cls, m: pb.Entry) -> Entry:
-        return cls(m.Term, m.Index, EntryType(m.Type), m.Data)
+        # a table, not EntryType(...): the enum call cost more than the rest
+        try:
+            kind = _ENTRY_TYPES[m.Type]
+        except IndexError:
+            raise ValueError(f"{m.Type} is not a valid EntryType") from None
+        return cls(m.Term, m.Index, kind, m.Data)
 
     def to_bytes(self) -> bytes:
         return self.to_pb().SerializeToString()
@@ -249,8 +254,12 @@ class Message:
 
     @classmethod
     def from_pb(cls, m: pb.Message) -> Message:
+        try:
+            kind = _MESSAGE_TYPES[m.type]
+        except IndexError:
+            raise ValueError(f"{m.type} is not a valid MessageType") from None
         return cls(
-            type=MessageType(m.type),
+            type=kind,
             to=m.to,
             from_=getattr(m, "from"),
             term=m.term,
@@ -273,3 +282,11 @@ class Message:
         m = pb.Message()
         m.ParseFromString(b)
         return cls.from_pb(m)
+
+
+# Enum members by value, for decoding: indexing a tuple is far cheaper than
+# calling the enum class, and this runs for every entry a member receives.
+_ENTRY_TYPES = tuple(EntryType)
+_MESSAGE_TYPES = tuple(MessageType)
+assert all(t.value == i for i, t in enumerate(_ENTRY_TYPES))
+assert all(t.value == i for i, t in enumerate(_MESSAGE_TYPES))
