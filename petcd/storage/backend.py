@@ -416,6 +416,8 @@ class Backend:
         # The open batch's operations, replayed if its transaction is lost
         # (map full, a failed write); cleared by a successful commit.
         self._ops: list[_Op] = []
+        # set_consistent_index's value, not yet written into the batch
+        self._pending_ci: bytes | None = None
         self._pending = 0
         self._batch_started = 0.0
         self._closed = False
@@ -577,12 +579,22 @@ class Backend:
 
     def set_consistent_index(self, index: int, term: int) -> None:
         """Record the applied raft (index, term), in the batch that holds the
-        data it describes."""
-        self._run((_PUT, self._dbs[META_BUCKET], CONSISTENT_INDEX_KEY, _CI.pack(index, term)))
+        data it describes. Kept in memory and written once, when the batch
+        commits or something reads the meta bucket: the applier sets it
+        after every entry, and only the last one of a batch matters."""
+        self._pending_ci = _CI.pack(index, term)
+
+    def _flush_consistent_index(self) -> None:
+        pending = self._pending_ci
+        if pending is not None:
+            self._pending_ci = None
+            self._run((_PUT, self._dbs[META_BUCKET], CONSISTENT_INDEX_KEY, pending))
 
     # --- reads --------------------------------------------------------------
 
     def get(self, bucket: str, key: bytes) -> bytes | None:
+        if self._pending_ci is not None and bucket == META_BUCKET:
+            self._flush_consistent_index()
         txn = self._txn or self._begin()
         try:
             value: bytes | None = txn.get(key, db=self._db(bucket))
@@ -601,6 +613,8 @@ class Backend:
         return self._iter(bucket, start, end)
 
     def _iter(self, bucket: str, start: bytes, end: bytes | None) -> Iterator[tuple[bytes, bytes]]:
+        if self._pending_ci is not None and bucket == META_BUCKET:
+            self._flush_consistent_index()
         key = start
         after = False  # True once `key` was already returned and must be skipped
         chunk_size = _FIRST_CHUNK
@@ -667,6 +681,7 @@ class Backend:
         raises BackendFileError and leaves the backend unusable."""
         if self._failed is not None:
             raise self._failed
+        self._flush_consistent_index()
         txn = self._txn
         if not self._ops:
             self._end_read_only()
@@ -730,6 +745,7 @@ class Backend:
         if self._failed is not None:
             raise self._failed
         self._check_not_truncated()
+        self._flush_consistent_index()
         if not self._ops:
             # Only reads: release the writer lock while idle.
             self._end_read_only()
