@@ -258,6 +258,12 @@ class Message:
             kind = _MESSAGE_TYPES[m.type]
         except IndexError:
             raise ValueError(f"{m.type} is not a valid MessageType") from None
+        try:
+            # Entry.from_pb inlined: this runs for every entry a member receives
+            entries = [Entry(e.Term, e.Index, _ENTRY_TYPES[e.Type], e.Data) for e in m.entries]
+        except IndexError:
+            bad = next(e.Type for e in m.entries if not 0 <= e.Type < len(_ENTRY_TYPES))
+            raise ValueError(f"{bad} is not a valid EntryType") from None
         return cls(
             type=kind,
             to=m.to,
@@ -265,7 +271,7 @@ class Message:
             term=m.term,
             log_term=m.logTerm,
             index=m.index,
-            entries=[Entry.from_pb(e) for e in m.entries],
+            entries=entries,
             commit=m.commit,
             vote=m.vote,
             snapshot=Snapshot.from_pb(m.snapshot) if m.HasField("snapshot") else None,
