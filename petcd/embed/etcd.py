@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import sys
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -17,6 +18,13 @@ from petcd.server.etcd_server import EtcdServer
 from petcd.storage.etcd_datadir import refuse_etcd_data_dir
 
 log = logging.getLogger("petcd.embed")
+
+# The GIL switch interval of a member's process (Python's default: 5 ms).
+# The WAL sync thread needs the GIL back after each fsync to hand the Ready
+# back to the loop; while the loop is busy it waits up to this long, and the
+# member's next Ready waits with it. Measured on a three-member cluster
+# under put load: 10-30% more writes per second than with the default.
+SWITCH_INTERVAL = 0.0005
 
 
 class Etcd:
@@ -90,8 +98,15 @@ async def _serve(cfg: ServerConfig) -> int:
     return 1 if failure is not None else 0
 
 
+def tune_process() -> None:
+    """Process-wide settings for a process that runs a member (``serve``
+    calls it; a program that embeds a member may too)."""
+    sys.setswitchinterval(SWITCH_INTERVAL)
+
+
 def serve(cfg: ServerConfig) -> int:
     """Run one member until SIGINT or SIGTERM; returns the exit code."""
+    tune_process()
     try:
         import uvloop
     except ImportError:  # pragma: no cover - uvloop is a dependency on Linux

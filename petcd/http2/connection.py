@@ -21,9 +21,10 @@ from __future__ import annotations
 import collections
 import struct
 from dataclasses import dataclass
-from typing import cast
+from typing import Any, cast
 
 import hpack
+from hpack.table import HeaderTable
 
 from petcd.http2 import frames as f
 from petcd.http2.frames import ErrorCode
@@ -628,6 +629,14 @@ class H2Connection:
 
     def _decode(self, block: bytes) -> list[tuple[bytes, bytes]]:
         table = self.decoder.header_table
+        if block and min(block) > 0x80 and 0xFF not in block:
+            # Every field is one byte: an index into the tables (RFC 7541
+            # 6.1), which changes nothing in them, so the fields are looked
+            # up directly. A repeating client's blocks mostly look like this
+            # (grpc-go's varying grpc-timeout defeats the cache below).
+            fields = _indexed_fields(block, table, self.decoder)
+            if fields is not None:
+                return fields
         dyn = table.dynamic_entries
         sig = (dyn[0] if dyn else None, len(dyn), table.maxsize)
         hit = self._hcache.get(block)
@@ -762,3 +771,35 @@ def _valid_request(headers: list[tuple[bytes, bytes]]) -> bool:
         if not name.islower() and name.lower() != name:
             return False
     return b":method" in seen and b":path" in seen and b":scheme" in seen
+
+
+_STATIC: tuple[tuple[bytes, bytes], ...] = HeaderTable.STATIC_TABLE
+
+
+def _indexed_fields(block: bytes, table: Any, decoder: hpack.Decoder) -> list[tuple[bytes, bytes]] | None:
+    """The header list of a block of one-byte indexed fields, as hpack would
+    decode it; None when hpack must decide (an index past the tables, a
+    list over the size limit, a table over its allowed size: it raises)."""
+    if table.maxsize > decoder.max_allowed_table_size:
+        return None
+    static = _STATIC
+    dynamic = table.dynamic_entries
+    n_static = len(static)
+    fields = []
+    size = 0
+    for b in block:
+        i = (b & 0x7F) - 1
+        if i < n_static:
+            field = static[i]
+        else:
+            i -= n_static
+            if i >= len(dynamic):
+                return None
+            field = dynamic[i]
+            if type(field[0]) is not bytes or type(field[1]) is not bytes:
+                field = (bytes(field[0]), bytes(field[1]))  # hpack keeps unencoded literals as views
+        fields.append(field)
+        size += len(field[0]) + len(field[1]) + 32
+    if size > decoder.max_header_list_size:
+        return None
+    return fields

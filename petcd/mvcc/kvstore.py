@@ -9,6 +9,13 @@ ignore_value checks, response fields) is the server's business
 (:mod:`petcd.server.txn`), as in etcd. Each write reports what it changed
 to ``on_events``, for the watchable store and the lessor.
 
+A put reads the key's previous value only when someone needs it: the put's
+caller (``want_prev``), or ``needs_prev(key)``, which the server sets to say
+whether an event's ``prev_kv`` may be used (a watcher asked for it, or a
+lease may hold the key); without ``needs_prev`` it is always read. Version
+and creation revision come from the index, as in etcd, so a put that needs
+no previous value costs no backend read.
+
 Storage (etcd's layout, so hashes agree with etcd's): the "key" bucket maps
 a revision's 17 bytes (18 with the tombstone mark) to the serialized
 KeyValue written at that revision (a tombstone stores only the key); the
@@ -174,6 +181,9 @@ class KVStore:
     def __init__(self, backend: Backend) -> None:
         self.backend = backend
         self.on_events: EventsCallback | None = None
+        # Whether a put's event must carry prev_kv for key (see the module
+        # docstring); None: always.
+        self.needs_prev: Callable[[bytes], bool] | None = None
         self.index = Index()
         self.rev = 1
         # etcd's compactMainRev: -1 until the first compaction (etcd accepts
@@ -413,20 +423,27 @@ class TxnWrite:
         """The key's latest KeyValue, this write's changes included."""
         return self.store.get(key)
 
-    def put(self, key: bytes, value: bytes, lease: int) -> kv_pb2.KeyValue | None:
+    def put(self, key: bytes, value: bytes, lease: int, want_prev: bool = True) -> kv_pb2.KeyValue | None:
         """Write key=value (attached to lease, 0 for none) at this write's
         revision; returns the key's KeyValue before the put, None if it did
-        not exist."""
+        not exist. Without want_prev the previous KeyValue is read only when
+        the store's needs_prev asks for it (for the event's prev_kv), and
+        None may be returned for a key that existed."""
         stats.MVCC.put += 1
         store = self.store
         cur = store.index.latest(key)
-        prev = store._read(cur[0]) if cur is not None else None
         main = self.begin + 1
         sub = len(self.events)
         kv = KeyValue(key=key, value=value, mod_revision=main, lease=lease)
-        if prev is not None:
-            kv.create_revision = prev.create_revision
-            kv.version = prev.version + 1
+        prev = None
+        if cur is not None:
+            # (revision, created, version) of the live key: what etcd takes
+            # from its key index too
+            kv.create_revision = cur[1] >> SUB_BITS
+            kv.version = cur[2] + 1
+            needs = store.needs_prev
+            if want_prev or needs is None or needs(key):
+                prev = store._read(cur[0])
         else:
             kv.create_revision = main
             kv.version = 1

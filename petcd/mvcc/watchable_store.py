@@ -152,6 +152,9 @@ class WatchableStore:
         self.sync_interval = sync_interval
         self._groups: dict[tuple[bytes, bytes], _Group] = {}
         self._unsynced: set[Watcher] = set()
+        # synced watchers that asked for prev_kv: only they use a live
+        # event's prev_kv (catching up reads it from the history)
+        self._synced_prev_kv = 0
         self._kick = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
@@ -204,17 +207,26 @@ class WatchableStore:
     def synced_watchers(self) -> list[Watcher]:
         return [w for g in self._groups.values() for w in g.watchers]
 
+    def wants_prev_kv(self, key: bytes) -> bool:
+        """Whether a live event on key may be sent to a watcher that asked
+        for prev_kv (conservatively: whether any synced watcher asked)."""
+        return self._synced_prev_kv > 0
+
     def _add_synced(self, w: Watcher) -> None:
         w.synced = True
         g = self._groups.get((w.key, w.end))
         if g is None:
             g = self._groups[(w.key, w.end)] = _Group(w.key, w.end)
+        if w.prev_kv and w not in g.watchers:
+            self._synced_prev_kv += 1
         g.watchers.add(w)
 
     def _remove_synced(self, w: Watcher) -> None:
         w.synced = False
         g = self._groups.get((w.key, w.end))
         if g is not None:
+            if w.prev_kv and w in g.watchers:
+                self._synced_prev_kv -= 1
             g.watchers.discard(w)
             if not g.watchers:
                 del self._groups[(w.key, w.end)]

@@ -55,8 +55,13 @@ class RaftLog:
                 return None
             if i >= self.offset:
                 return None
+        storage = self.storage
+        if i > storage.last_index():
+            # past the log (a follower checking the new entries it was sent):
+            # answered without the storage's exception, which cost more
+            return None
         try:
-            return self.storage.term(i)
+            return storage.term(i)
         except StorageError:
             return None
 

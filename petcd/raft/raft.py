@@ -16,11 +16,12 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from petcd.raft.bounds import MAX_TERM, MAX_TERM_STEP
+from petcd.raft.bounds import MAX_ENTRIES_PER_MESSAGE, MAX_TERM, MAX_TERM_STEP
 from petcd.raft.log import RaftLog
 from petcd.raft.progress import Progress, ProgressState
 from petcd.raft.storage import MemoryStorage
 from petcd.raft.types import (
+    ENTRY_OVERHEAD,
     ConfChange,
     ConfChangeType,
     ConfState,
@@ -114,6 +115,9 @@ class Raft:
         self.prs: dict[int, Progress] = {}
         self.votes: dict[int, bool] = {}
         self.msgs: list[Message] = []
+        # The MsgProp last queued for the leader and its entries' size, while
+        # it is still the newest of self.msgs: proposals that follow join it.
+        self._forwarding: tuple[Message, int] | None = None
         self.read_states: list[ReadState] = []
         self.pending_reads: dict[bytes, _ReadRequest] = {}
         self.read_queue: list[bytes] = []
@@ -722,6 +726,24 @@ class Raft:
 
     # ---- follower ----------------------------------------------------------------------
 
+    def _forward_proposal(self, m: Message) -> None:
+        """Queue a proposal for the leader. Proposals made before the next
+        Ready travel in one MsgProp (up to max_size_per_msg bytes of entries):
+        the leader decodes and steps one message per batch, not one per client
+        request, and appends the batch's entries in the order they came."""
+        size = sum(len(e.data) for e in m.entries) + ENTRY_OVERHEAD * len(m.entries)
+        held = self._forwarding
+        if held is not None and self.msgs and self.msgs[-1] is held[0]:
+            prev, prev_size = held
+            if (prev.to == m.to and prev.from_ == m.from_ and prev_size + size <= self.max_msg_size
+                    and len(prev.entries) + len(m.entries) <= MAX_ENTRIES_PER_MESSAGE):
+                prev.entries.extend(m.entries)
+                self._forwarding = (prev, prev_size + size)
+                return
+        m.entries = list(m.entries)  # its own list: later proposals are added to it
+        self.msgs.append(m)
+        self._forwarding = (m, size)
+
     def _step_follower(self, m: Message) -> None:
         t = m.type
         if t == MT.MsgProp:
@@ -730,7 +752,7 @@ class Raft:
             if self.cfg.disable_proposal_forwarding:
                 raise ProposalDropped("raft: proposal forwarding is disabled")
             m.to = self.lead
-            self.msgs.append(m)
+            self._forward_proposal(m)
         elif t == MT.MsgApp:
             self.election_elapsed = 0
             self.lead = m.from_

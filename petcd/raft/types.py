@@ -75,7 +75,12 @@ class Entry:
 
     @classmethod
     def from_pb(cls, m: pb.Entry) -> Entry:
-        return cls(m.Term, m.Index, EntryType(m.Type), m.Data)
+        # a table, not EntryType(...): the enum call cost more than the rest
+        try:
+            kind = _ENTRY_TYPES[m.Type]
+        except IndexError:
+            raise ValueError(f"{m.Type} is not a valid EntryType") from None
+        return cls(m.Term, m.Index, kind, m.Data)
 
     def to_bytes(self) -> bytes:
         return self.to_pb().SerializeToString()
@@ -249,14 +254,24 @@ class Message:
 
     @classmethod
     def from_pb(cls, m: pb.Message) -> Message:
+        try:
+            kind = _MESSAGE_TYPES[m.type]
+        except IndexError:
+            raise ValueError(f"{m.type} is not a valid MessageType") from None
+        try:
+            # Entry.from_pb inlined: this runs for every entry a member receives
+            entries = [Entry(e.Term, e.Index, _ENTRY_TYPES[e.Type], e.Data) for e in m.entries]
+        except IndexError:
+            bad = next(e.Type for e in m.entries if not 0 <= e.Type < len(_ENTRY_TYPES))
+            raise ValueError(f"{bad} is not a valid EntryType") from None
         return cls(
-            type=MessageType(m.type),
+            type=kind,
             to=m.to,
             from_=getattr(m, "from"),
             term=m.term,
             log_term=m.logTerm,
             index=m.index,
-            entries=[Entry.from_pb(e) for e in m.entries],
+            entries=entries,
             commit=m.commit,
             vote=m.vote,
             snapshot=Snapshot.from_pb(m.snapshot) if m.HasField("snapshot") else None,
@@ -273,3 +288,11 @@ class Message:
         m = pb.Message()
         m.ParseFromString(b)
         return cls.from_pb(m)
+
+
+# Enum members by value, for decoding: indexing a tuple is far cheaper than
+# calling the enum class, and this runs for every entry a member receives.
+_ENTRY_TYPES = tuple(EntryType)
+_MESSAGE_TYPES = tuple(MessageType)
+assert all(t.value == i for i, t in enumerate(_ENTRY_TYPES))
+assert all(t.value == i for i, t in enumerate(_MESSAGE_TYPES))

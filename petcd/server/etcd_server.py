@@ -130,6 +130,7 @@ class EtcdServer:
         self.background = TaskGroup("background", log)
         self.watchable = WatchableStore(StoreHistory(self.state.kv))
         self.state.kv.on_events = self._on_events
+        self.state.kv.needs_prev = self._needs_prev
         hooks = NodeHooks(
             apply_entries=self._apply_entries,
             apply_snapshot=self._apply_snapshot,
@@ -300,6 +301,7 @@ class EtcdServer:
         watchable store, the peers and the compactions learn of it."""
         self.compactions.cancel_all()  # each holds the old store, whose backend is closed
         state.kv.on_events = self._on_events
+        state.kv.needs_prev = self._needs_prev
         self.state = state
         self.watchable.history = StoreHistory(state.kv)
         for mid, urls in state.membership.peers().items():
@@ -368,6 +370,12 @@ class EtcdServer:
     def _on_events(self, events: list[kv_pb2.Event], rev: int) -> None:
         self.lessor.on_events(events)
         self.watchable.notify(events, rev)
+
+    def _needs_prev(self, key: bytes) -> bool:
+        """Whether a put's event must carry the key's previous value: the
+        lessor learns from it which lease held the key, and watchers that
+        asked for prev_kv get it; otherwise the put skips reading it."""
+        return bool(self.lessor.leases) or self.watchable.wants_prev_kv(key)
 
     def _apply_request(self, e: Entry) -> None:
         """Apply one committed request and answer its waiter. An entry that

@@ -144,7 +144,7 @@ def _put(w: TxnWrite, req: rpc_pb2.PutRequest) -> rpc_pb2.PutResponse:
             value = cur.value
         if req.ignore_lease:
             lease = cur.lease
-    prev = w.put(req.key, value, lease)
+    prev = w.put(req.key, value, lease, want_prev=req.prev_kv)
     resp = rpc_pb2.PutResponse()
     if req.prev_kv and prev is not None:
         resp.prev_kv.CopyFrom(prev)

@@ -416,6 +416,8 @@ class Backend:
         # The open batch's operations, replayed if its transaction is lost
         # (map full, a failed write); cleared by a successful commit.
         self._ops: list[_Op] = []
+        # set_consistent_index's value, not yet written into the batch
+        self._pending_ci: bytes | None = None
         self._pending = 0
         self._batch_started = 0.0
         self._closed = False
@@ -424,6 +426,10 @@ class Backend:
         # The file's size after open and after every commit: LMDB never
         # shrinks its file, so a smaller size means someone truncated it.
         self._size_floor = 0
+        # The file's size as of the last open or commit, which is when it
+        # changes (writemap is off: LMDB writes pages only at commit), so
+        # size() answers without a stat (the quota check runs per put).
+        self._file_size = 0
         # While a defrag copies: every write since start_defrag (the open
         # batch's included), replayed onto the copy when it is swapped in.
         self._defrag: list[_Op] | None = None
@@ -443,7 +449,7 @@ class Backend:
             raise BackendError(f"backend: cannot open {self.path}: {exc}") from exc
         # Clear reader slots left by dead processes (a killed `snapshot save`).
         env.reader_check()
-        self._size_floor = os.stat(self.path).st_size
+        self._size_floor = self._file_size = os.stat(self.path).st_size
         return env
 
     def _lmdb_open(self, map_size: int) -> lmdb.Environment:
@@ -573,12 +579,22 @@ class Backend:
 
     def set_consistent_index(self, index: int, term: int) -> None:
         """Record the applied raft (index, term), in the batch that holds the
-        data it describes."""
-        self._run((_PUT, self._dbs[META_BUCKET], CONSISTENT_INDEX_KEY, _CI.pack(index, term)))
+        data it describes. Kept in memory and written once, when the batch
+        commits or something reads the meta bucket: the applier sets it
+        after every entry, and only the last one of a batch matters."""
+        self._pending_ci = _CI.pack(index, term)
+
+    def _flush_consistent_index(self) -> None:
+        pending = self._pending_ci
+        if pending is not None:
+            self._pending_ci = None
+            self._run((_PUT, self._dbs[META_BUCKET], CONSISTENT_INDEX_KEY, pending))
 
     # --- reads --------------------------------------------------------------
 
     def get(self, bucket: str, key: bytes) -> bytes | None:
+        if self._pending_ci is not None and bucket == META_BUCKET:
+            self._flush_consistent_index()
         txn = self._txn or self._begin()
         try:
             value: bytes | None = txn.get(key, db=self._db(bucket))
@@ -597,6 +613,8 @@ class Backend:
         return self._iter(bucket, start, end)
 
     def _iter(self, bucket: str, start: bytes, end: bytes | None) -> Iterator[tuple[bytes, bytes]]:
+        if self._pending_ci is not None and bucket == META_BUCKET:
+            self._flush_consistent_index()
         key = start
         after = False  # True once `key` was already returned and must be skipped
         chunk_size = _FIRST_CHUNK
@@ -663,6 +681,7 @@ class Backend:
         raises BackendFileError and leaves the backend unusable."""
         if self._failed is not None:
             raise self._failed
+        self._flush_consistent_index()
         txn = self._txn
         if not self._ops:
             self._end_read_only()
@@ -702,6 +721,7 @@ class Backend:
             except OSError as exc:  # a full disk: the walk at the next open copes
                 log.warning("backend %s: cannot extend to %d bytes: %s", self.path, need, exc)
         self._size_floor = max(self._size_floor, size)
+        self._file_size = size
 
     def _check_not_truncated(self) -> None:
         try:
@@ -725,6 +745,7 @@ class Backend:
         if self._failed is not None:
             raise self._failed
         self._check_not_truncated()
+        self._flush_consistent_index()
         if not self._ops:
             # Only reads: release the writer lock while idle.
             self._end_read_only()
@@ -735,8 +756,11 @@ class Backend:
     # --- sizes, maintenance -------------------------------------------------
 
     def size(self) -> int:
-        """Bytes on disk of the db file."""
-        return os.stat(self.path).st_size
+        """Bytes on disk of the db file as of the last open, commit or
+        defrag: the only times it changes (LMDB writes its pages at commit).
+        Kept, not stat'ed: the quota check asks on every write, like etcd's
+        backend size, which also moves only when a batch commits."""
+        return self._file_size
 
     def size_in_use(self) -> int:
         """Bytes of the pages the data actually occupies: the two meta pages

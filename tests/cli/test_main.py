@@ -125,3 +125,26 @@ def test_keepalive_min_time_flag_sets_the_ping_policy(tmp_path: Path, processes:
     finally:
         c.close()
     assert m.stop() == 0, m.log()
+
+
+def test_serve_shortens_the_gil_switch_interval(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A member's process hands the GIL around every SWITCH_INTERVAL, not
+    Python's 5 ms: the WAL sync thread must get it back soon after its fsync."""
+    import sys
+
+    from petcd.embed import etcd
+    from petcd.server.config import ServerConfig
+
+    seen: list[float] = []
+
+    async def fake_serve(cfg: ServerConfig) -> int:
+        seen.append(sys.getswitchinterval())
+        return 0
+
+    monkeypatch.setattr(etcd, "_serve", fake_serve)
+    before = sys.getswitchinterval()
+    try:
+        assert etcd.serve(ServerConfig()) == 0
+    finally:
+        sys.setswitchinterval(before)
+    assert seen == [pytest.approx(etcd.SWITCH_INTERVAL)] and etcd.SWITCH_INTERVAL < 0.005

@@ -325,3 +325,29 @@ def test_lower_header_table_size_is_signalled() -> None:
     p.conn.send_headers(1, b"\x88", end_stream=True)
     out = parse(p.conn.data_to_send())
     assert out[0][3] == b"\x20\x88"
+
+
+def test_a_block_of_indexed_fields_decodes_as_hpack_does() -> None:
+    """A repeated request's header block is all one-byte indexes into the
+    tables (looked up directly, without the HPACK decoder): the same headers
+    come out, as bytes, and the size limit on the header list still holds."""
+    p = Peer(local=h2.H2Settings(max_header_list_size=600))
+    headers = [*REQ, ("grpc-timeout", "9999960u"), ("x-value", "v" * 40)]
+    want = [(n.encode(), v.encode()) for n, v in headers]
+    (first,) = p.headers(1, headers)  # literals: they enter the dynamic table
+    assert isinstance(first, h2.RequestReceived) and first.headers == want
+    block = p.enc.encode(headers)
+    assert all(b & 0x80 for b in block) and len(block) == len(headers)  # all indexed now
+
+    def not_needed(data: bytes, raw: bool = False) -> None:
+        raise AssertionError("the HPACK decoder ran for a block of indexed fields")
+
+    real_decode = p.conn.decoder.decode
+    p.conn.decoder.decode = not_needed  # type: ignore[method-assign,assignment]
+    (again,) = p.feed(f.frame(f.HEADERS, f.FLAG_END_HEADERS, 3, block))
+    assert isinstance(again, h2.RequestReceived) and again.headers == want
+    assert all(type(n) is bytes and type(v) is bytes for n, v in again.headers)
+    p.conn.decoder.decode = real_decode  # type: ignore[method-assign]
+    # the same entries repeated past the list's limit: hpack's error, as before
+    too_many = bytes([block[-1]]) * 10
+    assert connection_error(p, f.frame(f.HEADERS, f.FLAG_END_HEADERS, 5, too_many)) == ErrorCode.COMPRESSION_ERROR

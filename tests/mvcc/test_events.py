@@ -109,3 +109,44 @@ def test_store_history_delegates(h: Harness) -> None:
     h.kv.compact(4)
     assert history.compact_revision() == 4
     assert history.events(5, 6, b"a", b"a\0", False) == h.kv.events(5, 6, b"a", b"a\0", False)
+
+
+def test_a_put_reads_the_previous_value_only_when_someone_needs_it(h: Harness) -> None:
+    """With needs_prev saying no, a put of an existing key reads nothing
+    from the backend (version and creation come from the index) and its
+    event carries no prev_kv; a put that asks for prev_kv, or needs_prev
+    saying yes, reads it and reports it."""
+    h.put(b"k", b"1")
+    h.put(b"k", b"2")
+    asked: list[bytes] = []
+    wanted = False
+
+    def needs_prev(key: bytes) -> bool:
+        asked.append(key)
+        return wanted
+
+    h.kv.needs_prev = needs_prev
+    reads: list[bytes] = []
+    real_get = h.backend.get
+
+    def counting_get(bucket: str, key: bytes) -> bytes | None:
+        reads.append(key)
+        return real_get(bucket, key)
+
+    h.backend.get = counting_get  # type: ignore[method-assign]
+    h.events.clear()
+    h.put(b"k", b"3")
+    assert reads == [] and asked == [b"k"]
+    (rev, (ev,)), = h.events
+    assert not ev.HasField("prev_kv")
+    assert ev.kv == kv_pb2.KeyValue(key=b"k", value=b"3", create_revision=2, mod_revision=4, version=3)
+
+    resp = h.put_request(rpc_pb2.PutRequest(key=b"k", value=b"4", prev_kv=True))
+    assert resp.prev_kv.value == b"3" and len(reads) == 1
+    assert h.events[-1][1][0].prev_kv.value == b"3"
+
+    wanted = True
+    h.put(b"k", b"5")
+    assert len(reads) == 2
+    assert h.events[-1][1][0].prev_kv.value == b"4"
+    assert h.events[-1][1][0].kv.version == 5

@@ -142,3 +142,29 @@ def test_watch_at_the_compact_revision_before_the_compaction_finished(h: Harness
     store.sync_once()
     # the same as once it has run: deletions at the compact revision are gone
     assert [(e.type, e.kv.mod_revision) for b in at.batches for e in b.events] == [(PUT, 5)]
+
+
+def test_wants_prev_kv_while_a_synced_watcher_asked_for_it(h: Harness) -> None:
+    """Puts skip reading the previous value unless a watcher that gets live
+    events asked for prev_kv: the store says so while one is synced, and
+    not once it is parked (catching up reads prev_kv from the history) or
+    cancelled."""
+    h.put(b"k", b"0")
+    store = WatchableStore(StoreHistory(h.kv))
+    plain = _watcher(Outbox(room=10))
+    store.watch(plain, 0)
+    assert not store.wants_prev_kv(b"k")
+    w = Watcher(id=2, key=b"k", end=b"", sink=Outbox(room=0), next_rev=0, prev_kv=True)
+    store.watch(w, 0)
+    assert store.wants_prev_kv(b"k")
+    h.kv.on_events = store.notify
+    h.put(b"k", b"1")  # the sink has no room: the watcher is parked
+    assert not w.synced and not store.wants_prev_kv(b"k")
+    store.cancel(w)
+    store.cancel(plain)
+    assert not store.wants_prev_kv(b"k")
+    again = Watcher(id=3, key=b"k", end=b"", sink=Outbox(room=10), next_rev=0, prev_kv=True)
+    store.watch(again, 0)
+    assert store.wants_prev_kv(b"k")
+    store.cancel(again)
+    assert not store.wants_prev_kv(b"k")

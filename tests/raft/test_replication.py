@@ -30,6 +30,27 @@ def test_proposals_made_together_travel_in_one_message_per_follower() -> None:
     assert all(len(m.entries) == 64 for m in apps)
 
 
+def test_proposals_a_follower_forwards_together_travel_in_one_message() -> None:
+    """Proposals made on a follower before its next Ready reach the leader
+    as one MsgProp (up to the message size cap), and commit in order."""
+    c = Cluster([1, 2, 3], max_size_per_msg=1000)
+    c.elect(1)
+    n3 = c.nodes[3].raw
+    for k in range(8):
+        n3.propose(b"f%d" % k + b"." * 200)
+    rd = n3.ready()
+    n3.advance(rd)
+    props = [m for m in rd.messages if m.type == MessageType.MsgProp]
+    assert [len(m.entries) for m in props] == [4, 4]  # 4 * (203 + overhead) fit in 1000 bytes
+    assert all(m.to == 1 and m.from_ == 3 for m in props)
+    c.queue.extend(props)
+    for k in range(8, 10):  # after the Ready: a new message
+        n3.propose(b"f%d" % k)
+    c.stabilize()
+    want = [b"f%d" % k + b"." * 200 for k in range(8)] + [b"f8", b"f9"]
+    assert all(c.data(i) == want for i in (1, 2, 3))
+
+
 def test_message_size_cap_splits_entries() -> None:
     c = Cluster([1, 2], max_size_per_msg=1000)
     c.elect(1)

@@ -115,6 +115,39 @@ def test_consistent_index_round_trips_across_close_and_reopen(tmp_path: Path) ->
         b.close()
 
 
+def test_the_consistent_index_is_written_once_per_batch(tmp_path: Path) -> None:
+    """The applier sets the index after every entry; the backend writes
+    only the last value into the batch, when it commits (commit or
+    commit_if_due, also for a batch holding nothing else) or when the meta
+    bucket is read, so it always lands with the data it describes."""
+    b = Backend(str(tmp_path / "db"), batch_interval=0.0, unsafe_no_fsync=True)
+    try:
+        writes: list[bytes] = []
+        real_run = b._run
+
+        def counting_run(op: tuple) -> int:  # type: ignore[type-arg]
+            writes.append(op[2])
+            return real_run(op)
+
+        b._run = counting_run  # type: ignore[method-assign]
+        for i in range(1, 11):
+            b.put("key", k(i), b"v")
+            b.set_consistent_index(i, 2)
+        assert writes.count(b"consistent_index") == 0
+        assert b.consistent_index() == (10, 2)  # a read of the meta bucket writes it first
+        assert writes.count(b"consistent_index") == 1
+        b.set_consistent_index(11, 2)  # an entry with nothing to write (a leader's no-op)
+        assert list(b.items("meta")) == [(b"consistent_index", (11).to_bytes(8, "big") + (2).to_bytes(8, "big"))]
+        b.set_consistent_index(12, 3)
+        b.commit_if_due()
+        r = restore(tmp_path / "s", b)  # committed, though the batch held only the index
+        assert r.consistent_index() == (12, 3) and r.get("key", k(10)) == b"v"
+        r.close()
+        assert writes.count(b"consistent_index") == 3
+    finally:
+        b.close()
+
+
 def test_commit_if_due_commits_at_batch_limit_only(tmp_path: Path) -> None:
     b = Backend(str(tmp_path / "db"), batch_interval=3600.0, batch_limit=10, unsafe_no_fsync=True)
     try:
