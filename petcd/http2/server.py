@@ -63,9 +63,9 @@ STREAM_HIGH_WATER = 256 * 1024
 # (a flood of tiny requests would otherwise become a flood of objects).
 QUEUE_ITEMS = 64
 # A connection's streamed messages are written at most once per this many
-# seconds while they keep coming and the client sends nothing (the first
-# after a pause goes at once, and so does one that follows bytes from the
-# client: a keep-alive's answer must not wait out the tick).
+# seconds while they keep coming (the first after a pause goes at once, and
+# so does the first a handler yields after taking a message of its client's:
+# a keep-alive's answer must not wait out the tick).
 STREAM_COALESCE = 0.001
 # A PING ACK that arrives with requests still running waits at most this
 # long for their responses to carry it (grpc-go clients send a BDP ping with
@@ -246,6 +246,7 @@ class _Call:
         "raw_end",
         "drain_waiter",
         "started",
+        "answering",
     )
 
     def __init__(self, proto: H2Protocol, sid: int, method: Method, ctx: CallContext, reader: MessageReader) -> None:
@@ -264,6 +265,7 @@ class _Call:
         self.raw_end = False  # the client's END_STREAM came behind the raw DATA
         self.drain_waiter: asyncio.Future[None] | None = None
         self.started = False
+        self.answering = False  # the handler took a request message and has yielded nothing since
 
     def full(self) -> bool:
         requests = self.requests
@@ -271,6 +273,7 @@ class _Call:
 
     def consumed(self, size: int) -> None:
         self.queued -= size
+        self.answering = True
         if (self.raw or self.reader.partial) and not self.full():
             self.proto.parse_raw(self)
             self.proto.schedule_flush()
@@ -296,7 +299,6 @@ class H2Protocol(asyncio.Protocol):
         self.flush_scheduled = False
         self.ack_timer_pending = False  # a PING ACK waits for a response write, at most PING_ACK_DELAY
         self.last_flush = 0.0  # loop.time() of the last scheduled flush
-        self.heard_since_flush = False  # bytes came from the client since the last flush
         self.closing = False
         self.closed = False
         self.draining: list[_Call] = []
@@ -322,7 +324,6 @@ class H2Protocol(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self.last_read = time.monotonic()
-        self.heard_since_flush = True
         events = self.conn.receive_data(data)
         for ev in events:
             t = type(ev)
@@ -376,14 +377,14 @@ class H2Protocol(asyncio.Protocol):
         iteration share one write. Streamed messages (watch events) that
         come faster than one write per STREAM_COALESCE seconds wait for the
         next such tick, so a busy stream costs a write per tick, not one
-        per revision (a write is a syscall, the dearest thing here); but
-        not when the client has sent something since the last write: then
-        the message is likely the answer to it (a lease keep-alive), and
-        a round trip must not wait out the tick."""
+        per revision (a write is a syscall, the dearest thing here). A
+        streamed message that answers one its stream's handler just took
+        (a lease keep-alive) is not streamed in that sense: a round trip
+        must not wait out the tick."""
         if self.flush_scheduled:
             return
         self.flush_scheduled = True
-        if stream and not self.heard_since_flush:
+        if stream:
             due = self.last_flush + STREAM_COALESCE
             if due > self.loop.time():
                 self.loop.call_at(due, self._flush_cb)
@@ -396,7 +397,6 @@ class H2Protocol(asyncio.Protocol):
 
     def _flush_cb(self) -> None:
         self.flush_scheduled = False
-        self.heard_since_flush = False
         self.last_flush = self.loop.time()
         self._write()
 
@@ -624,7 +624,8 @@ class H2Protocol(asyncio.Protocol):
                     conn.send_headers(sid, RESPONSE_HEADERS)
                 conn.send_data(sid, frame_message(encode(resp)))
                 self.reset_strikes = True
-                self.schedule_flush(stream=True)
+                self.schedule_flush(stream=not call.answering)
+                call.answering = False
                 if self.paused or conn.buffered(sid) > STREAM_HIGH_WATER:
                     await self._drain(call)
         except RpcError as exc:

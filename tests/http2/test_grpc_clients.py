@@ -172,10 +172,11 @@ def test_bidi_error_status(channel: grpc.Channel) -> None:
 def test_a_streamed_answer_to_a_client_message_is_not_held_for_the_coalescing_tick(
     channel: grpc.Channel, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Streamed messages that come without client input are written once
-    per STREAM_COALESCE tick; one that answers a message the client just
-    sent (a lease keep-alive) goes at once. With the tick at 60 s, every
-    round trip after the first would wait out most of it."""
+    """Streamed messages are written at most once per STREAM_COALESCE tick
+    (a busy watch stream); the first a handler yields after taking one of
+    its client's messages (a lease keep-alive's answer) goes at once. With
+    the tick at 60 s, every round trip after the first would wait out most
+    of it."""
     monkeypatch.setattr(srv, "STREAM_COALESCE", 60.0)
     asks: queue.SimpleQueue[BytesValue | None] = queue.SimpleQueue()
 
