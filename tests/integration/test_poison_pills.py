@@ -72,10 +72,10 @@ def test_a_failure_nobody_foresaw_is_an_error_result_not_a_dead_member(
     rev = s.kv.rev
     real_put = TxnWrite.put
 
-    def broken_put(w: TxnWrite, key: bytes, value: bytes, lease: int) -> kv_pb2.KeyValue | None:
+    def broken_put(w: TxnWrite, key: bytes, value: bytes, lease: int, want_prev: bool = True) -> kv_pb2.KeyValue | None:
         if key == b"boom":
             raise RecursionError("an applier defect")
-        return real_put(w, key, value, lease)
+        return real_put(w, key, value, lease, want_prev)
 
     monkeypatch.setattr(TxnWrite, "put", broken_put)
     with caplog.at_level(logging.ERROR, logger="petcd.server.apply"), pytest.raises(grpc.RpcError) as err:
@@ -97,10 +97,10 @@ def test_a_storage_failure_is_not_swallowed_as_a_client_error(member: Member, mo
     s = member.etcd.server
     real_put = TxnWrite.put
 
-    def failing_disk(w: TxnWrite, key: bytes, value: bytes, lease: int) -> kv_pb2.KeyValue | None:
+    def failing_disk(w: TxnWrite, key: bytes, value: bytes, lease: int, want_prev: bool = True) -> kv_pb2.KeyValue | None:
         if key == b"disk":
             raise BackendError("backend: write failed: EIO")
-        return real_put(w, key, value, lease)
+        return real_put(w, key, value, lease, want_prev)
 
     monkeypatch.setattr(TxnWrite, "put", failing_disk)
     with pytest.raises(grpc.RpcError):  # no answer comes: the member stopped applying
