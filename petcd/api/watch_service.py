@@ -8,7 +8,7 @@ import asyncio
 import collections
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Any, TypeAlias
+from typing import TypeAlias
 
 from petcd.api import watch_encoding
 from petcd.api.errors import status_of
@@ -60,6 +60,7 @@ class _Outbox(WatchSink):
         self.bytes = 0
         self.controls = 0
         self.refused = False
+        self.failure: BaseException | None = None  # the request reader's error: it ends the stream
         self.ready = asyncio.Event()
         self.control_room = asyncio.Event()
         self.control_room.set()
@@ -86,15 +87,25 @@ class _Outbox(WatchSink):
             self.control_room.clear()
         self.ready.set()
 
+    def reader_done(self, reader: asyncio.Task[None]) -> None:
+        """The request reader ended: an error of its ends the stream (a
+        client that only half-closed keeps its watchers, as with etcd)."""
+        if not reader.cancelled() and reader.exception() is not None:
+            self.failure = reader.exception()
+            self.ready.set()
+
     def controls_full(self) -> bool:
         return self.controls >= CONTROL_BUFFER
 
     async def take(self) -> list[rpc_pb2.WatchResponse | WatchBatch]:
         """The oldest queued items, in order, once there is something: at
-        most CHUNK_ITEMS of them and about CHUNK_BYTES of events."""
-        while not self.items:
+        most CHUNK_ITEMS of them and about CHUNK_BYTES of events; the
+        request reader's error once it failed."""
+        while not self.items and self.failure is None:
             self.ready.clear()
             await self.ready.wait()
+        if self.failure is not None:
+            raise self.failure
         items: list[rpc_pb2.WatchResponse | WatchBatch] = []
         size = 0
         while self.items and len(items) < CHUNK_ITEMS and size < CHUNK_BYTES:
@@ -297,28 +308,16 @@ class WatchService:
     ) -> AsyncIterator[rpc_pb2.WatchResponse | bytes]:
         stream = _Stream(self.s)
         reader = asyncio.create_task(self._read(stream, request_iterator, context))
-        ticker = asyncio.create_task(self._progress(stream))
         # When the client closes its side the reader ends, but (as with
-        # etcd) the watchers keep delivering until the call is cancelled.
-        reading: set[asyncio.Future[Any]] = {reader}
-        take: asyncio.Future[Any] | None = None
+        # etcd) the watchers keep delivering until the call is cancelled;
+        # a failed reader ends the stream with its error (through take).
+        reader.add_done_callback(stream.out.reader_done)
+        ticker = asyncio.create_task(self._progress(stream))
         try:
             while True:
-                take = asyncio.ensure_future(stream.out.take())
-                done, _ = await asyncio.wait({take, *reading}, return_when=asyncio.FIRST_COMPLETED)
-                if reader in done:
-                    reading.clear()
-                    reader.result()  # a failed reader ends the stream with its error
-                if take not in done:
-                    take.cancel()
-                    continue
-                for resp in stream.render_all(take.result()):
+                for resp in stream.render_all(await stream.out.take()):
                     yield resp
         finally:
-            # the pending take too: a task left pending is destroyed with
-            # the stream and logged as an error ("Task was destroyed...")
-            if take is not None:
-                take.cancel()
             reader.cancel()
             ticker.cancel()
             stream.close()
