@@ -8,6 +8,7 @@ zero values left out)."""
 from __future__ import annotations
 
 from collections import OrderedDict
+from functools import lru_cache
 
 from petcd.proto import kv_pb2
 from petcd.varint import varint
@@ -50,4 +51,10 @@ def events(evs: list[kv_pb2.Event]) -> bytes:
 
 def response(header_field: bytes, watch_id: int, event_fields: bytes) -> bytes:
     """A WatchResponse carrying events."""
-    return header_field + _field_varint(0x10, watch_id) + event_fields
+    return header_field + _watch_id_field(watch_id) + event_fields
+
+
+@lru_cache(maxsize=4096)
+def _watch_id_field(watch_id: int) -> bytes:
+    """WatchResponse field 2; watch ids are small and reused, so remembered."""
+    return _field_varint(0x10, watch_id)

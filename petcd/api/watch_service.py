@@ -221,8 +221,10 @@ class _Stream:
         (watch_encoding)."""
         out: list[rpc_pb2.WatchResponse | _Merged] = []
         merging: dict[int, _Merged] = {}
+        encodings: dict[int, bytes] = {}  # by id of an event list (alive in items): most are shared
         for item in items:
-            if isinstance(item, rpc_pb2.WatchResponse):
+            if type(item) is not WatchBatch:  # a control response (cheaper than a protobuf isinstance)
+                assert isinstance(item, rpc_pb2.WatchResponse)
                 merging.pop(item.watch_id, None)
                 out.append(item)
                 continue
@@ -231,7 +233,9 @@ class _Stream:
                 merging.pop(wid, None)
                 out.extend(self.render(item))
                 continue
-            encoded = watch_encoding.events(item.events)
+            encoded = encodings.get(id(item.events))
+            if encoded is None:
+                encoded = encodings[id(item.events)] = watch_encoding.events(item.events)
             m = merging.get(wid)
             if m is not None and m.count + len(item.events) <= MERGE_EVENTS and m.size + len(encoded) <= MERGE_BYTES:
                 m.parts.append(encoded)
@@ -249,7 +253,8 @@ class _Stream:
                 h = headers.get(o.revision)
                 if h is None:
                     h = headers[o.revision] = watch_encoding.header(s.cluster_id, s.member_id, o.revision, s.term)
-                result.append(watch_encoding.response(h, o.watch_id, b"".join(o.parts)))
+                parts = o.parts
+                result.append(watch_encoding.response(h, o.watch_id, parts[0] if len(parts) == 1 else b"".join(parts)))
             else:
                 result.append(o)
         return result

@@ -83,9 +83,12 @@ class Watcher:
     synced: bool = False
     canceled: bool = False
     keys: KeyRange = field(init=False, repr=False)
+    # (prev_kv, no_put, no_delete): watchers with the same options see the same events
+    options: tuple[bool, bool, bool] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.keys = KeyRange(self.key, self.end)
+        self.options = (self.prev_kv, self.no_put, self.no_delete)
 
     def matches(self, key: bytes) -> bool:
         return self.keys.contains(key)
@@ -250,23 +253,24 @@ class WatchableStore:
             # watchers of one range with the same options see the same events:
             # select (and strip prev_kv) once per option set, not per watcher
             selections: dict[tuple[bool, bool, bool], tuple[list[kv_pb2.Event], int]] = {}
+            sent = 0
             for w in list(g.watchers):
                 if rev < w.next_rev:
                     continue
-                opts = (w.prev_kv, w.no_put, w.no_delete)
-                found = selections.get(opts)
+                found = selections.get(w.options)
                 if found is None:
                     chosen = w.select(events)
-                    found = selections[opts] = (chosen, events_size(chosen))
+                    found = selections[w.options] = (chosen, events_size(chosen))
                 selected, size = found
                 if not selected:
                     w.next_rev = rev + 1
                     continue
-                if w.sink.offer(WatchBatch(w, selected, rev, size=size)):
+                if w.sink.offer(WatchBatch(w, selected, rev, 0, size)):
                     w.next_rev = rev + 1
-                    stats.WATCHES.events += len(selected)  # etcd_debugging_mvcc_events_total
+                    sent += len(selected)
                 else:
                     self._park(w, rev)
+            stats.WATCHES.events += sent  # etcd_debugging_mvcc_events_total
 
     # ---- catching up -------------------------------------------------------------
 
