@@ -163,7 +163,8 @@ class Server:
         self.channels = []
 
 
-def petcd_args(data_dir: Path, client_url: str, peer_url: str, name: str = "default") -> list[str]:
+def petcd_args(data_dir: Path, client_url: str, peer_url: str, name: str = "default",
+               initial_cluster: str | None = None) -> list[str]:
     return [
         sys.executable, "-m", "petcd",
         "--name", name,
@@ -172,8 +173,20 @@ def petcd_args(data_dir: Path, client_url: str, peer_url: str, name: str = "defa
         "--advertise-client-urls", client_url,
         "--listen-peer-urls", peer_url,
         "--initial-advertise-peer-urls", peer_url,
-        "--initial-cluster", f"{name}={peer_url}",
+        "--initial-cluster", initial_cluster or f"{name}={peer_url}",
     ]
+
+
+def petcd_joiner(tmp: Path, name: str, peer_url: str, initial_cluster: str,
+                 extra: list[str] | None = None) -> Server:
+    """A member that joins a running cluster (``--initial-cluster-state
+    existing``) once MemberAdd has added peer_url; initial_cluster is the
+    list MemberAdd's answer gives (etcdctl prints it). Not started."""
+    client = f"http://127.0.0.1:{free_port()}"
+    data = tmp / f"{name}.petcd"
+    args = petcd_args(data, client, peer_url, name, initial_cluster) + [
+        "--initial-cluster-state", "existing", "--initial-cluster-token", f"test-{tmp.name}", *(extra or [])]
+    return Server("petcd", args, data, client, tmp / f"{name}.log")
 
 
 def petcd_server(tmp: Path, name: str = "default", extra: list[str] | None = None,

@@ -9,7 +9,6 @@ The outcomes a client sees are compared with real etcd's.
 from __future__ import annotations
 
 import re
-import sys
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -20,7 +19,7 @@ import grpc
 import pytest
 
 from petcd.proto import rpc_pb2, rpc_pb2_grpc
-from petcd.testing.harness import Server, etcd_cluster, free_port, petcd_cluster, wait_for
+from petcd.testing.harness import Server, etcd_cluster, free_port, petcd_cluster, petcd_joiner, wait_for
 from tests.cluster.helpers import leader, status
 
 pytestmark = pytest.mark.timeout(600)
@@ -168,19 +167,10 @@ def test_follower_answers_and_errors_match_etcds(cluster: list[Server], tmp_path
 def test_a_learner_is_promoted_through_a_follower(cluster: list[Server], tmp_path: Path) -> None:
     lead = leader(cluster)
     peer = f"http://127.0.0.1:{free_port()}"
-    client = f"http://127.0.0.1:{free_port()}"
     added = rpc_pb2_grpc.ClusterStub(lead.channel()).MemberAdd(
         rpc_pb2.MemberAddRequest(peerURLs=[peer], isLearner=True), timeout=30)
-    names = {m.ID: m.name for m in added.members}
-    initial = ",".join(f"{names[m.ID] or 'm3'}={m.peerURLs[0]}" for m in added.members)
-    args = [
-        sys.executable, "-m", "petcd", "--name", "m3", "--data-dir", str(tmp_path / "m3.petcd"),
-        "--listen-client-urls", client, "--advertise-client-urls", client,
-        "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
-        "--initial-cluster", initial, "--initial-cluster-state", "existing",
-        "--initial-cluster-token", f"test-{tmp_path.name}",
-    ]
-    new = Server("petcd", args, tmp_path / "m3.petcd", client, tmp_path / "m3.log").start()
+    initial = ",".join(f"{m.name or 'm3'}={m.peerURLs[0]}" for m in added.members)
+    new = petcd_joiner(tmp_path, "m3", peer, initial).start()
     try:
         follower = a_follower(cluster)
         stub = rpc_pb2_grpc.ClusterStub(follower.channel())
@@ -194,8 +184,14 @@ def test_a_learner_is_promoted_through_a_follower(cluster: list[Server], tmp_pat
             return True
 
         wait_for(promoted, 60, "the learner to be promoted through a follower")
-        listed = stub.MemberList(rpc_pb2.MemberListRequest(), timeout=30).members
-        assert len(listed) == 4 and not any(m.isLearner for m in listed)
+
+        def four_voters() -> bool:
+            # the follower's list is its own (as etcd's): it shows the
+            # promotion once the follower has applied it
+            listed = stub.MemberList(rpc_pb2.MemberListRequest(), timeout=30).members
+            return len(listed) == 4 and not any(m.isLearner for m in listed)
+
+        wait_for(four_voters, 30, "the follower to list four voters")
         wait_for(lambda: not status(new).isLearner, 30, "the new member to know it is a voter")
     finally:
         new.stop()

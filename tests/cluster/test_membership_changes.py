@@ -5,7 +5,6 @@ compacted), is promoted, and serves reads and writes as a voter."""
 from __future__ import annotations
 
 import json
-import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -13,7 +12,7 @@ import grpc
 import pytest
 
 from petcd.proto import rpc_pb2, rpc_pb2_grpc
-from petcd.testing.harness import Server, etcdctl, free_port, petcd_cluster, wait_for
+from petcd.testing.harness import Server, etcdctl, free_port, petcd_cluster, petcd_joiner, wait_for
 from tests.cluster.helpers import hash_kv_converges, leader, status
 
 pytestmark = pytest.mark.timeout(900)
@@ -35,20 +34,12 @@ def test_a_learner_joins_catches_up_from_a_snapshot_and_is_promoted(tmp_path: Pa
     try:
         lead = leader(members)
         _put_many(lead, 5300)  # past the 5000 entries kept behind a raft snapshot: the log is compacted
-        client = f"http://127.0.0.1:{free_port()}"
         peer = f"http://127.0.0.1:{free_port()}"
         out = etcdctl(lead.endpoint, "member", "add", "m3", f"--peer-urls={peer}", "--learner")
         assert "added to cluster" in out.stdout
         initial = [ln for ln in out.stdout.splitlines() if ln.startswith("ETCD_INITIAL_CLUSTER=")][0]
         initial = initial.split("=", 1)[1].strip('"')
-        args = [
-            sys.executable, "-m", "petcd", "--name", "m3", "--data-dir", str(tmp_path / "m3.petcd"),
-            "--listen-client-urls", client, "--advertise-client-urls", client,
-            "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
-            "--initial-cluster", initial, "--initial-cluster-state", "existing",
-            "--initial-cluster-token", f"test-{tmp_path.name}", "--snapshot-count", "100",
-        ]
-        new = Server("petcd", args, tmp_path / "m3.petcd", client, tmp_path / "m3.log").start()
+        new = petcd_joiner(tmp_path, "m3", peer, initial, extra=["--snapshot-count", "100"]).start()
         wait_for(lambda: status(new).header.revision == status(lead).header.revision, 120, "the learner to catch up")
         st = status(new)
         assert st.isLearner
@@ -125,18 +116,10 @@ def test_membership_changes_under_load_keep_the_history_linearizable(tmp_path: P
         stub.MemberRemove(rpc_pb2.MemberRemoveRequest(ID=status(victim).header.member_id), timeout=30)
         wait_for(lambda: victim.proc is not None and victim.proc.poll() is not None, 60, "the removed member to exit")
         rest = [m for m in members if m is not victim]
-        client = f"http://127.0.0.1:{free_port()}"
         peer = f"http://127.0.0.1:{free_port()}"
         added = stub.MemberAdd(rpc_pb2.MemberAddRequest(peerURLs=[peer], isLearner=True), timeout=30)
         initial = ",".join(f"{m.name or 'm3'}={m.peerURLs[0]}" for m in added.members)
-        args = [
-            sys.executable, "-m", "petcd", "--name", "m3", "--data-dir", str(tmp_path / "m3.petcd"),
-            "--listen-client-urls", client, "--advertise-client-urls", client,
-            "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
-            "--initial-cluster", initial, "--initial-cluster-state", "existing",
-            "--initial-cluster-token", f"test-{tmp_path.name}",
-        ]
-        new = Server("petcd", args, tmp_path / "m3.petcd", client, tmp_path / "m3.log").start()
+        new = petcd_joiner(tmp_path, "m3", peer, initial).start()
 
         def promoted() -> bool:
             try:
