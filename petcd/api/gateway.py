@@ -25,6 +25,7 @@ from google.protobuf.message_factory import GetMessageClass
 
 from petcd.api import jsonpb
 from petcd.api.http1 import BodyTooLarge, Request, Response
+from petcd.http2.grpc import Messages
 from petcd.proto import rpc_pb2
 
 log = logging.getLogger("petcd.gateway")
@@ -359,6 +360,9 @@ class Gateway:
         return Response(200, list(JSON_HEADERS), stream=lines())
 
     def _line(self, call: Call, item: Any) -> bytes:
+        """A streamed message as a line, or several (Messages) as a line each."""
+        if isinstance(item, Messages):
+            return b"".join([self._line(call, m) for m in item])
         return b'{"result":' + self._json(call, item) + b"}\n"
 
 

@@ -15,6 +15,7 @@ from petcd.api.errors import status_of
 from petcd.api.handler import auth_info, fill_header
 from petcd.auth import checks as auth_checks
 from petcd.auth.errors import AuthError
+from petcd.http2.grpc import Messages
 from petcd.http2.server import CallContext
 from petcd.mvcc.key_range import KeyRange
 from petcd.mvcc.watchable_store import WatchableStore, WatchBatch, Watcher, WatchSink
@@ -24,9 +25,10 @@ from petcd.server.etcd_server import EtcdServer
 Ctx: TypeAlias = CallContext
 
 # What a stream may hold unsent before its watchers are parked (they then
-# catch up from the backend when the client reads again): event batches, and
-# roughly bytes of events. A batch larger than the byte budget is taken
-# when nothing else waits, so that any revision can be delivered.
+# catch up from the backend when the client reads again): event responses
+# (a batch counts once for each of its watchers), and roughly bytes of
+# events. A batch larger than either budget is taken when nothing else
+# waits, so that any revision can be delivered.
 STREAM_BUFFER = 8192
 STREAM_BUFFER_BYTES = 8 << 20
 # Control responses (created, canceled, progress) a stream may hold unsent;
@@ -34,8 +36,9 @@ STREAM_BUFFER_BYTES = 8 << 20
 # requests and never reads the responses is held by flow control instead of
 # growing the server (etcd holds fewer still: 16).
 CONTROL_BUFFER = 64
-# What the sender takes from the outbox to render at once: rendered
-# responses are copies, so this bounds the copies in memory too.
+# What the sender takes from the outbox to render at once, in responses and
+# bytes of events: rendered responses are copies, so this bounds the copies
+# in memory too.
 CHUNK_ITEMS = 1024
 CHUNK_BYTES = 4 << 20
 # Events at most in one response made by merging a watcher's queued batches.
@@ -71,11 +74,14 @@ class _Outbox(WatchSink):
         return not self.refused and self.batches < STREAM_BUFFER and self.bytes < STREAM_BUFFER_BYTES
 
     def offer(self, batch: WatchBatch) -> bool:
-        if self.batches >= STREAM_BUFFER or (self.batches and self.bytes + batch.size > STREAM_BUFFER_BYTES):
+        # budgets count each watcher's copy: each gets a response of its own
+        n = len(batch.watchers)
+        size = batch.size * n
+        if self.batches and (self.batches + n > STREAM_BUFFER or self.bytes + size > STREAM_BUFFER_BYTES):
             self.refused = True
             return False
-        self.batches += 1
-        self.bytes += batch.size
+        self.batches += n
+        self.bytes += size
         self.items.append(batch)
         self.ready.set()
         return True
@@ -98,25 +104,37 @@ class _Outbox(WatchSink):
         return self.controls >= CONTROL_BUFFER
 
     async def take(self) -> list[rpc_pb2.WatchResponse | WatchBatch]:
-        """The oldest queued items, in order, once there is something: at
-        most CHUNK_ITEMS of them and about CHUNK_BYTES of events; the
-        request reader's error once it failed."""
+        """The oldest queued items, in order, once there is something: for
+        at most CHUNK_ITEMS responses and about CHUNK_BYTES of events (a
+        batch for more watchers is split); the request reader's error once
+        it failed."""
         while not self.items and self.failure is None:
             self.ready.clear()
             await self.ready.wait()
         if self.failure is not None:
             raise self.failure
         items: list[rpc_pb2.WatchResponse | WatchBatch] = []
-        size = 0
-        while self.items and len(items) < CHUNK_ITEMS and size < CHUNK_BYTES:
-            item = self.items.popleft()
-            items.append(item)
-            if isinstance(item, WatchBatch):
-                self.batches -= 1
-                self.bytes -= item.size
-                size += item.size
+        responses = size = 0
+        while self.items and responses < CHUNK_ITEMS and size < CHUNK_BYTES:
+            item = self.items[0]
+            if type(item) is WatchBatch:
+                # a batch for more watchers than the chunk holds is split
+                n = len(item.watchers)
+                k = min(n, CHUNK_ITEMS - responses, max(1, (CHUNK_BYTES - size) // max(item.size, 1)))
+                if k < n:
+                    self.items[0] = WatchBatch(item.watchers[k:], item.events, item.revision, 0, item.size)
+                    item = WatchBatch(item.watchers[:k], item.events, item.revision, 0, item.size)
+                else:
+                    self.items.popleft()
+                self.batches -= k
+                self.bytes -= item.size * k
+                responses += k
+                size += item.size * k
             else:
+                self.items.popleft()
                 self.controls -= 1
+                responses += 1
+            items.append(item)
         if self.controls < CONTROL_BUFFER:
             self.control_room.set()
         if self.refused and self.batches < STREAM_BUFFER and self.bytes < STREAM_BUFFER_BYTES:
@@ -211,58 +229,64 @@ class _Stream:
             self.store.cancel(w)
         self.watchers.clear()
 
-    def render_all(self, items: list[rpc_pb2.WatchResponse | WatchBatch]) -> list[rpc_pb2.WatchResponse | bytes]:
-        """The responses for a run of queued items. A watcher's batches that
-        queued up behind each other go out as one response (fewer, larger
-        messages when the client or the network is slower than the writes);
-        never across a control response for that watcher, so created,
-        canceled and progress responses keep their place. Event responses
-        come out encoded, from events encoded once for every watcher
-        (watch_encoding)."""
-        out: list[rpc_pb2.WatchResponse | _Merged] = []
-        merging: dict[int, _Merged] = {}
+    def render_all(self, items: list[rpc_pb2.WatchResponse | WatchBatch]) -> Messages:
+        """The responses for a run of queued items, in order. Each watcher
+        of a batch gets a response of its own; a run of batches for the same
+        watchers goes out as one response per watcher (fewer, larger
+        messages when the client or the network is slower than the writes),
+        never across a control response, so created, canceled and progress
+        responses keep their place. Event responses come out encoded, from
+        events and headers encoded once for every watcher (watch_encoding)."""
+        out = Messages()
+        run: _Run | None = None
         encodings: dict[int, bytes] = {}  # by id of an event list (alive in items): most are shared
         for item in items:
             if type(item) is not WatchBatch:  # a control response (cheaper than a protobuf isinstance)
                 assert isinstance(item, rpc_pb2.WatchResponse)
-                merging.pop(item.watch_id, None)
+                if run is not None:
+                    self._emit(run, out)
+                    run = None
                 out.append(item)
                 continue
-            wid = item.watcher.id
-            if item.compact_revision or wid in self.fragment:
-                merging.pop(wid, None)
-                out.extend(self.render(item))
+            if item.compact_revision or (self.fragment and any(w.id in self.fragment for w in item.watchers)):
+                if run is not None:
+                    self._emit(run, out)
+                    run = None
+                for w in item.watchers:
+                    out.extend(self.render(w, item))
                 continue
             encoded = encodings.get(id(item.events))
             if encoded is None:
                 encoded = encodings[id(item.events)] = watch_encoding.events(item.events)
-            m = merging.get(wid)
-            if m is not None and m.count + len(item.events) <= MERGE_EVENTS and m.size + len(encoded) <= MERGE_BYTES:
-                m.parts.append(encoded)
-                m.count += len(item.events)
-                m.size += len(encoded)
-                m.revision = item.revision
+            count = len(item.events)
+            if (run is not None and run.watchers == item.watchers and run.count + count <= MERGE_EVENTS
+                    and run.size + len(encoded) <= MERGE_BYTES):
+                run.parts.append(encoded)
+                run.count += count
+                run.size += len(encoded)
+                run.revision = item.revision
                 continue
-            m = merging[wid] = _Merged(wid, item.revision, [encoded], len(item.events), len(encoded))
-            out.append(m)
-        s = self.s
-        headers: dict[int, bytes] = {}
-        result: list[rpc_pb2.WatchResponse | bytes] = []
-        for o in out:
-            if isinstance(o, _Merged):
-                h = headers.get(o.revision)
-                if h is None:
-                    h = headers[o.revision] = watch_encoding.header(s.cluster_id, s.member_id, o.revision, s.term)
-                parts = o.parts
-                result.append(watch_encoding.response(h, o.watch_id, parts[0] if len(parts) == 1 else b"".join(parts)))
-            else:
-                result.append(o)
-        return result
+            if run is not None:
+                self._emit(run, out)
+            run = _Run(item.watchers, item.revision, [encoded], count, len(encoded))
+        if run is not None:
+            self._emit(run, out)
+        return out
 
-    def render(self, item: rpc_pb2.WatchResponse | WatchBatch) -> list[rpc_pb2.WatchResponse]:
-        if isinstance(item, rpc_pb2.WatchResponse):
-            return [item]
-        w = item.watcher
+    def _emit(self, run: _Run, out: Messages) -> None:
+        """A run's response for each of its watchers: the same header and
+        events, the watcher's id between them."""
+        s = self.s
+        head = watch_encoding.header(s.cluster_id, s.member_id, run.revision, s.term)
+        parts = run.parts
+        events = parts[0] if len(parts) == 1 else b"".join(parts)
+        response = watch_encoding.response
+        out.extend([response(head, w.id, events) for w in run.watchers])
+
+    def render(self, w: Watcher, item: WatchBatch) -> list[rpc_pb2.WatchResponse]:
+        """A batch's responses for one of its watchers, as messages: a
+        compaction's cancel, or events split into fragments if the watcher
+        asked for them."""
         if item.compact_revision:
             # etcd's compacted response: no revision in its header
             resp = rpc_pb2.WatchResponse(watch_id=w.id, compact_revision=item.compact_revision, canceled=True)
@@ -279,10 +303,11 @@ class _Stream:
 
 
 @dataclass(slots=True)
-class _Merged:
-    """A watcher's event batches going out as one response."""
+class _Run:
+    """Consecutive event batches for the same watchers, going out as one
+    response per watcher."""
 
-    watch_id: int
+    watchers: list[Watcher]
     revision: int
     parts: list[bytes]
     count: int
@@ -310,7 +335,7 @@ class WatchService:
 
     async def Watch(
         self, request_iterator: AsyncIterator[rpc_pb2.WatchRequest], context: Ctx
-    ) -> AsyncIterator[rpc_pb2.WatchResponse | bytes]:
+    ) -> AsyncIterator[Messages]:
         stream = _Stream(self.s)
         reader = asyncio.create_task(self._read(stream, request_iterator, context))
         # When the client closes its side the reader ends, but (as with
@@ -320,8 +345,8 @@ class WatchService:
         ticker = asyncio.create_task(self._progress(stream))
         try:
             while True:
-                for resp in stream.render_all(await stream.out.take()):
-                    yield resp
+                # one yield per take: the front end writes the lot at once
+                yield stream.render_all(await stream.out.take())
         finally:
             reader.cancel()
             ticker.cancel()

@@ -56,6 +56,12 @@ def frame_message(payload: bytes) -> bytes:
     return _PREFIX.pack(0, len(payload)) + payload
 
 
+class Messages(list):  # type: ignore[type-arg]
+    """Several messages a streaming handler yields at once (each a message
+    or its encoding): they go out in order, in one write, as separate gRPC
+    messages. A watch stream answers a revision for many watchers this way."""
+
+
 # grpc-go's wording, since etcd (the spec) is a grpc-go server
 def too_large(size: int, limit: int) -> RpcError:
     return RpcError(StatusCode.RESOURCE_EXHAUSTED, f"grpc: received message larger than max ({size} vs. {limit})")

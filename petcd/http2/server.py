@@ -41,6 +41,7 @@ from petcd.http2.grpc import (
     OK_TRAILERS,
     RESPONSE_HEADERS,
     MessageReader,
+    Messages,
     RpcError,
     StatusCode,
     frame_message,
@@ -619,10 +620,15 @@ class H2Protocol(asyncio.Protocol):
             async for resp in gen:
                 if call.done:
                     break
+                if type(resp) is Messages and not resp:
+                    continue
                 if not call.headers_sent:
                     call.headers_sent = True
                     conn.send_headers(sid, RESPONSE_HEADERS)
-                conn.send_data(sid, frame_message(encode(resp)))
+                if type(resp) is Messages:
+                    conn.send_data(sid, b"".join([frame_message(encode(m)) for m in resp]))
+                else:
+                    conn.send_data(sid, frame_message(encode(resp)))
                 self.reset_strikes = True
                 self.schedule_flush(stream=not call.answering)
                 call.answering = False

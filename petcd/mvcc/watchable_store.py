@@ -39,21 +39,25 @@ DELETE = kv_pb2.Event.DELETE
 
 @dataclass(slots=True)
 class WatchBatch:
-    """What a watcher is sent: events of whole revisions, or a compaction."""
+    """What watchers of one sink are sent: the same events of whole
+    revisions for each of them (live events go out to all of a stream's
+    watchers alike in one batch, so a revision costs a stream one offer
+    however many of its watchers see it), or a compaction (one watcher)."""
 
-    watcher: Watcher
+    watchers: list[Watcher]
     events: list[kv_pb2.Event]
     revision: int
     compact_revision: int = 0
-    # roughly the events' encoded size (keys and values): what a stream
-    # counts against its byte budget
+    # roughly the events' encoded size (keys and values), for each watcher:
+    # what a stream counts against its byte budget once per watcher
     size: int = 0
 
 
 class WatchSink:
     """A watch stream's outbox, as the store sees it: ``offer`` takes a batch
-    or refuses it when the stream is full; the stream calls the store's
-    ``resume`` hook when it has room again."""
+    (for all of its watchers) or refuses it when the stream is full; the
+    stream calls the store's ``resume`` hook when it has room again. Sinks
+    are compared by identity (the store groups watchers by sink)."""
 
     def offer(self, batch: WatchBatch) -> bool:  # pragma: no cover - interface
         raise NotImplementedError
@@ -110,11 +114,41 @@ class Watcher:
 
 @dataclass(slots=True)
 class _Group:
-    """Synced watchers on one identical range: matched against an event once."""
+    """Synced watchers on one identical range: matched against an event
+    once. Held by sink and options: the watchers of one stream with the
+    same options get one batch per revision."""
 
     key: bytes
     end: bytes
-    watchers: set[Watcher] = field(default_factory=set)
+    members: dict[tuple[WatchSink, tuple[bool, bool, bool]], dict[Watcher, None]] = field(default_factory=dict)
+    count: int = 0
+    keys: KeyRange = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.keys = KeyRange(self.key, self.end)
+
+    def add(self, w: Watcher) -> bool:
+        """Adds w; whether it was not there yet."""
+        ws = self.members.setdefault((w.sink, w.options), {})
+        if w in ws:
+            return False
+        ws[w] = None
+        self.count += 1
+        return True
+
+    def discard(self, w: Watcher) -> bool:
+        """Removes w; whether it was there."""
+        ws = self.members.get((w.sink, w.options))
+        if ws is None or w not in ws:
+            return False
+        del ws[w]
+        if not ws:
+            del self.members[(w.sink, w.options)]
+        self.count -= 1
+        return True
+
+    def watchers(self) -> list[Watcher]:
+        return [w for ws in self.members.values() for w in ws]
 
 
 class History:
@@ -199,16 +233,16 @@ class WatchableStore:
         """The store beneath was replaced (a snapshot from the leader): every
         synced watcher catches up from the new history."""
         for g in list(self._groups.values()):
-            for w in list(g.watchers):
+            for w in g.watchers():
                 self._park(w, w.next_rev)
         self._kick.set()
 
     def watcher_count(self) -> int:
         """Watchers registered, synced or catching up (etcd_debugging_mvcc_watcher_total)."""
-        return sum(len(g.watchers) for g in self._groups.values()) + len(self._unsynced)
+        return sum(g.count for g in self._groups.values()) + len(self._unsynced)
 
     def synced_watchers(self) -> list[Watcher]:
-        return [w for g in self._groups.values() for w in g.watchers]
+        return [w for g in self._groups.values() for w in g.watchers()]
 
     def wants_prev_kv(self, key: bytes) -> bool:
         """Whether a live event on key may be sent to a watcher that asked
@@ -220,18 +254,16 @@ class WatchableStore:
         g = self._groups.get((w.key, w.end))
         if g is None:
             g = self._groups[(w.key, w.end)] = _Group(w.key, w.end)
-        if w.prev_kv and w not in g.watchers:
+        if g.add(w) and w.prev_kv:
             self._synced_prev_kv += 1
-        g.watchers.add(w)
 
     def _remove_synced(self, w: Watcher) -> None:
         w.synced = False
         g = self._groups.get((w.key, w.end))
         if g is not None:
-            if w.prev_kv and w in g.watchers:
+            if g.discard(w) and w.prev_kv:
                 self._synced_prev_kv -= 1
-            g.watchers.discard(w)
-            if not g.watchers:
+            if not g.count:
                 del self._groups[(w.key, w.end)]
 
     def _park(self, w: Watcher, rev: int) -> None:
@@ -247,29 +279,30 @@ class WatchableStore:
         if not self._groups:
             return
         for g in list(self._groups.values()):
-            probe = next(iter(g.watchers), None)
-            if probe is None or not any(probe.matches(ev.kv.key) for ev in events):
+            contains = g.keys.contains
+            if not any(contains(ev.kv.key) for ev in events):
                 continue
             # watchers of one range with the same options see the same events:
-            # select (and strip prev_kv) once per option set, not per watcher
+            # select (and strip prev_kv) once per option set, and offer them
+            # to each stream as one batch
             selections: dict[tuple[bool, bool, bool], tuple[list[kv_pb2.Event], int]] = {}
             sent = 0
-            for w in list(g.watchers):
-                if rev < w.next_rev:
+            for (sink, options), members in list(g.members.items()):
+                ready = [w for w in members if w.next_rev <= rev]
+                if not ready:
                     continue
-                found = selections.get(w.options)
+                found = selections.get(options)
                 if found is None:
-                    chosen = w.select(events)
-                    found = selections[w.options] = (chosen, events_size(chosen))
+                    chosen = ready[0].select(events)
+                    found = selections[options] = (chosen, events_size(chosen))
                 selected, size = found
-                if not selected:
-                    w.next_rev = rev + 1
+                if selected and not sink.offer(WatchBatch(ready, selected, rev, 0, size)):
+                    for w in ready:
+                        self._park(w, rev)
                     continue
-                if w.sink.offer(WatchBatch(w, selected, rev, 0, size)):
+                for w in ready:
                     w.next_rev = rev + 1
-                    sent += len(selected)
-                else:
-                    self._park(w, rev)
+                sent += len(selected) * len(ready)
             stats.WATCHES.events += sent  # etcd_debugging_mvcc_events_total
 
     # ---- catching up -------------------------------------------------------------
@@ -303,7 +336,7 @@ class WatchableStore:
                 self._unsynced.discard(w)
             elif w.next_rev < compact:
                 # revision 0: etcd's compacted response carries no revision
-                if w.sink.offer(WatchBatch(w, [], 0, compact_revision=compact)):
+                if w.sink.offer(WatchBatch([w], [], 0, compact_revision=compact)):
                     self._unsynced.discard(w)
                     w.canceled = True
             elif w.next_rev > cur:
@@ -335,7 +368,7 @@ class WatchableStore:
                 chosen = w.select(mine)
                 found = selections[like] = (chosen, events_size(chosen))
             selected, size = found
-            if selected and not w.sink.offer(WatchBatch(w, selected, last, size=size)):
+            if selected and not w.sink.offer(WatchBatch([w], selected, last, size=size)):
                 continue  # still full; its stream resumes the store when it drains
             stats.WATCHES.events += len(selected)  # etcd_debugging_mvcc_events_total
             progressed = True
