@@ -231,27 +231,25 @@ class _Stream:
 
     def render_all(self, items: list[rpc_pb2.WatchResponse | WatchBatch]) -> Messages:
         """The responses for a run of queued items, in order. Each watcher
-        of a batch gets a response of its own; a run of batches for the same
-        watchers goes out as one response per watcher (fewer, larger
-        messages when the client or the network is slower than the writes),
-        never across a control response, so created, canceled and progress
-        responses keep their place. Event responses come out encoded, from
-        events and headers encoded once for every watcher (watch_encoding)."""
-        out = Messages()
-        run: _Run | None = None
+        of a batch gets a response of its own; batches queued for the same
+        watchers go out as one response per watcher (fewer, larger messages
+        when the client or the network is slower than the writes), never
+        across a control response or a later batch for any of those
+        watchers, so each watcher's events stay in order and created,
+        canceled and progress responses keep their place. Event responses
+        come out encoded, from events and headers encoded once for every
+        watcher (watch_encoding)."""
+        out: list[rpc_pb2.WatchResponse | _Run] = []
+        runs: dict[tuple[Watcher, ...], _Run] = {}  # still open to more batches
         encodings: dict[int, bytes] = {}  # by id of an event list (alive in items): most are shared
         for item in items:
             if type(item) is not WatchBatch:  # a control response (cheaper than a protobuf isinstance)
                 assert isinstance(item, rpc_pb2.WatchResponse)
-                if run is not None:
-                    self._emit(run, out)
-                    run = None
+                runs.clear()
                 out.append(item)
                 continue
             if item.compact_revision or (self.fragment and any(w.id in self.fragment for w in item.watchers)):
-                if run is not None:
-                    self._emit(run, out)
-                    run = None
+                runs.clear()
                 for w in item.watchers:
                     out.extend(self.render(w, item))
                 continue
@@ -259,29 +257,37 @@ class _Stream:
             if encoded is None:
                 encoded = encodings[id(item.events)] = watch_encoding.events(item.events)
             count = len(item.events)
-            if (run is not None and run.watchers == item.watchers and run.count + count <= MERGE_EVENTS
-                    and run.size + len(encoded) <= MERGE_BYTES):
+            key = tuple(item.watchers)
+            run = runs.get(key)
+            if run is not None and run.count + count <= MERGE_EVENTS and run.size + len(encoded) <= MERGE_BYTES:
                 run.parts.append(encoded)
                 run.count += count
                 run.size += len(encoded)
                 run.revision = item.revision
                 continue
-            if run is not None:
-                self._emit(run, out)
-            run = _Run(item.watchers, item.revision, [encoded], count, len(encoded))
-        if run is not None:
-            self._emit(run, out)
-        return out
+            if runs:  # runs for any of these watchers take no more: their events would pass these
+                mine = set(key)
+                for k in [k for k in runs if not mine.isdisjoint(k)]:
+                    del runs[k]
+            run = runs[key] = _Run(item.watchers, item.revision, [encoded], count, len(encoded))
+            out.append(run)
+        return self._responses(out)
 
-    def _emit(self, run: _Run, out: Messages) -> None:
-        """A run's response for each of its watchers: the same header and
-        events, the watcher's id between them."""
+    def _responses(self, out: list[rpc_pb2.WatchResponse | _Run]) -> Messages:
+        """Control responses as they are; a run as a response for each of
+        its watchers: the same header and events, the watcher's id between."""
         s = self.s
-        head = watch_encoding.header(s.cluster_id, s.member_id, run.revision, s.term)
-        parts = run.parts
-        events = parts[0] if len(parts) == 1 else b"".join(parts)
+        messages = Messages()
         response = watch_encoding.response
-        out.extend([response(head, w.id, events) for w in run.watchers])
+        for o in out:
+            if type(o) is not _Run:
+                messages.append(o)
+                continue
+            head = watch_encoding.header(s.cluster_id, s.member_id, o.revision, s.term)
+            parts = o.parts
+            events = parts[0] if len(parts) == 1 else b"".join(parts)
+            messages.extend([response(head, w.id, events) for w in o.watchers])
+        return messages
 
     def render(self, w: Watcher, item: WatchBatch) -> list[rpc_pb2.WatchResponse]:
         """A batch's responses for one of its watchers, as messages: a

@@ -9,6 +9,7 @@ import hashlib
 import json
 import socket
 import time
+from collections.abc import Callable
 from typing import Any
 
 from .client import Http
@@ -16,10 +17,12 @@ from .test_differential import _dechunk
 
 
 def stream(url: str, path: str, body: bytes, until: int, timeout: float = 30.0,
-           more: list[bytes] | None = None, end_body: bool = False) -> list[Any]:
+           more: list[bytes] | None = None, end_body: bool = False,
+           then: tuple[int, Callable[[], None]] | None = None) -> list[Any]:
     """POST a chunked body to a streaming path; the JSON lines answered (at
     least `until`, or all once the response ends). `more` are further
-    request objects sent after the first answer."""
+    request objects sent after the first answer; `then` (n, action) runs
+    the action once n lines have come."""
     host, port = url.removeprefix("http://").split(":")
     s = socket.create_connection((host, int(port)), timeout=timeout)
     s.sendall(b"POST %s HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n" % path.encode())
@@ -39,6 +42,9 @@ def stream(url: str, path: str, body: bytes, until: int, timeout: float = 30.0,
                 lines = [json.loads(x) for x in _dechunk(rest).split(b"\n") if x.strip()]
                 if rest.endswith(b"0\r\n\r\n") or len(lines) >= until:
                     break
+                if then is not None and len(lines) >= then[0]:
+                    then[1]()
+                    then = None
                 if lines and pending:
                     nxt = pending.pop(0)
                     s.sendall(b"%x\r\n%s\r\n" % (len(nxt), nxt))
@@ -68,6 +74,26 @@ def test_watch_cancel_and_progress_on_one_stream(petcd_gw: str) -> None:
     assert results[0].get("created") is True
     assert results[1].get("watch_id") == "-1" or "-1" in json.dumps(results[1])  # the progress notification
     assert results[2].get("canceled") is True
+
+
+def test_one_revision_for_two_watchers_of_a_stream(petcd_gw: str) -> None:
+    # the server hands a revision to a stream once for all its watchers;
+    # each still gets a response of its own, as from etcd
+    key = base64.b64encode(b"two-watchers").decode()
+    creates = b"".join(json.dumps({"create_request": {"key": key}}).encode() for _ in range(2))
+
+    def put() -> None:
+        assert Http(petcd_gw).post("/v3/kv/put", {"key": key, "value": "eA=="})[0] == 200
+
+    lines = stream(petcd_gw, "/v3/watch", creates, until=4, then=(2, put))
+    results = [x["result"] for x in lines]
+    assert [r.get("created") for r in results[:2]] == [True, True]
+    created_ids = sorted(r.get("watch_id", "0") for r in results[:2])
+    events = results[2:]
+    assert sorted(r.get("watch_id", "0") for r in events) == created_ids
+    for r in events:
+        assert [base64.b64decode(e["kv"]["key"]) for e in r["events"]] == [b"two-watchers"]
+    assert events[0]["header"]["revision"] == events[1]["header"]["revision"]
 
 
 def test_election_observe(petcd_gw: str) -> None:

@@ -140,6 +140,37 @@ def test_a_thousand_watchers_on_one_stream_all_receive_every_event(petcd: Server
         w.close()
 
 
+def test_watchers_sharing_a_slow_stream_each_get_every_event_after_their_created(petcd: Server) -> None:
+    """The watchers of a stream get a revision as one batch (merged with
+    the next when they queue up); each still gets its own responses, in
+    order, and a watcher created behind a backlog gets its created response
+    before any of its events."""
+    w = WatchStream(petcd.channel())
+    try:
+        w.create(b"share/", b"share0")
+        w.create(b"share/", b"share0", prev_kv=True)
+        wait_for(lambda: len(w.created()) == 2, 30, "two watchers")
+        w.reading.clear()  # from here the client reads nothing: a backlog builds up
+        first = _concurrent_puts(petcd, b"share/a", 1500, 3, value=b"x" * 512)
+        w.create(b"share/", b"share0", start_revision=first[-1] + 1)  # queued behind the backlog
+        second = _concurrent_puts(petcd, b"share/b", 1500, 3, value=b"x" * 512)
+        w.reading.set()
+        wait_for(lambda: len(w.created()) == 3, 60, "the third watcher's created response")
+        ids = [r.watch_id for r in w.created()]
+        wait_for(lambda: len(w.events(ids[2])) >= len(second) and len(w.events(ids[1])) >= len(first + second),
+                 120, "every watcher to get its events")
+        with w.lock:
+            responses = list(w.responses)
+    finally:
+        w.reading.set()
+        w.close()
+    for wid in ids[:2]:
+        assert [r for r, _, _ in w.events(wid)] == first + second
+    assert [r for r, _, _ in w.events(ids[2])] == second
+    created_at = next(i for i, r in enumerate(responses) if r.created and r.watch_id == ids[2])
+    assert all(i > created_at for i, r in enumerate(responses) if r.watch_id == ids[2] and r.events)
+
+
 def test_a_watch_resumed_after_a_restart_misses_nothing(tmp_path: Path) -> None:
     server = petcd_server(tmp_path).start()
     try:

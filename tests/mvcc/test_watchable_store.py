@@ -168,3 +168,46 @@ def test_wants_prev_kv_while_a_synced_watcher_asked_for_it(h: Harness) -> None:
     assert store.wants_prev_kv(b"k")
     store.cancel(again)
     assert not store.wants_prev_kv(b"k")
+
+
+def test_a_revision_is_one_batch_per_stream_for_its_watchers_alike(h: Harness) -> None:
+    store = WatchableStore(StoreHistory(h.kv))
+    h.kv.on_events = store.notify
+    one, two = Outbox(room=100), Outbox(room=100)
+    watchers = [
+        Watcher(id=1, key=b"k", end=b"", sink=one, next_rev=0),
+        Watcher(id=2, key=b"k", end=b"", sink=one, next_rev=0),
+        Watcher(id=3, key=b"k", end=b"", sink=one, next_rev=0, prev_kv=True),  # other options
+        Watcher(id=4, key=b"k", end=b"", sink=two, next_rev=0),  # another stream
+        Watcher(id=5, key=b"j", end=b"", sink=one, next_rev=0),  # another key
+    ]
+    for w in watchers:
+        store.watch(w, 0)
+    h.put(b"k", b"1")
+    h.put(b"k", b"2")
+    ids = [[w.id for w in b.watchers] for b in one.batches]
+    assert ids == [[1, 2], [3], [1, 2], [3]]
+    assert [[w.id for w in b.watchers] for b in two.batches] == [[4], [4]]
+    assert [b.events[0].HasField("prev_kv") for b in one.batches] == [False, False, False, True]
+    assert _revs(two.batches) == _revs(one.batches[::2]) == [2, 3]
+
+
+def test_a_refused_batch_parks_all_its_watchers_and_each_catches_up(h: Harness) -> None:
+    store = WatchableStore(StoreHistory(h.kv))
+    h.kv.on_events = store.notify
+    sink = Outbox(room=0)
+    a = Watcher(id=1, key=b"k", end=b"", sink=sink, next_rev=0)
+    b = Watcher(id=2, key=b"k", end=b"", sink=sink, next_rev=0)
+    store.watch(a, 0)
+    store.watch(b, 0)
+    h.put(b"k", b"1")  # 2: refused
+    assert not a.synced and not b.synced and a.next_rev == b.next_rev == 2
+    assert store.watcher_count() == 2
+    sink.room = 100
+    sink.drain()
+    store.resume()
+    store.sync_once()
+    assert a.synced and b.synced
+    assert sorted((w.id, _revs([batch])) for batch in sink.batches for w in batch.watchers) == [(1, [2]), (2, [2])]
+    h.put(b"k", b"2")  # 3: live again, one batch for both
+    assert [[w.id for w in batch.watchers] for batch in sink.batches[2:]] == [[1, 2]]
