@@ -297,7 +297,9 @@ class H2Protocol(asyncio.Protocol):
         self.peer: Any = None
         self.client_cn = ""
         self.paused = False  # the transport's write buffer is over its high-water mark
-        self.flush_scheduled = False
+        self.flush_handle: asyncio.Handle | None = None  # the pending flush
+        self.flush_deferred = False  # the pending flush waits for the stream tick
+        self.flush_waiters: list[asyncio.Future[None]] = []  # streams waiting for the next flush
         self.ack_timer_pending = False  # a PING ACK waits for a response write, at most PING_ACK_DELAY
         self.last_flush = 0.0  # loop.time() of the last scheduled flush
         self.closing = False
@@ -373,33 +375,49 @@ class H2Protocol(asyncio.Protocol):
         if self.closing and not self.calls and not self.closed and self.transport is not None:
             self.transport.close()
 
-    def schedule_flush(self, stream: bool = False) -> None:
+    def schedule_flush(self, stream: bool = False) -> bool:
         """Write what is queued soon: calls that finish in the same loop
         iteration share one write. Streamed messages (watch events) that
         come faster than one write per STREAM_COALESCE seconds wait for the
         next such tick, so a busy stream costs a write per tick, not one
-        per revision (a write is a syscall, the dearest thing here). A
-        streamed message that answers one its stream's handler just took
-        (a lease keep-alive) is not streamed in that sense: a round trip
-        must not wait out the tick."""
-        if self.flush_scheduled:
-            return
-        self.flush_scheduled = True
+        per revision (a write is a syscall, the dearest thing here). Any
+        other write (a unary answer; a streamed message that answers one its
+        stream's handler just took, such as a lease keep-alive) brings a
+        tick's write forward: a round trip must not wait out the tick.
+        Returns whether the write waits for the tick."""
+        if self.flush_handle is not None:
+            if stream or not self.flush_deferred:
+                return self.flush_deferred
+            self.flush_handle.cancel()
         if stream:
             due = self.last_flush + STREAM_COALESCE
             if due > self.loop.time():
-                self.loop.call_at(due, self._flush_cb)
-                return
-        self.loop.call_soon(self._flush_cb)
+                self.flush_handle = self.loop.call_at(due, self._flush_cb)
+                self.flush_deferred = True
+                return True
+        self.flush_handle = self.loop.call_soon(self._flush_cb)
+        self.flush_deferred = False
+        return False
+
+    async def flushed(self) -> None:
+        """Returns after the next flush."""
+        fut: asyncio.Future[None] = self.loop.create_future()
+        self.flush_waiters.append(fut)
+        await fut
 
     def _flush_ping_acks(self) -> None:
         self.ack_timer_pending = False
         self._write()
 
     def _flush_cb(self) -> None:
-        self.flush_scheduled = False
+        self.flush_handle = None
         self.last_flush = self.loop.time()
         self._write()
+        if self.flush_waiters:
+            waiters, self.flush_waiters = self.flush_waiters, []
+            for fut in waiters:
+                if not fut.done():
+                    fut.set_result(None)
 
     # -- requests ----------------------------------------------------------------------
 
@@ -630,10 +648,15 @@ class H2Protocol(asyncio.Protocol):
                 else:
                     conn.send_data(sid, frame_message(encode(resp)))
                 self.reset_strikes = True
-                self.schedule_flush(stream=not call.answering)
+                deferred = self.schedule_flush(stream=not call.answering)
                 call.answering = False
                 if self.paused or conn.buffered(sid) > STREAM_HIGH_WATER:
                     await self._drain(call)
+                elif deferred:
+                    # what the handler would yield before the tick goes out
+                    # with it anyway: let it gather (a watch stream then
+                    # renders several revisions at once, merged)
+                    await self.flushed()
         except RpcError as exc:
             code, message = exc.code, exc.message
         except asyncio.CancelledError:
