@@ -89,6 +89,19 @@ async def stream(req: BytesValue, ctx: srv.CallContext) -> AsyncIterator[BytesVa
         yield BytesValue(value=bytes([i % 256]) * int(_number(size, "0")))
 
 
+# set by held() just before it yields its second message
+HELD_YIELDED = threading.Event()
+
+
+async def held(req: BytesValue, ctx: srv.CallContext) -> AsyncIterator[BytesValue]:
+    """b"0", then, once that has been written, b"1" on its own: a streamed
+    message that waits for the coalescing tick."""
+    yield BytesValue(value=b"0")
+    await asyncio.sleep(0.01)  # the first message's write (a call_soon) runs meanwhile
+    HELD_YIELDED.set()
+    yield BytesValue(value=b"1")
+
+
 async def bidi(reqs: AsyncIterator[BytesValue], ctx: srv.CallContext) -> AsyncIterator[BytesValue]:
     """Echo every message; after the client half-closes, 3 more, then end."""
     async for r in reqs:
@@ -118,6 +131,7 @@ METHODS: dict[str, srv.Method] = {
     "/test.Echo/Hang": srv.Method(srv.Kind.UNARY, _decode, _encode, hang),
     "/test.Echo/Big": srv.Method(srv.Kind.UNARY, _decode, _encode, big),
     "/test.Echo/Stream": srv.Method(srv.Kind.SERVER_STREAM, _decode, _encode, stream),
+    "/test.Echo/Held": srv.Method(srv.Kind.SERVER_STREAM, _decode, _encode, held),
     "/test.Echo/Bidi": srv.Method(srv.Kind.BIDI, _decode, _encode, bidi),
     "/test.Echo/Sink": srv.Method(srv.Kind.BIDI, _decode, _encode, sink),
 }

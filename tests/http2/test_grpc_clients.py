@@ -20,7 +20,7 @@ from petcd.http2 import server as srv
 from petcd.http2.connection import H2Settings
 from petcd.http2.grpc import frame_message
 from petcd.testing.harness import require_binary, wait_for
-from tests.http2.conftest import BytesValue, Served, serve, shutdown
+from tests.http2.conftest import HELD_YIELDED, BytesValue, Served, serve, shutdown
 from tests.http2.rawclient import RawClient
 
 SER = BytesValue.SerializeToString
@@ -195,6 +195,31 @@ def test_a_streamed_answer_to_a_client_message_is_not_held_for_the_coalescing_ti
     finally:
         asks.put(None)
         answers.cancel()
+
+
+def test_a_unary_answer_brings_the_stream_tick_forward(
+    channel: grpc.Channel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A unary answer on a connection whose streamed messages wait for the
+    coalescing tick is written at once, and takes those messages with it
+    (puts beside a busy watch stream on one connection). With the tick at
+    60 s, the answer and the held message would each wait out most of it."""
+    monkeypatch.setattr(srv, "STREAM_COALESCE", 60.0)
+    HELD_YIELDED.clear()
+    stream = channel.unary_stream("/test.Echo/Held", request_serializer=SER, response_deserializer=DES)
+    messages = stream(BytesValue(), timeout=120)
+    assert next(messages).value == b"0"
+    # the loop yields "1" in the step that sets this; the request below is
+    # read in a later one, with "1" waiting for the tick
+    assert HELD_YIELDED.wait(60)
+    started = time.monotonic()
+    # answered from a task 0.2 s on, when the client has nothing more to
+    # send (reading its frames would also write what is queued)
+    slow = unary(channel, "Slow")
+    assert slow(BytesValue(value=b"0.2"), timeout=120).value == b"slept"
+    assert time.monotonic() - started < 30, "the answer waited for the stream's tick"
+    assert next(messages).value == b"1"
+    assert time.monotonic() - started < 30, "the held message waited for the tick"
 
 
 def test_asyncio_client_concurrency(served: Served) -> None:
