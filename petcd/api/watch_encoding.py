@@ -8,6 +8,7 @@ zero values left out)."""
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Iterable
 from functools import lru_cache
 
 from petcd.proto import kv_pb2
@@ -23,13 +24,18 @@ def _field_varint(tag: int, n: int) -> bytes:
 
 def header(cluster_id: int, member_id: int, revision: int, raft_term: int) -> bytes:
     """WatchResponse field 1 (the ResponseHeader), tag and length included."""
-    body = (
-        _field_varint(0x08, cluster_id)
-        + _field_varint(0x10, member_id)
-        + _field_varint(0x18, revision)
-        + _field_varint(0x20, raft_term)
-    )
+    body = _ids(cluster_id, member_id) + _field_varint(0x18, revision) + _term(raft_term)
     return b"\x0a" + varint(len(body)) + body
+
+
+@lru_cache(maxsize=16)
+def _ids(cluster_id: int, member_id: int) -> bytes:
+    return _field_varint(0x08, cluster_id) + _field_varint(0x10, member_id)
+
+
+@lru_cache(maxsize=16)
+def _term(raft_term: int) -> bytes:
+    return _field_varint(0x20, raft_term)
 
 
 def events(evs: list[kv_pb2.Event]) -> bytes:
@@ -52,6 +58,12 @@ def events(evs: list[kv_pb2.Event]) -> bytes:
 def response(header_field: bytes, watch_id: int, event_fields: bytes) -> bytes:
     """A WatchResponse carrying events."""
     return header_field + _watch_id_field(watch_id) + event_fields
+
+
+def responses(header_field: bytes, watch_ids: Iterable[int], event_fields: bytes) -> list[bytes]:
+    """response() for each of watch_ids, alike but for the id."""
+    wid = _watch_id_field
+    return [header_field + wid(i) + event_fields for i in watch_ids]
 
 
 @lru_cache(maxsize=4096)

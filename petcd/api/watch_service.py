@@ -278,7 +278,6 @@ class _Stream:
         its watchers: the same header and events, the watcher's id between."""
         s = self.s
         messages = Messages()
-        response = watch_encoding.response
         for o in out:
             if type(o) is not _Run:
                 messages.append(o)
@@ -286,7 +285,7 @@ class _Stream:
             head = watch_encoding.header(s.cluster_id, s.member_id, o.revision, s.term)
             parts = o.parts
             events = parts[0] if len(parts) == 1 else b"".join(parts)
-            messages.extend([response(head, w.id, events) for w in o.watchers])
+            messages.extend(watch_encoding.responses(head, [w.id for w in o.watchers], events))
         return messages
 
     def render(self, w: Watcher, item: WatchBatch) -> list[rpc_pb2.WatchResponse]:

@@ -8,9 +8,10 @@ from __future__ import annotations
 import base64
 import struct
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from enum import IntEnum
 from functools import lru_cache
+from typing import Any
 
 from petcd.http2 import frames as f
 
@@ -54,6 +55,18 @@ _PREFIX = struct.Struct(">BI")
 def frame_message(payload: bytes) -> bytes:
     """A gRPC message on the wire: uncompressed flag, length, payload."""
     return _PREFIX.pack(0, len(payload)) + payload
+
+
+def frame_messages(messages: Iterable[Any], encode: Callable[[Any], bytes]) -> bytes:
+    """frame_message of each message (bytes as they are, anything else
+    through encode), in one string."""
+    pack = _PREFIX.pack
+    parts: list[bytes] = []
+    for m in messages:
+        if type(m) is not bytes:
+            m = encode(m)
+        parts += (pack(0, len(m)), m)
+    return b"".join(parts)
 
 
 class Messages(list):  # type: ignore[type-arg]

@@ -45,6 +45,7 @@ from petcd.http2.grpc import (
     RpcError,
     StatusCode,
     frame_message,
+    frame_messages,
     http_error,
     metadata,
     parse_timeout,
@@ -644,7 +645,7 @@ class H2Protocol(asyncio.Protocol):
                     call.headers_sent = True
                     conn.send_headers(sid, RESPONSE_HEADERS)
                 if type(resp) is Messages:
-                    conn.send_data(sid, b"".join([frame_message(encode(m)) for m in resp]))
+                    conn.send_data(sid, frame_messages(resp, encode))
                 else:
                     conn.send_data(sid, frame_message(encode(resp)))
                 self.reset_strikes = True
