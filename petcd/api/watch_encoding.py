@@ -55,13 +55,8 @@ def events(evs: list[kv_pb2.Event]) -> bytes:
     return encoded
 
 
-def response(header_field: bytes, watch_id: int, event_fields: bytes) -> bytes:
-    """A WatchResponse carrying events."""
-    return header_field + _watch_id_field(watch_id) + event_fields
-
-
 def responses(header_field: bytes, watch_ids: Iterable[int], event_fields: bytes) -> list[bytes]:
-    """response() for each of watch_ids, alike but for the id."""
+    """A WatchResponse carrying events for each of watch_ids, alike but for the id."""
     wid = _watch_id_field
     return [header_field + wid(i) + event_fields for i in watch_ids]
 

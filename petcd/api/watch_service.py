@@ -309,8 +309,8 @@ class _Stream:
 
 @dataclass(slots=True)
 class _Run:
-    """Consecutive event batches for the same watchers, going out as one
-    response per watcher."""
+    """Event batches for the same watchers, going out as one response per
+    watcher (with the last batch's revision in its header)."""
 
     watchers: list[Watcher]
     revision: int

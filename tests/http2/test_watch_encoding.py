@@ -31,8 +31,9 @@ def test_same_bytes_as_protobuf() -> None:
             watch_id=wid,
             events=evs,
         ).SerializeToString()
-        got = watch_encoding.response(watch_encoding.header(cid, mid, rev, term), wid, watch_encoding.events(evs))
-        assert got == expected
+        head = watch_encoding.header(cid, mid, rev, term)
+        got = watch_encoding.responses(head, [wid, wid], watch_encoding.events(evs))
+        assert got == [expected, expected]
 
 
 def test_events_are_encoded_once_per_list() -> None:
