@@ -177,3 +177,19 @@ def test_fd_gauges(petcd_gw: str) -> None:
         for c in conns:
             c.close()
     wait_for(lambda: scrape(petcd_gw)["os_fd_used"] <= before["os_fd_used"], 30, "the connections' descriptors to go")
+
+
+def test_expired_leases_counted(petcd_gw: str) -> None:
+    """A lease left to expire is revoked by the leader and counted; one
+    revoked by its client is not."""
+    from petcd.testing.harness import wait_for
+
+    h = Http(petcd_gw)
+    before = scrape(petcd_gw)
+    revoked = h.post("/v3/lease/grant", {"TTL": "60"})[1]["ID"]
+    assert h.post("/v3/lease/revoke", {"ID": revoked})[0] == 200
+    assert h.post("/v3/lease/grant", {"TTL": "1"})[0] == 200
+    after = wait_for(lambda: (lambda s: s if s["etcd_debugging_lease_revoked_total"]
+                              >= before["etcd_debugging_lease_revoked_total"] + 2 else None)(scrape(petcd_gw)),
+                     30, "the lease to expire")
+    assert after["etcd_debugging_server_lease_expired_total"] == before["etcd_debugging_server_lease_expired_total"] + 1
