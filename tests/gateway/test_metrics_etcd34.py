@@ -157,3 +157,57 @@ def test_learner_promotion_counted_by_the_leader() -> None:
 
 def _id(m: Server) -> int:
     return int(m.maintenance().Status(rpc_pb2.StatusRequest(), timeout=10).header.member_id)
+
+
+def _in_progress(url: str) -> float | None:
+    """etcd_server_snapshot_apply_in_progress_total, None while the member does not serve yet."""
+    try:
+        return scrape(url)["etcd_server_snapshot_apply_in_progress_total"]
+    except (OSError, AssertionError, KeyError):
+        return None
+
+
+def test_snapshot_apply_in_progress_while_a_learner_installs_the_leaders_backend() -> None:
+    """A learner joining after the leader compacted its log gets the
+    leader's (40 MB) backend as a snapshot: the gauge is 1 while it stages
+    and installs it, 0 before and after."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with tempfile.TemporaryDirectory(prefix="petcd-snapapply-") as tmp:
+        lead = petcd_server(Path(tmp), extra=["--snapshot-count", "100"]).start()
+        new: Server | None = None
+        try:
+            kv = lead.kv()
+            for i in range(40):
+                kv.Put(rpc_pb2.PutRequest(key=b"big/%02d" % i, value=os.urandom(1_000_000)), timeout=30)
+
+            def put(i: int) -> None:
+                kv.Put(rpc_pb2.PutRequest(key=b"small/%05d" % i, value=b"v"), timeout=30)
+
+            with ThreadPoolExecutor(16) as pool:  # past the 5000 entries kept behind a raft snapshot
+                list(pool.map(put, range(5300)))
+            peer = f"http://127.0.0.1:{free_port()}"
+            out = etcdctl(lead.endpoint, "member", "add", "m2", f"--peer-urls={peer}", "--learner")
+            initial = [ln for ln in out.stdout.splitlines() if ln.startswith("ETCD_INITIAL_CLUSTER=")][0]
+            new = petcd_joiner(Path(tmp), "m2", peer, initial.split("=", 1)[1].strip('"')).launch()
+            url = new.client_url
+            seen: set[float] = set()
+            last = Http(lead.client_url).post("/v3/kv/range", {"key": b64("x")})[1]["header"]["revision"]
+
+            def caught_up() -> bool:
+                value = _in_progress(url)
+                if value is not None:
+                    seen.add(value)
+                try:
+                    rev = Http(url).post("/v3/kv/range", {"key": b64("x"), "serializable": True})[1]["header"]
+                except (OSError, KeyError, TypeError):
+                    return False
+                return rev.get("revision") == last
+
+            wait_for(caught_up, 120, "the learner to catch up", interval=0.005)
+            assert 1 in seen, seen
+            assert _in_progress(url) == 0
+            assert _in_progress(lead.client_url) == 0
+        finally:
+            for m in [lead] + ([new] if new else []):
+                m.stop()
