@@ -71,6 +71,22 @@ class ServerEvents:
     slow_applies: int = 0
     proposals_failed: int = 0
     heartbeat_send_failures: int = 0
+    # etcd_server_health_{success,failures}: /health answers, healthy or not
+    health_success: int = 0
+    health_failures: int = 0
+    # etcd_server_read_indexes_failed_total: ReadIndex rounds raft refused
+    # (no leader to ask); etcd_server_slow_read_indexes_total: rounds left
+    # unanswered long enough to be asked again, and answers that came for a
+    # round already asked again (out of date), as etcd counts its timed-out
+    # and out-of-date read indexes
+    read_indexes_failed: int = 0
+    slow_read_indexes: int = 0
+    # etcd_server_learner_promote_successes: learners this member, as
+    # leader, promoted
+    learner_promotes: int = 0
+    # etcd_server_snapshot_apply_in_progress_total (a gauge): snapshots
+    # from a leader being staged or installed right now
+    snapshot_applying: int = 0
 
 
 # etcd's warnApplyDuration
@@ -108,14 +124,30 @@ class Leases:
     granted: int = 0
     revoked: int = 0
     renewed: int = 0
+    # etcd_debugging_server_lease_expired_total: leases the leader revoked
+    # because they expired
+    expired: int = 0
     ttls: Histogram = field(default_factory=lambda: Histogram(_exponential(1, 2, 24)))
 
 
 @dataclass
 class Watches:
-    """etcd_debugging_mvcc_events_total: events handed to watch streams."""
+    """etcd_debugging_mvcc_events_total: events handed to watch streams;
+    etcd_debugging_mvcc_watch_stream_total (a gauge): Watch streams open;
+    etcd_debugging_mvcc_pending_events_total (a gauge): events queued in
+    streams' outboxes and not yet taken to be sent (once per watcher that
+    gets them, as etcd counts)."""
 
     events: int = 0
+    streams: int = 0
+    pending: int = 0
+
+
+@dataclass
+class Wal:
+    """etcd_disk_wal_write_bytes_total: bytes of records written to the WAL."""
+
+    write_bytes: int = 0
 
 
 @dataclass
@@ -125,6 +157,13 @@ class Calls:
 
     started: Counter[tuple[str, str, str]] = field(default_factory=Counter)
     handled: Counter[tuple[str, str, str, str]] = field(default_factory=Counter)
+    # grpc_server_msg_{received,sent}_total by (type, service, method):
+    # messages read and written (a unary call's request and answer count 1)
+    received: Counter[tuple[str, str, str]] = field(default_factory=Counter)
+    sent: Counter[tuple[str, str, str]] = field(default_factory=Counter)
+    # etcd_server_client_requests_total by (type: unary or stream, the
+    # client's client-api-version metadata or "unknown"): calls started
+    client_requests: Counter[tuple[str, str]] = field(default_factory=Counter)
     # grpc_server_handling_seconds by (type, service, method): kept only
     # with --metrics extensive, as etcd
     handling: dict[tuple[str, str, str], Histogram] = field(default_factory=dict)
@@ -142,6 +181,7 @@ SERVER = ServerEvents()
 HEARTBEATS = HeartbeatTimes()
 LEASES = Leases()
 WATCHES = Watches()
+WAL = Wal()
 CALLS = Calls()
 # etcd_network_peer_{sent,received}_bytes_total by peer member id: raft
 # message frames written to (queued for) and read from each peer

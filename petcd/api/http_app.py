@@ -12,6 +12,7 @@ import asyncio
 from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
+from petcd import stats
 from petcd.api import jsonpb
 from petcd.api.gateway import Gateway
 from petcd.api.http1 import Request, Response
@@ -127,6 +128,11 @@ class ClientHttp:
         if req.method != "GET":
             return method_not_allowed("GET")
         ok, _why = await self.health.health()
+        # etcd_server_health_{success,failures}
+        if ok:
+            stats.SERVER.health_success += 1
+        else:
+            stats.SERVER.health_failures += 1
         body = b'{"health":"true"}' if ok else b'{"health":"false"}'
         return Response(200 if ok else 503, list(_TEXT), body)
 

@@ -12,7 +12,10 @@ and the gateway calls those same handlers.
 from __future__ import annotations
 
 import asyncio
+import os
+import resource
 import time
+from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -22,6 +25,7 @@ from prometheus_client.exposition import generate_latest
 from prometheus_client.registry import Collector
 
 from petcd import stats
+from petcd.http2.grpc import Messages
 
 if TYPE_CHECKING:
     from petcd.server.etcd_server import EtcdServer
@@ -48,6 +52,7 @@ def counted(impl: Callable[..., Any], kind: str, path: str, extensive: bool = Fa
     service, _, method = path.lstrip("/").partition("/")
     started_key = (kind, service, method)
     started, handled = stats.CALLS.started, stats.CALLS.handled
+    received, sent, requests = stats.CALLS.received, stats.CALLS.sent, stats.CALLS.client_requests
     if extensive:
         timing = stats.CALLS.handling.setdefault(started_key, stats.Histogram(stats.HANDLING_BUCKETS))
         return _timed(counted(impl, kind, path), kind, timing)
@@ -59,6 +64,8 @@ def counted(impl: Callable[..., Any], kind: str, path: str, extensive: bool = Fa
     if kind == "unary":
         async def unary(request: Any, context: Any) -> Any:
             started[started_key] += 1
+            received[started_key] += 1
+            requests[("unary", _api_version(context))] += 1
             try:
                 resp = await impl(request, context)
             except asyncio.CancelledError:
@@ -68,16 +75,24 @@ def counted(impl: Callable[..., Any], kind: str, path: str, extensive: bool = Fa
                 done(_exc_code(exc))
                 raise
             done(0)
+            sent[started_key] += 1
             return resp
 
         return unary
 
     async def streaming(request: Any, context: Any) -> AsyncIterator[Any]:
         started[started_key] += 1
+        requests[("stream", _api_version(context))] += 1
+        if kind == "bidi_stream":
+            request = _counting(request, received, started_key)
+        else:
+            received[started_key] += 1
         code = 0
         gen = impl(request, context)
         try:
             async for item in gen:
+                # a Messages (a list of messages written at once) counts each
+                sent[started_key] += len(item) if type(item) is Messages else 1
                 yield item
         except (asyncio.CancelledError, GeneratorExit):
             code = 1
@@ -90,6 +105,24 @@ def counted(impl: Callable[..., Any], kind: str, path: str, extensive: bool = Fa
             await gen.aclose()
 
     return streaming
+
+
+async def _counting(requests: AsyncIterator[Any], received: Counter[tuple[str, str, str]],
+                    key: tuple[str, str, str]) -> AsyncIterator[Any]:
+    """A stream's requests, each counted in grpc_server_msg_received_total."""
+    async for req in requests:
+        received[key] += 1
+        yield req
+
+
+def _api_version(context: Any) -> str:
+    """etcd_server_client_requests_total's client_api_version: what the
+    client sent as client-api-version metadata (etcd's clients send their
+    major.minor), else "unknown" as etcd labels it."""
+    for k, v in context.headers:
+        if k == b"client-api-version":
+            return str(v.decode("latin-1"))
+    return "unknown"
 
 
 def _timed(impl: Callable[..., Any], kind: str, h: stats.Histogram) -> Callable[..., Any]:
@@ -175,8 +208,25 @@ class ServerCollector(Collector):
             ("etcd_server_heartbeat_send_failures_total",
              "The total number of leader heartbeat send failures (likely overloaded from slow disk).",
              srv.heartbeat_send_failures),
+            ("etcd_server_health_success", "The total number of successful health checks", srv.health_success),
+            ("etcd_server_health_failures", "The total number of failed health checks", srv.health_failures),
+            ("etcd_server_read_indexes_failed_total", "The total number of failed read indexes seen.",
+             srv.read_indexes_failed),
+            ("etcd_server_slow_read_indexes_total",
+             "The total number of pending read indexes not in sync with leader's or timed out read index requests.",
+             srv.slow_read_indexes),
+            ("etcd_server_learner_promote_successes",
+             "The total number of successful learner promotions while this member is leader.", srv.learner_promotes),
         ):
             yield CounterMetricFamily(name, doc, value=value)
+        yield _gauge("etcd_server_snapshot_apply_in_progress_total",
+                     "1 if the server is applying the incoming snapshot. 0 if none.", min(srv.snapshot_applying, 1))
+        requests = CounterMetricFamily("etcd_server_client_requests_total",
+                                       "The total number of client requests per client version.",
+                                       labels=["type", "client_api_version"])
+        for ckey, n in sorted(self.calls.client_requests.items()):
+            requests.add_metric(list(ckey), n)
+        yield requests
         yield _gauge("etcd_server_quota_backend_bytes", "Current backend storage quota size in bytes.",
                      _safe(lambda: s.cfg.quota_bytes(), 0))
         size = _safe(lambda: s.backend.size(), 0)
@@ -194,6 +244,7 @@ class ServerCollector(Collector):
             ("etcd_debugging_lease_granted_total", "The total number of granted leases.", leases.granted),
             ("etcd_debugging_lease_revoked_total", "The total number of revoked leases.", leases.revoked),
             ("etcd_debugging_lease_renewed_total", "The number of renewed leases seen by the leader.", leases.renewed),
+            ("etcd_debugging_server_lease_expired_total", "The total number of expired leases.", leases.expired),
         ):
             yield CounterMetricFamily(name, doc, value=value)
         yield _histogram("etcd_debugging_lease_ttl_total", "Bucketed histogram of lease TTLs.", leases.ttls)
@@ -201,6 +252,11 @@ class ServerCollector(Collector):
                      _safe(lambda: s.watchable.watcher_count(), 0))
         yield CounterMetricFamily("etcd_debugging_mvcc_events_total", "Total number of events sent by this member.",
                                   value=stats.WATCHES.events)
+        yield _gauge("etcd_debugging_mvcc_watch_stream_total", "Total number of watch streams.", stats.WATCHES.streams)
+        yield _gauge("etcd_debugging_mvcc_slow_watcher_total", "Total number of unsynced slow watchers.",
+                     _safe(lambda: s.watchable.unsynced_count(), 0))
+        yield _gauge("etcd_debugging_mvcc_pending_events_total", "Total number of pending events to be sent.",
+                     stats.WATCHES.pending)
         sent = CounterMetricFamily("etcd_network_peer_sent_bytes_total", "The total number of bytes sent to peers.",
                                    labels=["To"])
         for peer, n in sorted(stats.PEER_SENT.items()):
@@ -218,16 +274,20 @@ class ServerCollector(Collector):
         yield rtt
         yield _histogram("etcd_disk_wal_fsync_duration_seconds",
                          "The latency distributions of fsync called by WAL.", stats.WAL_FSYNC)
+        # a gauge in etcd 3.4
+        yield _gauge("etcd_disk_wal_write_bytes_total", "Total number of bytes written in WAL.", stats.WAL.write_bytes)
         yield _histogram("etcd_disk_backend_commit_duration_seconds",
                          "The latency distributions of commit called by backend.", stats.BACKEND_COMMIT)
         ops = stats.MVCC
         for name, doc, value in (
-            ("etcd_mvcc_range_total", "Total number of ranges seen by this member.", ops.range),
-            ("etcd_mvcc_put_total", "Total number of puts seen by this member.", ops.put),
-            ("etcd_mvcc_delete_total", "Total number of deletes seen by this member.", ops.delete),
-            ("etcd_mvcc_txn_total", "Total number of txns seen by this member.", ops.txn),
+            ("range", "Total number of ranges seen by this member.", ops.range),
+            ("put", "Total number of puts seen by this member.", ops.put),
+            ("delete", "Total number of deletes seen by this member.", ops.delete),
+            ("txn", "Total number of txns seen by this member.", ops.txn),
         ):
-            yield CounterMetricFamily(name, doc, value=value)
+            # etcd 3.4 serves each under both names
+            yield CounterMetricFamily(f"etcd_mvcc_{name}_total", doc, value=value)
+            yield CounterMetricFamily(f"etcd_debugging_mvcc_{name}_total", doc, value=value)
         started = CounterMetricFamily("grpc_server_started_total", "Total number of RPCs started on the server.",
                                       labels=["grpc_type", "grpc_service", "grpc_method"])
         for key, n in sorted(self.calls.started.items()):
@@ -239,6 +299,16 @@ class ServerCollector(Collector):
         for hkey, n in sorted(self.calls.handled.items()):
             handled.add_metric(list(hkey), n)
         yield handled
+        for mname, mdoc, counts in (
+            ("grpc_server_msg_received_total", "Total number of RPC stream messages received on the server.",
+             self.calls.received),
+            ("grpc_server_msg_sent_total", "Total number of gRPC stream messages sent by the server.", self.calls.sent),
+        ):
+            msgs = CounterMetricFamily(mname, mdoc, labels=["grpc_type", "grpc_service", "grpc_method"])
+            for mkey, n in sorted(counts.items()):
+                msgs.add_metric(list(mkey), n)
+            yield msgs
+        yield from _fds()
         if self.calls.handling:
             seconds = HistogramMetricFamily(
                 "grpc_server_handling_seconds",
@@ -247,6 +317,19 @@ class ServerCollector(Collector):
             for skey, h in sorted(self.calls.handling.items()):
                 seconds.add_metric(list(skey), [(_bound(b), n) for b, n in h.cumulative()], h.sum)
             yield seconds
+
+
+def _fds() -> Iterator[Metric]:
+    """os_fd_used and os_fd_limit (as etcd): descriptors open in this
+    process and its soft limit, read at the scrape (nothing where the
+    platform has no /proc)."""
+    try:
+        used = len(os.listdir("/proc/self/fd"))
+        limit = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    except OSError:
+        return
+    yield _gauge("os_fd_used", "The number of used file descriptors.", used)
+    yield _gauge("os_fd_limit", "The file descriptor limit.", limit)
 
 
 def _gauge(name: str, doc: str, value: float) -> GaugeMetricFamily:

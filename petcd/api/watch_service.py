@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import TypeAlias
 
+from petcd import stats
 from petcd.api import watch_encoding
 from petcd.api.errors import status_of
 from petcd.api.handler import auth_info, fill_header
@@ -44,6 +45,9 @@ CHUNK_BYTES = 4 << 20
 # Events at most in one response made by merging a watcher's queued batches.
 MERGE_EVENTS = 1000
 MERGE_BYTES = 1 << 20
+
+# etcd_debugging_mvcc_{watch_stream,pending_events}_total are kept here
+_WATCHES = stats.WATCHES
 
 ERR_DUPLICATE_WATCH_ID = "mvcc: duplicate watch ID provided on the WatchStream"
 ERR_EMPTY_WATCHER_RANGE = "mvcc: watcher range is empty"
@@ -82,6 +86,7 @@ class _Outbox(WatchSink):
             return False
         self.batches += n
         self.bytes += size
+        _WATCHES.pending += len(batch.events) * n  # etcd_debugging_mvcc_pending_events_total
         self.items.append(batch)
         self.ready.set()
         return True
@@ -99,6 +104,14 @@ class _Outbox(WatchSink):
         if not reader.cancelled() and reader.exception() is not None:
             self.failure = reader.exception()
             self.ready.set()
+
+    def discard(self) -> None:
+        """The stream ended: what it still holds will never be sent."""
+        for item in self.items:
+            if type(item) is WatchBatch:
+                _WATCHES.pending -= len(item.events) * len(item.watchers)
+        self.items.clear()
+        self.batches = self.bytes = self.controls = 0
 
     def controls_full(self) -> bool:
         return self.controls >= CONTROL_BUFFER
@@ -128,6 +141,7 @@ class _Outbox(WatchSink):
                     self.items.popleft()
                 self.batches -= k
                 self.bytes -= item.size * k
+                _WATCHES.pending -= len(item.events) * k
                 responses += k
                 size += item.size * k
             else:
@@ -228,6 +242,7 @@ class _Stream:
         for w in self.watchers.values():
             self.store.cancel(w)
         self.watchers.clear()
+        self.out.discard()
 
     def render_all(self, items: list[rpc_pb2.WatchResponse | WatchBatch]) -> Messages:
         """The responses for a run of queued items, in order. Each watcher
@@ -348,6 +363,7 @@ class WatchService:
         # a failed reader ends the stream with its error (through take).
         reader.add_done_callback(stream.out.reader_done)
         ticker = asyncio.create_task(self._progress(stream))
+        _WATCHES.streams += 1  # etcd_debugging_mvcc_watch_stream_total; less one in finally
         try:
             while True:
                 # one yield per take: the front end writes the lot at once
@@ -356,6 +372,7 @@ class WatchService:
             reader.cancel()
             ticker.cancel()
             stream.close()
+            _WATCHES.streams -= 1
 
     async def _denied(self, c: rpc_pb2.WatchCreateRequest, context: Ctx) -> str:
         """Why the stream's user may not watch c's range ("" if it may): the

@@ -241,6 +241,11 @@ class WatchableStore:
         """Watchers registered, synced or catching up (etcd_debugging_mvcc_watcher_total)."""
         return sum(g.count for g in self._groups.values()) + len(self._unsynced)
 
+    def unsynced_count(self) -> int:
+        """Watchers catching up from history, behind the store's revision
+        (etcd_debugging_mvcc_slow_watcher_total)."""
+        return len(self._unsynced)
+
     def synced_watchers(self) -> list[Watcher]:
         return [w for g in self._groups.values() for w in g.watchers()]
 

@@ -15,6 +15,7 @@ import json
 import time
 from collections.abc import Awaitable, Callable
 
+from petcd import stats
 from petcd.raft import ConfChange, ConfChangeType, StateType, Status
 from petcd.server import ids
 from petcd.server.config import ConfigError, ServerConfig
@@ -198,6 +199,7 @@ class ClusterManager:
         if mine is None or theirs is None or theirs.match < mine.match * 0.9:
             raise ErrLearnerNotReady()
         await self._propose(ConfChange(ConfChangeType.ConfChangeAddNode, member_id))
+        stats.SERVER.learner_promotes += 1  # etcd_server_learner_promote_successes
 
     async def move_leader(self, target: int) -> None:
         self._check_running()

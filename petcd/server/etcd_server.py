@@ -438,7 +438,11 @@ class EtcdServer:
         self.conf_state = snap.metadata.conf_state
         if not snap.data:
             return
-        state = self.snapshots.open_state(snap, self.state)
+        stats.SERVER.snapshot_applying += 1  # etcd_server_snapshot_apply_in_progress_total
+        try:
+            state = self.snapshots.open_state(snap, self.state)
+        finally:
+            stats.SERVER.snapshot_applying -= 1
         self._install_state(state)
         self.background.spawn(self._rebuild_lease_keys(state), "lease-keys")
         self.applied_index = max(self.applied_index, self.consistent_index, snap.metadata.index)

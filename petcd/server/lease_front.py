@@ -18,6 +18,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from petcd import stats
 from petcd.auth.tokens import AuthInfo
 from petcd.lease.lessor import ErrLeaseNotFound
 from petcd.proto import raft_internal_pb2, rpc_pb2
@@ -134,6 +135,8 @@ class LeaseFront:
             await self.revoke(rpc_pb2.LeaseRevokeRequest(ID=lease_id))
         except Exception as exc:  # tried again on the next pass while it is still expired
             log.warning("revoking expired lease %x failed: %s", lease_id, exc)
+            return
+        stats.LEASES.expired += 1  # etcd_debugging_server_lease_expired_total
 
 
 def _forget(ids: set[int], lease_id: int, _done: asyncio.Task[None]) -> None:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import functools
 
+from petcd import stats
 from petcd.raft import ProposalDropped, ReadState
 from petcd.server.errors import ErrTimeout, ErrTimeoutDueToLeaderFail
 from petcd.server.raft_node import RaftNode
@@ -96,6 +97,7 @@ class ReadIndex:
         try:
             self._node.read_index(ctx)
         except ProposalDropped:
+            stats.SERVER.read_indexes_failed += 1  # etcd_server_read_indexes_failed_total
             fut.set_exception(RoundLost())
             return
         self._rounds[ctx] = fut
@@ -112,6 +114,8 @@ class ReadIndex:
             del self._sent_at[ctx]
             if fut is None or fut.done():
                 continue
+            # etcd counts a read index that timed out as slow
+            stats.SERVER.slow_read_indexes += 1  # etcd_server_slow_read_indexes_total
             self._send(fut)
 
     def on_read_states(self, states: list[ReadState]) -> None:
@@ -121,6 +125,9 @@ class ReadIndex:
             fut = self._rounds.pop(rs.request_ctx, None)
             self._sent_at.pop(rs.request_ctx, None)
             if fut is None:
+                # an out-of-date answer (to a round since asked again or
+                # failed over), which etcd counts as slow too
+                stats.SERVER.slow_read_indexes += 1  # etcd_server_slow_read_indexes_total
                 continue
             waiter = self._applied_wait.wait(rs.index)
             waiter.add_done_callback(functools.partial(_chain, dst=fut))

@@ -22,6 +22,7 @@ import asyncio
 import logging
 from collections.abc import Callable
 
+from petcd import stats
 from petcd.raft import ConfState, Message, Snapshot, SnapshotMetadata
 from petcd.server.cluster import load_membership
 from petcd.server.config import ServerConfig
@@ -174,7 +175,13 @@ class RaftSnapshots:
         install that follows (a rename) holds the loop."""
         async with self._staging:
             if m.snapshot is not None and self._snapshot_news(m):
-                why = await asyncio.to_thread(stage_backend, m.snapshot, self.cfg.backend_path())
+                # etcd_server_snapshot_apply_in_progress_total: staging is
+                # most of the install's work (the rename that follows is quick)
+                stats.SERVER.snapshot_applying += 1
+                try:
+                    why = await asyncio.to_thread(stage_backend, m.snapshot, self.cfg.backend_path())
+                finally:
+                    stats.SERVER.snapshot_applying -= 1
                 if why is not None:
                     log.warning("ignored a snapshot [index %d] from %x: %s", m.snapshot.metadata.index, m.from_, why)
                     return False

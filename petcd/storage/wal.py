@@ -704,6 +704,7 @@ class WAL:
             raise
         self._offset += n
         self._chain = _chain(self._chain, pcrc)
+        stats.WAL.write_bytes += n  # etcd_disk_wal_write_bytes_total
 
     def _cut(self) -> None:
         """Seal the current segment and continue in a new one, named after

@@ -60,3 +60,26 @@ def test_take_splits_by_bytes_too() -> None:
         sizes.append(sum(len(b.watchers) for b in asyncio.run(out.take()) if isinstance(b, WatchBatch)))
     assert sizes == [4, 4, 2]
     assert out.bytes == 0
+
+
+def test_pending_events_count_each_watchers_copy_until_taken_or_discarded() -> None:
+    """etcd_debugging_mvcc_pending_events_total: a batch's events once per
+    watcher while queued; a split take takes off its part; what a closed
+    stream still held is no longer pending; a refused batch never was."""
+    from petcd import stats
+
+    out = _outbox()
+    start = stats.WATCHES.pending
+    n = CHUNK_ITEMS + 3
+    two = _batch(out, n, 2)
+    two.events = two.events * 2
+    assert out.offer(two)
+    assert stats.WATCHES.pending == start + 2 * n
+    asyncio.run(out.take())  # a chunk's worth of the watchers
+    assert stats.WATCHES.pending == start + 2 * 3
+    assert out.offer(_batch(out, 4, 3))
+    assert not out.offer(_batch(out, STREAM_BUFFER, 4))  # refused: never pending
+    assert stats.WATCHES.pending == start + 2 * 3 + 4
+    out.discard()
+    assert stats.WATCHES.pending == start
+    assert not out.items and out.batches == 0

@@ -39,7 +39,16 @@ def test_metrics_parse_and_move(petcd_gw: str) -> None:
     for i in range(3):
         assert h.post("/v3/kv/put", {"key": b64(f"metric{i}"), "value": b64("v")})[0] == 200
     h.post("/v3/kv/range", {"key": b64("metric0")})
+    assert h.post("/v3/kv/deleterange", {"key": b64("metric0")})[0] == 200
+    assert h.post("/v3/kv/txn", {"success": [{"request_put": {"key": b64("metric0"), "value": b64("w")}}]})[0] == 200
+    assert h.post("/v3/kv/put", {"key": b64("big"), "value": b64("x" * 10_000)})[0] == 200
     after = scrape(petcd_gw)
+    # etcd 3.4 serves the mvcc operation counts under both names
+    for op in ("put", "range", "delete", "txn"):
+        assert after[f"etcd_debugging_mvcc_{op}_total"] == after[f"etcd_mvcc_{op}_total"]
+        assert after[f"etcd_debugging_mvcc_{op}_total"] > before[f"etcd_debugging_mvcc_{op}_total"], op
+    # the entries (keys, values, framing) went to the WAL
+    assert after["etcd_disk_wal_write_bytes_total"] >= before["etcd_disk_wal_write_bytes_total"] + 10_000
     assert after["etcd_mvcc_put_total"] >= before["etcd_mvcc_put_total"] + 3
     assert after["etcd_mvcc_range_total"] > before["etcd_mvcc_range_total"]
     assert after["etcd_disk_wal_fsync_duration_seconds_count"] >= before["etcd_disk_wal_fsync_duration_seconds_count"] + 3
@@ -57,7 +66,9 @@ def test_version(petcd_gw: str) -> None:
 
 def test_health_turns_with_nospace_alarm(petcd_gw: str) -> None:
     h = Http(petcd_gw)
+    before = scrape(petcd_gw)
     assert h.request("GET", "/health")[::2] == (200, b'{"health":"true"}')
+    assert scrape(petcd_gw)["etcd_server_health_success_total"] == before["etcd_server_health_success_total"] + 1
     assert h.request("GET", "/livez")[::2] == (200, b"ok")
     assert h.request("GET", "/readyz")[::2] == (200, b"ok")
     member = h.post("/v3/maintenance/status", {})[1]["header"]["member_id"]
@@ -65,6 +76,9 @@ def test_health_turns_with_nospace_alarm(petcd_gw: str) -> None:
     assert h.post("/v3/maintenance/alarm", {"action": "ACTIVATE", **alarm})[0] == 200
     try:
         assert h.request("GET", "/health")[::2] == (503, b'{"health":"false"}')
+        after = scrape(petcd_gw)
+        assert after["etcd_server_health_failures_total"] == before["etcd_server_health_failures_total"] + 1
+        assert after["etcd_server_health_success_total"] == before["etcd_server_health_success_total"] + 1
         status, body = h.post("/v3/kv/put", {"key": b64("full"), "value": b64("x")})
         assert (status, body["code"], body["error"]) == (429, 8, "etcdserver: mvcc: database space exceeded")
     finally:
@@ -107,3 +121,75 @@ def test_grpc_calls_counted(petcd_gw: str) -> None:
     assert after[key % ("InvalidArgument", "Put")] == before.get(key % ("InvalidArgument", "Put"), 0) + 1
     started = "grpc_server_started_total{grpc_method=Range,grpc_service=etcdserverpb.KV,grpc_type=unary}"
     assert after[started] == before.get(started, 0) + 1
+    # a unary call: one message each way (none sent for the failed Put), as go-grpc-prometheus
+    msgs = "grpc_server_msg_%s_total{grpc_method=%s,grpc_service=etcdserverpb.KV,grpc_type=unary}"
+    assert after[msgs % ("received", "Range")] == before.get(msgs % ("received", "Range"), 0) + 1
+    assert after[msgs % ("sent", "Range")] == before.get(msgs % ("sent", "Range"), 0) + 1
+    assert after[msgs % ("received", "Put")] == before.get(msgs % ("received", "Put"), 0) + 1
+    assert after.get(msgs % ("sent", "Put"), 0) == before.get(msgs % ("sent", "Put"), 0)
+    # the Python client sends no client-api-version: etcd labels that unknown
+    unary = "etcd_server_client_requests_total{client_api_version=unknown,type=unary}"
+    assert after[unary] >= before.get(unary, 0) + 2
+
+
+def test_client_requests_by_api_version_and_stream_messages(petcd_gw: str) -> None:
+    """etcd_server_client_requests_total counts calls (a stream once) by the
+    client's client-api-version; a stream's messages count one by one."""
+    import grpc
+
+    from petcd.proto import rpc_pb2, rpc_pb2_grpc
+
+    md = [("client-api-version", "3.4")]
+    unary = "etcd_server_client_requests_total{client_api_version=3.4,type=unary}"
+    stream = "etcd_server_client_requests_total{client_api_version=3.4,type=stream}"
+    watch = "grpc_server_msg_%s_total{grpc_method=Watch,grpc_service=etcdserverpb.Watch,grpc_type=bidi_stream}"
+    before = scrape(petcd_gw)
+    with grpc.insecure_channel(petcd_gw.removeprefix("http://")) as ch:
+        rpc_pb2_grpc.KVStub(ch).Range(rpc_pb2.RangeRequest(key=b"x"), timeout=10, metadata=md)
+        creates = [rpc_pb2.WatchRequest(create_request=rpc_pb2.WatchCreateRequest(key=b"msg/%d" % i)) for i in range(2)]
+        calls = rpc_pb2_grpc.WatchStub(ch).Watch(iter(creates), timeout=10, metadata=md)
+        got = iter(calls)
+        assert next(got).created and next(got).created
+        rpc_pb2_grpc.KVStub(ch).Put(rpc_pb2.PutRequest(key=b"msg/0", value=b"v"), timeout=10)
+        assert len(next(got).events) == 1
+        after = scrape(petcd_gw)
+        calls.cancel()
+    assert after[unary] == before.get(unary, 0) + 1
+    assert after[stream] == before.get(stream, 0) + 1
+    assert after[watch % "received"] == before.get(watch % "received", 0) + 2
+    assert after[watch % "sent"] == before.get(watch % "sent", 0) + 3  # two created, one event
+
+
+def test_fd_gauges(petcd_gw: str) -> None:
+    """os_fd_used counts the member's open descriptors (each client
+    connection is one more); os_fd_limit is its RLIMIT_NOFILE soft limit."""
+    import socket
+
+    from petcd.testing.harness import wait_for
+
+    before = scrape(petcd_gw)
+    assert 0 < before["os_fd_used"] < before["os_fd_limit"]
+    host, port = petcd_gw.removeprefix("http://").rsplit(":", 1)
+    conns = [socket.create_connection((host, int(port)), timeout=10) for _ in range(5)]
+    try:
+        wait_for(lambda: scrape(petcd_gw)["os_fd_used"] >= before["os_fd_used"] + 5, 30, "5 more descriptors")
+    finally:
+        for c in conns:
+            c.close()
+    wait_for(lambda: scrape(petcd_gw)["os_fd_used"] <= before["os_fd_used"], 30, "the connections' descriptors to go")
+
+
+def test_expired_leases_counted(petcd_gw: str) -> None:
+    """A lease left to expire is revoked by the leader and counted; one
+    revoked by its client is not."""
+    from petcd.testing.harness import wait_for
+
+    h = Http(petcd_gw)
+    before = scrape(petcd_gw)
+    revoked = h.post("/v3/lease/grant", {"TTL": "60"})[1]["ID"]
+    assert h.post("/v3/lease/revoke", {"ID": revoked})[0] == 200
+    assert h.post("/v3/lease/grant", {"TTL": "1"})[0] == 200
+    after = wait_for(lambda: (lambda s: s if s["etcd_debugging_lease_revoked_total"]
+                              >= before["etcd_debugging_lease_revoked_total"] + 2 else None)(scrape(petcd_gw)),
+                     30, "the lease to expire")
+    assert after["etcd_debugging_server_lease_expired_total"] == before["etcd_debugging_server_lease_expired_total"] + 1

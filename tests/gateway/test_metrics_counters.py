@@ -88,6 +88,7 @@ def test_watch_counters(members: tuple[Server, Server]) -> None:
         got = iter(stream)
         assert next(got).created
         assert scrape(url)["etcd_debugging_mvcc_watcher_total"] == 1
+        assert scrape(url)["etcd_debugging_mvcc_watch_stream_total"] == before["etcd_debugging_mvcc_watch_stream_total"] + 1
         for i in range(3):
             leader.kv().Put(rpc_pb2.PutRequest(key=f"w/{i}".encode(), value=b"v"), timeout=10)
         seen = 0
@@ -98,6 +99,44 @@ def test_watch_counters(members: tuple[Server, Server]) -> None:
         stop.set()
         stream.cancel()
     wait_for(lambda: scrape(url)["etcd_debugging_mvcc_watcher_total"] == 0, 30, "the watcher to go")
+    wait_for(lambda: scrape(url)["etcd_debugging_mvcc_watch_stream_total"] == 0, 30, "the stream to go")
+
+
+def test_slow_watcher_and_pending_events(members: tuple[Server, Server]) -> None:
+    """A client that does not read its watch stream: once flow control
+    stops the stream, events wait in its outbox (pending) until it is full,
+    and the watcher is parked behind the store (a slow watcher); reading
+    again drains both."""
+    leader, _ = members
+    url = leader.client_url
+    before = scrape(url)
+    assert before["etcd_debugging_mvcc_slow_watcher_total"] == 0
+    assert before["etcd_debugging_mvcc_pending_events_total"] == 0
+    stop = threading.Event()
+
+    def requests() -> Iterator[rpc_pb2.WatchRequest]:
+        yield rpc_pb2.WatchRequest(create_request=rpc_pb2.WatchCreateRequest(key=b"slow-w/", range_end=b"slow-w0"))
+        stop.wait(120)
+
+    stream = rpc_pb2_grpc.WatchStub(leader.channel()).Watch(requests(), timeout=120)
+    n = 40
+    try:
+        got = iter(stream)
+        assert next(got).created
+        for i in range(n):  # 40 MB: far over what the transport and the outbox hold
+            leader.kv().Put(rpc_pb2.PutRequest(key=b"slow-w/%d" % i, value=b"x" * 1_000_000), timeout=30)
+        seen = scrape(url)
+        assert seen["etcd_debugging_mvcc_pending_events_total"] > 0
+        assert seen["etcd_debugging_mvcc_slow_watcher_total"] == 1
+        count = 0
+        while count < n:
+            count += len(next(got).events)
+        wait_for(lambda: (lambda s: s["etcd_debugging_mvcc_slow_watcher_total"] == 0
+                          and s["etcd_debugging_mvcc_pending_events_total"] == 0)(scrape(url)), 30, "the backlog to drain")
+    finally:
+        stop.set()
+        stream.cancel()
+    wait_for(lambda: scrape(url)["etcd_debugging_mvcc_watch_stream_total"] == 0, 30, "the stream to go")
 
 
 def test_peer_bytes(members: tuple[Server, Server]) -> None:
