@@ -5,7 +5,10 @@ Grant and revoke are raft requests, so every member holds the same leases
 and the same keys per lease; the grant's id is chosen here, once, so every
 member applies the same. Keep-alives and TTL queries are the leader's (the
 remaining TTL lives in the leader's lessor): a follower forwards them to the
-leader's client URL. Expiry is the leader's too: every 0.5 s the leader
+leader over the peer port, and as etcd does it keeps trying until the
+request timeout (waiting for an election, retrying a leader that does not
+answer), so a keep-alive rides out a change of leader instead of failing.
+Expiry is the leader's too: every 0.5 s the leader
 proposes the revocation of each expired lease, so every member deletes its
 keys at the same revision. Runs on the event loop only.
 """
@@ -22,7 +25,7 @@ from petcd import stats
 from petcd.auth.tokens import AuthInfo
 from petcd.lease.lessor import ErrLeaseNotFound
 from petcd.proto import raft_internal_pb2, rpc_pb2
-from petcd.server.errors import ErrNoLeader
+from petcd.server.errors import ErrNoLeader, ErrTimeout, ErrTooManyRequests
 from petcd.server.ids import RequestIds
 from petcd.server.leader_client import LeaderClient
 from petcd.server.raft_node import RaftNode
@@ -30,6 +33,13 @@ from petcd.server.state import MemberState
 from petcd.server.tasks import TaskGroup
 
 log = logging.getLogger("petcd.server")
+
+# etcd's pause between two attempts to reach the leader for a forwarded
+# lease call (a leader that does not answer, or none elected yet)
+RETRY_PAUSE = 0.05
+# What a forwarded lease call retries until the request timeout: the leader
+# not known, not answering, or too busy; a lease error is the answer.
+_RETRIED = (ErrNoLeader, ErrTimeout, ErrTooManyRequests)
 
 
 class LeaseFront:
@@ -84,15 +94,25 @@ class LeaseFront:
 
     async def renew(self, lease_id: int) -> int:
         self._check_running()
-        if self.node.is_leader():
-            return self._state().lessor.renew(lease_id)
-        return await self.leader_client.renew(self.leader_id(), lease_id, self.request_timeout)
+        deadline = asyncio.get_running_loop().time() + self.request_timeout
+        while not self.node.is_leader():
+            leader = await self._wait_leader(deadline)
+            try:
+                return await self.leader_client.renew(leader, lease_id, self._left(deadline))
+            except _RETRIED:
+                await self._pause(deadline)
+        return self._state().lessor.renew(lease_id)
 
     async def time_to_live(self, req: rpc_pb2.LeaseTimeToLiveRequest) -> rpc_pb2.LeaseTimeToLiveResponse:
         await self.linearizable_read()
-        if not self.node.is_leader():
+        deadline = asyncio.get_running_loop().time() + self.request_timeout
+        while not self.node.is_leader():
             # the remaining TTL lives in the leader's lessor
-            return await self.leader_client.time_to_live(self.leader_id(), req, self.request_timeout)
+            leader = await self._wait_leader(deadline)
+            try:
+                return await self.leader_client.time_to_live(leader, req, self._left(deadline))
+            except _RETRIED:
+                await self._pause(deadline)
         state = self._state()
         if req.keys:
             state.lease_keys.finish()
@@ -114,6 +134,30 @@ class LeaseFront:
         if lead not in self._state().membership.members:
             raise ErrNoLeader()
         return lead
+
+    async def _wait_leader(self, deadline: float) -> int:
+        """The leader's member id once there is one; "no leader" if none is
+        elected before the deadline (etcd's waitLeader)."""
+        while True:
+            self._check_running()
+            try:
+                return self.leader_id()
+            except ErrNoLeader:
+                if self._left(deadline) <= 0:
+                    raise
+            await asyncio.sleep(min(RETRY_PAUSE, self._left(deadline)))
+
+    async def _pause(self, deadline: float) -> None:
+        """Between two attempts at the leader; "request timed out" once the
+        deadline has passed (etcd's answer when the leader never answered)."""
+        self._check_running()
+        if self._left(deadline) <= 0:
+            raise ErrTimeout()
+        await asyncio.sleep(min(RETRY_PAUSE, self._left(deadline)))
+
+    @staticmethod
+    def _left(deadline: float) -> float:
+        return deadline - asyncio.get_running_loop().time()
 
     async def expirer(self) -> None:
         """The leader revokes expired leases through raft, so every member

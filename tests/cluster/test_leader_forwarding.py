@@ -118,6 +118,25 @@ def test_renewals_follow_the_leadership_when_it_moves(cluster: list[Server]) -> 
         assert 55 <= ttl.TTL <= 60 and ttl.grantedTTL == 60
 
 
+def test_a_renewal_through_a_follower_rides_out_the_leaders_death(cluster: list[Server]) -> None:
+    """As etcd, a follower keeps trying the leader until the request
+    timeout: a keep-alive and a TTL query sent the moment the leader dies
+    wait for the next election and are answered, instead of failing with
+    "no leader" (a client's keep-alive would otherwise lose its turn, and a
+    short lease could expire)."""
+    old = leader(cluster)
+    follower = a_follower(cluster)
+    lease = rpc_pb2_grpc.LeaseStub(follower.channel())
+    granted = lease.LeaseGrant(rpc_pb2.LeaseGrantRequest(TTL=60), timeout=30)
+    old.kill()
+    with ThreadPoolExecutor(2) as pool:
+        renewed = pool.submit(keepalive_once, lease, granted.ID)
+        ttl = pool.submit(lease.LeaseTimeToLive, rpc_pb2.LeaseTimeToLiveRequest(ID=granted.ID), timeout=30)
+        assert renewed.result(60).TTL == 60
+        assert ttl.result(60).grantedTTL == 60
+    assert leader([m for m in cluster if m is not old]) is not old
+
+
 def outcomes(members: list[Server], lead: Server, follower: Server, learner_peer: str) -> dict[str, object]:
     """What a client sees asking a follower the things only the leader answers."""
     lease = rpc_pb2_grpc.LeaseStub(follower.channel())
