@@ -19,7 +19,7 @@ import asyncio
 import functools
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, TypeVar
 
 from petcd import stats
 from petcd.auth.tokens import AuthInfo
@@ -33,6 +33,8 @@ from petcd.server.state import MemberState
 from petcd.server.tasks import TaskGroup
 
 log = logging.getLogger("petcd.server")
+
+T = TypeVar("T")
 
 # etcd's pause between two attempts to reach the leader for a forwarded
 # lease call (a leader that does not answer, or none elected yet)
@@ -94,25 +96,16 @@ class LeaseFront:
 
     async def renew(self, lease_id: int) -> int:
         self._check_running()
-        deadline = asyncio.get_running_loop().time() + self.request_timeout
-        while not self.node.is_leader():
-            leader = await self._wait_leader(deadline)
-            try:
-                return await self.leader_client.renew(leader, lease_id, self._left(deadline))
-            except _RETRIED:
-                await self._pause(deadline)
-        return self._state().lessor.renew(lease_id)
+        ttl = await self._from_leader(lambda leader, timeout: self.leader_client.renew(leader, lease_id, timeout))
+        return ttl if ttl is not None else self._state().lessor.renew(lease_id)
 
     async def time_to_live(self, req: rpc_pb2.LeaseTimeToLiveRequest) -> rpc_pb2.LeaseTimeToLiveResponse:
         await self.linearizable_read()
-        deadline = asyncio.get_running_loop().time() + self.request_timeout
-        while not self.node.is_leader():
-            # the remaining TTL lives in the leader's lessor
-            leader = await self._wait_leader(deadline)
-            try:
-                return await self.leader_client.time_to_live(leader, req, self._left(deadline))
-            except _RETRIED:
-                await self._pause(deadline)
+        # the remaining TTL lives in the leader's lessor
+        forwarded = await self._from_leader(
+            lambda leader, timeout: self.leader_client.time_to_live(leader, req, timeout))
+        if forwarded is not None:
+            return forwarded
         state = self._state()
         if req.keys:
             state.lease_keys.finish()
@@ -134,6 +127,20 @@ class LeaseFront:
         if lead not in self._state().membership.members:
             raise ErrNoLeader()
         return lead
+
+    async def _from_leader(self, ask: Callable[[int, float], Awaitable[T]]) -> T | None:
+        """ask(leader id, seconds left) until the leader answers, as etcd
+        asks: through elections and a leader that does not answer, until
+        the request timeout (see _RETRIED); None once this member leads
+        (the caller answers from its own lessor)."""
+        deadline = asyncio.get_running_loop().time() + self.request_timeout
+        while not self.node.is_leader():
+            leader = await self._wait_leader(deadline)
+            try:
+                return await ask(leader, self._left(deadline))
+            except _RETRIED:
+                await self._pause(deadline)
+        return None
 
     async def _wait_leader(self, deadline: float) -> int:
         """The leader's member id once there is one; "no leader" if none is

@@ -11,6 +11,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -72,18 +73,23 @@ def test_lease_counters(members: tuple[Server, Server]) -> None:
     assert after["etcd_debugging_lease_revoked_total"] == before["etcd_debugging_lease_revoked_total"] + 1
 
 
+def _watch(server: Server, key: bytes, range_end: bytes, stop: threading.Event, seconds: float) -> Any:
+    """A Watch stream with one watcher on [key, range_end), open until stop is set."""
+
+    def requests() -> Iterator[rpc_pb2.WatchRequest]:
+        yield rpc_pb2.WatchRequest(create_request=rpc_pb2.WatchCreateRequest(key=key, range_end=range_end))
+        stop.wait(seconds)
+
+    return rpc_pb2_grpc.WatchStub(server.channel()).Watch(requests(), timeout=seconds)
+
+
 def test_watch_counters(members: tuple[Server, Server]) -> None:
     leader, _ = members
     url = leader.client_url
     before = scrape(url)
     assert before["etcd_debugging_mvcc_watcher_total"] == 0
     stop = threading.Event()
-
-    def requests() -> Iterator[rpc_pb2.WatchRequest]:
-        yield rpc_pb2.WatchRequest(create_request=rpc_pb2.WatchCreateRequest(key=b"w/", range_end=b"w0"))
-        stop.wait(60)
-
-    stream = rpc_pb2_grpc.WatchStub(leader.channel()).Watch(requests(), timeout=60)
+    stream = _watch(leader, b"w/", b"w0", stop, 60)
     try:
         got = iter(stream)
         assert next(got).created
@@ -113,12 +119,7 @@ def test_slow_watcher_and_pending_events(members: tuple[Server, Server]) -> None
     assert before["etcd_debugging_mvcc_slow_watcher_total"] == 0
     assert before["etcd_debugging_mvcc_pending_events_total"] == 0
     stop = threading.Event()
-
-    def requests() -> Iterator[rpc_pb2.WatchRequest]:
-        yield rpc_pb2.WatchRequest(create_request=rpc_pb2.WatchCreateRequest(key=b"slow-w/", range_end=b"slow-w0"))
-        stop.wait(120)
-
-    stream = rpc_pb2_grpc.WatchStub(leader.channel()).Watch(requests(), timeout=120)
+    stream = _watch(leader, b"slow-w/", b"slow-w0", stop, 120)
     n = 40
     try:
         got = iter(stream)
