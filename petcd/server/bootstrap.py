@@ -19,13 +19,14 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from petcd.raft import ConfState
+from petcd.raft import ConfState, Snapshot
 from petcd.server.cluster import joined_membership, load_membership, new_membership, store_members
 from petcd.server.config import ServerConfig
 from petcd.server.membership import Membership
 from petcd.server.raft_storage import RaftStorage, WalIdentity
 from petcd.server.state import MemberState, open_backend
 from petcd.storage.backend import Backend
+from petcd.storage.errors import WalError
 from petcd.storage.fsutil import DirPermissionError, check_dir_permission, make_private_dirs
 
 log = logging.getLogger("petcd.server.bootstrap")
@@ -85,6 +86,9 @@ def _restart(cfg: ServerConfig) -> Bootstrapped:
         raft_storage.close()
         raise
     snap = rec.snapshot
+    applied, applied_term = state.backend.consistent_index()
+    if applied > raft_storage.log.last_index():
+        snap = _catch_up_to_backend(raft_storage, state, applied, applied_term)
     if snap is None and raft_storage.log.last_index() == 0 and rec.hard_state.term == 0:
         # the WAL was created but raft never recorded anything (the first
         # start failed right after creating it): nothing happened yet, so
@@ -93,10 +97,30 @@ def _restart(cfg: ServerConfig) -> Bootstrapped:
         log.info("member %x never started raft: starting it now", rec.identity.member_id)
         return Bootstrapped(raft_storage, state, peers, 0)
     log.info("restarting member %x in cluster %x at commit %d", rec.identity.member_id,
-             rec.identity.cluster_id, rec.hard_state.commit)
+             rec.identity.cluster_id, raft_storage.log.hard_state.commit)
     if snap is None:
         return Bootstrapped(raft_storage, state, [], 0)
     return Bootstrapped(raft_storage, state, [], snap.metadata.index, snap.metadata.conf_state)
+
+
+def _catch_up_to_backend(raft_storage: RaftStorage, state: MemberState, index: int, term: int) -> Snapshot:
+    """The WAL lost entries the backend had applied (see
+    RaftStorage.catch_up_to_backend): raft restarts from the backend."""
+    last = raft_storage.log.last_index()
+    try:
+        if term == 0:
+            raise WalError(f"wal: the WAL ends at index {last} but the backend holds index {index} "
+                           "with no term recorded: cannot start raft from the backend")
+        members = state.membership.members.values()
+        conf_state = ConfState(sorted(m.id for m in members if not m.is_learner),
+                               sorted(m.id for m in members if m.is_learner))
+        log.warning("the WAL ends at index %d but the backend holds index %d (term %d): the WAL lost its "
+                    "tail; raft restarts from a snapshot of the backend at %d", last, index, term, index)
+        return raft_storage.catch_up_to_backend(index, term, conf_state)
+    except BaseException:
+        state.close()
+        raft_storage.close()
+        raise
 
 
 async def _join(cfg: ServerConfig) -> Bootstrapped:

@@ -12,7 +12,7 @@ import logging
 import struct
 from dataclasses import dataclass
 
-from petcd.raft import ConfState, Entry, HardState, MemoryStorage, Snapshot
+from petcd.raft import ConfState, Entry, HardState, MemoryStorage, Snapshot, SnapshotMetadata
 from petcd.storage.fsutil import make_private_dirs
 from petcd.storage.snap import Snapshotter
 from petcd.storage.wal import WAL, WalSnapshot
@@ -103,6 +103,24 @@ class RaftStorage:
             self.log.set_hard_state(hard_state)
         if entries:
             self.log.append(entries)
+
+    def catch_up_to_backend(self, index: int, term: int, conf_state: ConfState) -> Snapshot:
+        """Start raft from a snapshot at (index, term), the backend's applied
+        entry, when the WAL ends before it (its tail was lost under a file
+        system that failed: an aborted journal, a repair by fsck).
+
+        Without this, raft would hand out indexes the backend already holds,
+        and the applier, which skips what the backend holds, would drop
+        every new write unanswered. The backend is the state as of index, so
+        a raft snapshot there (the same empty-data kind a member takes every
+        snapshot-count entries) is true: made durable (snap file, WAL
+        marker, hard state: one fsync) before raft starts."""
+        snap = Snapshot(b"", SnapshotMetadata(conf_state, index, term))
+        hs = self.log.hard_state
+        hs = HardState(max(hs.term, term), hs.vote if hs.term >= term else 0, max(hs.commit, index))
+        self.persist(hs, [], snap)
+        self.append_to_log(hs, [], snap)
+        return snap
 
     def snapshot_at(self, index: int, conf_state: ConfState, data: bytes) -> Snapshot:
         """Record a raft snapshot of the applied state at index, then compact

@@ -325,7 +325,10 @@ def test_a_disk_fault_under_load_stops_the_member_and_loses_no_acknowledged_writ
         assert not missing, f"{len(missing)} of {len(acked)} acknowledged writes lost, e.g. {missing[:3]}"
         assert not wrong, f"{len(wrong)} acknowledged writes changed revision, e.g. {wrong[:3]}"
         # And the member takes writes again.
-        server.kv().Put(rpc_pb2.PutRequest(key=b"after/repair", value=b"1"), timeout=30)
+        try:
+            server.kv().Put(rpc_pb2.PutRequest(key=b"after/repair", value=b"1"), timeout=30)
+        except grpc.RpcError as exc:
+            pytest.fail(f"no write after the repair: {exc}\n--- petcd log ---\n{server.log_tail()}")
         assert server.stop() == 0
     finally:
         server.kill()
