@@ -150,6 +150,16 @@ class Wal:
     write_bytes: int = 0
 
 
+@dataclass(slots=True)
+class ClientBytes:
+    """etcd_network_client_grpc_{sent,received}_bytes_total: the encoded
+    size of every gRPC message written to and read from clients on the
+    client port (the 5-byte length prefix aside, as etcd counts)."""
+
+    sent: int = 0
+    received: int = 0
+
+
 @dataclass
 class Calls:
     """RPCs started, by (type, service, method), and handled, by (type,
@@ -176,6 +186,23 @@ HANDLING_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.
 # etcd's buckets: 1 ms doubling 14 times (about 8 s)
 WAL_FSYNC = Histogram(_exponential(0.001, 2, 14))
 BACKEND_COMMIT = Histogram(_exponential(0.001, 2, 14))
+# etcd's buckets for the rarer, longer operations: defrag 100 ms doubling
+# 13 times; a backend snapshot's whole transfer 10 ms doubling 17 times;
+# Hash and HashKV 10 ms doubling 15 times; a follower's save of the
+# leader's backend (etcd_snap_db_save_total) 100 ms doubling 10 times
+DEFRAG = Histogram(_exponential(0.1, 2, 13))
+BACKEND_SNAPSHOT = Histogram(_exponential(0.01, 2, 17))
+HASH = Histogram(_exponential(0.01, 2, 15))
+HASH_REV = Histogram(_exponential(0.01, 2, 15))
+SNAP_DB_SAVE = Histogram(_exponential(0.1, 2, 10))
+# 1 ms doubling 14 times: the fsync of a received backend (.snap.db in
+# etcd), a raft snapshot file's write and fsync, its encoding and its
+# whole save (etcd_debugging_snap_save_{marshalling,total})
+SNAP_DB_FSYNC = Histogram(_exponential(0.001, 2, 14))
+SNAP_FSYNC = Histogram(_exponential(0.001, 2, 14))
+SNAP_MARSHALLING = Histogram(_exponential(0.001, 2, 14))
+SNAP_SAVE = Histogram(_exponential(0.001, 2, 14))
+CLIENT_GRPC = ClientBytes()
 MVCC = MvccOps()
 SERVER = ServerEvents()
 HEARTBEATS = HeartbeatTimes()

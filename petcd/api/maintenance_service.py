@@ -7,8 +7,10 @@ import hashlib
 import os
 import subprocess
 import sys
+import time
 from collections.abc import AsyncIterator
 
+from petcd import stats
 from petcd.api.errors import abort_with
 from petcd.api.handler import auth_info, unary
 from petcd.auth.errors import AuthError
@@ -135,9 +137,13 @@ class MaintenanceService:
         self, request: rpc_pb2.SnapshotRequest, context: Ctx
     ) -> AsyncIterator[rpc_pb2.SnapshotResponse]:
         """etcd's bbolt file of this member's committed state, streamed while
-        a child process builds it, then its sha256 (etcdctl checks it)."""
+        a child process builds it, then its sha256 (etcdctl checks it).
+        Timed, whatever the outcome, from the commit to the end of the
+        stream (etcd_disk_backend_snapshot_duration_seconds: etcd times a
+        backend snapshot's whole transfer)."""
         try:
             await self._admin(context)
+            started = time.perf_counter()
             self.s.backend.commit()  # the child's read transaction sees at least this
             spawn = asyncio.ensure_future(asyncio.to_thread(spawn_export, self.s.backend.path))
             try:
@@ -190,6 +196,7 @@ class MaintenanceService:
             # reaped, and its pipes closed, off the loop: a worker thread may
             # still be inside a read until the child is gone
             asyncio.get_running_loop().run_in_executor(None, _reap, proc)
+            stats.BACKEND_SNAPSHOT.observe(time.perf_counter() - started)
 
     @unary
     async def MoveLeader(self, request: rpc_pb2.MoveLeaderRequest, context: Ctx) -> rpc_pb2.MoveLeaderResponse:

@@ -278,6 +278,34 @@ class ServerCollector(Collector):
         yield _gauge("etcd_disk_wal_write_bytes_total", "Total number of bytes written in WAL.", stats.WAL.write_bytes)
         yield _histogram("etcd_disk_backend_commit_duration_seconds",
                          "The latency distributions of commit called by backend.", stats.BACKEND_COMMIT)
+        for hname, hdoc, h in (
+            ("etcd_disk_backend_defrag_duration_seconds", "The latency distribution of backend defragmentation.",
+             stats.DEFRAG),
+            ("etcd_disk_backend_snapshot_duration_seconds", "The latency distribution of backend snapshots.",
+             stats.BACKEND_SNAPSHOT),
+            ("etcd_mvcc_hash_duration_seconds", "The latency distribution of storage hash operation.", stats.HASH),
+            ("etcd_mvcc_hash_rev_duration_seconds", "The latency distribution of storage hash by revision operation.",
+             stats.HASH_REV),
+            # etcd's help strings, missing periods included
+            ("etcd_snap_db_fsync_duration_seconds", "The latency distributions of fsyncing .snap.db file",
+             stats.SNAP_DB_FSYNC),
+            ("etcd_snap_db_save_total_duration_seconds", "The total latency distributions of v3 snapshot save",
+             stats.SNAP_DB_SAVE),
+            ("etcd_snap_fsync_duration_seconds", "The latency distributions of fsync called by snap.", stats.SNAP_FSYNC),
+            ("etcd_debugging_snap_save_marshalling_duration_seconds",
+             "The marshalling cost distributions of save called by snapshot.", stats.SNAP_MARSHALLING),
+            ("etcd_debugging_snap_save_total_duration_seconds",
+             "The total latency distributions of save called by snapshot.", stats.SNAP_SAVE),
+        ):
+            yield _histogram(hname, hdoc, h)
+        yield _gauge("etcd_disk_defrag_inflight",
+                     "Whether or not defrag is active on the member. 1 means active, 0 means not.",
+                     1 if _safe(lambda: s.backend_upkeep.defragmenting(), False) else 0)
+        yield CounterMetricFamily("etcd_network_client_grpc_sent_bytes_total",
+                                  "The total number of bytes sent to grpc clients.", value=stats.CLIENT_GRPC.sent)
+        yield CounterMetricFamily("etcd_network_client_grpc_received_bytes_total",
+                                  "The total number of bytes received from grpc clients.",
+                                  value=stats.CLIENT_GRPC.received)
         ops = stats.MVCC
         for name, doc, value in (
             ("range", "Total number of ranges seen by this member.", ops.range),

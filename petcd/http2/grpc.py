@@ -13,6 +13,7 @@ from enum import IntEnum
 from functools import lru_cache
 from typing import Any
 
+from petcd import stats
 from petcd.http2 import frames as f
 
 
@@ -50,22 +51,33 @@ class RpcError(Exception):
 
 
 _PREFIX = struct.Struct(">BI")
+# etcd_network_client_grpc_{sent,received}_bytes_total: this framing is the
+# client port's alone (peers speak raft's HTTP), so every message framed here
+# went to a client and every one decoded came from one
+_BYTES = stats.CLIENT_GRPC
 
 
 def frame_message(payload: bytes) -> bytes:
-    """A gRPC message on the wire: uncompressed flag, length, payload."""
-    return _PREFIX.pack(0, len(payload)) + payload
+    """A gRPC message on the wire: uncompressed flag, length, payload
+    (counted as sent to a client)."""
+    n = len(payload)
+    _BYTES.sent += n
+    return _PREFIX.pack(0, n) + payload
 
 
 def frame_messages(messages: Iterable[Any], encode: Callable[[Any], bytes]) -> bytes:
     """frame_message of each message (bytes as they are, anything else
-    through encode), in one string."""
+    through encode), in one string (counted as sent to a client)."""
     pack = _PREFIX.pack
     parts: list[bytes] = []
+    total = 0
     for m in messages:
         if type(m) is not bytes:
             m = encode(m)
-        parts += (pack(0, len(m)), m)
+        n = len(m)
+        total += n
+        parts += (pack(0, n), m)
+    _BYTES.sent += total
     return b"".join(parts)
 
 
@@ -108,7 +120,8 @@ class MessageReader:
 
     def feed(self, data: bytes, max_messages: int = 1 << 62) -> list[bytes]:
         """The messages completed by data, at most max_messages of them (the
-        rest stays buffered for the next call); raises RpcError."""
+        rest stays buffered for the next call; each counted as received from
+        a client, decompressed); raises RpcError."""
         pending = self.buf
         buf: bytes | bytearray
         if pending:
@@ -117,6 +130,7 @@ class MessageReader:
         else:
             buf = data
         out: list[bytes] = []
+        got = 0
         pos = 0
         n = len(buf)
         while n - pos >= 5 and len(out) < max_messages:
@@ -139,6 +153,8 @@ class MessageReader:
                 if len(msg) > self.limit:
                     raise too_large(len(msg), self.limit)
             out.append(msg)
+            got += len(msg)
+        _BYTES.received += got
         if buf is pending:
             del pending[:pos]
         elif pos < n:

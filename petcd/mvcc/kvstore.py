@@ -40,6 +40,7 @@ Guarantees:
 from __future__ import annotations
 
 import struct
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import NamedTuple
@@ -329,15 +330,20 @@ class KVStore:
     # ---- hashes ----------------------------------------------------------
 
     def hash(self) -> int:
-        """The backend's hash (every bucket)."""
-        return self.backend.hash()
+        """The backend's hash (every bucket); timed (etcd_mvcc_hash_duration_seconds)."""
+        started = time.perf_counter()
+        h = self.backend.hash()
+        stats.HASH.observe(time.perf_counter() - started)
+        return h
 
     def hash_kv(self, rev: int) -> tuple[int, int, int]:
         """etcd's HashKV: crc32c over the "key" bucket's revisions up to rev
         (0: current) that survive compaction, the revision hashed and the
         compact revision (-1 when never compacted, as etcd reports).
         The same store state gives the same hash whether or not a
-        compaction is still removing revisions."""
+        compaction is still removing revisions. A hash computed is timed
+        (etcd_mvcc_hash_rev_duration_seconds); a refused revision is not."""
+        started = time.perf_counter()
         compact = self._compact_main
         cur = self.rev
         if rev > 0 and rev <= compact:
@@ -348,14 +354,14 @@ class KVStore:
             rev = cur
         keep = self.index.keep(rev)
         h = crc32c(KEY_BUCKET.encode(), 0)
-        if rev < 0:
-            return h, rev, compact
-        for k, v in self.backend.range(KEY_BUCKET, b"", revs.to_bytes(rev + 1, 0)):
-            main, sub = revs.from_bytes(k)
-            if main <= compact and keep and (main << SUB_BITS | sub) not in keep:
-                continue  # removed (or about to be) by compaction
-            h = crc32c(k, h)
-            h = crc32c(v, h)
+        if rev >= 0:
+            for k, v in self.backend.range(KEY_BUCKET, b"", revs.to_bytes(rev + 1, 0)):
+                main, sub = revs.from_bytes(k)
+                if main <= compact and keep and (main << SUB_BITS | sub) not in keep:
+                    continue  # removed (or about to be) by compaction
+                h = crc32c(k, h)
+                h = crc32c(v, h)
+        stats.HASH_REV.observe(time.perf_counter() - started)
         return h, rev, compact
 
     # ---- history (for watchers) --------------------------------------------

@@ -303,10 +303,13 @@ class BackendSnapshot:
     ``read`` may be called from any thread (one at a time).
     """
 
-    def __init__(self, fd: int, size: int) -> None:
+    def __init__(self, fd: int, size: int, started: float) -> None:
         self._fd = fd
         self.size = size
         self._offset = 0
+        # perf_counter() when the copy began: etcd_disk_backend_snapshot_duration_seconds
+        # times a snapshot from then to its close (its whole transfer)
+        self._started = started
 
     def read(self, n: int) -> bytes:
         """Up to n bytes; b"" at the end."""
@@ -320,9 +323,11 @@ class BackendSnapshot:
         return data
 
     def close(self) -> None:
+        """Release the copy; the first close times the snapshot."""
         if self._fd >= 0:
             os.close(self._fd)
             self._fd = -1
+            stats.BACKEND_SNAPSHOT.observe(time.perf_counter() - self._started)
 
     def __enter__(self) -> BackendSnapshot:
         return self
@@ -888,7 +893,9 @@ class Backend:
         """Commit, then replace the file by a compacted copy of itself and
         reopen it; the data is identical afterwards. Blocks its caller for
         the whole copy: a server defragments with ``start_defrag``, a worker
-        thread and ``finish_defrag`` instead."""
+        thread and ``finish_defrag`` instead. Timed when it completes
+        (etcd_disk_backend_defrag_duration_seconds)."""
+        started = time.perf_counter()
         self.commit()
         copy = self.start_defrag()
         try:
@@ -902,15 +909,18 @@ class Backend:
             copy.release_old()
         self.commit()
         fsync_dir(os.path.dirname(self.path))
+        stats.DEFRAG.observe(time.perf_counter() - started)
 
     def snapshot(self) -> BackendSnapshot:
         """A consistent copy of the committed state (call after commit()).
 
         Safe to call from a worker thread while the owning thread writes. The
-        copy is compacted, and is itself a valid backend file.
+        copy is compacted, and is itself a valid backend file. Timed from
+        here to its close (etcd_disk_backend_snapshot_duration_seconds).
         """
         if self._closed:
             raise BackendClosedError("backend is closed")
+        started = time.perf_counter()
         dirname = os.path.dirname(self.path)
         try:
             fd, tmp = tempfile.mkstemp(prefix=os.path.basename(self.path) + ".snapshot-", suffix=".tmp", dir=dirname)
@@ -933,7 +943,7 @@ class Backend:
         except BaseException:
             os.close(fd)
             raise
-        return BackendSnapshot(fd, size)
+        return BackendSnapshot(fd, size, started)
 
     def close(self) -> None:
         """Commit the batch, then close the file. Idempotent. A backend whose
