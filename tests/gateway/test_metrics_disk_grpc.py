@@ -147,11 +147,11 @@ def test_raft_snapshot_and_a_learner_saving_the_leaders_backend() -> None:
 
             learner = wait_for(caught_up, 120, "the learner to catch up")
             for name in ("etcd_snap_db_fsync_duration_seconds", "etcd_snap_db_save_total_duration_seconds"):
-                assert learner[f"{name}_count"] == 1, name
+                assert learner[f"{name}_count"] >= 1, name  # one, unless the leader had to send again
                 assert learner[f"{name}_sum"] > 0, name
             lead_after = scrape(lead.client_url)
             sent = "etcd_disk_backend_snapshot_duration_seconds_count"
-            assert lead_after[sent] == lead_before[sent] + 1
+            assert lead_after[sent] >= lead_before[sent] + 1
             assert lead_after["etcd_snap_db_save_total_duration_seconds_count"] == 0
         finally:
             for m in [lead] + ([new] if new else []):
