@@ -347,6 +347,15 @@ class Http1Protocol(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self.refused:
             return
+        cut = max(MAX_HEAD - self._head_tail + 1, 1)
+        if self._in_head and len(data) > cut:
+            # Never hold more of a head than the limit (the parser keeps a
+            # header until its end): feed up to a byte past it, the rest
+            # only if the head ended there.
+            self.data_received(data[:cut])
+            if not self.refused:
+                self.data_received(data[cut:])
+            return
         was_in_head = self._in_head
         self._fed_other = False
         try:
