@@ -24,7 +24,7 @@ from google.protobuf.message import Message
 from google.protobuf.message_factory import GetMessageClass
 
 from petcd.api import jsonpb
-from petcd.api.http1 import BodyTooLarge, Request, Response
+from petcd.api.http1 import BadBody, BodyTooLarge, Request, Response
 from petcd.http2.grpc import Messages
 from petcd.proto import rpc_pb2
 
@@ -262,14 +262,23 @@ class Gateway:
         m = call.method
         if m.client_streaming:
             return await self._bidi(call, req, ctx)
+        broken: BadBody | None = None
         try:
             body = await req.body.read(JSON_FACTOR * self.max_body)
         except BodyTooLarge:
             # far too large to hold: answered without reading the rest
             return error_response(8, self._too_large(req.body.buffered), close=True)
+        except BadBody as exc:
+            # As grpc-gateway's JSON decoder: a request whole before the
+            # fault is served, else the fault is the (InvalidArgument) error.
+            if not exc.data.strip():
+                return error_response(3, str(exc), close=True)
+            body, broken = exc.data, exc
         try:
             request = jsonpb.parse(body, call.request_cls()) if body.strip() else call.request_cls()
         except jsonpb.JsonError as exc:
+            if broken is not None:  # the request had not ended before the fault
+                return error_response(3, str(broken), close=True)
             return error_response(2 if m.server_streaming else 3, str(exc))
         size = request.ByteSize()
         if size > self.max_body:
@@ -314,13 +323,18 @@ class Gateway:
                     first.append(jsonpb.from_obj(obj, call.request_cls()))
         except jsonpb.JsonError as exc:
             return error_response(2, str(exc))
+        except BadBody as exc:  # (grpc-gateway passes the read error on as is: Unknown)
+            return error_response(2, str(exc), close=True)
 
         async def requests() -> AsyncIterator[Message]:
             for msg in first:
                 yield msg
-            async for chunk in it:
-                for obj in objects.feed(chunk):
-                    yield jsonpb.from_obj(obj, call.request_cls())
+            try:
+                async for chunk in it:
+                    for obj in objects.feed(chunk):
+                        yield jsonpb.from_obj(obj, call.request_cls())
+            except BadBody:
+                pass  # as grpc-gateway: a body that breaks later ends the requests, not the stream
             if call.path == "/etcdserverpb.Watch/Watch":
                 # The body has ended; like etcd, a watch goes on until the
                 # client goes away (a keep-alive stream ends with its body).

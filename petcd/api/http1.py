@@ -15,7 +15,10 @@ or with an async iterator of chunks.
 Requests the parser refuses are answered as Go's net/http (etcd's gateway)
 answers them: 400 (or 431 for a head over MAX_HEAD, 501 for a transfer
 coding other than chunked, 505 for an HTTP version other than 1.x) with a
-plain-text body, then the connection is closed.
+plain-text body, then the connection is closed. As Go's, lines of a request
+head may end in a bare LF. A chunked body that breaks after its head was
+read is the application's to answer: its reader gets BadBody with Go's text
+for the fault, and the connection closes after that answer.
 """
 
 from __future__ import annotations
@@ -34,8 +37,10 @@ import httptools
 
 log = logging.getLogger("petcd.http1")
 
-# Request heads larger than this are refused with 431.
-MAX_HEAD = 16 * 1024
+# Request heads larger than this (request line to the blank line) are
+# refused with 431: Go's DefaultMaxHeaderBytes (1 MiB) and the 4096 bytes
+# its reader allows over it.
+MAX_HEAD = (1 << 20) + 4096
 # Body bytes buffered before the protocol stops reading the socket.
 BODY_HIGH_WATER = 1 << 20
 # Parsed requests waiting for their turn before the protocol stops reading
@@ -65,6 +70,25 @@ class BodyTooLarge(Exception):
         self.limit = limit
 
 
+class BadBody(Exception):
+    """A request body whose chunked framing broke: ``str()`` is what Go's
+    net/http says of the fault, ``data`` what arrived before it (for
+    ``read``; an iterator has yielded it already)."""
+
+    def __init__(self, why: str, data: bytes = b"") -> None:
+        super().__init__(why)
+        self.data = data
+
+
+# What Go's chunked reader says of the faults llhttp finds in a chunked
+# body (llhttp's reason -> Go's error text); any other is Go's catch-all.
+_GO_BODY_ERRORS = {
+    "Invalid character in chunk size": "invalid byte in chunk length",
+    "Chunk size overflow": "http chunk length too large",
+}
+_GO_MALFORMED_CHUNKED = "malformed chunked encoding"
+
+
 class _Refused(Exception):
     """A request the protocol answers itself (raw response bytes) and then
     closes the connection on."""
@@ -83,6 +107,7 @@ class Body:
         self._size = 0
         self._done = False
         self._cut_short = False  # the connection was lost before the body's end
+        self._broken: str | None = None  # the framing broke: Go's text for it
         self._ready = asyncio.Event()
         self._resume = resume
         # called once, when the reader first asks for bytes (100 Continue)
@@ -105,6 +130,13 @@ class Body:
             self._cut_short = True
         self._end()
 
+    def _fail(self, why: str) -> None:
+        """The body's framing broke: a reader gets BadBody(why) after the
+        bytes that came before the fault."""
+        if not self._done:
+            self._broken = why
+        self._end()
+
     def _want(self) -> None:
         if self._first_read is not None:
             first, self._first_read = self._first_read, None
@@ -118,6 +150,11 @@ class Body:
     @property
     def complete(self) -> bool:
         return self._done
+
+    @property
+    def failed(self) -> bool:
+        """The body ended in a fault (broken framing, lost connection)."""
+        return self._cut_short or self._broken is not None
 
     async def read(self, limit: int) -> bytes:
         """The whole body; BodyTooLarge once more than limit bytes arrived."""
@@ -134,6 +171,8 @@ class Body:
         data = b"".join(self._chunks)
         self._chunks = []
         self._size = 0
+        if self._broken is not None:
+            raise BadBody(self._broken, data)
         return data
 
     def __aiter__(self) -> AsyncIterator[bytes]:
@@ -151,6 +190,8 @@ class Body:
             if self._done:
                 if self._cut_short:
                     raise ConnectionResetError("the connection was lost before the request body ended")
+                if self._broken is not None:
+                    raise BadBody(self._broken)
                 return
             self._ready.clear()
             self._want()
@@ -275,6 +316,10 @@ class Http1Protocol(asyncio.Protocol):
         # whole when nothing else came before the head in it)
         self._fed_other = False  # this read held body bytes or a message's end
         self._head_alone = False
+        # The parser is between messages or in a head: its next bytes are a
+        # head's lines, which may end in a bare LF (_feed).
+        self._in_lines = True
+        self._last_byte = b""  # the previous read's last byte
         self._url = b""
         self._headers: list[tuple[str, str]] = []
         self._body: Body | None = None
@@ -302,10 +347,19 @@ class Http1Protocol(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self.refused:
             return
+        cut = max(MAX_HEAD - self._head_tail + 1, 1)
+        if self._in_head and len(data) > cut:
+            # Never hold more of a head than the limit (the parser keeps a
+            # header until its end): feed up to a byte past it, the rest
+            # only if the head ended there.
+            self.data_received(data[:cut])
+            if not self.refused:
+                self.data_received(data[cut:])
+            return
         was_in_head = self._in_head
         self._fed_other = False
         try:
-            self.parser.feed_data(data)
+            self._feed(data)
         except httptools.HttpParserUpgrade as exc:
             self._after_upgrade(data[int(exc.args[0]):])
             return
@@ -318,7 +372,10 @@ class Http1Protocol(asyncio.Protocol):
             self._refuse(refused.answer)
             return
         except httptools.HttpParserError as exc:
-            self._refuse(_parse_refusal(exc))
+            if self._body is not None and "Transfer-Encoding" not in str(exc):
+                self._break_body(str(exc))
+            else:
+                self._refuse(_parse_refusal(exc))
             return
         if self._in_head:
             if was_in_head or self._head_alone:
@@ -331,6 +388,44 @@ class Http1Protocol(asyncio.Protocol):
                 and not self.reading_paused and self.transport is not None:
             self.reading_paused = True
             self.transport.pause_reading()
+
+    def _feed(self, data: bytes) -> None:
+        """Feed the parser. Go reads a head's lines ending in a bare LF as
+        if they ended in CRLF; llhttp refuses them. So a read holding a
+        bare LF is fed line by line, and a head's line (the parser's state
+        says which are) that ends in one is fed ending in CRLF. A body's
+        bytes are fed as they came."""
+        if data.count(b"\n") == data.count(b"\r\n"):
+            self.parser.feed_data(data)  # no bare LF: the usual case
+            self._last_byte = data[-1:]
+            return
+        start = 0
+        while start < len(data):
+            end = data.find(b"\n", start) + 1 or len(data)
+            line = data[start:end]
+            bare = line.endswith(b"\n") and (data[end - 2:end - 1] if end >= 2 else self._last_byte) != b"\r"
+            try:
+                self.parser.feed_data(line[:-1] + b"\r\n" if bare and self._in_lines else line)
+            except httptools.HttpParserUpgrade as exc:
+                # an offset into the read (a CR added at the line's end
+                # moves no byte before it)
+                raise httptools.HttpParserUpgrade(start + min(int(exc.args[0]), end - start)) from None
+            except httptools.HttpParserError as exc:
+                # a request line that began within this line, after the
+                # end of the body before it, and ends in a bare LF
+                if not (bare and str(exc) == "Expected CRLF after version"):
+                    raise
+                self._restart_request_line()
+            start = end
+        self._last_byte = data[-1:]
+
+    def _restart_request_line(self) -> None:
+        """The parser refused the bare LF ending the request line it has
+        read: a fresh parser reads that line again ending in CRLF."""
+        parser = self.parser
+        line = b"%s %s HTTP/%s\r\n" % (parser.get_method(), self._url, parser.get_http_version().encode("ascii"))
+        self.parser = self._new_parser()
+        self.parser.feed_data(line)
 
     def eof_received(self) -> bool | None:
         self.eof = True
@@ -384,13 +479,16 @@ class Http1Protocol(asyncio.Protocol):
             self._head_size += len(name) + len(value) + 4
 
     def on_headers_complete(self) -> None:
+        self._in_lines = False
         if self._synthetic is not None:
             self._body, self._synthetic = self._synthetic, None
             return
         self._in_head = False
-        if self._head_size > MAX_HEAD:
-            raise _Refused(_HEAD_TOO_LARGE)
         parser = self.parser
+        # the head's bytes as sent with one space after each colon: the
+        # request line's spaces, version and CRLF, and the blank line
+        if self._head_size + len(parser.get_method()) + 14 > MAX_HEAD:
+            raise _Refused(_HEAD_TOO_LARGE)
         version = parser.get_http_version()
         if not version.startswith("1."):
             raise _Refused(_BAD_VERSION)
@@ -438,6 +536,7 @@ class Http1Protocol(asyncio.Protocol):
 
     def on_message_complete(self) -> None:
         self._fed_other = True
+        self._in_lines = True
         body = self._body
         self._body = self._pending = None
         if body is not None and (self._upgrade_body is None or self._upgrade_body[0] is not body):
@@ -470,6 +569,20 @@ class Http1Protocol(asyncio.Protocol):
                 return
             self.queue.pop()  # refused before anyone saw it (its head was bad)
         self.queue.append(answer)
+        self.queued.set()
+
+    def _break_body(self, reason: str) -> None:
+        """The chunked body being read broke (reason: llhttp's): its reader
+        gets BadBody with Go's words for the fault, nothing after it is
+        parsed, and the connection closes once the request is answered
+        (Go's net/http cannot tell where the next request would begin
+        either)."""
+        self.refused = True
+        self._in_head = False
+        body = self._body
+        self._body = self._pending = None
+        if body is not None:
+            body._fail(_GO_BODY_ERRORS.get(reason, _GO_MALFORMED_CHUNKED))
         self.queued.set()
 
     def _resume(self) -> None:
@@ -536,7 +649,8 @@ class Http1Protocol(asyncio.Protocol):
         # A client still waiting for 100 Continue will not send the body the
         # application did not read: the connection cannot be reused, and the
         # answer says so (as Go's net/http does).
-        close = resp.close or (pending.expect_continue and body._first_read is not None and not body.complete)
+        close = resp.close or (pending.expect_continue and body._first_read is not None and not body.complete) \
+            or body.failed  # (Go's answer says so when its reader saw the fault)
         ok = await self._write_response(resp, req, pending.keep_alive, close)
         if close and pending.expect_continue and body._first_read is not None:
             return False
@@ -553,20 +667,19 @@ class Http1Protocol(asyncio.Protocol):
     async def _write_response(self, resp: Response, req: Request, keep_alive: bool, close: bool) -> bool:
         """Write resp (keep_alive: what the client asked for; close: whether
         this answer ends the connection anyway); False when the connection
-        is gone or the stream could not be sent whole. Headers, their order
-        and Connection: close are what the h11-based protocol sent."""
+        is gone or the stream could not be sent whole. The headers the
+        protocol adds come in Go's order: Date, Content-Length, Connection,
+        Transfer-Encoding."""
         head = [_status_line(resp.status), _COMMON]
         for k, v in resp.headers:
             head.append(f"{k}: {v}\r\n".encode("latin-1"))
         head.append(_date_line())
-        if close and keep_alive:
-            head.append(_CLOSE)
         if resp.stream is None:
             head.append(b"Content-Length: %d\r\n" % len(resp.body))
-        elif req.http_version != "1.0":
-            head.append(_CHUNKED)
-        if not keep_alive:
+        if close or not keep_alive:
             head.append(_CLOSE)
+        if resp.stream is not None and req.http_version != "1.0":
+            head.append(_CHUNKED)
         head.append(b"\r\n")
         if resp.stream is None:
             # one write per response: head and body together
