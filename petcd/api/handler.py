@@ -1,7 +1,8 @@
 """What every unary etcd RPC handler does around its body: map errors to
 gRPC statuses (petcd/api/errors.py) and fill the response header as etcd
 does (cluster and member id, raft term, and the current revision unless the
-state machine set one)."""
+state machine set one; the few calls whose etcd answer lacks the revision
+or the whole header have decorators of their own)."""
 
 from __future__ import annotations
 
@@ -22,6 +23,8 @@ class _HasHeader(Protocol):
     @property
     def header(self) -> rpc_pb2.ResponseHeader: ...
 
+    def ClearField(self, field_name: str) -> None: ...  # noqa: N802 - protobuf's name
+
 
 class Service(Protocol):
     s: EtcdServer
@@ -31,25 +34,42 @@ Resp = TypeVar("Resp", bound=_HasHeader)
 Handler = Callable[[Any, Any, CallContext], Awaitable[Resp]]
 
 
-def fill_header(server: EtcdServer, h: rpc_pb2.ResponseHeader) -> None:
+def fill_header(server: EtcdServer, h: rpc_pb2.ResponseHeader, revision: bool = True) -> None:
     h.cluster_id = server.cluster_id
     h.member_id = server.member_id
     h.raft_term = server.term
-    if h.revision == 0:
+    if revision and h.revision == 0:
         h.revision = server.kv.rev
 
 
-def unary(fn: Handler[Resp]) -> Handler[Resp]:
+def _handler(fn: Handler[Resp], header: Callable[[EtcdServer, Resp], None]) -> Handler[Resp]:
     @functools.wraps(fn)
     async def wrapper(self: Service, request: Any, context: CallContext) -> Resp:
         try:
             resp = await fn(self, request, context)
         except Exception as exc:
             await abort_with(context, exc)
-        fill_header(self.s, resp.header)
+        header(self.s, resp)
         return resp
 
     return wrapper
+
+
+def unary(fn: Handler[Resp]) -> Handler[Resp]:
+    """A handler whose answer carries the full header."""
+    return _handler(fn, lambda server, resp: fill_header(server, resp.header))
+
+
+def unary_no_revision(fn: Handler[Resp]) -> Handler[Resp]:
+    """A handler whose header carries no revision: etcd's Cluster service
+    (its members are not mvcc state)."""
+    return _handler(fn, lambda server, resp: fill_header(server, resp.header, revision=False))
+
+
+def unary_no_header(fn: Handler[Resp]) -> Handler[Resp]:
+    """A handler that answers with no header at all, as etcd 3.4's Alarm,
+    Defragment and MoveLeader do."""
+    return _handler(fn, lambda server, resp: resp.ClearField("header"))
 
 
 async def auth_info(server: EtcdServer, context: CallContext) -> AuthInfo | None:

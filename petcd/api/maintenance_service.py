@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator
 
 from petcd import stats
 from petcd.api.errors import abort_with
-from petcd.api.handler import auth_info, unary
+from petcd.api.handler import auth_info, unary, unary_no_header
 from petcd.auth.errors import AuthError
 from petcd.http2.grpc import RpcError, StatusCode
 from petcd.http2.server import CallContext
@@ -91,7 +91,7 @@ class MaintenanceService:
         except AuthError as exc:
             raise RpcError(StatusCode.UNKNOWN, str(exc)) from None
 
-    @unary
+    @unary_no_header
     async def Alarm(self, request: rpc_pb2.AlarmRequest, context: Ctx) -> rpc_pb2.AlarmResponse:
         return await self.s.alarm(request)
 
@@ -114,7 +114,7 @@ class MaintenanceService:
             resp.errors.append(f"memberID:{a.memberID} alarm:{rpc_pb2.AlarmType.Name(a.alarm)} ")
         return resp
 
-    @unary
+    @unary_no_header
     async def Defragment(self, request: rpc_pb2.DefragmentRequest, context: Ctx) -> rpc_pb2.DefragmentResponse:
         await self._admin(context)
         await self.s.backend_upkeep.defragment()
@@ -198,7 +198,7 @@ class MaintenanceService:
             asyncio.get_running_loop().run_in_executor(None, _reap, proc)
             stats.BACKEND_SNAPSHOT.observe(time.perf_counter() - started)
 
-    @unary
+    @unary_no_header
     async def MoveLeader(self, request: rpc_pb2.MoveLeaderRequest, context: Ctx) -> rpc_pb2.MoveLeaderResponse:
         await self.s.cluster.move_leader(request.targetID)
         return rpc_pb2.MoveLeaderResponse()
