@@ -59,7 +59,8 @@ _STATUS: dict[type[BaseException], tuple[StatusCode, str | None]] = {
     membership.ErrMemberNotLearner: (_C.FAILED_PRECONDITION, None),
     membership.ErrLearnerNotReady: (_C.FAILED_PRECONDITION, None),
     membership.ErrTooManyLearners: (_C.FAILED_PRECONDITION, None),
-    membership.ErrNotEnoughStartedMembers: (_C.FAILED_PRECONDITION, None),
+    # etcd 3.4 has no gRPC status of its own for this one: UNKNOWN with its text
+    membership.ErrNotEnoughStartedMembers: (_C.UNKNOWN, None),
     membership.ErrBadURLs: (_C.INVALID_ARGUMENT, None),
 }
 

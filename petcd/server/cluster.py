@@ -144,13 +144,14 @@ class ClusterManager:
         self._check_running()
         _check_urls(peer_urls)
         ms = self.membership
+        # etcd's strict reconfiguration check comes first: a cluster that could
+        # not commit the change refuses it before the URLs are looked at
+        if not is_learner and not self._ready_to_add_voter():
+            raise ErrNotEnoughStartedMembers()  # the new member would make quorum unreachable
         if ms.with_peer_url(peer_urls) is not None:
             raise ErrPeerURLExists()
-        if is_learner:
-            if sum(1 for m in ms.members.values() if m.is_learner) >= MAX_LEARNERS:
-                raise ErrTooManyLearners()
-        elif not self._ready_to_add_voter():
-            raise ErrNotEnoughStartedMembers()  # the new member would make quorum unreachable
+        if is_learner and sum(1 for m in ms.members.values() if m.is_learner) >= MAX_LEARNERS:
+            raise ErrTooManyLearners()
         mid = ids.member_id(peer_urls, self.cfg.initial_cluster_token, int(time.time()))
         member = Member(mid, "", list(peer_urls), is_learner=is_learner)
         kind = ConfChangeType.ConfChangeAddLearnerNode if is_learner else ConfChangeType.ConfChangeAddNode
@@ -161,13 +162,17 @@ class ClusterManager:
         self._check_running()
         ms = self.membership
         m = ms.members.get(member_id)
+        # etcd's strict reconfiguration check, before it looks the member up:
+        # the started voters other than this one must make a quorum of the
+        # voters other than this one (an unknown id takes none away)
+        if m is None or not m.is_learner:
+            known_voter = m is not None
+            voters = len(ms.voter_ids()) - (1 if known_voter else 0)
+            active = self._active_voters() - (1 if known_voter and self._is_active(member_id) else 0)
+            if active < voters // 2 + 1:
+                raise ErrNotEnoughStartedMembers()
         if m is None:
             raise ErrMemberNotFound()
-        if not m.is_learner:
-            voters = len(ms.voter_ids())
-            active = self._active_voters() - (1 if self._is_active(member_id) else 0)
-            if active < (voters - 1) // 2 + 1:
-                raise ErrNotEnoughStartedMembers()
         await self._propose(ConfChange(ConfChangeType.ConfChangeRemoveNode, member_id))
 
     async def member_update(self, member_id: int, peer_urls: list[str]) -> None:
