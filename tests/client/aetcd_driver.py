@@ -208,6 +208,23 @@ async def watch_scenario(c: aetcd.Client, t: Transcript) -> None:
     await t.call("watch_prefix_once", lambda: c.watch_prefix_once(b"w/", timeout=DEADLINE, start_revision=1),
                  event)
 
+    # a watch id of the client's choosing, and one already in use on the stream
+    mine = await c.watch(b"w/id", watch_id=7)
+    t.note("chosen watch_id", mine.watch_id)
+    await t.call("duplicate watch_id", lambda: c.watch(b"w/id2", watch_id=7), lambda w: w.watch_id)
+    # only PUTs, over every key from w/f on (range_end b"\0")
+    w = await c.watch(b"w/f", range_end=b"\0", kind=rtypes.EventKind.PUT, fragment=True)
+    got4: list[Any] = []
+    task = asyncio.ensure_future(consume(w, got4))
+    await c.put(b"w/f1", b"1")
+    await c.delete(b"w/f1")
+    await c.put(b"zzz", b"2")
+    await wait_for(lambda: len(got4) >= 2, "two PUT events")
+    await w.cancel()
+    await mine.cancel()
+    await asyncio.wait_for(task, DEADLINE)
+    t.note("PUT-only watch to the end of the keyspace", [event(e) for e in got4])
+
     rev = (await c.put(b"w/c", b"1")).header.revision
     await c.put(b"w/c", b"2")
     await c.compact(rev + 1)
@@ -310,7 +327,74 @@ async def maintenance_scenario(c: aetcd.Client, t: Transcript) -> None:
     del new
 
 
+async def auth_scenario(c: aetcd.Client, t: Transcript) -> None:
+    """Users, a role on a prefix, auth enabled through the client's stubs;
+    then what clients with and without credentials get (aetcd sends its
+    token as metadata, so a plain channel will do)."""
+    from aetcd.rpc import auth_pb2
+
+    rpc = aetcd.rpc
+    auth = rpc.AuthStub(c.channel)
+    await auth.RoleAdd(rpc.AuthRoleAddRequest(name="root"), timeout=DEADLINE)
+    await auth.UserAdd(rpc.AuthUserAddRequest(name="root", password="rootpw"), timeout=DEADLINE)
+    await auth.UserGrantRole(rpc.AuthUserGrantRoleRequest(user="root", role="root"), timeout=DEADLINE)
+    await auth.RoleAdd(rpc.AuthRoleAddRequest(name="r"), timeout=DEADLINE)
+    await auth.RoleGrantPermission(rpc.AuthRoleGrantPermissionRequest(
+        name="r", perm=auth_pb2.Permission(permType=auth_pb2.Permission.READWRITE, key=b"a/", range_end=b"a0")),
+        timeout=DEADLINE)
+    await auth.UserAdd(rpc.AuthUserAddRequest(name="alice", password="pw"), timeout=DEADLINE)
+    await auth.UserGrantRole(rpc.AuthUserGrantRoleRequest(user="alice", role="r"), timeout=DEADLINE)
+    await auth.AuthEnable(rpc.AuthEnableRequest(), timeout=DEADLINE)
+    host, port = c._host, c._port
+    await t.call("no credentials put", lambda: c.put(b"a/x", b"1"))
+
+    async def connect(user: str, password: str) -> aetcd.Client:
+        other = aetcd.Client(host, port, username=user, password=password, timeout=int(DEADLINE))
+        try:
+            await other.connect()
+        except BaseException:
+            await other.close()
+            raise
+        return other
+
+    await t.call("wrong password", lambda: connect("alice", "nope"), lambda cl: "connected")
+    await t.call("unknown user", lambda: connect("bob", "pw"), lambda cl: "connected")
+    alice = await connect("alice", "pw")
+    tx = alice.transactions
+    await t.call("alice put in her prefix", lambda: alice.put(b"a/x", b"1"), lambda r: r.header.revision)
+    await t.call("alice get", lambda: alice.get(b"a/x"), kvd)
+    await t.call("alice put outside", lambda: alice.put(b"b/x", b"1"))
+    await t.call("alice get outside", lambda: alice.get(b"b/x"), kvd)
+    await t.call("alice get_all", lambda: alice.get_all(), lambda r: [kvd(k) for k in r])
+    await t.call("alice delete_prefix outside", lambda: alice.delete_prefix(b"b/"))
+    await t.call("alice txn outside", lambda: alice.transaction(
+        compare=[tx.value(b"b/x") == b"1"], success=[], failure=[]), txn_shape)
+    await t.call("alice txn inside", lambda: alice.transaction(
+        compare=[tx.value(b"a/x") == b"1"], success=[tx.put(b"a/y", b"2")], failure=[]), txn_shape)
+    lease = await t.call("alice lease", lambda: alice.lease(60, lease_id=0x77), lambda ls: ls.id)
+    await t.call("alice leased put", lambda: alice.put(b"a/l", b"v", lease=lease), lambda r: r.header.revision)
+    await t.call("alice lease info", lambda: alice.get_lease_info(0x77), lambda r: [r.ID, sorted(k.decode() for k in r.keys)])
+    await t.call("alice revoke", lambda: alice.revoke_lease(0x77))
+    await t.call("alice watch_once outside", lambda: alice.watch_once(b"b/x", timeout=DEADLINE), event)
+    await t.call("alice lock outside her prefix", lambda: alice.lock(b"l", ttl=10).acquire(timeout=1))
+    await t.call("alice status", lambda: alice.status(), lambda s: s.version)
+    await t.call("alice compact", lambda: alice.compact(1), lambda r: type(r).__name__)
+    await t.call("alice hash", lambda: alice.hash(), lambda h: isinstance(h, int))
+    await t.call("alice add_member", lambda: alice.add_member(["http://127.0.0.1:9"]), lambda m: m.peer_urls)
+    await t.call("alice alarms", lambda: alice.create_alarm(), lambda r: [a.alarm_type for a in r])
+    await t.call("alice defragment", lambda: alice.defragment(), lambda r: type(r).__name__)
+    await t.call("alice snapshot", lambda: alice.snapshot(io.BytesIO()))
+    await alice.close()
+    root = await connect("root", "rootpw")
+    await t.call("root put outside", lambda: root.put(b"b/x", b"1"), lambda r: r.header.revision)
+    await t.call("root disable auth", lambda: rpc.AuthStub(root.channel).AuthDisable(
+        rpc.AuthDisableRequest(), timeout=DEADLINE, metadata=root.metadata), lambda r: type(r).__name__)
+    await root.close()
+    await t.call("after disable, no credentials", lambda: c.get(b"b/x"), kvd)
+
+
 SCENARIOS = {
+    "auth": auth_scenario,
     "kv": kv_scenario,
     "txn": txn_scenario,
     "watch": watch_scenario,

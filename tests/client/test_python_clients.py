@@ -30,8 +30,8 @@ from petcd.testing.harness import Server, etcd_server, petcd_server, require_bin
 HERE = Path(__file__).parent
 DRIVER_TIMEOUT = 300  # seconds for one whole scenario on a loaded machine
 
-ETCD3_SCENARIOS = ["kv", "txn", "watch", "lease", "lock", "maintenance", "errors"]
-AETCD_SCENARIOS = ["kv", "txn", "watch", "lease", "lock", "maintenance"]
+ETCD3_SCENARIOS = ["kv", "txn", "watch", "lease", "lock", "maintenance", "errors", "auth"]
+AETCD_SCENARIOS = ["kv", "txn", "watch", "lease", "lock", "maintenance", "auth"]
 
 
 def _env() -> dict[str, str]:
@@ -113,6 +113,9 @@ def test_etcd3_same_as_etcd(scenario: str, tmp_path: Path) -> None:
         assert t["keys gone"] == [] and t["expired key deleted"] is True
     elif scenario == "lock":
         assert t["acquire"] is True and t["other acquire timeout"] is False and t["other acquire"] is True
+    elif scenario == "auth":
+        assert t["wrong password"]["details"] == "etcdserver: authentication failed, invalid user ID or password"
+        assert t["no credentials put"]["details"] == "etcdserver: user name is empty"
     elif scenario == "maintenance":
         assert t["put under NOSPACE"]["details"] == "etcdserver: mvcc: database space exceeded"
         assert t["compact again"]["code"] == "OUT_OF_RANGE"
@@ -136,6 +139,9 @@ def test_aetcd_same_as_etcd(scenario: str, tmp_path: Path) -> None:
         assert t["watch_once timeout"]["raised"] == "WatchTimeoutError"
         # aetcd's watch_once hands back (does not raise) the compaction error
         assert t["watch on a compacted revision"].startswith("RevisionCompactedError(")
+    elif scenario == "auth":
+        assert t["alice put in her prefix"] > 0 and t["alice put outside"]["code"] == "PERMISSION_DENIED"
+        assert t["alice txn inside"][0] is True
     elif scenario == "maintenance":
         for step in ("add another with quorum lost", "add duplicate with quorum lost",
                      "remove unknown with quorum lost"):
