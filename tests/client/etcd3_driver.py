@@ -32,6 +32,7 @@ import grpc  # noqa: E402
 from etcd3 import exceptions as exc  # noqa: E402
 
 DEADLINE = 30.0  # seconds any wait below may take on a loaded machine
+QUORUM_LOST_DEADLINE = 10.0  # a client deadline longer than etcd's request timeout (5 s + 2 elections)
 
 
 def wait_for(cond: Callable[[], Any], what: str, timeout: float = DEADLINE) -> Any:
@@ -464,7 +465,22 @@ def auth_scenario(c: etcd3.Etcd3Client, t: Transcript) -> None:
     t.call("after disable, no credentials", lambda: c.get("b/x"), kv)
 
 
+def quorum_lost_scenario(c: etcd3.Etcd3Client, t: Transcript) -> None:
+    """A cluster of one grown to two voters, the second never started: a
+    change that needs the lost quorum waits as long as the client lets it
+    (etcd bounds a membership change by the caller's deadline alone), so
+    the client's own deadline, longer than etcd's request timeout of 7 s,
+    is what ends it."""
+    host, port = c._url.rsplit(":", 1)
+    new = c.add_member(["http://127.0.0.1:1"])
+    short = etcd3.client(host, int(port), timeout=QUORUM_LOST_DEADLINE)
+    t.call("update_member without quorum", lambda: short.update_member(new.id, ["http://127.0.0.1:2"]))
+    t.call("remove_member without quorum", lambda: short.remove_member(new.id))
+    short.close()
+
+
 SCENARIOS = {
+    "quorum_lost": quorum_lost_scenario,
     "auth": auth_scenario,
     "kv": kv_scenario,
     "txn": txn_scenario,

@@ -170,3 +170,32 @@ def test_client_against_petcd_alone(client: str, tmp_path: Path) -> None:
     assert t["other acquire timeout"] is False
     assert t["release"] is True and t["release again"] is False
     assert t["context manager"] is True and t["context manager released"] is False
+
+
+def test_etcd3_membership_change_without_quorum_times_out(tmp_path: Path) -> None:
+    """A cluster of one grown to two voters, the second never started:
+    update_member and remove_member on it cannot commit. etcd waits for the
+    caller's deadline and then answers UNAVAILABLE "request timed out",
+    UNKNOWN "context deadline exceeded", or the client's own
+    DEADLINE_EXCEEDED comes first (a race in etcd itself); petcd answers UNAVAILABLE at its request timeout (7 s,
+    shorter than this client's 10 s). What this asserts of both: an answer
+    from the timeout family, never a hang or a refusal."""
+    require_client("etcd3")
+    require_binary("etcd")
+    servers: list[Server] = []
+    try:
+        with ThreadPoolExecutor(2) as pool:
+            servers = list(pool.map(lambda k: _start(k, tmp_path), ["petcd", "etcd"]))
+            transcripts = list(pool.map(lambda s: run_driver("etcd3", s.endpoint, "quorum_lost"), servers))
+    finally:
+        for s in servers:
+            s.stop()
+    timeouts = {("ConnectionFailedError", "UNAVAILABLE", "etcdserver: request timed out"),
+                ("ConnectionFailedError", "UNAVAILABLE",
+                 "etcdserver: request timed out, possibly due to previous leader failure"),
+                ("ConnectionTimeoutError", "DEADLINE_EXCEEDED", "Deadline Exceeded"),
+                # etcd's ctx error passed through as is (grpc-go makes it UNKNOWN)
+                ("_InactiveRpcError", "UNKNOWN", "context deadline exceeded")}
+    for server, t in zip(["petcd", "etcd"], transcripts, strict=True):
+        for step, r in t:
+            assert (r["raised"], r["code"], r["details"]) in timeouts, (server, step, r)
