@@ -105,6 +105,10 @@ _CODE_NAMES = [
 JSON_FACTOR = 4
 JSON_HEADERS = [("Content-Type", "application/json"), ("Grpc-Metadata-Content-Type", "application/grpc")]
 _ERROR_HEADERS = [("Content-Type", "application/json")]
+# An error the gRPC server answered (a trailers-only response): grpc-gateway
+# declares and sends its trailer metadata, so the body goes chunked.
+_SERVER_ERROR_HEADERS = _ERROR_HEADERS + [("Trailer", "Grpc-Trailer-Content-Type")]
+_SERVER_ERROR_TRAILERS = [("Grpc-Trailer-Content-Type", "application/grpc")]
 
 
 class GatewayAbort(Exception):
@@ -267,7 +271,7 @@ class Gateway:
             body = await req.body.read(JSON_FACTOR * self.max_body)
         except BodyTooLarge:
             # far too large to hold: answered without reading the rest
-            return error_response(8, self._too_large(req.body.buffered), close=True)
+            return error_response(8, self._too_large(req.body.buffered), close=True, from_server=True)
         except BadBody as exc:
             # As grpc-gateway's JSON decoder: a request whole before the
             # fault is served, else the fault is the (InvalidArgument) error.
@@ -279,11 +283,11 @@ class Gateway:
         except jsonpb.JsonError as exc:
             if broken is not None:  # the request had not ended before the fault
                 return error_response(3, str(broken), close=True)
-            return error_response(2 if m.server_streaming else 3, str(exc))
+            return error_response(3, str(exc))  # (server streams too: InvalidArgument, as etcd 3.4 answers)
         size = request.ByteSize()
         if size > self.max_body:
             # as etcd's gateway, whose gRPC hop refuses the encoded message
-            return error_response(8, self._too_large(size))
+            return error_response(8, self._too_large(size), from_server=True)
         if m.server_streaming:
             return await self._server_stream(call, request, ctx)
         try:
@@ -291,7 +295,7 @@ class Gateway:
         except BaseException as exc:
             if isinstance(exc, asyncio.CancelledError):
                 raise
-            return error_response(*status_of(exc))
+            return error_response(*status_of(exc), from_server=True)
         return Response(200, list(JSON_HEADERS), self._json(call, resp))
 
     def _too_large(self, size: int) -> str:
@@ -349,7 +353,9 @@ class Gateway:
         try:
             first = await anext(gen)
         except StopAsyncIteration:
-            return Response(200, list(JSON_HEADERS), stream=_empty())
+            # a stream that ended before its first message sent no header
+            # metadata: no Grpc-Metadata-Content-Type
+            return Response(200, list(_ERROR_HEADERS), stream=_empty())
         except BaseException as exc:
             if isinstance(exc, asyncio.CancelledError):
                 raise
@@ -428,9 +434,14 @@ def error_body(code: int, message: str) -> bytes:
     return jsonpb.dumps({"error": message, "message": message, "code": code})
 
 
-def error_response(code: int, message: str, close: bool = False) -> Response:
+def error_response(code: int, message: str, close: bool = False, from_server: bool = False) -> Response:
     """etcd's gateway error: {"error","message","code"} with the HTTP status
-    grpc-gateway maps the code to."""
+    grpc-gateway maps the code to. from_server: the status came from the
+    gRPC server (not from the gateway's own reading of the request), and
+    the answer carries the trailer etcd's gateway forwards."""
+    if from_server:
+        return Response(HTTP_STATUS.get(code, 500), list(_SERVER_ERROR_HEADERS), error_body(code, message),
+                        close=close, trailers=list(_SERVER_ERROR_TRAILERS))
     return Response(HTTP_STATUS.get(code, 500), list(_ERROR_HEADERS), error_body(code, message), close=close)
 
 

@@ -234,6 +234,11 @@ class Response:
     body: bytes = b""
     stream: AsyncIterator[bytes] | None = None
     close: bool = False  # close the connection after this response
+    # Trailer fields sent after a chunked body. As Go's net/http, a response
+    # that declares trailers is sent chunked (no Content-Length) even when
+    # its body is whole; to an HTTP/1.0 client, unchunked, and the
+    # connection closes (the trailers are lost, as Go loses them).
+    trailers: list[tuple[str, str]] | None = None
 
 
 App = Callable[[Request], Awaitable[Response]]
@@ -651,6 +656,8 @@ class Http1Protocol(asyncio.Protocol):
         # answer says so (as Go's net/http does).
         close = resp.close or (pending.expect_continue and body._first_read is not None and not body.complete) \
             or body.failed  # (Go's answer says so when its reader saw the fault)
+        # no length and no chunks to HTTP/1.0: the body ends with the connection
+        close = close or (resp.trailers is not None and req.http_version == "1.0")
         ok = await self._write_response(resp, req, pending.keep_alive, close)
         if close and pending.expect_continue and body._first_read is not None:
             return False
@@ -674,14 +681,24 @@ class Http1Protocol(asyncio.Protocol):
         for k, v in resp.headers:
             head.append(f"{k}: {v}\r\n".encode("latin-1"))
         head.append(_date_line())
-        if resp.stream is None:
+        if resp.stream is None and resp.trailers is None:
             head.append(b"Content-Length: %d\r\n" % len(resp.body))
         if close or not keep_alive:
             head.append(_CLOSE)
-        if resp.stream is not None and req.http_version != "1.0":
+        if (resp.stream is not None or resp.trailers is not None) and req.http_version != "1.0":
             head.append(_CHUNKED)
         head.append(b"\r\n")
-        if resp.stream is None:
+        if resp.stream is None and resp.trailers is not None:
+            if req.method != "HEAD":
+                if req.http_version == "1.0":
+                    head.append(resp.body)
+                else:
+                    if resp.body:
+                        head.append(b"%x\r\n%s\r\n" % (len(resp.body), resp.body))
+                    head.append(b"0\r\n" + b"".join(f"{k}: {v}\r\n".encode("latin-1") for k, v in resp.trailers)
+                                + b"\r\n")
+            self._write(b"".join(head))
+        elif resp.stream is None:
             # one write per response: head and body together
             if resp.body and req.method != "HEAD":
                 head.append(resp.body)
