@@ -359,7 +359,11 @@ class Gateway:
         except BaseException as exc:
             if isinstance(exc, asyncio.CancelledError):
                 raise
-            return error_response(*status_of(exc))
+            # as grpc-gateway: the stream's error object with the status
+            # the code maps to, sent chunked, without header metadata
+            code, message = status_of(exc)
+            return Response(HTTP_STATUS.get(code, 500), list(_ERROR_HEADERS),
+                            stream=_one(stream_error_line(code, message)))
 
         async def lines() -> AsyncIterator[bytes]:
             try:
@@ -384,6 +388,10 @@ class Gateway:
         if isinstance(item, Messages):
             return b"".join([self._line(call, m) for m in item])
         return b'{"result":' + self._json(call, item) + b"}\n"
+
+
+async def _one(chunk: bytes) -> AsyncIterator[bytes]:
+    yield chunk
 
 
 async def _empty() -> AsyncIterator[bytes]:
@@ -446,8 +454,9 @@ def error_response(code: int, message: str, close: bool = False, from_server: bo
 
 
 def stream_error_line(code: int, message: str) -> bytes:
-    """An error after a stream's first message, as grpc-gateway v1 writes it."""
+    """A stream's error, as grpc-gateway v1 writes it: the last thing in the
+    body, with no newline after it (unlike the messages before it)."""
     status = HTTP_STATUS.get(code, 500)
     return jsonpb.dumps({"error": {
         "grpc_code": code, "http_code": status, "message": message, "http_status": REASONS.get(status, ""),
-    }}) + b"\n"
+    }})

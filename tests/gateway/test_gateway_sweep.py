@@ -23,7 +23,7 @@ _MASK = re.compile(rb'"(cluster_id|member_id|raft_term|ID|dbSize|dbSizeInUse|lea
 
 
 def exchange(url: str, method: str, path: str, body: bytes | None, headers: dict[str, str] | None = None,
-             timeout: float = 30.0) -> tuple[str, list[str], bytes, list[str]]:
+             timeout: float = 30.0, mask: bool = True) -> tuple[str, list[str], bytes, list[str]]:
     """One request on a fresh connection that asks to be closed; the status
     line, the compared headers (sorted), the de-chunked body and the
     trailer lines, read until the server closes."""
@@ -61,7 +61,11 @@ def exchange(url: str, method: str, path: str, body: bytes | None, headers: dict
             out += rest[:size]
             rest = rest[size + 2:]
         rest = out
-    return lines[0], kept, _MASK.sub(lambda m: b'"' + m.group(1) + b'":*', rest), trailers
+    if mask:
+        rest = _MASK.sub(lambda m: b'"' + m.group(1) + b'":*', rest)
+        # (its length follows the masked ids')
+        kept = ["Content-Length: *" if x.lower().startswith("content-length:") else x for x in kept]
+    return lines[0], kept, rest, trailers
 
 
 def both(petcd: str, etcd: Server, method: str, path: str, body: Any = None,
@@ -117,3 +121,26 @@ def test_server_stream_request_errors(petcd_gw: str, etcd: Server) -> None:
 def test_empty_keepalive_stream_headers(petcd_gw: str, etcd: Server) -> None:
     # no request, no response: the stream ends with no header metadata
     assert_same(petcd_gw, etcd, [("/v3/lease/keepalive", b"")])
+
+
+def test_stream_refused_before_its_first_message(petcd_gw: str, etcd: Server) -> None:
+    # With auth on, a snapshot without a token fails before its first
+    # message: the stream's error object with the code's HTTP status, sent
+    # chunked with no newline after it and no Grpc-Metadata-Content-Type.
+    setup: list[tuple[str, Any]] = [("/v3/auth/user/add", {"name": "root", "password": "pw"}),
+                                    ("/v3/auth/user/grant", {"user": "root", "role": "root"}),
+                                    ("/v3/auth/enable", {})]
+    for url in (petcd_gw, etcd.client_url):
+        for path, body in setup:
+            assert exchange(url, "POST", path, json.dumps(body).encode())[0] == "HTTP/1.1 200 OK"
+    try:
+        ours, theirs = both(petcd_gw, etcd, "POST", "/v3/maintenance/snapshot", {})
+        assert theirs[0] == "HTTP/1.1 500 Internal Server Error"
+        assert ours == theirs
+        assert_same(petcd_gw, etcd, [("/v3/kv/range", {"key": "YQ=="}), ("/v3/election/leader", {"name": "YQ=="}),
+                                     ("/v3/lease/leases", {})])
+    finally:
+        for url in (petcd_gw, etcd.client_url):
+            token = json.loads(exchange(url, "POST", "/v3/auth/authenticate",
+                                        b'{"name":"root","password":"pw"}', mask=False)[2])["token"]
+            assert exchange(url, "POST", "/v3/auth/disable", b"{}", {"Authorization": token})[0] == "HTTP/1.1 200 OK"
