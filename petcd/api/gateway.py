@@ -316,6 +316,7 @@ class Gateway:
         gets an error response as etcd's gateway gives it."""
         objects = jsonpb.ObjectStream(JSON_FACTOR * self.max_body)
         first: list[Message] = []
+        rest: list[Any] = []  # objects that came with the first, read (and refused) later
         it = aiter(req.body)
         try:
             while not first:
@@ -323,8 +324,10 @@ class Gateway:
                     chunk = await anext(it)
                 except StopAsyncIteration:
                     break
-                for obj in objects.feed(chunk):
-                    first.append(jsonpb.from_obj(obj, call.request_cls()))
+                got = objects.feed(chunk)
+                if got:
+                    first.append(jsonpb.from_obj(got[0], call.request_cls()))
+                    rest = got[1:]
         except jsonpb.JsonError as exc:
             return error_response(2, str(exc))
         except BadBody as exc:  # (grpc-gateway passes the read error on as is: Unknown)
@@ -334,10 +337,12 @@ class Gateway:
             for msg in first:
                 yield msg
             try:
+                for obj in rest:
+                    yield jsonpb.from_obj(obj, call.request_cls())
                 async for chunk in it:
                     for obj in objects.feed(chunk):
                         yield jsonpb.from_obj(obj, call.request_cls())
-            except BadBody:
+            except (BadBody, jsonpb.JsonError):
                 pass  # as grpc-gateway: a body that breaks later ends the requests, not the stream
             if call.path == "/etcdserverpb.Watch/Watch":
                 # The body has ended; like etcd, a watch goes on until the

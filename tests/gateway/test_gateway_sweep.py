@@ -15,6 +15,8 @@ from typing import Any
 
 from petcd.testing.harness import Server
 
+from .test_differential import _dechunk
+
 # headers compared (Date and the CORS ones are the same by construction or must differ)
 _HEADERS = ("content-type", "trailer", "transfer-encoding", "content-length", "connection",
             "x-content-type-options")
@@ -144,3 +146,73 @@ def test_stream_refused_before_its_first_message(petcd_gw: str, etcd: Server) ->
             token = json.loads(exchange(url, "POST", "/v3/auth/authenticate",
                                         b'{"name":"root","password":"pw"}', mask=False)[2])["token"]
             assert exchange(url, "POST", "/v3/auth/disable", b"{}", {"Authorization": token})[0] == "HTTP/1.1 200 OK"
+
+
+# Request bodies read as etcd's gateway reads them (Go's json.Decoder, then
+# gogo's jsonpb): the first value only, Go's syntax errors word for word,
+# quoted integers read by json.Unmarshal, base64 by Go's StdEncoding.
+_RANGE_BODIES = [
+    b'{"key":"YQ=="} x', b'{"key":"YQ=="}{"key":"Yg=="}', b'{"key":"YQ=="}]', b"null", b" null ",
+    b'{"key":"YQ==","limit":" 5"}', b'{"key":"YQ==","limit":"5 "}', b'{"key":"YQ==","limit":" "}',
+    b'{"key":"YQ==","limit":"5 x"}', b'{"key":"YQ==","limit":"true"}', b'{"key":"YQ==","limit":"null"}',
+    b'{"key":"YQ==","limit":"[1]"}', b'{"key":"YQ==","limit":"-"}', b'{"key":"YQ==","limit":"1."}',
+    b'{"key":"YQ==","limit":"1e+"}', b'{"key":"YQ==","limit":"fa"}', b'{"key":"YQ==","limit":"[1"}',
+    b'{"key":"YQ==","sort_order":1e0}', b'{"key":"YQ==","sort_order":99999999999}',
+    b'{"key":"YQ==","sort_order":1.0}', b'{"key":"\xff"}', b"\x01{}", b"\xff{}", b"\xc2\x80{}",
+    b'{"key":"YQ==","limit":"\x01"}', b'{"key":tru}', b'{"key":"a\\q"}', b'{"key":"YQ==","limit":-}',
+    b'{"key":"YQ==","limit":1.}', b'{"key":"YQ==","limit":NaN}', b'{"key":"YQ=="}', b'{"key":"YQ="}',
+    b'{"key":"YQ=x"}', b'{"key":"Y=Q="}', b'{"key":"YWJ=YQ=="}', b'{"key":"Y\\nQ=="}', b'{"key":"YR=="}',
+    b'{"key":"YQ==","a":[1 2]}', b'{"key":"YQ==","a":{"b" 1}}', b'{"key":"YQ==","a":"\\u12g4"}',
+    b'{"key":"YQ==","a":1e}', b'{"key":"YQ==","a":fals}', b'{"key":"YQ==","a":nul',
+]
+
+
+def test_request_bodies_read_as_etcd_reads_them(petcd_gw: str, etcd: Server) -> None:
+    for url in (petcd_gw, etcd.client_url):
+        assert exchange(url, "POST", "/v3/kv/put", b'{"key":"YQ==","value":"eA=="}')[0] == "HTTP/1.1 200 OK"
+    assert_same(petcd_gw, etcd, [("/v3/kv/range", b) for b in _RANGE_BODIES] + [
+        ("/v3/auth/user/add", b'{"name":"\\ud800","password":"x"}'),  # half a surrogate pair: U+FFFD
+        ("/v3/auth/user/get", b'{"name":"\\ufffd"}'),
+    ])
+
+
+def test_stream_requests_after_the_first_read_one_at_a_time(petcd_gw: str, etcd: Server) -> None:
+    # the first object is served whatever follows it; what follows that
+    # does not parse ends the requests, not the stream
+    for path, body in [
+        ("/v3/watch", b'{"create_request":{"key":"YQ=="}} {bad'),
+        ("/v3/watch", b'{"create_request":{"key":"YQ=="}} {"create_request":{"key":"YQ="}}'),
+        ("/v3/lease/keepalive", b'{"ID":"1"}x'),
+        ("/v3/lease/keepalive", b'{"ID":"1"}{"ID":"x"}'),
+    ]:
+        got = []
+        for url in (petcd_gw, etcd.client_url):
+            status, lines = stream_lines(url, path, body, 1)
+            got.append((status, [_MASK.sub(lambda m: b'"' + m.group(1) + b'":*', json.dumps(x, separators=(",", ":"))
+                                           .encode()) for x in lines]))
+        assert got[0] == got[1], (path, body)
+        assert got[0][0] == b"HTTP/1.1 200 OK"
+
+
+def stream_lines(url: str, path: str, body: bytes, n: int, timeout: float = 30.0) -> tuple[bytes, list[Any]]:
+    """POST body to a streaming path; the status line and the first n JSON
+    lines of the answer (fewer if it ends first)."""
+    host, port = url.removeprefix("http://").split(":")
+    s = socket.create_connection((host, int(port)), timeout=timeout)
+    try:
+        s.sendall(b"POST %s HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % (path.encode(), len(body)) + body)
+        buf = b""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            head, sep, rest = buf.partition(b"\r\n\r\n")
+            lines = [json.loads(x) for x in _dechunk(rest).split(b"\n") if x.strip()] if sep else []
+            if len(lines) >= n or rest.endswith(b"0\r\n\r\n"):
+                return head.split(b"\r\n")[0], lines
+            got = s.recv(65536)
+            if not got:
+                break
+            buf += got
+        head, _, rest = buf.partition(b"\r\n\r\n")
+        return head.split(b"\r\n")[0], [json.loads(x) for x in _dechunk(rest).split(b"\n") if x.strip()]
+    finally:
+        s.close()
