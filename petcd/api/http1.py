@@ -27,11 +27,13 @@ import asyncio
 import email.utils
 import http
 import logging
+import re
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, cast
+from urllib.parse import unquote
 
 import httptools
 
@@ -211,6 +213,11 @@ class Request:
 
     @property
     def path(self) -> str:
+        """The path, percent-decoded (as Go's URL.Path, which routes)."""
+        return unquote(self.target.split("?", 1)[0], errors="surrogateescape")
+
+    @property
+    def raw_path(self) -> str:
         return self.target.split("?", 1)[0]
 
     @property
@@ -265,6 +272,8 @@ def _refusal(status: int, text: str = "") -> bytes:
 
 
 _BAD_REQUEST = _refusal(400)
+# a "%" not followed by two hex digits: a path Go's URL parser refuses
+_BAD_ESCAPE = re.compile(rb"%(?![0-9A-Fa-f]{2})")
 _HEAD_TOO_LARGE = _refusal(431)
 _BAD_VERSION = _refusal(505)
 _NO_HOST = _refusal(400, "missing required Host header")
@@ -516,6 +525,8 @@ class Http1Protocol(asyncio.Protocol):
         http11 = version != "1.0"
         if http11 and not host:
             raise _Refused(_NO_HOST)
+        if _BAD_ESCAPE.search(self._url.split(b"?", 1)[0]):
+            raise _Refused(_BAD_REQUEST)  # Go's URL parser refuses the path
         # Keep-alive as h11 had it: HTTP/1.1 unless the client says close.
         keep_alive = http11 and "close" not in (t.strip() for t in connection.split(","))
         expect_continue = http11 and expect == "100-continue"
