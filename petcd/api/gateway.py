@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
@@ -291,7 +291,12 @@ class Gateway:
         if m.server_streaming:
             return await self._server_stream(call, request, ctx)
         try:
-            resp = await call.handler(request, ctx)
+            resp = await _unless_ended(call.handler(request, ctx), req)
+        except ClientGone:
+            # as Go's server cancels the request's context when the client
+            # stops sending: the call is cancelled (a lock or campaign
+            # waiting in its queue leaves it), and gRPC's client says so
+            return error_response(1, "context canceled")
         except BaseException as exc:
             if isinstance(exc, asyncio.CancelledError):
                 raise
@@ -393,6 +398,39 @@ class Gateway:
         if isinstance(item, Messages):
             return b"".join([self._line(call, m) for m in item])
         return b'{"result":' + self._json(call, item) + b"}\n"
+
+
+class ClientGone(Exception):
+    """The client stopped sending or went away before the call ended."""
+
+
+async def _unless_ended(call: Awaitable[Any], req: Request) -> Any:
+    """call's result, or ClientGone (call cancelled and waited for) if the
+    client ends its side of the connection first."""
+    await asyncio.sleep(0)  # (an end of file that came with the request is seen first)
+    if req.ended.is_set():
+        # already over (the client half-closed after its request): Go's
+        # gRPC client refuses a call whose context is done without making it
+        if asyncio.iscoroutine(call):
+            call.close()
+        raise ClientGone
+    task = asyncio.ensure_future(call)
+    ended = asyncio.ensure_future(req.ended.wait())
+    try:
+        await asyncio.wait([task, ended], return_when=asyncio.FIRST_COMPLETED)
+    except asyncio.CancelledError:
+        task.cancel()
+        raise
+    finally:
+        ended.cancel()
+    if task.done():
+        return task.result()
+    task.cancel()
+    try:
+        await task
+    except BaseException:  # its cancellation, or whatever it ended with meanwhile
+        pass
+    raise ClientGone
 
 
 async def _one(chunk: bytes) -> AsyncIterator[bytes]:

@@ -210,6 +210,10 @@ class Request:
     body: Body
     closed: asyncio.Event  # set when the client has gone away
     http_version: str = "1.1"
+    # set when the client has gone away, or has stopped sending (end of
+    # file) right after this request (none pipelined after it): what
+    # cancels a Go handler's context once its body has been read
+    ended: asyncio.Event = field(default_factory=asyncio.Event)
 
     @property
     def path(self) -> str:
@@ -314,6 +318,8 @@ class Http1Protocol(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.task: asyncio.Task[None] | None = None
         self.closed = asyncio.Event()
+        self._last_request: Request | None = None  # the latest request read
+        self._serving: Request | None = None  # the request being answered
         self.reading_paused = False
         self.can_write = asyncio.Event()
         self.can_write.set()
@@ -443,6 +449,8 @@ class Http1Protocol(asyncio.Protocol):
 
     def eof_received(self) -> bool | None:
         self.eof = True
+        if self._last_request is not None:
+            self._last_request.ended.set()
         body = self._body
         if body is not None:  # the client stopped in the middle of a body
             self._body = None
@@ -459,6 +467,9 @@ class Http1Protocol(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed.set()
+        for req in (self._last_request, self._serving):
+            if req is not None:
+                req.ended.set()
         self.can_write.set()
         self.queued.set()
         if self._body is not None:
@@ -466,6 +477,7 @@ class Http1Protocol(asyncio.Protocol):
         for item in self.queue:
             if isinstance(item, _Pending):
                 item.request.body._cut()
+                item.request.ended.set()
         if self.task is not None and not self.task.done():
             self.task.cancel()
         if self.on_close is not None:
@@ -539,6 +551,7 @@ class Http1Protocol(asyncio.Protocol):
             closed=self.closed,
             http_version=version,
         )
+        self._last_request = request
         self._pending = _Pending(request, keep_alive, expect_continue)
         self.queue.append(self._pending)
         self.queued.set()
@@ -657,6 +670,7 @@ class Http1Protocol(asyncio.Protocol):
     async def _one(self, pending: _Pending) -> bool:
         req = pending.request
         body = req.body
+        self._serving = req
         try:
             resp = await self.app(req)
         except Exception:

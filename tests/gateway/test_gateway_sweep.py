@@ -7,13 +7,14 @@ compares (answers of a seeded call sequence) is not repeated here."""
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 import socket
 import time
 from typing import Any
 
-from petcd.testing.harness import Server
+from petcd.testing.harness import Server, wait_for
 
 from .test_differential import _dechunk
 
@@ -233,3 +234,49 @@ def test_paths_as_gos_mux_routes_them(petcd_gw: str, etcd: Server) -> None:
             if ours != theirs:
                 diffs.append(f"{method} {path}\n  petcd: {ours}\n  etcd:  {theirs}")
     assert not diffs, "\n".join(diffs)
+
+
+def _count(url: str, key: bytes) -> int:
+    end = key[:-1] + bytes([key[-1] + 1])
+    body = json.dumps({"key": base64.b64encode(key).decode(), "range_end": base64.b64encode(end).decode(),
+                       "count_only": True}).encode()
+    return int(json.loads(exchange(url, "POST", "/v3/kv/range", body, mask=False)[2]).get("count", "0"))
+
+
+def test_a_waiting_lock_leaves_the_queue_when_its_client_goes(petcd_gw: str, etcd: Server) -> None:
+    # Go cancels a request's context when its client closes (or half-closes)
+    # the connection: a lock waiting in its queue deletes its key.
+    for url in (petcd_gw, etcd.client_url):
+        for lid in ("901", "902", "903"):
+            assert exchange(url, "POST", "/v3/lease/grant", b'{"TTL":60,"ID":"%s"}' % lid.encode())[0].endswith("200 OK")
+        held = exchange(url, "POST", "/v3/lock/lock", b'{"name":"Z29uZQ==","lease":"901"}')
+        assert held[0].endswith("200 OK")
+        host, port = url.removeprefix("http://").split(":")
+        # a waiter that goes away
+        s = socket.create_connection((host, int(port)), timeout=30)
+        body = b'{"name":"Z29uZQ==","lease":"902"}'
+        s.sendall(b"POST /v3/lock/lock HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
+        wait_for(lambda: _count(url, b"gone/") == 2, 30, "the waiter's key")  # noqa: B023
+        s.close()
+        wait_for(lambda: _count(url, b"gone/") == 1, 30, "the waiter's key to go")  # noqa: B023
+    # a waiter that half-closes after its request: cancelled, and told so
+    answers = []
+    for url in (petcd_gw, etcd.client_url):
+        host, port = url.removeprefix("http://").split(":")
+        s = socket.create_connection((host, int(port)), timeout=30)
+        body = b'{"name":"Z29uZQ==","lease":"903"}'
+        s.sendall(b"POST /v3/lock/lock HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
+        s.shutdown(socket.SHUT_WR)
+        data = b""
+        while True:
+            got = s.recv(65536)
+            if not got:
+                break
+            data += got
+        s.close()
+        head, _, rest = data.partition(b"\r\n\r\n")
+        answers.append((head.split(b"\r\n")[0], rest))
+        if url == petcd_gw:  # (etcd may leave the key behind: its txn that joins the queue is cancelled too)
+            wait_for(lambda: _count(url, b"gone/") == 1, 30, "the half-closed waiter's key to go")  # noqa: B023
+    assert answers[0] == answers[1]
+    assert answers[0][0] == b"HTTP/1.1 408 Request Timeout"
