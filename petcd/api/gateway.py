@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, NoReturn
@@ -262,10 +264,16 @@ class Gateway:
                         b"Method Not Allowed\n")
 
     async def _handle(self, call: Call, req: Request) -> Response:
+        timeout_header = req.header("grpc-timeout")
+        timeout = grpc_timeout(timeout_header) if timeout_header else None
+        if timeout_header and timeout is None:
+            return error_response(3, f"invalid grpc-timeout: {timeout_header}")
+        # the deadline runs from here, as the context grpc-gateway makes first
+        deadline = None if not timeout else time.monotonic() + timeout
         ctx = GatewayContext(_metadata(req), "")
         m = call.method
         if m.client_streaming:
-            return await self._bidi(call, req, ctx)
+            return await self._bidi(call, req, ctx, deadline)
         broken: BadBody | None = None
         try:
             body = await req.body.read(JSON_FACTOR * self.max_body)
@@ -289,9 +297,12 @@ class Gateway:
             # as etcd's gateway, whose gRPC hop refuses the encoded message
             return error_response(8, self._too_large(size), from_server=True)
         if m.server_streaming:
-            return await self._server_stream(call, request, ctx)
+            return await self._server_stream(call, request, ctx, deadline)
         try:
-            resp = await _unless_ended(call.handler(request, ctx), req)
+            remaining = None if deadline is None else deadline - time.monotonic()
+            resp = await _unless_ended(call.handler(request, ctx), req, remaining)
+        except DeadlineExceeded:
+            return error_response(4, _DEADLINE)
         except ClientGone:
             # as Go's server cancels the request's context when the client
             # stops sending: the call is cancelled (a lock or campaign
@@ -311,11 +322,12 @@ class Gateway:
             resp = call.response_cls.FromString(bytes(resp))
         return jsonpb.to_json(resp)
 
-    async def _server_stream(self, call: Call, request: Message, ctx: GatewayContext) -> Response:
+    async def _server_stream(self, call: Call, request: Message, ctx: GatewayContext,
+                             deadline: float | None = None) -> Response:
         gen = call.handler(request, ctx)
-        return await self._stream_response(call, gen)
+        return await self._stream_response(call, gen, deadline)
 
-    async def _bidi(self, call: Call, req: Request, ctx: GatewayContext) -> Response:
+    async def _bidi(self, call: Call, req: Request, ctx: GatewayContext, deadline: float | None = None) -> Response:
         """Watch and LeaseKeepAlive: request objects from the body as they
         arrive; the first one is read before answering, so that a bad one
         gets an error response as etcd's gateway gives it."""
@@ -355,13 +367,21 @@ class Gateway:
                 await req.closed.wait()
 
         gen = call.handler(requests(), ctx)
-        return await self._stream_response(call, gen)
+        return await self._stream_response(call, gen, deadline)
 
-    async def _stream_response(self, call: Call, gen: AsyncIterator[Any]) -> Response:
+    async def _stream_response(self, call: Call, gen: AsyncIterator[Any], deadline: float | None = None) -> Response:
         """Wait for the first message (an error before it is an error
         response), then stream the rest, one JSON object per line."""
+        def remaining() -> float | None:
+            return None if deadline is None else max(0.0, deadline - time.monotonic())
+
         try:
-            first = await anext(gen)
+            first = await asyncio.wait_for(anext(gen), remaining())
+        except TimeoutError:
+            # the gRPC client's own error, while it waited for the stream's
+            # headers: the unary error form, with no trailer
+            await _close(gen)
+            return error_response(4, _DEADLINE)
         except StopAsyncIteration:
             # a stream that ended before its first message sent no header
             # metadata: no Grpc-Metadata-Content-Type
@@ -379,7 +399,14 @@ class Gateway:
             try:
                 yield self._line(call, first)
                 try:
-                    async for item in gen:
+                    while True:
+                        try:
+                            item = await asyncio.wait_for(anext(gen), remaining())
+                        except StopAsyncIteration:
+                            break
+                        except TimeoutError:  # the Grpc-Timeout passed: the stream ends so
+                            yield stream_error_line(4, _DEADLINE)
+                            break
                         yield self._line(call, item)
                 except asyncio.CancelledError:
                     raise
@@ -387,9 +414,7 @@ class Gateway:
                     code, message = status_of(exc)
                     yield stream_error_line(code, message)
             finally:
-                aclose = getattr(gen, "aclose", None)
-                if aclose is not None:
-                    await aclose()
+                await _close(gen)
 
         return Response(200, list(JSON_HEADERS), stream=lines())
 
@@ -404,20 +429,53 @@ class ClientGone(Exception):
     """The client stopped sending or went away before the call ended."""
 
 
-async def _unless_ended(call: Awaitable[Any], req: Request) -> Any:
-    """call's result, or ClientGone (call cancelled and waited for) if the
-    client ends its side of the connection first."""
+_DEADLINE = "context deadline exceeded"
+
+
+class DeadlineExceeded(Exception):
+    """The call's Grpc-Timeout passed before it ended."""
+
+
+_TIMEOUT_DIGITS = re.compile(r"[+-]?[0-9]+")
+_TIMEOUT_UNITS = {"H": 3600 * 10**9, "M": 60 * 10**9, "S": 10**9, "m": 10**6, "u": 10**3, "n": 1}
+
+
+def grpc_timeout(value: str) -> float | None:
+    """Seconds from a Grpc-Timeout header as grpc-gateway reads it (a
+    decimal int64, sign allowed, then one unit letter; the product in
+    nanoseconds wraps as Go's int64 does), None if it does not read; 0 is
+    no deadline at all."""
+    unit = _TIMEOUT_UNITS.get(value[-1:])
+    digits = value[:-1]
+    if unit is None or not _TIMEOUT_DIGITS.fullmatch(digits):
+        return None
+    n = int(digits)
+    if not -(1 << 63) <= n < (1 << 63):
+        return None
+    ns = (n * unit + (1 << 63)) % (1 << 64) - (1 << 63)
+    return ns / 1e9
+
+
+async def _unless_ended(call: Awaitable[Any], req: Request, timeout: float | None = None) -> Any:
+    """call's result; ClientGone (the call cancelled and waited for) if the
+    client ends its side of the connection first, DeadlineExceeded if the
+    timeout passes first."""
     await asyncio.sleep(0)  # (an end of file that came with the request is seen first)
+    over: type[Exception] | None = None
     if req.ended.is_set():
-        # already over (the client half-closed after its request): Go's
-        # gRPC client refuses a call whose context is done without making it
+        # already over (the client half-closed after its request)
+        over = ClientGone
+    elif timeout is not None and timeout <= 0:
+        over = DeadlineExceeded
+    if over is not None:
+        # Go's gRPC client refuses a call whose context is done without making it
         if asyncio.iscoroutine(call):
             call.close()
-        raise ClientGone
+        raise over
     task = asyncio.ensure_future(call)
     ended = asyncio.ensure_future(req.ended.wait())
     try:
-        await asyncio.wait([task, ended], return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.wait([task, ended], timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
     except asyncio.CancelledError:
         task.cancel()
         raise
@@ -430,7 +488,13 @@ async def _unless_ended(call: Awaitable[Any], req: Request) -> Any:
         await task
     except BaseException:  # its cancellation, or whatever it ended with meanwhile
         pass
-    raise ClientGone
+    raise ClientGone if req.ended.is_set() else DeadlineExceeded
+
+
+async def _close(gen: AsyncIterator[Any]) -> None:
+    aclose = getattr(gen, "aclose", None)
+    if aclose is not None:
+        await aclose()
 
 
 async def _one(chunk: bytes) -> AsyncIterator[bytes]:

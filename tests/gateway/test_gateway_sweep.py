@@ -1,8 +1,9 @@
 """A sweep of etcd 3.4's JSON gateway against petcd's, byte for byte where
 a client could see it: the status line, the headers a client looks at
 (Content-Type, Grpc-Metadata-*, Trailer, Transfer-Encoding), the trailer
-fields after a chunked body, and the body, once ids, terms and revisions
-that differ by construction are masked. What test_differential.py already
+fields after a chunked body, and the body, once ids, terms and header
+revisions (the servers' histories may differ where etcd races itself, see
+the lock test) are masked. What test_differential.py already
 compares (answers of a seeded call sequence) is not repeated here."""
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from .test_differential import _dechunk
 # headers compared (Date and the CORS ones are the same by construction or must differ)
 _HEADERS = ("content-type", "location", "trailer", "transfer-encoding", "content-length", "connection",
             "x-content-type-options")
-_MASK = re.compile(rb'"(cluster_id|member_id|raft_term|ID|dbSize|dbSizeInUse|leader|raftIndex|raftTerm|'
+_MASK = re.compile(rb'"(cluster_id|member_id|raft_term|revision|ID|dbSize|dbSizeInUse|leader|raftIndex|raftTerm|'
                    rb'raftAppliedIndex|hash|memberID|token)":("[^"]*"|\d+)')
 
 
@@ -280,3 +281,59 @@ def test_a_waiting_lock_leaves_the_queue_when_its_client_goes(petcd_gw: str, etc
             wait_for(lambda: _count(url, b"gone/") == 1, 30, "the half-closed waiter's key to go")  # noqa: B023
     assert answers[0] == answers[1]
     assert answers[0][0] == b"HTTP/1.1 408 Request Timeout"
+
+
+def test_grpc_timeout_header(petcd_gw: str, etcd: Server) -> None:
+    # grpc-gateway reads Grpc-Timeout (an int64 and a unit; 0 is none; the
+    # nanoseconds wrap as Go's int64) before the body; a call still running
+    # at the deadline is cancelled: 504 (no trailer: the gRPC client's own
+    # error), or the error object ending a stream that had begun.
+    diffs = []
+    for value in ("1n", "bogus", "5", "x5S", "1.5S", "+5S", "-5S", "0S", "60S", "99999999999999999999S",
+                  "9223372036854775807S", "1u"):
+        for body in (b'{"key":"YQ=="}', b"{bad"):
+            ours, theirs = both(petcd_gw, etcd, "POST", "/v3/kv/range", body, {"Grpc-Timeout": value})
+            if ours != theirs:
+                diffs.append(f"{value} {body!r}\n  petcd: {ours}\n  etcd:  {theirs}")
+    assert not diffs, "\n".join(diffs)
+    for url in (petcd_gw, etcd.client_url):
+        assert exchange(url, "POST", "/v3/lock/lock", b'{"name":"dGltZW91dA=="}')[0].endswith("200 OK")
+    # waits: cut short by the deadline
+    assert_same_with(petcd_gw, etcd, "/v3/lock/lock", b'{"name":"dGltZW91dA=="}', {"Grpc-Timeout": "300m"},
+                     "HTTP/1.1 504 Gateway Timeout")
+    assert_same_with(petcd_gw, etcd, "/v3/election/observe", b'{"name":"bm8tbGVhZGVy"}', {"Grpc-Timeout": "300m"},
+                     "HTTP/1.1 504 Gateway Timeout")
+    got = []
+    for url in (petcd_gw, etcd.client_url):
+        status, lines = timed_stream(url, "/v3/watch", b'{"create_request":{"key":"dGltZW91dA=="}}', "500m")
+        got.append((status, [list(x) for x in lines]))
+    assert got[0] == got[1]
+    assert got[0][1] == [["result"], ["error"]]
+
+
+def assert_same_with(petcd: str, etcd: Server, path: str, body: bytes, headers: dict[str, str], status: str) -> None:
+    ours, theirs = both(petcd, etcd, "POST", path, body, headers)
+    assert ours == theirs
+    assert theirs[0] == status
+
+
+def timed_stream(url: str, path: str, body: bytes, timeout: str) -> tuple[bytes, list[Any]]:
+    """A stream with a Grpc-Timeout, read until the server ends it (with
+    the deadline's error)."""
+    host, port = url.removeprefix("http://").split(":")
+    s = socket.create_connection((host, int(port)), timeout=60)
+    try:
+        s.sendall(b"POST %s HTTP/1.1\r\nHost: x\r\nGrpc-Timeout: %s\r\nContent-Length: %d\r\n\r\n"
+                  % (path.encode(), timeout.encode(), len(body)) + body)
+        buf = b""
+        while not buf.endswith(b"0\r\n\r\n"):
+            got = s.recv(65536)
+            if not got:
+                break
+            buf += got
+    finally:
+        s.close()
+    head, _, rest = buf.partition(b"\r\n\r\n")
+    data = _dechunk(rest)
+    assert not data.endswith(b"\n"), data  # (the error that ends a stream has no newline after it)
+    return head.split(b"\r\n")[0], [json.loads(x) for x in data.split(b"\n") if x.strip()]
