@@ -263,6 +263,7 @@ COMMON_HEADERS = [
 
 _COMMON = b"".join(f"{k}: {v}\r\n".encode("latin-1") for k, v in COMMON_HEADERS)
 _CLOSE = b"Connection: close\r\n"
+_KEEP_ALIVE = b"Connection: keep-alive\r\n"
 _CHUNKED = b"Transfer-Encoding: chunked\r\n"
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 
@@ -539,8 +540,10 @@ class Http1Protocol(asyncio.Protocol):
             raise _Refused(_NO_HOST)
         if _BAD_ESCAPE.search(self._url.split(b"?", 1)[0]):
             raise _Refused(_BAD_REQUEST)  # Go's URL parser refuses the path
-        # Keep-alive as h11 had it: HTTP/1.1 unless the client says close.
-        keep_alive = http11 and "close" not in (t.strip() for t in connection.split(","))
+        # Keep-alive as Go's server has it: HTTP/1.1 unless the client says
+        # close, HTTP/1.0 only if it asks for keep-alive.
+        tokens = {t.strip() for t in connection.split(",")}
+        keep_alive = "close" not in tokens if http11 else "keep-alive" in tokens
         expect_continue = http11 and expect == "100-continue"
         body = self._body = Body(self._resume, self._send_continue if expect_continue else None)
         request = Request(
@@ -682,7 +685,7 @@ class Http1Protocol(asyncio.Protocol):
         close = resp.close or (pending.expect_continue and body._first_read is not None and not body.complete) \
             or body.failed  # (Go's answer says so when its reader saw the fault)
         # no length and no chunks to HTTP/1.0: the body ends with the connection
-        close = close or (resp.trailers is not None and req.http_version == "1.0")
+        close = close or ((resp.trailers is not None or resp.stream is not None) and req.http_version == "1.0")
         ok = await self._write_response(resp, req, pending.keep_alive, close)
         if close and pending.expect_continue and body._first_read is not None:
             return False
@@ -702,13 +705,18 @@ class Http1Protocol(asyncio.Protocol):
         is gone or the stream could not be sent whole. The headers the
         protocol adds come in Go's order: Date, Content-Length, Connection,
         Transfer-Encoding."""
-        head = [_status_line(resp.status), _COMMON]
+        http10 = req.http_version == "1.0"
+        head = [_status_line(resp.status, http10), _COMMON]
         for k, v in resp.headers:
             head.append(f"{k}: {v}\r\n".encode("latin-1"))
         head.append(_date_line())
         if resp.stream is None and resp.trailers is None:
             head.append(b"Content-Length: %d\r\n" % len(resp.body))
-        if close or not keep_alive:
+        if http10:
+            # closing is HTTP/1.0's default: said only when it stays open
+            if keep_alive and not close:
+                head.append(_KEEP_ALIVE)
+        elif close or not keep_alive:
             head.append(_CLOSE)
         if (resp.stream is not None or resp.trailers is not None) and req.http_version != "1.0":
             head.append(_CHUNKED)
@@ -783,13 +791,15 @@ def _date_line() -> bytes:
     return cast(bytes, _DATE[1])
 
 
-_STATUS_LINES: dict[int, bytes] = {}
+_STATUS_LINES: dict[tuple[int, bool], bytes] = {}
 
 
-def _status_line(status: int) -> bytes:
-    line = _STATUS_LINES.get(status)
+def _status_line(status: int, http10: bool = False) -> bytes:
+    """The status line, in the request's version (as Go answers HTTP/1.0)."""
+    line = _STATUS_LINES.get((status, http10))
     if line is None:
-        line = _STATUS_LINES[status] = b"HTTP/1.1 %d %s\r\n" % (status, _reason(status))
+        version = b"1.0" if http10 else b"1.1"
+        line = _STATUS_LINES[(status, http10)] = b"HTTP/%s %d %s\r\n" % (version, status, _reason(status))
     return line
 
 
