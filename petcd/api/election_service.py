@@ -32,11 +32,15 @@ class ElectionService:
 
     async def Campaign(self, request: v3election_pb2.CampaignRequest, context: Any) -> v3election_pb2.CampaignResponse:
         key = b""
+        joining: asyncio.Future[Any] | None = None
         try:
             info = await auth_info(self.s, context)
             lease = await self.r.session(request.lease)
             prefix, key, txn = self.r.queue_entry(request.name, lease, request.value, [])
-            resp = await self.s.txn(txn, info)
+            # shielded: the caller going away must not cut the txn short
+            # (abandon waits for it, then deletes the key)
+            joining = asyncio.ensure_future(self.s.txn(txn, info))
+            resp = await asyncio.shield(joining)
             header = self.r.header(resp.header)
             rev = header.revision
             if not resp.succeeded:
@@ -49,7 +53,7 @@ class ElectionService:
             return v3election_pb2.CampaignResponse(header=header, leader=leader)
         except asyncio.CancelledError:
             if key:  # the candidate went away while waiting: step out of line
-                self.r.abandon(key)
+                self.r.abandon(key, joining)
             raise
         except Exception as exc:
             await abort_unknown(context, exc)

@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+import re
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
@@ -105,6 +107,10 @@ _CODE_NAMES = [
 JSON_FACTOR = 4
 JSON_HEADERS = [("Content-Type", "application/json"), ("Grpc-Metadata-Content-Type", "application/grpc")]
 _ERROR_HEADERS = [("Content-Type", "application/json")]
+# An error the gRPC server answered (a trailers-only response): grpc-gateway
+# declares and sends its trailer metadata, so the body goes chunked.
+_SERVER_ERROR_HEADERS = _ERROR_HEADERS + [("Trailer", "Grpc-Trailer-Content-Type")]
+_SERVER_ERROR_TRAILERS = [("Grpc-Trailer-Content-Type", "application/grpc")]
 
 
 class GatewayAbort(Exception):
@@ -258,16 +264,22 @@ class Gateway:
                         b"Method Not Allowed\n")
 
     async def _handle(self, call: Call, req: Request) -> Response:
+        timeout_header = req.header("grpc-timeout")
+        timeout = grpc_timeout(timeout_header) if timeout_header else None
+        if timeout_header and timeout is None:
+            return error_response(3, f"invalid grpc-timeout: {timeout_header}")
+        # the deadline runs from here, as the context grpc-gateway makes first
+        deadline = None if not timeout else time.monotonic() + timeout
         ctx = GatewayContext(_metadata(req), "")
         m = call.method
         if m.client_streaming:
-            return await self._bidi(call, req, ctx)
+            return await self._bidi(call, req, ctx, deadline)
         broken: BadBody | None = None
         try:
             body = await req.body.read(JSON_FACTOR * self.max_body)
         except BodyTooLarge:
             # far too large to hold: answered without reading the rest
-            return error_response(8, self._too_large(req.body.buffered), close=True)
+            return error_response(8, self._too_large(req.body.buffered), close=True, from_server=True)
         except BadBody as exc:
             # As grpc-gateway's JSON decoder: a request whole before the
             # fault is served, else the fault is the (InvalidArgument) error.
@@ -279,19 +291,27 @@ class Gateway:
         except jsonpb.JsonError as exc:
             if broken is not None:  # the request had not ended before the fault
                 return error_response(3, str(broken), close=True)
-            return error_response(2 if m.server_streaming else 3, str(exc))
+            return error_response(3, str(exc))  # (server streams too: InvalidArgument, as etcd 3.4 answers)
         size = request.ByteSize()
         if size > self.max_body:
             # as etcd's gateway, whose gRPC hop refuses the encoded message
-            return error_response(8, self._too_large(size))
+            return error_response(8, self._too_large(size), from_server=True)
         if m.server_streaming:
-            return await self._server_stream(call, request, ctx)
+            return await self._server_stream(call, request, ctx, deadline)
         try:
-            resp = await call.handler(request, ctx)
+            remaining = None if deadline is None else deadline - time.monotonic()
+            resp = await _unless_ended(call.handler(request, ctx), req, remaining)
+        except DeadlineExceeded:
+            return error_response(4, _DEADLINE)
+        except ClientGone:
+            # as Go's server cancels the request's context when the client
+            # stops sending: the call is cancelled (a lock or campaign
+            # waiting in its queue leaves it), and gRPC's client says so
+            return error_response(1, "context canceled")
         except BaseException as exc:
             if isinstance(exc, asyncio.CancelledError):
                 raise
-            return error_response(*status_of(exc))
+            return error_response(*status_of(exc), from_server=True)
         return Response(200, list(JSON_HEADERS), self._json(call, resp))
 
     def _too_large(self, size: int) -> str:
@@ -302,16 +322,18 @@ class Gateway:
             resp = call.response_cls.FromString(bytes(resp))
         return jsonpb.to_json(resp)
 
-    async def _server_stream(self, call: Call, request: Message, ctx: GatewayContext) -> Response:
+    async def _server_stream(self, call: Call, request: Message, ctx: GatewayContext,
+                             deadline: float | None = None) -> Response:
         gen = call.handler(request, ctx)
-        return await self._stream_response(call, gen)
+        return await self._stream_response(call, gen, deadline)
 
-    async def _bidi(self, call: Call, req: Request, ctx: GatewayContext) -> Response:
+    async def _bidi(self, call: Call, req: Request, ctx: GatewayContext, deadline: float | None = None) -> Response:
         """Watch and LeaseKeepAlive: request objects from the body as they
         arrive; the first one is read before answering, so that a bad one
         gets an error response as etcd's gateway gives it."""
         objects = jsonpb.ObjectStream(JSON_FACTOR * self.max_body)
         first: list[Message] = []
+        rest: list[Any] = []  # objects that came with the first, read (and refused) later
         it = aiter(req.body)
         try:
             while not first:
@@ -319,8 +341,10 @@ class Gateway:
                     chunk = await anext(it)
                 except StopAsyncIteration:
                     break
-                for obj in objects.feed(chunk):
-                    first.append(jsonpb.from_obj(obj, call.request_cls()))
+                got = objects.feed(chunk)
+                if got:
+                    first.append(jsonpb.from_obj(got[0], call.request_cls()))
+                    rest = got[1:]
         except jsonpb.JsonError as exc:
             return error_response(2, str(exc))
         except BadBody as exc:  # (grpc-gateway passes the read error on as is: Unknown)
@@ -330,10 +354,12 @@ class Gateway:
             for msg in first:
                 yield msg
             try:
+                for obj in rest:
+                    yield jsonpb.from_obj(obj, call.request_cls())
                 async for chunk in it:
                     for obj in objects.feed(chunk):
                         yield jsonpb.from_obj(obj, call.request_cls())
-            except BadBody:
+            except (BadBody, jsonpb.JsonError):
                 pass  # as grpc-gateway: a body that breaks later ends the requests, not the stream
             if call.path == "/etcdserverpb.Watch/Watch":
                 # The body has ended; like etcd, a watch goes on until the
@@ -341,25 +367,46 @@ class Gateway:
                 await req.closed.wait()
 
         gen = call.handler(requests(), ctx)
-        return await self._stream_response(call, gen)
+        return await self._stream_response(call, gen, deadline)
 
-    async def _stream_response(self, call: Call, gen: AsyncIterator[Any]) -> Response:
+    async def _stream_response(self, call: Call, gen: AsyncIterator[Any], deadline: float | None = None) -> Response:
         """Wait for the first message (an error before it is an error
         response), then stream the rest, one JSON object per line."""
+        def remaining() -> float | None:
+            return None if deadline is None else max(0.0, deadline - time.monotonic())
+
         try:
-            first = await anext(gen)
+            first = await asyncio.wait_for(anext(gen), remaining())
+        except TimeoutError:
+            # the gRPC client's own error, while it waited for the stream's
+            # headers: the unary error form, with no trailer
+            await _close(gen)
+            return error_response(4, _DEADLINE)
         except StopAsyncIteration:
-            return Response(200, list(JSON_HEADERS), stream=_empty())
+            # a stream that ended before its first message sent no header
+            # metadata: no Grpc-Metadata-Content-Type
+            return Response(200, list(_ERROR_HEADERS), stream=_empty())
         except BaseException as exc:
             if isinstance(exc, asyncio.CancelledError):
                 raise
-            return error_response(*status_of(exc))
+            # as grpc-gateway: the stream's error object with the status
+            # the code maps to, sent chunked, without header metadata
+            code, message = status_of(exc)
+            return Response(HTTP_STATUS.get(code, 500), list(_ERROR_HEADERS),
+                            stream=_one(stream_error_line(code, message)))
 
         async def lines() -> AsyncIterator[bytes]:
             try:
                 yield self._line(call, first)
                 try:
-                    async for item in gen:
+                    while True:
+                        try:
+                            item = await asyncio.wait_for(anext(gen), remaining())
+                        except StopAsyncIteration:
+                            break
+                        except TimeoutError:  # the Grpc-Timeout passed: the stream ends so
+                            yield stream_error_line(4, _DEADLINE)
+                            break
                         yield self._line(call, item)
                 except asyncio.CancelledError:
                     raise
@@ -367,9 +414,7 @@ class Gateway:
                     code, message = status_of(exc)
                     yield stream_error_line(code, message)
             finally:
-                aclose = getattr(gen, "aclose", None)
-                if aclose is not None:
-                    await aclose()
+                await _close(gen)
 
         return Response(200, list(JSON_HEADERS), stream=lines())
 
@@ -378,6 +423,82 @@ class Gateway:
         if isinstance(item, Messages):
             return b"".join([self._line(call, m) for m in item])
         return b'{"result":' + self._json(call, item) + b"}\n"
+
+
+class ClientGone(Exception):
+    """The client stopped sending or went away before the call ended."""
+
+
+_DEADLINE = "context deadline exceeded"
+
+
+class DeadlineExceeded(Exception):
+    """The call's Grpc-Timeout passed before it ended."""
+
+
+_TIMEOUT_DIGITS = re.compile(r"[+-]?[0-9]+")
+_TIMEOUT_UNITS = {"H": 3600 * 10**9, "M": 60 * 10**9, "S": 10**9, "m": 10**6, "u": 10**3, "n": 1}
+
+
+def grpc_timeout(value: str) -> float | None:
+    """Seconds from a Grpc-Timeout header as grpc-gateway reads it (a
+    decimal int64, sign allowed, then one unit letter; the product in
+    nanoseconds wraps as Go's int64 does), None if it does not read; 0 is
+    no deadline at all."""
+    unit = _TIMEOUT_UNITS.get(value[-1:])
+    digits = value[:-1]
+    if unit is None or not _TIMEOUT_DIGITS.fullmatch(digits):
+        return None
+    n = int(digits)
+    if not -(1 << 63) <= n < (1 << 63):
+        return None
+    ns = (n * unit + (1 << 63)) % (1 << 64) - (1 << 63)
+    return ns / 1e9
+
+
+async def _unless_ended(call: Awaitable[Any], req: Request, timeout: float | None = None) -> Any:
+    """call's result; ClientGone (the call cancelled and waited for) if the
+    client ends its side of the connection first, DeadlineExceeded if the
+    timeout passes first."""
+    await asyncio.sleep(0)  # (an end of file that came with the request is seen first)
+    over: type[Exception] | None = None
+    if req.ended.is_set():
+        # already over (the client half-closed after its request)
+        over = ClientGone
+    elif timeout is not None and timeout <= 0:
+        over = DeadlineExceeded
+    if over is not None:
+        # Go's gRPC client refuses a call whose context is done without making it
+        if asyncio.iscoroutine(call):
+            call.close()
+        raise over
+    task = asyncio.ensure_future(call)
+    ended = asyncio.ensure_future(req.ended.wait())
+    try:
+        await asyncio.wait([task, ended], timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+    except asyncio.CancelledError:
+        task.cancel()
+        raise
+    finally:
+        ended.cancel()
+    if task.done():
+        return task.result()
+    task.cancel()
+    try:
+        await task
+    except BaseException:  # its cancellation, or whatever it ended with meanwhile
+        pass
+    raise ClientGone if req.ended.is_set() else DeadlineExceeded
+
+
+async def _close(gen: AsyncIterator[Any]) -> None:
+    aclose = getattr(gen, "aclose", None)
+    if aclose is not None:
+        await aclose()
+
+
+async def _one(chunk: bytes) -> AsyncIterator[bytes]:
+    yield chunk
 
 
 async def _empty() -> AsyncIterator[bytes]:
@@ -428,15 +549,21 @@ def error_body(code: int, message: str) -> bytes:
     return jsonpb.dumps({"error": message, "message": message, "code": code})
 
 
-def error_response(code: int, message: str, close: bool = False) -> Response:
+def error_response(code: int, message: str, close: bool = False, from_server: bool = False) -> Response:
     """etcd's gateway error: {"error","message","code"} with the HTTP status
-    grpc-gateway maps the code to."""
+    grpc-gateway maps the code to. from_server: the status came from the
+    gRPC server (not from the gateway's own reading of the request), and
+    the answer carries the trailer etcd's gateway forwards."""
+    if from_server:
+        return Response(HTTP_STATUS.get(code, 500), list(_SERVER_ERROR_HEADERS), error_body(code, message),
+                        close=close, trailers=list(_SERVER_ERROR_TRAILERS))
     return Response(HTTP_STATUS.get(code, 500), list(_ERROR_HEADERS), error_body(code, message), close=close)
 
 
 def stream_error_line(code: int, message: str) -> bytes:
-    """An error after a stream's first message, as grpc-gateway v1 writes it."""
+    """A stream's error, as grpc-gateway v1 writes it: the last thing in the
+    body, with no newline after it (unlike the messages before it)."""
     status = HTTP_STATUS.get(code, 500)
     return jsonpb.dumps({"error": {
         "grpc_code": code, "http_code": status, "message": message, "http_status": REASONS.get(status, ""),
-    }}) + b"\n"
+    }})

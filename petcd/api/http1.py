@@ -27,11 +27,13 @@ import asyncio
 import email.utils
 import http
 import logging
+import re
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, cast
+from urllib.parse import unquote
 
 import httptools
 
@@ -208,9 +210,18 @@ class Request:
     body: Body
     closed: asyncio.Event  # set when the client has gone away
     http_version: str = "1.1"
+    # set when the client has gone away, or has stopped sending (end of
+    # file) right after this request (none pipelined after it): what
+    # cancels a Go handler's context once its body has been read
+    ended: asyncio.Event = field(default_factory=asyncio.Event)
 
     @property
     def path(self) -> str:
+        """The path, percent-decoded (as Go's URL.Path, which routes)."""
+        return unquote(self.target.split("?", 1)[0], errors="surrogateescape")
+
+    @property
+    def raw_path(self) -> str:
         return self.target.split("?", 1)[0]
 
     @property
@@ -234,6 +245,11 @@ class Response:
     body: bytes = b""
     stream: AsyncIterator[bytes] | None = None
     close: bool = False  # close the connection after this response
+    # Trailer fields sent after a chunked body. As Go's net/http, a response
+    # that declares trailers is sent chunked (no Content-Length) even when
+    # its body is whole; to an HTTP/1.0 client, unchunked, and the
+    # connection closes (the trailers are lost, as Go loses them).
+    trailers: list[tuple[str, str]] | None = None
 
 
 App = Callable[[Request], Awaitable[Response]]
@@ -247,6 +263,7 @@ COMMON_HEADERS = [
 
 _COMMON = b"".join(f"{k}: {v}\r\n".encode("latin-1") for k, v in COMMON_HEADERS)
 _CLOSE = b"Connection: close\r\n"
+_KEEP_ALIVE = b"Connection: keep-alive\r\n"
 _CHUNKED = b"Transfer-Encoding: chunked\r\n"
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 
@@ -260,6 +277,8 @@ def _refusal(status: int, text: str = "") -> bytes:
 
 
 _BAD_REQUEST = _refusal(400)
+# a "%" not followed by two hex digits: a path Go's URL parser refuses
+_BAD_ESCAPE = re.compile(rb"%(?![0-9A-Fa-f]{2})")
 _HEAD_TOO_LARGE = _refusal(431)
 _BAD_VERSION = _refusal(505)
 _NO_HOST = _refusal(400, "missing required Host header")
@@ -300,6 +319,8 @@ class Http1Protocol(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.task: asyncio.Task[None] | None = None
         self.closed = asyncio.Event()
+        self._last_request: Request | None = None  # the latest request read
+        self._serving: Request | None = None  # the request being answered
         self.reading_paused = False
         self.can_write = asyncio.Event()
         self.can_write.set()
@@ -429,6 +450,8 @@ class Http1Protocol(asyncio.Protocol):
 
     def eof_received(self) -> bool | None:
         self.eof = True
+        if self._last_request is not None:
+            self._last_request.ended.set()
         body = self._body
         if body is not None:  # the client stopped in the middle of a body
             self._body = None
@@ -445,6 +468,9 @@ class Http1Protocol(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed.set()
+        for req in (self._last_request, self._serving):
+            if req is not None:
+                req.ended.set()
         self.can_write.set()
         self.queued.set()
         if self._body is not None:
@@ -452,6 +478,7 @@ class Http1Protocol(asyncio.Protocol):
         for item in self.queue:
             if isinstance(item, _Pending):
                 item.request.body._cut()
+                item.request.ended.set()
         if self.task is not None and not self.task.done():
             self.task.cancel()
         if self.on_close is not None:
@@ -511,8 +538,12 @@ class Http1Protocol(asyncio.Protocol):
         http11 = version != "1.0"
         if http11 and not host:
             raise _Refused(_NO_HOST)
-        # Keep-alive as h11 had it: HTTP/1.1 unless the client says close.
-        keep_alive = http11 and "close" not in (t.strip() for t in connection.split(","))
+        if _BAD_ESCAPE.search(self._url.split(b"?", 1)[0]):
+            raise _Refused(_BAD_REQUEST)  # Go's URL parser refuses the path
+        # Keep-alive as Go's server has it: HTTP/1.1 unless the client says
+        # close, HTTP/1.0 only if it asks for keep-alive.
+        tokens = {t.strip() for t in connection.split(",")}
+        keep_alive = "close" not in tokens if http11 else "keep-alive" in tokens
         expect_continue = http11 and expect == "100-continue"
         body = self._body = Body(self._resume, self._send_continue if expect_continue else None)
         request = Request(
@@ -523,6 +554,7 @@ class Http1Protocol(asyncio.Protocol):
             closed=self.closed,
             http_version=version,
         )
+        self._last_request = request
         self._pending = _Pending(request, keep_alive, expect_continue)
         self.queue.append(self._pending)
         self.queued.set()
@@ -641,6 +673,7 @@ class Http1Protocol(asyncio.Protocol):
     async def _one(self, pending: _Pending) -> bool:
         req = pending.request
         body = req.body
+        self._serving = req
         try:
             resp = await self.app(req)
         except Exception:
@@ -651,6 +684,8 @@ class Http1Protocol(asyncio.Protocol):
         # answer says so (as Go's net/http does).
         close = resp.close or (pending.expect_continue and body._first_read is not None and not body.complete) \
             or body.failed  # (Go's answer says so when its reader saw the fault)
+        # no length and no chunks to HTTP/1.0: the body ends with the connection
+        close = close or ((resp.trailers is not None or resp.stream is not None) and req.http_version == "1.0")
         ok = await self._write_response(resp, req, pending.keep_alive, close)
         if close and pending.expect_continue and body._first_read is not None:
             return False
@@ -670,18 +705,33 @@ class Http1Protocol(asyncio.Protocol):
         is gone or the stream could not be sent whole. The headers the
         protocol adds come in Go's order: Date, Content-Length, Connection,
         Transfer-Encoding."""
-        head = [_status_line(resp.status), _COMMON]
+        http10 = req.http_version == "1.0"
+        head = [_status_line(resp.status, http10), _COMMON]
         for k, v in resp.headers:
             head.append(f"{k}: {v}\r\n".encode("latin-1"))
         head.append(_date_line())
-        if resp.stream is None:
+        if resp.stream is None and resp.trailers is None:
             head.append(b"Content-Length: %d\r\n" % len(resp.body))
-        if close or not keep_alive:
+        if http10:
+            # closing is HTTP/1.0's default: said only when it stays open
+            if keep_alive and not close:
+                head.append(_KEEP_ALIVE)
+        elif close or not keep_alive:
             head.append(_CLOSE)
-        if resp.stream is not None and req.http_version != "1.0":
+        if (resp.stream is not None or resp.trailers is not None) and req.http_version != "1.0":
             head.append(_CHUNKED)
         head.append(b"\r\n")
-        if resp.stream is None:
+        if resp.stream is None and resp.trailers is not None:
+            if req.method != "HEAD":
+                if req.http_version == "1.0":
+                    head.append(resp.body)
+                else:
+                    if resp.body:
+                        head.append(b"%x\r\n%s\r\n" % (len(resp.body), resp.body))
+                    head.append(b"0\r\n" + b"".join(f"{k}: {v}\r\n".encode("latin-1") for k, v in resp.trailers)
+                                + b"\r\n")
+            self._write(b"".join(head))
+        elif resp.stream is None:
             # one write per response: head and body together
             if resp.body and req.method != "HEAD":
                 head.append(resp.body)
@@ -741,13 +791,15 @@ def _date_line() -> bytes:
     return cast(bytes, _DATE[1])
 
 
-_STATUS_LINES: dict[int, bytes] = {}
+_STATUS_LINES: dict[tuple[int, bool], bytes] = {}
 
 
-def _status_line(status: int) -> bytes:
-    line = _STATUS_LINES.get(status)
+def _status_line(status: int, http10: bool = False) -> bytes:
+    """The status line, in the request's version (as Go answers HTTP/1.0)."""
+    line = _STATUS_LINES.get((status, http10))
     if line is None:
-        line = _STATUS_LINES[status] = b"HTTP/1.1 %d %s\r\n" % (status, _reason(status))
+        version = b"1.0" if http10 else b"1.1"
+        line = _STATUS_LINES[(status, http10)] = b"HTTP/%s %d %s\r\n" % (version, status, _reason(status))
     return line
 
 

@@ -9,8 +9,10 @@ calls; ``metrics_only`` is what a --listen-metrics-urls listener serves.
 from __future__ import annotations
 
 import asyncio
+import html
 from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
 
 from petcd import stats
 from petcd.api import jsonpb
@@ -107,6 +109,11 @@ class ClientHttp:
         if req.method == "OPTIONS":
             return Response(200)  # etcd answers every CORS preflight so
         path = req.path
+        clean = clean_path(path)
+        if clean == "/v3":
+            clean = "/v3/"  # a subtree etcd's mux serves: its bare name is sent there
+        if clean != path:
+            return redirect(req, clean)
         route = self.routes.get(path)
         if route is not None:
             return await route(req)
@@ -172,6 +179,37 @@ class ClientHttp:
     async def get_metrics(self, req: Request) -> Response:
         # any method, as etcd's promhttp handler
         return Response(200, [("Content-Type", CONTENT_TYPE)], self.metrics.render())
+
+
+def clean_path(path: str) -> str:
+    """The path as Go's ServeMux cleans it before routing: rooted, no empty,
+    "." or ".." segments, a trailing slash kept."""
+    if not path.startswith("/"):
+        path = "/" + path
+    out: list[str] = []
+    for seg in path.split("/"):
+        if seg in ("", "."):
+            continue
+        if seg == "..":
+            if out:
+                out.pop()
+            continue
+        out.append(seg)
+    clean = "/" + "/".join(out)
+    if path.endswith("/") and clean != "/":
+        clean += "/"
+    return clean
+
+
+def redirect(req: Request, path: str) -> Response:
+    """Go's ServeMux sending a request for an unclean path (or a subtree's
+    bare name) to the clean one: 301, with a link in the body for GET/HEAD."""
+    location = quote(path, safe="$&+,/:;=@", errors="surrogateescape") + (f"?{req.query}" if req.query else "")
+    if req.method not in ("GET", "HEAD"):
+        return Response(301, [("Location", location)])
+    link = html.escape(location, quote=True).replace("&#x27;", "&#39;")
+    return Response(301, [("Content-Type", "text/html; charset=utf-8"), ("Location", location)],
+                    f'<a href="{link}">Moved Permanently</a>.\n\n'.encode())
 
 
 def _query(q: str) -> list[tuple[str, str]]:

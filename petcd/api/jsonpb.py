@@ -90,40 +90,245 @@ def to_json(msg: Message) -> bytes:
 
 
 def loads(body: bytes) -> Any:
-    """Parse one JSON document, with Go's wording for the common errors."""
-    try:
-        text = body.decode("utf-8")
-    except UnicodeDecodeError:
-        raise JsonError("invalid character looking for beginning of value") from None
-    if not text.strip():
+    """Parse the first JSON value of body as Go's json.Decoder reads a
+    request (what follows that value is never looked at), with Go's words
+    for what it refuses."""
+    start = _skip_ws(body, 0)
+    if start == len(body):
         raise JsonError("unexpected EOF")
-    try:
-        return _DECODER.decode(text)
-    except json.JSONDecodeError as exc:
-        raise JsonError(_go_syntax_error(text, exc)) from None
+    end = scan_value(body, start, "unexpected EOF")
+    # Go reads strings with invalid UTF-8 as U+FFFD
+    return _DECODER.decode(body[start:end].decode("utf-8", "replace"))
+
+
+_WS = b" \t\r\n"
+_HEX = frozenset(b"0123456789abcdefABCDEF")
+_DIGITS = frozenset(b"0123456789")
+_LITERALS = {ord("t"): b"true", ord("f"): b"false", ord("n"): b"null"}
+
+
+def _skip_ws(data: bytes, i: int) -> int:
+    n = len(data)
+    while i < n and data[i] in _WS:
+        i += 1
+    return i
+
+
+def _bad(c: int, where: str) -> JsonError:
+    return JsonError(f"invalid character {_go_char(c)} {where}")
+
+
+_UNMARSHAL_EOF = "unexpected end of JSON input"
+
+
+def scan_value(data: bytes, i: int, eof: str) -> int:
+    """The end of the JSON value starting at data[i] (not whitespace), by
+    the rules and in the words of Go's encoding/json scanner; eof is the
+    error for input that ends inside the value (the Decoder's "unexpected
+    EOF", Unmarshal's "unexpected end of JSON input"; Unmarshal, which ends
+    its input with a space, names that space when a number or a literal is
+    cut short)."""
+    n = len(data)
+    # containers open: b"{" (expecting a key next), b":" (a value in an
+    # object), b"[" (a value in an array)
+    stack: list[int] = []
+    while True:
+        # -- a value begins at i --
+        i = _skip_ws(data, i)
+        if i >= n:
+            raise JsonError(eof)
+        c = data[i]
+        if c == ord("{"):
+            i = _skip_ws(data, i + 1)
+            if i >= n:
+                raise JsonError(eof)
+            if data[i] == ord("}"):
+                i += 1
+            else:
+                if data[i] != ord('"'):
+                    raise _bad(data[i], "looking for beginning of object key string")
+                i = _scan_string(data, i, eof)
+                i = _after_key(data, i, eof)
+                stack.append(ord(":"))
+                continue
+        elif c == ord("["):
+            i = _skip_ws(data, i + 1)
+            if i >= n:
+                raise JsonError(eof)
+            if data[i] == ord("]"):
+                i += 1
+            else:
+                stack.append(ord("["))
+                continue
+        elif c == ord('"'):
+            i = _scan_string(data, i, eof)
+        elif c == ord("-") or c in _DIGITS:
+            i = _scan_number(data, i, eof)
+        elif c in _LITERALS:
+            word = _LITERALS[c]
+            for k in range(1, len(word)):
+                got = data[i + k] if i + k < n else (0x20 if eof == _UNMARSHAL_EOF else None)
+                if got is None:
+                    raise JsonError(eof)
+                if got != word[k]:
+                    raise _bad(got, f"in literal {word.decode()} (expecting {_go_char(word[k])})")
+            i += len(word)
+        else:
+            raise _bad(c, "looking for beginning of value")
+        # -- a value ended at i --
+        while True:
+            if not stack:
+                return i
+            i = _skip_ws(data, i)
+            if i >= n:
+                raise JsonError(eof)
+            c = data[i]
+            if stack[-1] == ord(":"):
+                if c == ord(","):
+                    i = _skip_ws(data, i + 1)
+                    if i >= n:
+                        raise JsonError(eof)
+                    if data[i] != ord('"'):
+                        raise _bad(data[i], "looking for beginning of object key string")
+                    i = _after_key(data, _scan_string(data, i, eof), eof)
+                    break
+                if c == ord("}"):
+                    stack.pop()
+                    i += 1
+                    continue
+                raise _bad(c, "after object key:value pair")
+            if c == ord(","):
+                i += 1
+                break
+            if c == ord("]"):
+                stack.pop()
+                i += 1
+                continue
+            raise _bad(c, "after array element")
+
+
+def _after_key(data: bytes, i: int, eof: str) -> int:
+    i = _skip_ws(data, i)
+    if i >= len(data):
+        raise JsonError(eof)
+    if data[i] != ord(":"):
+        raise _bad(data[i], "after object key")
+    return i + 1
+
+
+def _scan_string(data: bytes, i: int, eof: str) -> int:
+    """data[i] is the opening quote; the index after the closing one."""
+    n = len(data)
+    i += 1
+    while i < n:
+        c = data[i]
+        if c == ord('"'):
+            return i + 1
+        if c == ord("\\"):
+            i += 1
+            if i >= n:
+                break
+            e = data[i]
+            if e == ord("u"):
+                for k in range(1, 5):
+                    if i + k >= n:
+                        raise JsonError(eof)
+                    if data[i + k] not in _HEX:
+                        raise _bad(data[i + k], "in \\u hexadecimal character escape")
+                i += 4
+            elif e not in b'bfnrt\\/"':
+                raise _bad(e, "in string escape code")
+        elif c < 0x20:
+            raise _bad(c, "in string literal")
+        i += 1
+    raise JsonError(eof)
+
+
+def _scan_number(data: bytes, i: int, eof: str) -> int:
+    n = len(data)
+
+    def at(k: int) -> int:
+        if k < n:
+            return data[k]
+        if eof == _UNMARSHAL_EOF:
+            return 0x20
+        raise JsonError(eof)
+
+    if data[i] == ord("-"):
+        i += 1
+        if at(i) not in _DIGITS:
+            raise _bad(at(i), "in numeric literal")
+    if data[i] == ord("0"):
+        i += 1
+    else:
+        while i < n and data[i] in _DIGITS:
+            i += 1
+    if i < n and data[i] == ord("."):
+        i += 1
+        if at(i) not in _DIGITS:
+            raise _bad(at(i), "after decimal point in numeric literal")
+        while i < n and data[i] in _DIGITS:
+            i += 1
+    if i < n and data[i] in b"eE":
+        i += 1
+        if i < n and data[i] in b"+-":
+            i += 1
+        if at(i) not in _DIGITS:
+            raise _bad(at(i), "in exponent of numeric literal")
+        while i < n and data[i] in _DIGITS:
+            i += 1
+    return i
+
+
+def _unmarshal_check(data: bytes) -> None:
+    """What Go's json.Unmarshal refuses in data before decoding it: not
+    exactly one value with only whitespace around it."""
+    eof = _UNMARSHAL_EOF
+    start = _skip_ws(data, 0)
+    if start == len(data):
+        raise JsonError(eof)
+    end = _skip_ws(data, scan_value(data, start, eof))
+    if end < len(data):
+        raise _bad(data[end], "after top-level value")
 
 
 def _go_syntax_error(text: str, exc: json.JSONDecodeError) -> str:
-    if exc.pos >= len(text.rstrip()):
-        return "unexpected EOF"
-    ch = text[exc.pos]
-    if exc.msg.startswith("Expecting property name"):
-        return f"invalid character {_go_char(ch)} looking for beginning of object key string"
-    if exc.msg.startswith("Extra data"):
-        return f"invalid character {_go_char(ch)} after top-level value"
-    if exc.msg.startswith("Expecting ',' delimiter") and text.lstrip().startswith("{"):
-        return f"invalid character {_go_char(ch)} after object key:value pair"
-    if exc.msg.startswith("Expecting ':' delimiter"):
-        return f"invalid character {_go_char(ch)} after object key"
-    return f"invalid character {_go_char(ch)} looking for beginning of value"
+    """Go's words for a document Python's decoder refused."""
+    data = text.encode("utf-8", "surrogatepass")
+    try:
+        start = _skip_ws(data, 0)
+        end = scan_value(data, start, "unexpected EOF")
+    except JsonError as err:
+        return str(err)
+    end = _skip_ws(data, end)
+    if end < len(data):
+        return str(_bad(data[end], "after top-level value"))
+    return exc.msg
 
 
-def _go_char(ch: str) -> str:
-    if ch == "'":
+def _go_char(c: int | str) -> str:
+    """A byte as Go's scanner quotes it in an error (quoteChar): the byte
+    read as a code point, in strconv.Quote's escapes, between single quotes."""
+    if isinstance(c, str):
+        c = c.encode("utf-8", "surrogatepass")[0]
+    if c == ord("'"):
         return "'\\''"
-    if ch == '"':
+    if c == ord('"'):
         return "'\"'"
-    return f"'{ch}'"
+    return "'" + _go_quote_rune(c) + "'"
+
+
+_GO_ESCAPE_NAMES = {7: "\\a", 8: "\\b", 12: "\\f", 10: "\\n", 13: "\\r", 9: "\\t", 11: "\\v", 92: "\\\\"}
+
+
+def _go_quote_rune(c: int) -> str:
+    if c in _GO_ESCAPE_NAMES:
+        return _GO_ESCAPE_NAMES[c]
+    if c < 0x20 or c == 0x7F:
+        return f"\\x{c:02x}"
+    if 0x80 <= c <= 0xA0 or c == 0xAD:  # not printable to Go (controls, no-break space, soft hyphen)
+        return f"\\u{c:04x}"
+    return chr(c)
 
 
 def _json_kind(v: Any) -> str:
@@ -170,6 +375,8 @@ def _mismatch(v: Any, go_type: str) -> JsonError:
 def from_obj(obj: Any, msg: M) -> M:
     """Fill msg from a parsed JSON object; returns msg."""
     d = msg.DESCRIPTOR
+    if obj is None:
+        return msg  # (Go reads null into the map as no fields at all)
     if not isinstance(obj, dict):
         # gogo's jsonpb reads every object into a map first
         raise _mismatch(obj, "map[string]json.RawMessage")
@@ -216,7 +423,8 @@ def _scalar(fd: FieldDesc, v: Any) -> Any:
     if t == _F.TYPE_STRING:
         if not isinstance(v, str):
             raise _mismatch(v, "string")
-        return v
+        # a \\u escape of half a surrogate pair is U+FFFD to Go (a pair is one character already)
+        return _LONE_SURROGATE.sub("\ufffd", v)
     if t == _F.TYPE_BOOL:
         if not isinstance(v, bool):
             raise _mismatch(v, "bool")
@@ -230,7 +438,12 @@ def _scalar(fd: FieldDesc, v: Any) -> Any:
             if ev is None:
                 raise JsonError(f"unknown value {json.dumps(v)} for enum {_go_type(fd)}")
             return ev.number
+        if isinstance(v, float):  # a fraction or an exponent: Go quotes the number
+            raise JsonError(f"json: cannot unmarshal number {getattr(v, 'text', _go_float(v))} "
+                            f"into Go value of type {_go_type(fd)}")
         if isinstance(v, int) and not isinstance(v, bool):
+            if not -(1 << 31) <= v < (1 << 31):  # an enum is an int32
+                raise JsonError(f"json: cannot unmarshal number {v} into Go value of type {_go_type(fd)}")
             return v
         raise _mismatch(v, _go_type(fd))
     if t in (_F.TYPE_DOUBLE, _F.TYPE_FLOAT):
@@ -247,17 +460,21 @@ def _integer(fd: FieldDesc, v: Any) -> int:
     if isinstance(v, bool):
         raise _mismatch(v, go)
     if isinstance(v, str):
-        # jsonpb takes integers quoted as well: the inside is read as a JSON number
-        if not v:
-            raise JsonError("unexpected end of JSON input")
-        m = _JSON_NUMBER.match(v)
+        # jsonpb takes integers quoted as well: what is inside the quotes is
+        # read by json.Unmarshal (whitespace around it allowed)
+        inner = v.encode("utf-8", "surrogatepass")
+        _unmarshal_check(inner)
+        text = inner.strip(_WS).decode("utf-8", "replace")
+        m = _JSON_NUMBER.fullmatch(text)
         if m is None:
-            raise JsonError(f"invalid character {_go_char(v[0])} looking for beginning of value")
-        if m.end() < len(v):
-            raise JsonError(f"invalid character {_go_char(v[m.end()])} after top-level value")
+            if text == "null":
+                return 0
+            kind = {"t": "bool", "f": "bool", '"': "string", "[": "array", "{": "object"}.get(text[:1], "value")
+            raise JsonError(f"json: cannot unmarshal {kind} into Go value of type {go}")
         if m.group(1) or m.group(2):
-            raise JsonError(f"json: cannot unmarshal number {v} into Go value of type {go}")
-        n = int(v)
+            raise JsonError(f"json: cannot unmarshal number {text} into Go value of type {go}")
+        n = int(text)
+        v = text
     elif isinstance(v, float):
         raise JsonError(f"json: cannot unmarshal number {getattr(v, 'text', _go_float(v))} into Go value of type {go}")
     elif isinstance(v, int):
@@ -270,6 +487,7 @@ def _integer(fd: FieldDesc, v: Any) -> int:
     return n
 
 
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 _JSON_NUMBER = re.compile(r"-?(?:0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?")
 
 
@@ -294,19 +512,47 @@ _B64 = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz012345678
 
 
 def decode_base64(s: str) -> bytes:
-    """Standard base64 with padding, strictly, as Go's StdEncoding decodes
-    it (CR and LF are skipped); Go's message names the first bad byte."""
-    raw = s.encode("utf-8", "surrogatepass").replace(b"\r", b"").replace(b"\n", b"")
-    try:
-        return binascii.a2b_base64(raw, strict_mode=True)
-    except (binascii.Error, ValueError):
-        pass
-    for i, c in enumerate(raw):
-        if c not in _B64:
-            if c == ord("=") and i >= len(raw) - 2 and len(raw) % 4 == 0 and i % 4 >= 2:
+    """Standard base64 with padding, as Go's StdEncoding decodes it (CR and
+    LF are skipped, the last quantum's unused bits need not be zero); Go's
+    message names the first bad byte."""
+    raw = s.encode("utf-8", "surrogatepass")
+    bad = _base64_error_at(raw)
+    if bad is not None:
+        raise JsonError(f"illegal base64 data at input byte {bad}")
+    return binascii.a2b_base64(raw.replace(b"\r", b"").replace(b"\n", b""))
+
+
+def _base64_error_at(src: bytes) -> int | None:
+    """Where Go's StdEncoding.Decode reports src corrupt, or None: a walk
+    over quanta of four symbols, newlines skipped, "=" allowed only as the
+    third and fourth symbol of the last quantum."""
+    n = len(src)
+    si = 0
+    while True:
+        j = 0
+        while j < 4:
+            if si == n:
+                return None if j == 0 else si - j
+            c = src[si]
+            si += 1
+            if c in _B64:
+                j += 1
                 continue
-            raise JsonError(f"illegal base64 data at input byte {i}")
-    raise JsonError(f"illegal base64 data at input byte {len(raw) - len(raw) % 4 if len(raw) % 4 else len(raw)}")
+            if c in b"\r\n":
+                continue
+            if c != ord("=") or j < 2:
+                return si - 1
+            if j == 2:  # "==" must end the quantum
+                while si < n and src[si] in b"\r\n":
+                    si += 1
+                if si == n:
+                    return n
+                if src[si] != ord("="):
+                    return si - 1
+                si += 1
+            while si < n and src[si] in b"\r\n":
+                si += 1
+            return si if si < n else None
 
 
 def parse(body: bytes, msg: M) -> M:
@@ -326,9 +572,13 @@ class ObjectStream:
         self.buf = ""
         self.pending = b""
         self.decoder = json.JSONDecoder(parse_float=_Number)
+        self.error: JsonError | None = None
 
     def feed(self, data: bytes) -> list[Any]:
-        """The complete objects now available; raises JsonError on garbage."""
+        """The complete objects now available; raises JsonError on garbage
+        (once the objects before it have been returned)."""
+        if self.error is not None:
+            raise self.error
         raw = self.pending + data
         try:
             text = raw.decode("utf-8")
@@ -352,7 +602,14 @@ class ObjectStream:
                         raise JsonError(f"request object larger than {self.limit} bytes") from None
                     self.buf = stripped
                     return out  # wait for more
-                raise JsonError(_go_syntax_error(stripped, exc)) from None
+                error = JsonError(_go_syntax_error(stripped, exc))
+                if out:
+                    # the objects before it are read first, as Go's decoder
+                    # reads one at a time; the error is the next read's
+                    self.error = error
+                    self.buf = ""
+                    return out
+                raise error from None
             out.append(obj)
             self.buf = stripped[end:]
 

@@ -21,12 +21,16 @@ class LockService:
 
     async def Lock(self, request: v3lock_pb2.LockRequest, context: Any) -> v3lock_pb2.LockResponse:
         key = b""
+        joining: asyncio.Future[Any] | None = None
         try:
             info = await auth_info(self.s, context)
             lease = await self.r.session(request.lease)
             owner = rpc_pb2.RequestOp(request_range=first_created_request(request.name + b"/"))
             prefix, key, txn = self.r.queue_entry(request.name, lease, b"", [owner])
-            resp = await self.s.txn(txn, info)
+            # shielded: the caller going away must not cut the txn short
+            # (abandon waits for it, then deletes the key)
+            joining = asyncio.ensure_future(self.s.txn(txn, info))
+            resp = await asyncio.shield(joining)
             header = self.r.header(resp.header)
             my_rev = header.revision
             if not resp.succeeded:
@@ -37,7 +41,7 @@ class LockService:
             return v3lock_pb2.LockResponse(header=header, key=key)
         except asyncio.CancelledError:
             if key:  # the caller went away while waiting: leave the queue
-                self.r.abandon(key)
+                self.r.abandon(key, joining)
             raise
         except Exception as exc:
             await abort_unknown(context, exc)

@@ -106,10 +106,15 @@ class Recipes:
         )
         return prefix, key, txn
 
-    def abandon(self, key: bytes) -> None:
+    def abandon(self, key: bytes, joining: asyncio.Future[Any] | None = None) -> None:
         """Leave a queue whose caller went away: delete its key in the
-        background (a failure leaves it to its lease)."""
+        background (a failure leaves it to its lease), once the txn that
+        joined the queue (joining, if it may still be under way) has ended,
+        so that the delete cannot come before the put."""
         async def quietly() -> None:
+            if joining is not None:
+                with contextlib.suppress(BaseException):
+                    await joining
             with contextlib.suppress(Exception):
                 await self.delete(key)
 

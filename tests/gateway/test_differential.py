@@ -189,6 +189,8 @@ def _dechunk(data: bytes) -> bytes:
         if not sep:
             break
         size = int(size_line, 16)
+        if size == 0:
+            break  # the last chunk; trailer fields may follow
         if len(rest) < size:
             break
         out += rest[:size]

@@ -45,12 +45,23 @@ def test_reading() -> None:
     (b'{"limit":1.5}', "json: cannot unmarshal number 1.5 into Go value of type int64"),
     (b'{"sort_order":"SIDEWAYS"}', 'unknown value "SIDEWAYS" for enum etcdserverpb.RangeRequest_SortOrder'),
     (b"{bad", "invalid character 'b' looking for beginning of object key string"),
-    (b'{"key":"Zm9v"} x', "invalid character 'x' after top-level value"),
     (b"[1]", "json: cannot unmarshal array into Go value of type map[string]json.RawMessage"),
     (b'{"limit":"x"}', "invalid character 'x' looking for beginning of value"),
     (b'{"limit":"99999999999999999999"}', "json: cannot unmarshal number 99999999999999999999 into Go value of type int64"),
     (b'{"revision":-1.0}', "json: cannot unmarshal number -1.0 into Go value of type int64"),
     (b'{"key":"Zm9"}', "illegal base64 data at input byte 0"),
+    (b'{"key":"YQ="}', "illegal base64 data at input byte 3"),
+    (b'{"key":"YWJ=YQ=="}', "illegal base64 data at input byte 4"),
+    (b'{"key":tru}', "invalid character '}' in literal true (expecting 'e')"),
+    (b'{"limit":1.}', "invalid character '}' after decimal point in numeric literal"),
+    (b'{"limit":NaN}', "invalid character 'N' looking for beginning of value"),
+    (b'{"limit":"-"}', "invalid character ' ' in numeric literal"),
+    (b'{"limit":"[1"}', "unexpected end of JSON input"),
+    (b'{"sort_order":99999999999}',
+     "json: cannot unmarshal number 99999999999 into Go value of type etcdserverpb.RangeRequest_SortOrder"),
+    (b'{"sort_order":1.0}', "json: cannot unmarshal number 1.0 into Go value of type etcdserverpb.RangeRequest_SortOrder"),
+    (b"\xff{}", "invalid character '\u00ff' looking for beginning of value"),
+    (b"\x01{}", "invalid character '\\x01' looking for beginning of value"),
     (b'{"key":"Zm9v"', "unexpected EOF"),
 ])
 def test_refusals_in_gos_words(body: bytes, message: str) -> None:
@@ -66,3 +77,17 @@ def test_object_stream() -> None:
     assert st.feed(b'\xa9"} \n{"c":2}') == [{"b": "x\u00e9"}, {"c": 2}]
     with pytest.raises(jsonpb.JsonError):
         st.feed(b"{bad")
+    # an object before the garbage is read first; the error is the next read's
+    st = jsonpb.ObjectStream()
+    assert st.feed(b'{"a":1} {bad') == [{"a": 1}]
+    with pytest.raises(jsonpb.JsonError, match="looking for beginning of object key string"):
+        st.feed(b"")
+
+
+def test_first_value_only() -> None:
+    # as Go's json.Decoder: what follows the first value is never read; null is no fields
+    assert jsonpb.parse(b'{"key":"Zm9v"} x', rpc_pb2.RangeRequest()).key == b"foo"
+    assert jsonpb.parse(b'{"key":"Zm9v"}{"key":"YQ=="}', rpc_pb2.RangeRequest()).key == b"foo"
+    assert jsonpb.parse(b" null ", rpc_pb2.RangeRequest()) == rpc_pb2.RangeRequest()
+    assert jsonpb.parse(b'{"limit":" 5 "}', rpc_pb2.RangeRequest()).limit == 5
+    assert jsonpb.parse(b'{"name":"\\ud800!"}', rpc_pb2.AuthUserAddRequest()).name == "\ufffd!"
