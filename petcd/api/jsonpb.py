@@ -96,6 +96,21 @@ def loads(body: bytes) -> Any:
     start = _skip_ws(body, 0)
     if start == len(body):
         raise JsonError("unexpected EOF")
+    if body[start] == 0x7B:
+        # The usual body: Python's C decoder, where it reads a value exactly
+        # as Go's scanner does (an object: inside one, a value must end at
+        # "," or "}"; no NaN or Infinity; valid UTF-8); anything it refuses
+        # goes to the scanner for Go's words.
+        try:
+            return _FAST.raw_decode(body.decode("utf-8"), start)[0]
+        except ValueError:  # (UnicodeDecodeError and JSONDecodeError included)
+            pass
+    return scanned(body, start)
+
+
+def scanned(body: bytes, start: int = 0) -> Any:
+    """loads without its fast path: the first JSON value of body from
+    start (not whitespace) found by Go's scanner rules, then decoded."""
     end = scan_value(body, start, "unexpected EOF")
     # Go reads strings with invalid UTF-8 as U+FFFD
     return _DECODER.decode(body[start:end].decode("utf-8", "replace"))
@@ -561,6 +576,13 @@ def parse(body: bytes, msg: M) -> M:
 
 
 _DECODER = json.JSONDecoder(parse_float=_Number)
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+_FAST = json.JSONDecoder(parse_float=_Number, parse_constant=_no_constant)
 
 
 class ObjectStream:
