@@ -29,6 +29,7 @@ from petcd.server.membership import (
     Buckets,
     ErrBadURLs,
     ErrLearnerNotReady,
+    ErrMemberIDExists,
     ErrMemberNotFound,
     ErrMemberNotLearner,
     ErrNotEnoughStartedMembers,
@@ -144,14 +145,19 @@ class ClusterManager:
         self._check_running()
         _check_urls(peer_urls)
         ms = self.membership
+        # etcd's order: the quorum check before proposing, then (where the
+        # change is applied) the id, the peer URLs, the number of learners
+        if not is_learner and not self._ready_to_add_voter():
+            raise ErrNotEnoughStartedMembers()  # the new member would make quorum unreachable
+        # etcd's MemberAdd names no cluster in the id, only the peer URLs and
+        # the second: the same URLs added twice within a second collide
+        mid = ids.member_id(peer_urls, "", int(time.time()))
+        if mid in ms.members:
+            raise ErrMemberIDExists()
         if ms.with_peer_url(peer_urls) is not None:
             raise ErrPeerURLExists()
-        if is_learner:
-            if sum(1 for m in ms.members.values() if m.is_learner) >= MAX_LEARNERS:
-                raise ErrTooManyLearners()
-        elif not self._ready_to_add_voter():
-            raise ErrNotEnoughStartedMembers()  # the new member would make quorum unreachable
-        mid = ids.member_id(peer_urls, self.cfg.initial_cluster_token, int(time.time()))
+        if is_learner and sum(1 for m in ms.members.values() if m.is_learner) >= MAX_LEARNERS:
+            raise ErrTooManyLearners()
         member = Member(mid, "", list(peer_urls), is_learner=is_learner)
         kind = ConfChangeType.ConfChangeAddLearnerNode if is_learner else ConfChangeType.ConfChangeAddNode
         await self._propose(ConfChange(kind, mid, member.to_json()))
@@ -161,13 +167,14 @@ class ClusterManager:
         self._check_running()
         ms = self.membership
         m = ms.members.get(member_id)
+        # etcd checks the quorum left behind before it looks the member up
+        # (an unknown id is found missing only where the change is applied)
+        if m is None or not m.is_learner:
+            rest = [v for v in ms.voter_ids() if v != member_id]
+            if sum(1 for v in rest if self._is_active(v)) < len(rest) // 2 + 1:
+                raise ErrNotEnoughStartedMembers()
         if m is None:
             raise ErrMemberNotFound()
-        if not m.is_learner:
-            voters = len(ms.voter_ids())
-            active = self._active_voters() - (1 if self._is_active(member_id) else 0)
-            if active < (voters - 1) // 2 + 1:
-                raise ErrNotEnoughStartedMembers()
         await self._propose(ConfChange(ConfChangeType.ConfChangeRemoveNode, member_id))
 
     async def member_update(self, member_id: int, peer_urls: list[str]) -> None:

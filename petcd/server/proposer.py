@@ -26,6 +26,7 @@ from petcd.raft import ConfChange, ProposalDropped
 from petcd.server import txn_ops
 from petcd.server.config import ServerConfig
 from petcd.server.errors import (
+    ErrDeadlineExceeded,
     ErrNoSpace,
     ErrNotSupportedForLearner,
     ErrRequestTooLarge,
@@ -155,14 +156,16 @@ class Proposer:
                 feed()
                 return
             except ProposalDropped:
+                # etcd's raft blocks a proposal while there is no leader and
+                # gives up with the bare context error at the deadline
                 remaining = deadline - loop.time()
                 if remaining <= 0:
-                    raise ErrTimeoutDueToLeaderFail() from None
+                    raise ErrDeadlineExceeded() from None
                 if self.node.lead == 0:
                     try:
                         await asyncio.wait_for(self._has_leader.wait(), remaining)
                     except TimeoutError:
-                        raise ErrTimeoutDueToLeaderFail() from None
+                        raise ErrDeadlineExceeded() from None
                 else:
                     await asyncio.sleep(min(remaining, self.cfg.tick_seconds()))
 
