@@ -43,8 +43,10 @@ class Side:
         members = json.loads(etcdctl(server.endpoint, "member", "list", "-w", "json").stdout)["members"]
         self.peer = members[0]["peerURLs"][0]
         self.subs: dict[str, str] = {}  # more text to normalise: what -> placeholder
+        self.vars: dict[str, str] = {}  # {name} in a command's arguments -> this side's value
 
     def run(self, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+        args = tuple(a.format(**self.vars) if self.vars else a for a in args)
         return etcdctl(self.server.endpoint, *args, stdin=stdin, check=False)
 
     def norm(self, text: str) -> str:
@@ -147,6 +149,10 @@ def _leaderless(pair: tuple[Side, Side]) -> None:
     for side in pair:
         cp = side.run("member", "add", "ghost", f"--peer-urls={bogus}")
         assert cp.returncode == 0, cp.stderr
+        ghost = re.match(r"Member\s+([0-9a-f]+) added", cp.stdout)
+        assert ghost, cp.stdout
+        side.vars["ghost"] = ghost.group(1)
+        side.subs[ghost.group(1)] = "GHOST"
 
     def no_leader(side: Side) -> bool:
         st = json.loads(side.run("endpoint", "status", "-w", "json").stdout)[0]["Status"]
@@ -160,7 +166,8 @@ def test_a_cluster_that_lost_its_quorum(pair: tuple[Side, Side]) -> None:
     """What etcdctl shows when the cluster has no leader: membership changes
     refused by the quorum check (an unknown member too: the check comes
     first), proposals given up at the request timeout with the bare context
-    error, linearizable reads timing out."""
+    error, a membership change waiting as long as etcdctl does, linearizable
+    reads timing out."""
     _leaderless(pair)
     for args in (["member", "add", "m3", f"--peer-urls=http://127.0.0.1:{free_port()}"],
                  ["member", "remove", "1234"]):
@@ -169,7 +176,8 @@ def test_a_cluster_that_lost_its_quorum(pair: tuple[Side, Side]) -> None:
     # etcd gives up a proposal raft never took after its request timeout
     # (7 s here), before etcdctl's own deadline
     slow = [["put", "k", "v"], ["lease", "grant", "10"], ["compaction", "1"], ["alarm", "list"],
-            ["get", "k"], ["get", "k", "--consistency=s"]]
+            ["get", "k"], ["get", "k", "--consistency=s"],
+            ["member", "update", "{ghost}", f"--peer-urls=http://127.0.0.1:{free_port()}"]]
     with ThreadPoolExecutor(2 * len(slow)) as pool:
         futs = [(args, pool.submit(_both, pair, *args, "--command-timeout=12s")) for args in slow]
         for args, fut in futs:
