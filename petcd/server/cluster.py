@@ -19,7 +19,7 @@ from petcd import stats
 from petcd.raft import ConfChange, ConfChangeType, StateType, Status
 from petcd.server import ids
 from petcd.server.config import ConfigError, ServerConfig
-from petcd.server.errors import ErrBadLeaderTransferee, ErrNotLeader, ErrTimeoutLeaderTransfer
+from petcd.server.errors import ErrBadLeaderTransferee, ErrNoLeader, ErrNotLeader, ErrTimeoutLeaderTransfer
 from petcd.server.join import fetch_members
 from petcd.server.leader_client import LeaderClient
 from petcd.server.membership import (
@@ -192,15 +192,24 @@ class ClusterManager:
 
     async def member_promote(self, member_id: int) -> None:
         self._check_running()
+        status = self._status()
+        if status.raft_state != StateType.Leader:
+            # as etcd: a member that does not lead forwards the promotion
+            # before any check of its own (the leader makes them), waiting
+            # up to the request timeout for there to be a leader
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + self.cfg.request_timeout()
+            while (leader := self._leader_id()) == 0:
+                if loop.time() >= deadline:
+                    raise ErrNoLeader()
+                await asyncio.sleep(self.cfg.tick_seconds())
+            await self._leader_client.promote(leader, member_id, max(0.0, deadline - loop.time()))
+            return
         m = self.membership.members.get(member_id)
         if m is None:
             raise ErrMemberNotFound()
         if not m.is_learner:
             raise ErrMemberNotLearner()
-        status = self._status()
-        if status.raft_state != StateType.Leader:
-            await self._leader_client.promote(self._leader_id(), member_id, self.cfg.request_timeout())
-            return
         mine, theirs = status.progress.get(status.id), status.progress.get(member_id)
         # etcd's rule: a learner within 90% of the leader's log may vote
         if mine is None or theirs is None or theirs.match < mine.match * 0.9:
