@@ -1,8 +1,8 @@
 """The real etcdctl 3.4 against petcd and real etcd side by side, beyond what
-test_etcdctl.py checks: membership changes and a cluster that lost its
-quorum, where the whole of etcdctl's stdout, stderr and exit status must
-match. What legitimately differs between two clusters is normalised, and
-nothing else:
+test_etcdctl.py checks: membership changes, a cluster that lost its quorum,
+HashKV and snapshots of the same history. The whole of etcdctl's stdout,
+stderr and exit status must match once what legitimately differs between
+two clusters is normalised, and nothing else:
 
 - the cluster and member ids (decimal and hex) become CID and MID;
 - raft terms ("raft_term" in JSON) become T;
@@ -11,7 +11,10 @@ nothing else:
 - etcdctl's own log lines carry a timestamp and its client's random uuid;
 - a member added at run time gets its id from its peer URLs and the second
   the request arrived (etcd's rule): the id is checked against that rule on
-  both servers and becomes NEWID.
+  both servers and becomes NEWID (GHOST for the member that never starts);
+- a saved snapshot's file hash and size (bbolt pages laid out differently);
+- a read retried until etcdctl's deadline: how many attempts fit depends on
+  timing, so each attempt's answer must be one etcd gives.
 """
 
 from __future__ import annotations
