@@ -19,7 +19,7 @@ from petcd import stats
 from petcd.raft import ConfChange, ConfChangeType, StateType, Status
 from petcd.server import ids
 from petcd.server.config import ConfigError, ServerConfig
-from petcd.server.errors import ErrBadLeaderTransferee, ErrNotLeader, ErrTimeoutLeaderTransfer
+from petcd.server.errors import ErrBadLeaderTransferee, ErrNoLeader, ErrNotLeader, ErrTimeoutLeaderTransfer
 from petcd.server.join import fetch_members
 from petcd.server.leader_client import LeaderClient
 from petcd.server.membership import (
@@ -29,6 +29,7 @@ from petcd.server.membership import (
     Buckets,
     ErrBadURLs,
     ErrLearnerNotReady,
+    ErrMemberIDExists,
     ErrMemberNotFound,
     ErrMemberNotLearner,
     ErrNotEnoughStartedMembers,
@@ -144,15 +145,19 @@ class ClusterManager:
         self._check_running()
         _check_urls(peer_urls)
         ms = self.membership
-        # etcd's strict reconfiguration check comes first: a cluster that could
-        # not commit the change refuses it before the URLs are looked at
+        # etcd's order: the quorum check before proposing, then (where the
+        # change is applied) the id, the peer URLs, the number of learners
         if not is_learner and not self._ready_to_add_voter():
             raise ErrNotEnoughStartedMembers()  # the new member would make quorum unreachable
+        # etcd's MemberAdd names no cluster in the id, only the peer URLs and
+        # the second: the same URLs added twice within a second collide
+        mid = ids.member_id(peer_urls, "", int(time.time()))
+        if mid in ms.members:
+            raise ErrMemberIDExists()
         if ms.with_peer_url(peer_urls) is not None:
             raise ErrPeerURLExists()
         if is_learner and sum(1 for m in ms.members.values() if m.is_learner) >= MAX_LEARNERS:
             raise ErrTooManyLearners()
-        mid = ids.member_id(peer_urls, self.cfg.initial_cluster_token, int(time.time()))
         member = Member(mid, "", list(peer_urls), is_learner=is_learner)
         kind = ConfChangeType.ConfChangeAddLearnerNode if is_learner else ConfChangeType.ConfChangeAddNode
         await self._propose(ConfChange(kind, mid, member.to_json()))
@@ -162,14 +167,11 @@ class ClusterManager:
         self._check_running()
         ms = self.membership
         m = ms.members.get(member_id)
-        # etcd's strict reconfiguration check, before it looks the member up:
-        # the started voters other than this one must make a quorum of the
-        # voters other than this one (an unknown id takes none away)
+        # etcd checks the quorum left behind before it looks the member up
+        # (an unknown id is found missing only where the change is applied)
         if m is None or not m.is_learner:
-            known_voter = m is not None
-            voters = len(ms.voter_ids()) - (1 if known_voter else 0)
-            active = self._active_voters() - (1 if known_voter and self._is_active(member_id) else 0)
-            if active < voters // 2 + 1:
+            rest = [v for v in ms.voter_ids() if v != member_id]
+            if sum(1 for v in rest if self._is_active(v)) < len(rest) // 2 + 1:
                 raise ErrNotEnoughStartedMembers()
         if m is None:
             raise ErrMemberNotFound()
@@ -190,15 +192,24 @@ class ClusterManager:
 
     async def member_promote(self, member_id: int) -> None:
         self._check_running()
+        status = self._status()
+        if status.raft_state != StateType.Leader:
+            # as etcd: a member that does not lead forwards the promotion
+            # before any check of its own (the leader makes them), waiting
+            # up to the request timeout for there to be a leader
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + self.cfg.request_timeout()
+            while (leader := self._leader_id()) == 0:
+                if loop.time() >= deadline:
+                    raise ErrNoLeader()
+                await asyncio.sleep(self.cfg.tick_seconds())
+            await self._leader_client.promote(leader, member_id, max(0.0, deadline - loop.time()))
+            return
         m = self.membership.members.get(member_id)
         if m is None:
             raise ErrMemberNotFound()
         if not m.is_learner:
             raise ErrMemberNotLearner()
-        status = self._status()
-        if status.raft_state != StateType.Leader:
-            await self._leader_client.promote(self._leader_id(), member_id, self.cfg.request_timeout())
-            return
         mine, theirs = status.progress.get(status.id), status.progress.get(member_id)
         # etcd's rule: a learner within 90% of the leader's log may vote
         if mine is None or theirs is None or theirs.match < mine.match * 0.9:

@@ -48,6 +48,14 @@ class ErrTimeoutDueToLeaderFail(ServerError):
     message = "etcdserver: request timed out, possibly due to previous leader failure"
 
 
+class ErrDeadlineExceeded(ServerError):
+    """Go's context.DeadlineExceeded: what etcd answers when raft took no
+    proposal (no leader) within the request timeout. etcd's v3rpc passes
+    context errors through unmapped, so clients see UNKNOWN with this text."""
+
+    message = "context deadline exceeded"
+
+
 class ErrRequestTooLarge(ServerError):
     message = "etcdserver: request is too large"
 

@@ -58,7 +58,7 @@ from petcd.server.bootstrap import Bootstrapped, bootstrap
 from petcd.server.cluster import ClusterManager, members_doc
 from petcd.server.compactor import AutoCompactor
 from petcd.server.config import ServerConfig
-from petcd.server.errors import ErrNotSupportedForLearner, ErrStopped, ServerError
+from petcd.server.errors import ErrNotSupportedForLearner, ErrStopped, ErrTimeout, ServerError
 from petcd.server.leader_client import LeaderClient, LeaderService
 from petcd.server.lease_front import LeaseFront
 from petcd.server.membership import Membership, apply_change
@@ -156,7 +156,7 @@ class EtcdServer:
             members_info=lambda: members_doc(self.membership),
             on_call=LeaderService(self.node.is_leader, lambda lease_id: self.lease_front.renew(lease_id),
                                   lambda req: self.lease_front.time_to_live(req),
-                                  lambda member_id: self.cluster.member_promote(member_id)),
+                                  self._promote_for_follower),
             # a MsgApp holds up to 1 MiB of entries plus one, which may be a whole request
             max_message_bytes=max(DEFAULT_MAX_MESSAGE_BYTES, 2 * cfg.max_request_bytes + (2 << 20)),
             tls=peer_tls_from_config(cfg),
@@ -489,6 +489,15 @@ class EtcdServer:
                 self.background.spawn(self.snapshots.send_snapshot(m), f"send-snapshot-{m.to:x}")
             elif m.type == MessageType.MsgHeartbeat:
                 stats.HEARTBEATS.sent(m.from_, m.to)  # etcd_server_heartbeat_send_failures_total
+
+    async def _promote_for_follower(self, member_id: int) -> None:
+        """A promotion a follower forwarded: the follower waits the request
+        timeout for the answer, so the leader waits no longer (a membership
+        change has no timeout of its own)."""
+        try:
+            await asyncio.wait_for(self.cluster.member_promote(member_id), self.request_timeout)
+        except TimeoutError:
+            raise ErrTimeout() from None
 
     async def _publish(self) -> None:
         """Record this member's name and client URLs in the cluster, through

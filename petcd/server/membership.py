@@ -101,6 +101,10 @@ class ErrMemberNotFound(MembershipError):
     message = "etcdserver: member not found"
 
 
+class ErrMemberIDExists(MembershipError):
+    message = "etcdserver: member ID already exist"
+
+
 class ErrPeerURLExists(MembershipError):
     message = "etcdserver: Peer URLs already exists"
 

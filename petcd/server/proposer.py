@@ -26,6 +26,7 @@ from petcd.raft import ConfChange, ProposalDropped
 from petcd.server import txn_ops
 from petcd.server.config import ServerConfig
 from petcd.server.errors import (
+    ErrDeadlineExceeded,
     ErrNoSpace,
     ErrNotSupportedForLearner,
     ErrRequestTooLarge,
@@ -92,17 +93,23 @@ class Proposer:
         return await self._propose_and_wait(req_id, lambda: self.node.propose(data))
 
     async def propose_conf_change(self, cc: ConfChange) -> None:
-        """Propose a membership change and wait until it is applied."""
+        """Propose a membership change and wait until it is applied. As in
+        etcd, no request timeout applies: the change waits (for a leader
+        too) as long as its caller does, i.e. up to the call's deadline."""
         self._check_running()
         cc.id = self.ids.next()
-        await self._propose_and_wait(cc.id, lambda: self.node.propose_conf_change(cc))
+        await self._propose_and_wait(cc.id, lambda: self.node.propose_conf_change(cc), None)
 
-    async def _propose_and_wait(self, req_id: int, feed: Callable[[], None]) -> Any:
+    async def _propose_and_wait(self, req_id: int, feed: Callable[[], None],
+                                timeout: float | None = -1.0) -> Any:
         """The one way in for writes and membership changes: register the
         waiter, feed the proposal to raft (waiting for a leader if need be),
-        and wait for the applier's result under the request timeout."""
+        and wait for the applier's result under timeout seconds (by default
+        the request timeout; None: as long as the caller waits)."""
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.request_timeout
+        if timeout is not None and timeout < 0:
+            timeout = self.request_timeout
+        deadline = None if timeout is None else loop.time() + timeout
         fut = self.wait.register(req_id)
         try:
             await self._until_taken(feed, deadline)
@@ -113,7 +120,7 @@ class Proposer:
         self.node.notify()
         # a timer on the future itself, not asyncio.wait_for: that wraps it
         # in a second future and costs an extra loop iteration per request
-        timer = loop.call_at(deadline, _expire, fut)
+        timer = None if deadline is None else loop.call_at(deadline, _expire, fut)
         try:
             return await fut
         except asyncio.CancelledError:  # the client went away (etcd counts it failed too)
@@ -124,7 +131,8 @@ class Proposer:
             stats.SERVER.proposals_failed += 1  # etcd_server_proposals_failed_total
             raise (ErrTimeoutDueToLeaderFail() if self.node.lead == 0 else ErrTimeout()) from None
         finally:
-            timer.cancel()
+            if timer is not None:
+                timer.cancel()
 
     def _check_quota(self, req: raft_internal_pb2.InternalRaftRequest, size: int) -> None:
         """etcd's backend quota: a request that may grow the database past
@@ -145,26 +153,29 @@ class Proposer:
                         backend.size(), quota)
         raise ErrNoSpace()
 
-    async def _until_taken(self, feed: Callable[[], None], deadline: float) -> None:
+    async def _until_taken(self, feed: Callable[[], None], deadline: float | None) -> None:
         """Feed a proposal or read request to raft; while raft cannot take it
         (no leader yet, a leadership transfer) wait and retry, as etcd's
-        proposals wait for a leader, until the deadline."""
+        proposals wait for a leader, until the deadline (None: no end)."""
         loop = asyncio.get_running_loop()
         while True:
             try:
                 feed()
                 return
             except ProposalDropped:
-                remaining = deadline - loop.time()
-                if remaining <= 0:
-                    raise ErrTimeoutDueToLeaderFail() from None
+                # etcd's raft blocks a proposal while there is no leader and
+                # gives up with the bare context error at the deadline
+                remaining = None if deadline is None else deadline - loop.time()
+                if remaining is not None and remaining <= 0:
+                    raise ErrDeadlineExceeded() from None
                 if self.node.lead == 0:
                     try:
                         await asyncio.wait_for(self._has_leader.wait(), remaining)
                     except TimeoutError:
-                        raise ErrTimeoutDueToLeaderFail() from None
+                        raise ErrDeadlineExceeded() from None
                 else:
-                    await asyncio.sleep(min(remaining, self.cfg.tick_seconds()))
+                    tick = self.cfg.tick_seconds()
+                    await asyncio.sleep(tick if remaining is None else min(remaining, tick))
 
 
 def _expire(fut: asyncio.Future[Any]) -> None:

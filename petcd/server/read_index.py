@@ -22,7 +22,7 @@ import functools
 
 from petcd import stats
 from petcd.raft import ProposalDropped, ReadState
-from petcd.server.errors import ErrTimeout, ErrTimeoutDueToLeaderFail
+from petcd.server.errors import ErrTimeout
 from petcd.server.raft_node import RaftNode
 from petcd.server.wait import AppliedWait
 
@@ -54,8 +54,8 @@ class ReadIndex:
 
     async def wait(self, timeout: float) -> None:
         """Return once a read of the local store is linearizable (see the
-        module docstring); raise ErrTimeout (or ErrTimeoutDueToLeaderFail
-        without a leader) after timeout seconds."""
+        module docstring); raise ErrTimeout after timeout seconds, leader
+        or not (as etcd does)."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         while True:
@@ -77,10 +77,12 @@ class ReadIndex:
                     try:
                         await asyncio.wait_for(self._has_leader.wait(), max(0.0, deadline - loop.time()))
                     except TimeoutError:
-                        raise ErrTimeoutDueToLeaderFail() from None
+                        raise ErrTimeout() from None
             except TimeoutError:
                 if loop.time() >= deadline:
-                    raise (ErrTimeoutDueToLeaderFail() if self._node.lead == 0 else ErrTimeout()) from None
+                    # etcd's read loop answers "request timed out" whether or
+                    # not a leader is known
+                    raise ErrTimeout() from None
                 self._ask_again(loop.time())
 
     def _start_round(self) -> None:

@@ -9,7 +9,9 @@ revisions), with one difference that is converted here:
 
 - etcd keeps the applied raft index under ``consistent_index`` as an 8-byte
   big-endian integer (and, since 3.5, the term under ``term``); petcd keeps
-  both in one 16-byte value.
+  both in one 16-byte value. An export carries the index alone, as etcd 3.4
+  writes it (``etcdctl snapshot status`` counts the keys); an import takes
+  a 3.5 file's term when there is one.
 
 A snapshot also carries etcd's ``cluster/clusterVersion`` when petcd has
 none, as every etcd 3.4 data file does.
@@ -65,9 +67,7 @@ def _to_etcd_bucket(name: str, items: ItemSource) -> ItemSource:
         out = {}
         for k, v in items:
             if k == CONSISTENT_INDEX_KEY and len(v) == _CI.size:
-                index, term = _CI.unpack(v)
-                out[k] = _U64.pack(index)
-                out[TERM_KEY] = _U64.pack(term)
+                out[k] = _U64.pack(_CI.unpack(v)[0])  # etcd 3.4 keeps no term
             else:
                 out[k] = v
         return sorted(out.items())

@@ -120,7 +120,7 @@ def test_member_add_of_a_voter_to_a_cluster_of_one_is_allowed(tmp_path: Path) ->
         # a third voter is refused: one started member of three is no quorum
         with pytest.raises(grpc.RpcError) as e:
             m.cluster.MemberAdd(pb.MemberAddRequest(peerURLs=[f"http://127.0.0.1:{free_port()}"]), timeout=30)
-        # etcd 3.4 answers UNKNOWN here (it has no gRPC status for this error)
+        # etcd 3.4 leaves this error unmapped: UNKNOWN with its text
         assert e.value.code() == grpc.StatusCode.UNKNOWN
         assert e.value.details() == "etcdserver: re-configuration failed due to not enough started members"
     finally:
