@@ -457,9 +457,10 @@ def grpc_timeout(value: str) -> float | None:
 
 
 async def _unless_ended(call: Awaitable[Any], req: Request, timeout: float | None = None) -> Any:
-    """call's result; ClientGone (the call cancelled and waited for) if the
-    client ends its side of the connection first, DeadlineExceeded if the
-    timeout passes first."""
+    """call's result; ClientGone if the client ends its side of the
+    connection first, DeadlineExceeded if the timeout passes first (either
+    way the call is cancelled where it waits). The call runs in the caller's
+    task: a callback and a timer cancel it, no task or wait per call."""
     await asyncio.sleep(0)  # (an end of file that came with the request is seen first)
     over: type[Exception] | None = None
     if req.ended.is_set():
@@ -472,23 +473,35 @@ async def _unless_ended(call: Awaitable[Any], req: Request, timeout: float | Non
         if asyncio.iscoroutine(call):
             call.close()
         raise over
-    task = asyncio.ensure_future(call)
-    ended = asyncio.ensure_future(req.ended.wait())
+    task = asyncio.current_task()
+    assert task is not None
+    cancels = task.cancelling()
+    why: list[type[Exception]] = []
+
+    def stop(kind: type[Exception]) -> None:
+        if not why:
+            why.append(kind)
+            task.cancel()
+
+    def gone() -> None:
+        stop(ClientGone)
+
+    req.on_end.append(gone)
+    timer = None if timeout is None else asyncio.get_running_loop().call_later(timeout, stop, DeadlineExceeded)
     try:
-        await asyncio.wait([task, ended], timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        return await call
     except asyncio.CancelledError:
-        task.cancel()
+        # ours alone (a cancel from elsewhere, such as the connection's
+        # loss, stays a cancel)
+        if why and task.cancelling() == cancels + 1:
+            task.uncancel()
+            raise why[0] from None
         raise
     finally:
-        ended.cancel()
-    if task.done():
-        return task.result()
-    task.cancel()
-    try:
-        await task
-    except BaseException:  # its cancellation, or whatever it ended with meanwhile
-        pass
-    raise ClientGone if req.ended.is_set() else DeadlineExceeded
+        if timer is not None:
+            timer.cancel()
+        if gone in req.on_end:
+            req.on_end.remove(gone)
 
 
 async def _close(gen: AsyncIterator[Any]) -> None:

@@ -214,6 +214,17 @@ class Request:
     # file) right after this request (none pipelined after it): what
     # cancels a Go handler's context once its body has been read
     ended: asyncio.Event = field(default_factory=asyncio.Event)
+    # called once, when ended is set (end())
+    on_end: list[Callable[[], None]] = field(default_factory=list)
+
+    def end(self) -> None:
+        """The client stopped sending or went away: set ended, run on_end."""
+        if self.ended.is_set():
+            return
+        self.ended.set()
+        callbacks, self.on_end = self.on_end, []
+        for cb in callbacks:
+            cb()
 
     @property
     def path(self) -> str:
@@ -451,7 +462,7 @@ class Http1Protocol(asyncio.Protocol):
     def eof_received(self) -> bool | None:
         self.eof = True
         if self._last_request is not None:
-            self._last_request.ended.set()
+            self._last_request.end()
         body = self._body
         if body is not None:  # the client stopped in the middle of a body
             self._body = None
@@ -470,7 +481,7 @@ class Http1Protocol(asyncio.Protocol):
         self.closed.set()
         for req in (self._last_request, self._serving):
             if req is not None:
-                req.ended.set()
+                req.end()
         self.can_write.set()
         self.queued.set()
         if self._body is not None:
@@ -478,7 +489,7 @@ class Http1Protocol(asyncio.Protocol):
         for item in self.queue:
             if isinstance(item, _Pending):
                 item.request.body._cut()
-                item.request.ended.set()
+                item.request.end()
         if self.task is not None and not self.task.done():
             self.task.cancel()
         if self.on_close is not None:
