@@ -90,7 +90,7 @@ class Proposer:
         if len(data) > self.cfg.max_request_bytes:
             raise ErrRequestTooLarge()
         self._check_quota(req, len(data))
-        return await self._propose_and_wait(req_id, lambda: self.node.propose(data))
+        return await self._propose_and_wait(req_id, lambda: self.node.propose(data), self.request_timeout)
 
     async def propose_conf_change(self, cc: ConfChange) -> None:
         """Propose a membership change and wait until it is applied. As in
@@ -100,15 +100,12 @@ class Proposer:
         cc.id = self.ids.next()
         await self._propose_and_wait(cc.id, lambda: self.node.propose_conf_change(cc), None)
 
-    async def _propose_and_wait(self, req_id: int, feed: Callable[[], None],
-                                timeout: float | None = -1.0) -> Any:
+    async def _propose_and_wait(self, req_id: int, feed: Callable[[], None], timeout: float | None) -> Any:
         """The one way in for writes and membership changes: register the
         waiter, feed the proposal to raft (waiting for a leader if need be),
-        and wait for the applier's result under timeout seconds (by default
-        the request timeout; None: as long as the caller waits)."""
+        and wait for the applier's result under timeout seconds (None: as
+        long as the caller waits)."""
         loop = asyncio.get_running_loop()
-        if timeout is not None and timeout < 0:
-            timeout = self.request_timeout
         deadline = None if timeout is None else loop.time() + timeout
         fut = self.wait.register(req_id)
         try:
