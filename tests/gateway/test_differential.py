@@ -220,7 +220,7 @@ def test_watch_stream_same_as_etcd(petcd_gw: str, etcd: Server) -> None:
 
 def test_bad_watch_and_unknown_paths(petcd_gw: str, etcd: Server) -> None:
     for body in (b"{bad", b'{"create_request":{"key":"!!"}}'):
-        got = [watch_lines(u, body, 1, timeout=5) for u in (petcd_gw, etcd.client_url)]
+        got = [watch_lines(u, body, 1, timeout=2) for u in (petcd_gw, etcd.client_url)]  # etcd sends the 500 head at once, then no line
         assert got[0] == got[1]
     for method, path in [("GET", "/version"), ("GET", "/nothing"), ("GET", "/v3/kv/range"), ("PUT", "/version"),
                          ("POST", "/health"), ("OPTIONS", "/v3/kv/range"), ("OPTIONS", "/nothing"),
