@@ -18,7 +18,7 @@ from petcd import stats
 from petcd.api import jsonpb
 from petcd.api.gateway import Gateway
 from petcd.api.http1 import Request, Response
-from petcd.api.metrics import CLUSTER_VERSION, CONTENT_TYPE, Metrics
+from petcd.api.metrics import CONTENT_TYPE, Metrics
 from petcd.proto import rpc_pb2
 
 if TYPE_CHECKING:
@@ -128,7 +128,9 @@ class ClientHttp:
             return method_not_allowed("GET")
         from petcd.server.etcd_server import ETCD_VERSION
 
-        body = jsonpb.dumps({"etcdserver": ETCD_VERSION, "etcdcluster": CLUSTER_VERSION})
+        # etcd's words before the first leader has set the version
+        cluster = self.s.membership.cluster_version or "not_decided"
+        body = jsonpb.dumps({"etcdserver": ETCD_VERSION, "etcdcluster": cluster})
         return Response(200, [("Content-Type", "application/json")], body)
 
     async def get_health(self, req: Request) -> Response:

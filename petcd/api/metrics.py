@@ -32,7 +32,6 @@ if TYPE_CHECKING:
 
 # what etcd serves (the classic text format, which generate_latest writes)
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
-CLUSTER_VERSION = "3.4.0"
 
 _CODE_NAMES = [
     "OK", "Canceled", "Unknown", "InvalidArgument", "DeadlineExceeded", "NotFound", "AlreadyExists",
@@ -190,7 +189,9 @@ class ServerCollector(Collector):
         yield ver
         cver = GaugeMetricFamily("etcd_cluster_version", "Which version is running. 1 for 'cluster_version' label with current cluster version",
                                  labels=["cluster_version"])
-        cver.add_metric([CLUSTER_VERSION.rsplit(".", 1)[0]], 1)
+        cluster_version = _safe(lambda: s.membership.cluster_version, None)
+        if cluster_version is not None:  # etcd has no sample until the version is set
+            cver.add_metric([cluster_version.rsplit(".", 1)[0]], 1)
         yield cver
         yield CounterMetricFamily("etcd_server_leader_changes_seen_total", "The number of leader changes seen.",
                                   value=stats.SERVER.leader_changes)

@@ -42,6 +42,7 @@ from petcd.server.membership import MEMBERS_BUCKET, Member, Membership, Membersh
 from petcd.server.urls import PEER_SCHEMES, parse_url
 from petcd.storage.backend import Backend
 from petcd.storage.errors import StorageError
+from petcd.storage.etcd_format import CLUSTER_BUCKET, CLUSTER_VERSION_KEY
 
 log = logging.getLogger("petcd.server.apply")
 
@@ -216,6 +217,9 @@ class Applier:
             return self._lease_revoke(r.lease_revoke.ID)
         if which == "cluster_member_attr_set":
             return self._member_attr_set(r.cluster_member_attr_set)
+        if which == "cluster_version_set":
+            self._cluster_version_set(r.cluster_version_set.ver)
+            return None
         if which == "lease_checkpoint":
             for cp in r.lease_checkpoint.checkpoints:
                 self.lessor.checkpoint(cp.ID, cp.remaining_TTL)
@@ -230,6 +234,12 @@ class Applier:
         m.client_urls = list(r.member_attributes.client_urls)
         self.backend.put(MEMBERS_BUCKET, member_key(m.id), m.to_json())
         return m
+
+    def _cluster_version_set(self, ver: str) -> None:
+        if self.membership.cluster_version is None:
+            log.info("set the initial cluster version to %s", ver.rsplit(".", 1)[0])
+        self.membership.cluster_version = ver
+        self.backend.put(CLUSTER_BUCKET, CLUSTER_VERSION_KEY, ver.encode())
 
     def _check_space(self) -> None:
         if self.alarms.is_active(rpc_pb2.NOSPACE):
@@ -276,6 +286,7 @@ _REQUEST_FIELDS = (
     "lease_revoke",
     "lease_checkpoint",
     "cluster_member_attr_set",
+    "cluster_version_set",
     *sorted(AUTH_REQUESTS),
 )
 

@@ -43,6 +43,7 @@ from petcd.server.raft_storage import WalIdentity
 from petcd.server.transport.tls import peer_tls_from_config
 from petcd.server.urls import URLError, parse_url
 from petcd.storage.backend import Backend
+from petcd.storage.etcd_format import CLUSTER_BUCKET, CLUSTER_VERSION_KEY
 
 # ---- building the membership at start ---------------------------------------------
 
@@ -88,7 +89,9 @@ def load_membership(backend: Backend, identity: WalIdentity, cfg: ServerConfig) 
     if not members:
         return new_membership(cfg)
     removed = {int(k, 16) for k, _ in backend.items(MEMBERS_REMOVED_BUCKET)}
-    return Membership(identity.cluster_id, identity.member_id, members, removed)
+    version = backend.get(CLUSTER_BUCKET, CLUSTER_VERSION_KEY)
+    return Membership(identity.cluster_id, identity.member_id, members, removed,
+                      version.decode() if version is not None else None)
 
 
 def store_members(backend: Buckets, membership: Membership) -> None:

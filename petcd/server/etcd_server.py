@@ -42,7 +42,17 @@ from petcd.mvcc.history import StoreHistory
 from petcd.mvcc.kvstore import Compaction, KVStore
 from petcd.mvcc.watchable_store import WatchableStore
 from petcd.proto import kv_pb2, raft_internal_pb2, rpc_pb2
-from petcd.raft import ConfChange, ConfChangeType, Entry, EntryType, Message, MessageType, ReadState, Snapshot
+from petcd.raft import (
+    ConfChange,
+    ConfChangeType,
+    Entry,
+    EntryType,
+    Message,
+    MessageType,
+    ProposalDropped,
+    ReadState,
+    Snapshot,
+)
 from petcd.server import ids, txn, txn_ops
 from petcd.server.alarms import AlarmStore
 from petcd.server.apply import (
@@ -74,7 +84,7 @@ from petcd.server.transport.tls import peer_tls_from_config
 from petcd.server.wait import AppliedWait, Wait
 from petcd.storage.backend import Backend
 from petcd.storage.errors import StorageError
-from petcd.version import ETCD_VERSION
+from petcd.version import CLUSTER_VERSION, ETCD_VERSION
 
 __all__ = ["ETCD_VERSION", "EtcdServer"]
 
@@ -472,6 +482,7 @@ class EtcdServer:
             # a new leader gives every lease a whole TTL, so none expires
             # merely because leadership moved
             self.lessor.promote(self.cfg.election_timeout_ms / 1000.0)
+            self._set_cluster_version()
         else:
             self.lessor.demote()
         if new == 0:
@@ -479,6 +490,23 @@ class EtcdServer:
         else:
             self._has_leader.set()
         self.reads.leader_changed()
+
+    def _set_cluster_version(self) -> None:
+        """A new cluster's first leader sets the cluster version through
+        raft, as etcd's does (every petcd member runs one version, so there
+        is nothing to decide between them). Proposed as it takes office,
+        right behind its empty entry, so that on a cluster of one the version
+        is set before any client's request is applied. No caller waits: if
+        the entry is lost with this leadership, the next leader proposes it."""
+        if self.membership.cluster_version is not None:
+            return
+        req = raft_internal_pb2.InternalRaftRequest(
+            cluster_version_set=raft_internal_pb2.ClusterVersionSetRequest(ver=CLUSTER_VERSION))
+        req.header.ID = self.ids.next()
+        try:
+            self.node.propose(req.SerializeToString())
+        except ProposalDropped:  # a transfer under way: the next leader sets it
+            pass
 
     def _send(self, msgs: list[Message]) -> None:
         plain = [m for m in msgs if m.type != MessageType.MsgSnap]

@@ -1,8 +1,9 @@
 """The cluster's members as the server knows them.
 
 This is etcd's membership store: the member list (id, name, peer and client
-URLs, learner flag) and the cluster id, persisted in the backend's `members`
-and `cluster` buckets as etcd stores them (JSON by member id in hex).
+URLs, learner flag), the cluster id and the cluster version, persisted in the
+backend's `members` and `cluster` buckets as etcd stores them (JSON by member
+id in hex; the version under `clusterVersion`).
 """
 
 from __future__ import annotations
@@ -59,12 +60,14 @@ class Member:
 
 @dataclass(slots=True)
 class Membership:
-    """Members by id, the local member's id and the cluster id."""
+    """Members by id, the local member's id, the cluster id and the cluster
+    version (None until the first leader's entry setting it is applied)."""
 
     cluster_id: int
     local_id: int
     members: dict[int, Member] = field(default_factory=dict)
     removed: set[int] = field(default_factory=set)
+    cluster_version: str | None = None
 
     def local(self) -> Member:
         return self.members[self.local_id]

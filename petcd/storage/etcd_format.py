@@ -13,8 +13,9 @@ revisions), with one difference that is converted here:
   writes it (``etcdctl snapshot status`` counts the keys); an import takes
   a 3.5 file's term when there is one.
 
-A snapshot also carries etcd's ``cluster/clusterVersion`` when petcd has
-none, as every etcd 3.4 data file does.
+A snapshot also carries etcd's ``cluster/clusterVersion`` when the backend
+has none (one from before petcd recorded it), as every etcd 3.4 data file
+does.
 
 The export runs in a separate process (``python -m petcd.storage.etcd_format
 export-stream DB_PATH``) so that building a large file never competes with
@@ -43,12 +44,11 @@ import lmdb
 
 from petcd.storage.backend import BUCKETS, CONSISTENT_INDEX_KEY, META_BUCKET, Backend
 from petcd.storage.bbolt import BoltReader, BoltWriter
+from petcd.version import CLUSTER_VERSION
 
 TERM_KEY = b"term"
 CLUSTER_BUCKET = "cluster"
 CLUSTER_VERSION_KEY = b"clusterVersion"
-# etcd stores major.minor.0 of the cluster version.
-CLUSTER_VERSION = b"3.4.0"
 _U64 = struct.Struct(">Q")
 _CI = struct.Struct(">QQ")
 _MAX_DBS = 32
@@ -73,7 +73,7 @@ def _to_etcd_bucket(name: str, items: ItemSource) -> ItemSource:
         return sorted(out.items())
     if name == CLUSTER_BUCKET:
         got = dict(items)
-        got.setdefault(CLUSTER_VERSION_KEY, CLUSTER_VERSION)
+        got.setdefault(CLUSTER_VERSION_KEY, CLUSTER_VERSION.encode())
         return sorted(got.items())
     return items
 
