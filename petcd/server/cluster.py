@@ -19,7 +19,13 @@ from petcd import stats
 from petcd.raft import ConfChange, ConfChangeType, StateType, Status
 from petcd.server import ids
 from petcd.server.config import ConfigError, ServerConfig
-from petcd.server.errors import ErrBadLeaderTransferee, ErrNoLeader, ErrNotLeader, ErrTimeoutLeaderTransfer
+from petcd.server.errors import (
+    ErrBadLeaderTransferee,
+    ErrNoLeader,
+    ErrNotLeader,
+    ErrTimeoutLeaderTransfer,
+    ErrUnhealthy,
+)
 from petcd.server.join import fetch_members
 from petcd.server.leader_client import LeaderClient
 from petcd.server.membership import (
@@ -44,6 +50,10 @@ from petcd.server.transport.tls import peer_tls_from_config
 from petcd.server.urls import URLError, parse_url
 from petcd.storage.backend import Backend
 from petcd.storage.etcd_format import CLUSTER_BUCKET, CLUSTER_VERSION_KEY
+
+# etcd's health interval: how long a peer must have been connected for a
+# membership change to count it up (a peer only just back may go again).
+HEALTH_INTERVAL = 5.0
 
 # ---- building the membership at start ---------------------------------------------
 
@@ -148,10 +158,13 @@ class ClusterManager:
         self._check_running()
         _check_urls(peer_urls)
         ms = self.membership
-        # etcd's order: the quorum check before proposing, then (where the
-        # change is applied) the id, the peer URLs, the number of learners
+        # etcd's order: the quorum and health checks before proposing, then
+        # (where the change is applied) the id, the peer URLs, the number of
+        # learners
         if not is_learner and not self._ready_to_add_voter():
             raise ErrNotEnoughStartedMembers()  # the new member would make quorum unreachable
+        if self._connected_voters() < len(ms.voter_ids()):
+            raise ErrUnhealthy()  # a voter is down (or only just back): adding is not safe now
         # etcd's MemberAdd names no cluster in the id, only the peer URLs and
         # the second: the same URLs added twice within a second collide
         mid = ids.member_id(peer_urls, "", int(time.time()))
@@ -174,8 +187,14 @@ class ClusterManager:
         # (an unknown id is found missing only where the change is applied)
         if m is None or not m.is_learner:
             rest = [v for v in ms.voter_ids() if v != member_id]
-            if sum(1 for v in rest if self._is_active(v)) < len(rest) // 2 + 1:
+            if self._started(rest) < len(rest) // 2 + 1:
                 raise ErrNotEnoughStartedMembers()
+            # a member that is down is safe to remove: it is no part of the
+            # active quorum; otherwise the voters left connected must make one
+            up = member_id == ms.local_id or self._active_since(member_id) is not None
+            voters = len(ms.voter_ids())
+            if up and self._connected_voters() - 1 < 1 + (voters - 1) // 2:
+                raise ErrUnhealthy()
         if m is None:
             raise ErrMemberNotFound()
         await self._propose(ConfChange(ConfChangeType.ConfChangeRemoveNode, member_id))
@@ -208,15 +227,20 @@ class ClusterManager:
                 await asyncio.sleep(self.cfg.tick_seconds())
             await self._leader_client.promote(leader, member_id, max(0.0, deadline - loop.time()))
             return
+        mine, theirs = status.progress.get(status.id), status.progress.get(member_id)
+        # etcd's order: a learner within 90% of the leader's log may vote;
+        # the started voters, with it, must make a quorum; then (where the
+        # change is applied) it must exist and be a learner
+        if mine is not None and theirs is not None and theirs.match < mine.match * 0.9:
+            raise ErrLearnerNotReady()
+        voters = self.membership.voter_ids()
+        if self._started(voters) + 1 < (len(voters) + 1) // 2 + 1:
+            raise ErrNotEnoughStartedMembers()
         m = self.membership.members.get(member_id)
         if m is None:
             raise ErrMemberNotFound()
         if not m.is_learner:
             raise ErrMemberNotLearner()
-        mine, theirs = status.progress.get(status.id), status.progress.get(member_id)
-        # etcd's rule: a learner within 90% of the leader's log may vote
-        if mine is None or theirs is None or theirs.match < mine.match * 0.9:
-            raise ErrLearnerNotReady()
         await self._propose(ConfChange(ConfChangeType.ConfChangeAddNode, member_id))
         stats.SERVER.learner_promotes += 1  # etcd_server_learner_promote_successes
 
@@ -243,17 +267,25 @@ class ClusterManager:
         make a quorum of the grown cluster, except that a cluster of one may
         always grow to two (how a cluster is rebuilt from one restored
         member, as etcd's runtime-reconfiguration guide does it)."""
-        voters = len(self.membership.voter_ids()) + 1
-        started = self._active_voters()
-        if started == 1 and voters == 2:
+        voters = self.membership.voter_ids()
+        started = self._started(voters)
+        if started == 1 and len(voters) + 1 == 2:
             return True
-        return started >= voters // 2 + 1
+        return started >= (len(voters) + 1) // 2 + 1
 
-    def _is_active(self, member_id: int) -> bool:
-        return member_id == self.membership.local_id or self._active_since(member_id) is not None
+    def _started(self, member_ids: list[int]) -> int:
+        """How many of them have started: published their name (etcd's
+        IsStarted), whether or not they are up now."""
+        members = self.membership.members
+        return sum(1 for i in member_ids if i in members and members[i].name)
 
-    def _active_voters(self) -> int:
-        return sum(1 for v in self.membership.voter_ids() if self._is_active(v))
+    def _connected_voters(self) -> int:
+        """The voters this member has been connected to for etcd's health
+        interval (itself included): a peer only just back does not count."""
+        since = asyncio.get_running_loop().time() - HEALTH_INTERVAL
+        local = self.membership.local_id
+        return sum(1 for v in self.membership.voter_ids()
+                   if v == local or ((t := self._active_since(v)) is not None and t < since))
 
 
 def _check_urls(urls: list[str]) -> None:

@@ -73,6 +73,21 @@ def wait_for(cond: Callable[[], T | None], timeout: float, what: str, interval: 
     raise AssertionError(f"timed out after {timeout}s waiting for {what} (last error: {last_exc!r})")
 
 
+def when_healthy(call: Callable[[], T], timeout: float = 60.0) -> T:
+    """Make a membership change as etcd's users must: etcd (and petcd)
+    refuse one with UNAVAILABLE "etcdserver: unhealthy cluster" until every
+    voter has been connected for 5 s, so the call is made again until it is
+    answered otherwise. Any other answer or error is the call's own."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return call()
+        except grpc.RpcError as exc:
+            if exc.details() != "etcdserver: unhealthy cluster" or time.monotonic() > deadline:  # type: ignore[attr-defined]
+                raise
+        time.sleep(0.1)
+
+
 @dataclass
 class Server:
     """A running petcd or etcd process with one client URL."""

@@ -19,7 +19,15 @@ import grpc
 import pytest
 
 from petcd.proto import rpc_pb2, rpc_pb2_grpc
-from petcd.testing.harness import Server, etcd_cluster, free_port, petcd_cluster, petcd_joiner, wait_for
+from petcd.testing.harness import (
+    Server,
+    etcd_cluster,
+    free_port,
+    petcd_cluster,
+    petcd_joiner,
+    wait_for,
+    when_healthy,
+)
 from tests.cluster.helpers import leader, status
 
 pytestmark = pytest.mark.timeout(600)
@@ -149,16 +157,8 @@ def outcomes(members: list[Server], lead: Server, follower: Server, learner_peer
     out["ttl granted"] = (ttl.grantedTTL, 0 < ttl.TTL <= 30)
     cluster = rpc_pb2_grpc.ClusterStub(lead.channel())
 
-    def add() -> rpc_pb2.MemberAddResponse | None:
-        try:
-            resp: rpc_pb2.MemberAddResponse = cluster.MemberAdd(
-                rpc_pb2.MemberAddRequest(peerURLs=[learner_peer], isLearner=True), timeout=30)
-            return resp
-        except grpc.RpcError as exc:  # etcd: "unhealthy cluster" until every member is connected for 5 s
-            assert exc.code() == grpc.StatusCode.UNAVAILABLE, exc
-            return None
-
-    added = wait_for(add, 30, "the cluster to take a new member")
+    added = when_healthy(lambda: cluster.MemberAdd(
+        rpc_pb2.MemberAddRequest(peerURLs=[learner_peer], isLearner=True), timeout=30))
     wait_for(lambda: any(m.ID == added.member.ID for m in rpc_pb2_grpc.ClusterStub(follower.channel()).MemberList(
         rpc_pb2.MemberListRequest(), timeout=30).members), 30, "the follower to know the learner")
     with pytest.raises(grpc.RpcError) as err:  # never started: the leader sees it far behind
@@ -186,8 +186,8 @@ def test_follower_answers_and_errors_match_etcds(cluster: list[Server], tmp_path
 def test_a_learner_is_promoted_through_a_follower(cluster: list[Server], tmp_path: Path) -> None:
     lead = leader(cluster)
     peer = f"http://127.0.0.1:{free_port()}"
-    added = rpc_pb2_grpc.ClusterStub(lead.channel()).MemberAdd(
-        rpc_pb2.MemberAddRequest(peerURLs=[peer], isLearner=True), timeout=30)
+    added = when_healthy(lambda: rpc_pb2_grpc.ClusterStub(lead.channel()).MemberAdd(
+        rpc_pb2.MemberAddRequest(peerURLs=[peer], isLearner=True), timeout=30))
     initial = ",".join(f"{m.name or 'm3'}={m.peerURLs[0]}" for m in added.members)
     new = petcd_joiner(tmp_path, "m3", peer, initial).start()
     try:

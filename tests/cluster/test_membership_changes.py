@@ -12,7 +12,15 @@ import grpc
 import pytest
 
 from petcd.proto import rpc_pb2, rpc_pb2_grpc
-from petcd.testing.harness import Server, etcdctl, free_port, petcd_cluster, petcd_joiner, wait_for
+from petcd.testing.harness import (
+    Server,
+    etcdctl,
+    free_port,
+    petcd_cluster,
+    petcd_joiner,
+    wait_for,
+    when_healthy,
+)
 from tests.cluster.helpers import hash_kv_converges, leader, status
 
 pytestmark = pytest.mark.timeout(900)
@@ -78,7 +86,7 @@ def test_membership_errors_are_etcds(tmp_path: Path) -> None:
              "etcdserver: given member URLs are invalid"),
         ]:
             with pytest.raises(grpc.RpcError) as err:
-                stub.MemberAdd(req, timeout=30)
+                when_healthy(lambda req=req: stub.MemberAdd(req, timeout=30))
             assert (err.value.code(), err.value.details()) == (code, msg)
         voter = status(members[1]).header.member_id
         with pytest.raises(grpc.RpcError) as err:
@@ -113,7 +121,8 @@ def test_membership_changes_under_load_keep_the_history_linearizable(tmp_path: P
         lead = leader(members)
         victim = next(m for m in members if m is not lead)
         stub = rpc_pb2_grpc.ClusterStub(lead.channel())
-        stub.MemberRemove(rpc_pb2.MemberRemoveRequest(ID=status(victim).header.member_id), timeout=30)
+        victim_id = status(victim).header.member_id
+        when_healthy(lambda: stub.MemberRemove(rpc_pb2.MemberRemoveRequest(ID=victim_id), timeout=30))
         wait_for(lambda: victim.proc is not None and victim.proc.poll() is not None, 60, "the removed member to exit")
         rest = [m for m in members if m is not victim]
         peer = f"http://127.0.0.1:{free_port()}"

@@ -25,7 +25,7 @@ import pytest
 
 from petcd.proto import raft_internal_pb2, raft_pb2, rpc_pb2, rpc_pb2_grpc
 from petcd.server import txn_ops
-from petcd.testing.harness import Server, etcd_server, petcd_cluster, petcd_server, wait_for
+from petcd.testing.harness import Server, etcd_server, petcd_cluster, petcd_server, wait_for, when_healthy
 from tests.cluster.helpers import hash_kv_converges, leader, status
 
 pytestmark = pytest.mark.timeout(600)
@@ -396,7 +396,8 @@ def test_every_request_type_at_the_limits_then_restart(cluster: list[Server]) ->
     assert got == [(c[0], c[4]) for c in limit_cases() + PETCD_ONLY]
     # a learner with an odd but usable URL comes and goes through raft
     stub = rpc_pb2_grpc.ClusterStub(cluster[0].channel())
-    added = stub.MemberAdd(rpc_pb2.MemberAddRequest(peerURLs=["http://127.0.0.1:1"], isLearner=True), timeout=30)
+    added = when_healthy(lambda: stub.MemberAdd(
+        rpc_pb2.MemberAddRequest(peerURLs=["http://127.0.0.1:1"], isLearner=True), timeout=30))
     stub.MemberRemove(rpc_pb2.MemberRemoveRequest(ID=added.member.ID), timeout=30)
     hash_kv_converges(cluster)
     restart_all(cluster)

@@ -11,7 +11,7 @@ import grpc
 import pytest
 
 from petcd.proto import rpc_pb2, rpc_pb2_grpc
-from petcd.testing.harness import Server, etcdctl, wait_for
+from petcd.testing.harness import Server, etcdctl, wait_for, when_healthy
 from tests.cluster.helpers import hash_kv_converges, leader, status
 
 pytestmark = pytest.mark.timeout(600)
@@ -81,7 +81,7 @@ def test_removing_a_member(cluster: list[Server]) -> None:
     victim = next(m for m in cluster if m is not lead)
     vid = status(victim).header.member_id
     stub = rpc_pb2_grpc.ClusterStub(lead.channel())
-    resp = stub.MemberRemove(rpc_pb2.MemberRemoveRequest(ID=vid), timeout=30)
+    resp = when_healthy(lambda: stub.MemberRemove(rpc_pb2.MemberRemoveRequest(ID=vid), timeout=30))
     assert sorted(m.ID for m in resp.members) == sorted(status(m).header.member_id for m in cluster if m is not victim)
     assert victim.proc is not None
     wait_for(lambda: victim.proc is not None and victim.proc.poll() is not None, 60, "the removed member to exit")
