@@ -73,6 +73,9 @@ def wait_for(cond: Callable[[], T | None], timeout: float, what: str, interval: 
     raise AssertionError(f"timed out after {timeout}s waiting for {what} (last error: {last_exc!r})")
 
 
+UNHEALTHY = "etcdserver: unhealthy cluster"
+
+
 def when_healthy(call: Callable[[], T], timeout: float = 60.0) -> T:
     """Make a membership change as etcd's users must: etcd (and petcd)
     refuse one with UNAVAILABLE "etcdserver: unhealthy cluster" until every
@@ -83,7 +86,7 @@ def when_healthy(call: Callable[[], T], timeout: float = 60.0) -> T:
         try:
             return call()
         except grpc.RpcError as exc:
-            if exc.details() != "etcdserver: unhealthy cluster" or time.monotonic() > deadline:  # type: ignore[attr-defined]
+            if exc.details() != UNHEALTHY or time.monotonic() > deadline:  # type: ignore[attr-defined]
                 raise
         time.sleep(0.1)
 
@@ -288,6 +291,17 @@ def etcdctl(endpoint: str, *args: str, stdin: str | None = None, check: bool = T
     cmd = [binary, f"--endpoints={endpoint}", "--dial-timeout=10s", "--command-timeout=20s", *args]
     cp = subprocess.run(cmd, input=stdin, capture_output=True, text=True, env=env, timeout=timeout)
     if check and cp.returncode != 0:
+        raise AssertionError(f"etcdctl {' '.join(args)} failed ({cp.returncode}): {cp.stderr}{cp.stdout}")
+    return cp
+
+
+def etcdctl_when_healthy(endpoint: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """`etcdctl member add/remove/promote ...` made again while it is refused
+    as "unhealthy cluster" (see when_healthy); any other failure is raised
+    as etcdctl's."""
+    cp = wait_for(lambda: None if UNHEALTHY in (got := etcdctl(endpoint, *args, check=False)).stderr else got,
+                  60, f"etcdctl {' '.join(args)} to find the cluster healthy")
+    if cp.returncode != 0:
         raise AssertionError(f"etcdctl {' '.join(args)} failed ({cp.returncode}): {cp.stderr}{cp.stdout}")
     return cp
 

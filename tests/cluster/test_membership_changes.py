@@ -15,6 +15,7 @@ from petcd.proto import rpc_pb2, rpc_pb2_grpc
 from petcd.testing.harness import (
     Server,
     etcdctl,
+    etcdctl_when_healthy,
     free_port,
     petcd_cluster,
     petcd_joiner,
@@ -43,7 +44,7 @@ def test_a_learner_joins_catches_up_from_a_snapshot_and_is_promoted(tmp_path: Pa
         lead = leader(members)
         _put_many(lead, 5300)  # past the 5000 entries kept behind a raft snapshot: the log is compacted
         peer = f"http://127.0.0.1:{free_port()}"
-        out = etcdctl(lead.endpoint, "member", "add", "m3", f"--peer-urls={peer}", "--learner")
+        out = etcdctl_when_healthy(lead.endpoint, "member", "add", "m3", f"--peer-urls={peer}", "--learner")
         assert "added to cluster" in out.stdout
         initial = [ln for ln in out.stdout.splitlines() if ln.startswith("ETCD_INITIAL_CLUSTER=")][0]
         initial = initial.split("=", 1)[1].strip('"')
