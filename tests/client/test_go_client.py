@@ -34,7 +34,8 @@ GOCODE = Path("/usr/share/gocode")
 DRIVER_TIMEOUT = 180  # seconds for one whole scenario on a loaded machine
 BUILD_TIMEOUT = 600  # a cold Go build cache compiles grpc and the etcd client
 
-SCENARIOS = ["kv", "txn", "watch", "lease", "lock", "election", "stm", "maintenance", "errors"]
+SCENARIOS = ["kv", "txn", "watch", "lease", "lock", "election", "stm", "maintenance", "cluster", "auth", "errors",
+             "recipes"]
 
 
 def _missing(msg: str) -> None:

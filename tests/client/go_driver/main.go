@@ -24,13 +24,18 @@ import (
 	"io"
 	"io/ioutil"
 	"os"
+	"sort"
 	"strconv"
 	"strings"
 	"sync"
 	"time"
 
 	"go.etcd.io/etcd/clientv3"
+	"go.etcd.io/etcd/clientv3/clientv3util"
 	"go.etcd.io/etcd/clientv3/concurrency"
+	"go.etcd.io/etcd/clientv3/leasing"
+	"go.etcd.io/etcd/clientv3/mirror"
+	"go.etcd.io/etcd/clientv3/namespace"
 	"go.etcd.io/etcd/etcdserver/api/v3rpc/rpctypes"
 	"go.etcd.io/etcd/mvcc/mvccpb"
 	"google.golang.org/grpc/status"
@@ -52,6 +57,9 @@ type transcript struct {
 }
 
 func (t *transcript) note(name string, v interface{}) {
+	if os.Getenv("GO_DRIVER_TRACE") != "" { // where a scenario that hangs got to
+		fmt.Fprintln(os.Stderr, "step:", name)
+	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	t.steps = append(t.steps, step{name, v})
@@ -225,6 +233,13 @@ func waitFor(what string, cond func() bool) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+}
+
+// freshSecond waits for the wall clock's next second (and a little), so
+// that a few quick calls after it fall within one second.
+func freshSecond() {
+	now := time.Now()
+	time.Sleep(now.Truncate(time.Second).Add(time.Second + 20*time.Millisecond).Sub(now))
 }
 
 // ---------------------------------------------------------------- scenarios
@@ -678,6 +693,9 @@ func scenarioLease(c *clientv3.Client, t *transcript) {
 			for _, k := range r.Keys {
 				keys = append(keys, string(k))
 			}
+			// etcd keeps a lease's keys in a Go map and lists them in the
+			// map's random order: the set is the behaviour, not the order
+			sort.Strings(keys)
 			// TTL counts down in seconds: within the granted TTL, not equal to it
 			return map[string]interface{}{"id": int64(r.ID), "granted": r.GrantedTTL,
 				"ttl_ok": r.TTL > r.GrantedTTL-5 && r.TTL <= r.GrantedTTL || r.TTL == -1, "ttl_missing": r.TTL == -1,
@@ -1360,6 +1378,488 @@ func scenarioErrors(c *clientv3.Client, t *transcript) {
 	})
 }
 
+func memberOf(m interface {
+	GetName() string
+	GetPeerURLs() []string
+	GetClientURLs() []string
+	GetIsLearner() bool
+}) map[string]interface{} {
+	return map[string]interface{}{"name": m.GetName(), "peers": m.GetPeerURLs(),
+		"clients": len(m.GetClientURLs()), "learner": m.GetIsLearner()}
+}
+
+func scenarioCluster(c *clientv3.Client, t *transcript) {
+	ctx := context.Background()
+	var self uint64
+	call(t, "member list", func() (interface{}, error) {
+		r, err := c.MemberList(ctx)
+		if err != nil {
+			return nil, err
+		}
+		self = r.Members[0].ID
+		return []interface{}{len(r.Members), r.Members[0].Name, r.Members[0].IsLearner}, nil
+	})
+	// a peer URL nothing listens on, the same on both servers
+	peer := "http://127.0.0.1:1"
+	var learner uint64
+	// etcd derives a new member's id from its peer URLs and the second it
+	// is added: adds of the same URLs within one second collide on the id,
+	// in different seconds on the URL. Both servers' calls start at the
+	// beginning of a second so that the step shows the same one.
+	freshSecond()
+	call(t, "add learner", func() (interface{}, error) {
+		r, err := c.MemberAddAsLearner(ctx, []string{peer})
+		if err != nil {
+			return nil, err
+		}
+		learner = r.Member.ID
+		return map[string]interface{}{"member": memberOf(r.Member), "members": len(r.Members)}, nil
+	})
+	call(t, "add same peer again", func() (interface{}, error) {
+		_, err := c.MemberAdd(ctx, []string{peer})
+		return nil, err
+	})
+	call(t, "add learner same peer again", func() (interface{}, error) {
+		_, err := c.MemberAddAsLearner(ctx, []string{peer})
+		return nil, err
+	})
+	call(t, "member list with learner", func() (interface{}, error) {
+		r, err := c.MemberList(ctx)
+		if err != nil {
+			return nil, err
+		}
+		out := []interface{}{}
+		for _, m := range r.Members {
+			if m.ID == learner {
+				out = append(out, memberOf(m))
+			}
+		}
+		return []interface{}{len(r.Members), out}, nil
+	})
+	call(t, "add same peer a second later", func() (interface{}, error) {
+		freshSecond()
+		_, err := c.MemberAdd(ctx, []string{peer})
+		return nil, err
+	})
+	call(t, "add bad url", func() (interface{}, error) {
+		_, err := c.MemberAdd(ctx, []string{"not a url"})
+		return nil, err
+	})
+	call(t, "promote learner not in sync", func() (interface{}, error) {
+		_, err := c.MemberPromote(ctx, learner)
+		return nil, err
+	})
+	call(t, "promote voter", func() (interface{}, error) {
+		_, err := c.MemberPromote(ctx, self)
+		return nil, err
+	})
+	call(t, "promote unknown", func() (interface{}, error) {
+		_, err := c.MemberPromote(ctx, 0x4242)
+		return nil, err
+	})
+	call(t, "move leader to learner", func() (interface{}, error) {
+		ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		defer cancel()
+		_, err := c.MoveLeader(ctx, learner)
+		return nil, err
+	})
+	call(t, "move leader to unknown", func() (interface{}, error) {
+		ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		defer cancel()
+		_, err := c.MoveLeader(ctx, 0x4242)
+		return nil, err
+	})
+	call(t, "move leader to self", func() (interface{}, error) {
+		r, err := c.MoveLeader(ctx, self)
+		if err != nil {
+			return nil, err
+		}
+		return r.Header != nil, nil
+	})
+	call(t, "update learner", func() (interface{}, error) {
+		r, err := c.MemberUpdate(ctx, learner, []string{"http://127.0.0.1:2"})
+		if err != nil {
+			return nil, err
+		}
+		return len(r.Members), nil
+	})
+	call(t, "member list after update", func() (interface{}, error) {
+		r, err := c.MemberList(ctx)
+		if err != nil {
+			return nil, err
+		}
+		for _, m := range r.Members {
+			if m.ID == learner {
+				return memberOf(m), nil
+			}
+		}
+		return nil, errors.New("updated member not listed")
+	})
+	call(t, "update unknown", func() (interface{}, error) {
+		_, err := c.MemberUpdate(ctx, 0x4242, []string{"http://127.0.0.1:3"})
+		return nil, err
+	})
+	call(t, "update to existing peer", func() (interface{}, error) {
+		r, err := c.MemberList(ctx)
+		if err != nil {
+			return nil, err
+		}
+		for _, m := range r.Members {
+			if m.ID == self {
+				_, err = c.MemberUpdate(ctx, learner, m.PeerURLs)
+				return nil, err
+			}
+		}
+		return nil, errors.New("no self in member list")
+	})
+	call(t, "remove learner", func() (interface{}, error) {
+		r, err := c.MemberRemove(ctx, learner)
+		if err != nil {
+			return nil, err
+		}
+		return len(r.Members), nil
+	})
+	call(t, "remove again", func() (interface{}, error) {
+		_, err := c.MemberRemove(ctx, learner)
+		return nil, err
+	})
+	// a removed member's id may never come back: the same URLs added
+	// again within the second get that id, and etcd refuses it as not found
+	call(t, "add removed id again", func() (interface{}, error) {
+		freshSecond()
+		r, err := c.MemberAddAsLearner(ctx, []string{"http://127.0.0.1:5"})
+		if err != nil {
+			return nil, err
+		}
+		if _, err := c.MemberRemove(ctx, r.Member.ID); err != nil {
+			return nil, err
+		}
+		_, err = c.MemberAddAsLearner(ctx, []string{"http://127.0.0.1:5"})
+		return nil, err
+	})
+	call(t, "add voter", func() (interface{}, error) {
+		ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		defer cancel()
+		r, err := c.MemberAdd(ctx, []string{"http://127.0.0.1:4"})
+		if err != nil {
+			return nil, err
+		}
+		return memberOf(r.Member), nil
+	})
+}
+
+func scenarioAuth(c *clientv3.Client, t *transcript, ep string) {
+	ctx := context.Background()
+	ok := func(name string, fn func() error) {
+		call(t, name, func() (interface{}, error) { return nil, fn() })
+	}
+	ok("enable without root", func() error { _, err := c.AuthEnable(ctx); return err })
+	ok("add root", func() error { _, err := c.UserAdd(ctx, "root", "rootpw"); return err })
+	ok("add root again", func() error { _, err := c.UserAdd(ctx, "root", "x"); return err })
+	ok("add empty user", func() error { _, err := c.UserAdd(ctx, "", "x"); return err })
+	ok("add user no password", func() error {
+		_, err := c.UserAddWithOptions(ctx, "nopw", "", &clientv3.UserAddOptions{NoPassword: true})
+		return err
+	})
+	ok("enable without root role", func() error { _, err := c.AuthEnable(ctx); return err })
+	ok("grant root role", func() error { _, err := c.UserGrantRole(ctx, "root", "root"); return err })
+	ok("add role", func() error { _, err := c.RoleAdd(ctx, "r"); return err })
+	ok("add role again", func() error { _, err := c.RoleAdd(ctx, "r"); return err })
+	ok("add empty role", func() error { _, err := c.RoleAdd(ctx, ""); return err })
+	ok("grant perm prefix", func() error {
+		_, err := c.RoleGrantPermission(ctx, "r", "p/", clientv3.GetPrefixRangeEnd("p/"), clientv3.PermissionType(clientv3.PermReadWrite))
+		return err
+	})
+	ok("grant perm read key", func() error {
+		_, err := c.RoleGrantPermission(ctx, "r", "ro", "", clientv3.PermissionType(clientv3.PermRead))
+		return err
+	})
+	ok("grant perm missing role", func() error {
+		_, err := c.RoleGrantPermission(ctx, "nope", "a", "", clientv3.PermissionType(clientv3.PermRead))
+		return err
+	})
+	ok("add alice", func() error { _, err := c.UserAdd(ctx, "alice", "alicepw"); return err })
+	ok("grant alice", func() error { _, err := c.UserGrantRole(ctx, "alice", "r"); return err })
+	ok("grant alice again", func() error { _, err := c.UserGrantRole(ctx, "alice", "r"); return err })
+	ok("grant missing role", func() error { _, err := c.UserGrantRole(ctx, "alice", "nope"); return err })
+	ok("grant missing user", func() error { _, err := c.UserGrantRole(ctx, "bob", "r"); return err })
+	call(t, "user get", func() (interface{}, error) {
+		r, err := c.UserGet(ctx, "alice")
+		if err != nil {
+			return nil, err
+		}
+		return r.Roles, nil
+	})
+	call(t, "user get missing", func() (interface{}, error) { _, err := c.UserGet(ctx, "bob"); return nil, err })
+	call(t, "user list", func() (interface{}, error) {
+		r, err := c.UserList(ctx)
+		if err != nil {
+			return nil, err
+		}
+		return r.Users, nil
+	})
+	call(t, "role get", func() (interface{}, error) {
+		r, err := c.RoleGet(ctx, "r")
+		if err != nil {
+			return nil, err
+		}
+		perms := []interface{}{}
+		for _, p := range r.Perm {
+			perms = append(perms, []interface{}{p.PermType.String(), string(p.Key), string(p.RangeEnd)})
+		}
+		return perms, nil
+	})
+	call(t, "role list", func() (interface{}, error) {
+		r, err := c.RoleList(ctx)
+		if err != nil {
+			return nil, err
+		}
+		return r.Roles, nil
+	})
+	ok("enable", func() error { _, err := c.AuthEnable(ctx); return err })
+	ok("enable again", func() error { _, err := c.AuthEnable(ctx); return err })
+	call(t, "unauthenticated put", func() (interface{}, error) { r, err := c.Put(ctx, "p/a", "1"); return okPut(r, err) })
+	call(t, "unauthenticated get", func() (interface{}, error) { r, err := c.Get(ctx, "p/a"); return okGet(r, err) })
+	login := func(user, pw string) (*clientv3.Client, error) {
+		return clientv3.New(clientv3.Config{Endpoints: []string{ep}, DialTimeout: 10 * time.Second,
+			Username: user, Password: pw})
+	}
+	call(t, "login wrong password", func() (interface{}, error) {
+		a, err := login("alice", "wrong")
+		if err != nil {
+			return nil, err
+		}
+		defer a.Close()
+		_, err = a.Get(ctx, "p/a")
+		return nil, err
+	})
+	call(t, "login unknown user", func() (interface{}, error) {
+		a, err := login("bob", "x")
+		if err != nil {
+			return nil, err
+		}
+		defer a.Close()
+		_, err = a.Get(ctx, "p/a")
+		return nil, err
+	})
+	call(t, "login no password user", func() (interface{}, error) {
+		a, err := login("nopw", "")
+		if err != nil {
+			return nil, err
+		}
+		defer a.Close()
+		_, err = a.Get(ctx, "p/a")
+		return nil, err
+	})
+	alice, err := login("alice", "alicepw")
+	if err != nil {
+		panic(err)
+	}
+	defer alice.Close()
+	call(t, "alice put inside", func() (interface{}, error) { r, err := alice.Put(ctx, "p/a", "1"); return okPut(r, err) })
+	call(t, "alice put outside", func() (interface{}, error) { r, err := alice.Put(ctx, "q", "1"); return okPut(r, err) })
+	call(t, "alice put read-only", func() (interface{}, error) { r, err := alice.Put(ctx, "ro", "1"); return okPut(r, err) })
+	call(t, "alice get read-only", func() (interface{}, error) { r, err := alice.Get(ctx, "ro"); return okGet(r, err) })
+	call(t, "alice get prefix", func() (interface{}, error) {
+		r, err := alice.Get(ctx, "p/", clientv3.WithPrefix())
+		return okGet(r, err)
+	})
+	call(t, "alice get all", func() (interface{}, error) {
+		r, err := alice.Get(ctx, "", clientv3.WithFromKey())
+		return okGet(r, err)
+	})
+	call(t, "alice delete prefix", func() (interface{}, error) {
+		r, err := alice.Delete(ctx, "p/", clientv3.WithPrefix())
+		return okDel(r, err)
+	})
+	call(t, "alice txn inside", func() (interface{}, error) {
+		r, err := alice.Txn(ctx).If(clientv3.Compare(clientv3.Version("p/a"), "=", 0)).
+			Then(clientv3.OpPut("p/b", "1")).Else(clientv3.OpGet("p/a")).Commit()
+		return okTxn(r, err)
+	})
+	call(t, "alice txn compare outside", func() (interface{}, error) {
+		r, err := alice.Txn(ctx).If(clientv3.Compare(clientv3.Version("q"), "=", 0)).
+			Then(clientv3.OpPut("p/b", "1")).Commit()
+		return okTxn(r, err)
+	})
+	call(t, "alice watch outside", func() (interface{}, error) {
+		wctx, cancel := context.WithCancel(ctx)
+		defer cancel()
+		return next(alice.Watch(wctx, "q", clientv3.WithCreatedNotify()))
+	})
+	call(t, "alice lease grant", func() (interface{}, error) {
+		r, err := alice.Grant(ctx, 60)
+		if err != nil {
+			return nil, err
+		}
+		t.lease(r.ID)
+		return r.TTL, nil
+	})
+	call(t, "alice user list", func() (interface{}, error) { _, err := alice.UserList(ctx); return nil, err })
+	call(t, "alice user get self", func() (interface{}, error) {
+		r, err := alice.UserGet(ctx, "alice")
+		if err != nil {
+			return nil, err
+		}
+		return r.Roles, nil
+	})
+	call(t, "alice member list", func() (interface{}, error) {
+		r, err := alice.MemberList(ctx)
+		if err != nil {
+			return nil, err
+		}
+		return len(r.Members), nil
+	})
+	call(t, "alice status", func() (interface{}, error) {
+		r, err := alice.Status(ctx, ep)
+		if err != nil {
+			return nil, err
+		}
+		return r.Version, nil
+	})
+	call(t, "alice alarm list", func() (interface{}, error) { _, err := alice.AlarmList(ctx); return nil, err })
+	call(t, "alice compact", func() (interface{}, error) { _, err := alice.Compact(ctx, 1); return nil, err })
+	call(t, "alice defragment", func() (interface{}, error) { _, err := alice.Defragment(ctx, ep); return nil, err })
+	call(t, "alice auth disable", func() (interface{}, error) { _, err := alice.AuthDisable(ctx); return nil, err })
+	root, err := login("root", "rootpw")
+	if err != nil {
+		panic(err)
+	}
+	defer root.Close()
+	call(t, "root put outside", func() (interface{}, error) { r, err := root.Put(ctx, "q", "1"); return okPut(r, err) })
+	ok("revoke perm", func() error { _, err := root.RoleRevokePermission(ctx, "r", "ro", ""); return err })
+	ok("revoke perm again", func() error { _, err := root.RoleRevokePermission(ctx, "r", "ro", ""); return err })
+	call(t, "alice get read-only after revoke", func() (interface{}, error) { r, err := alice.Get(ctx, "ro"); return okGet(r, err) })
+	ok("revoke root role from root", func() error { _, err := root.UserRevokeRole(ctx, "root", "root"); return err })
+	ok("delete root role", func() error { _, err := root.RoleDelete(ctx, "root"); return err })
+	ok("delete root", func() error { _, err := root.UserDelete(ctx, "root"); return err })
+	ok("change alice password", func() error { _, err := root.UserChangePassword(ctx, "alice", "new"); return err })
+	call(t, "alice after password change", func() (interface{}, error) { r, err := alice.Get(ctx, "p/a"); return okGet(r, err) })
+	ok("revoke alice role", func() error { _, err := root.UserRevokeRole(ctx, "alice", "r"); return err })
+	ok("revoke alice role again", func() error { _, err := root.UserRevokeRole(ctx, "alice", "r"); return err })
+	ok("delete role", func() error { _, err := root.RoleDelete(ctx, "r"); return err })
+	ok("delete missing role", func() error { _, err := root.RoleDelete(ctx, "r"); return err })
+	ok("delete alice", func() error { _, err := root.UserDelete(ctx, "alice"); return err })
+	ok("delete missing user", func() error { _, err := root.UserDelete(ctx, "alice"); return err })
+	ok("disable", func() error { _, err := root.AuthDisable(ctx); return err })
+	ok("disable again", func() error { _, err := c.AuthDisable(ctx); return err })
+	call(t, "put after disable", func() (interface{}, error) { r, err := c.Put(ctx, "q", "2"); return okPut(r, err) })
+}
+
+func scenarioRecipes(c *clientv3.Client, t *transcript) {
+	ctx := context.Background()
+	// clientv3util: put if missing
+	for _, n := range []string{"first", "second"} {
+		n := n
+		call(t, "put if missing "+n, func() (interface{}, error) {
+			r, err := c.Txn(ctx).If(clientv3util.KeyMissing("u/k")).Then(clientv3.OpPut("u/k", n)).Commit()
+			return okTxn(r, err)
+		})
+	}
+	call(t, "delete if exists", func() (interface{}, error) {
+		r, err := c.Txn(ctx).If(clientv3util.KeyExists("u/k")).Then(clientv3.OpDelete("u/k")).Commit()
+		return okTxn(r, err)
+	})
+	// namespace: a KV and a Watcher confined under a prefix
+	nkv := namespace.NewKV(c.KV, "ns/")
+	nw := namespace.NewWatcher(c.Watcher, "ns/")
+	wctx, wcancel := context.WithCancel(ctx)
+	defer wcancel()
+	nwc := nw.Watch(wctx, "", clientv3.WithPrefix(), clientv3.WithCreatedNotify(), clientv3.WithPrevKV())
+	call(t, "namespace watch created", func() (interface{}, error) { return next(nwc) })
+	call(t, "namespace put", func() (interface{}, error) { r, err := nkv.Put(ctx, "a", "1"); return okPut(r, err) })
+	mustPut(c, "outside", "x")
+	call(t, "namespace txn", func() (interface{}, error) {
+		r, err := nkv.Txn(ctx).If(clientv3.Compare(clientv3.Value("a"), "=", "1")).
+			Then(clientv3.OpPut("b", "2", clientv3.WithPrevKV()), clientv3.OpGet("", clientv3.WithPrefix())).Commit()
+		return okTxn(r, err)
+	})
+	call(t, "namespace get all", func() (interface{}, error) {
+		r, err := nkv.Get(ctx, "a", clientv3.WithFromKey())
+		return okGet(r, err)
+	})
+	call(t, "namespace delete all", func() (interface{}, error) {
+		r, err := nkv.Delete(ctx, "a", clientv3.WithFromKey(), clientv3.WithPrevKV())
+		return okDel(r, err)
+	})
+	call(t, "namespace events", func() (interface{}, error) { return events(nwc, 4) })
+	// mirror: a base snapshot of a prefix in pages, then its updates
+	for i := 0; i < 2100; i += 300 {
+		ops := []clientv3.Op{}
+		for j := i; j < i+100; j++ {
+			ops = append(ops, clientv3.OpPut(fmt.Sprintf("mir/%04d", j), strconv.Itoa(j)))
+		}
+		if _, err := c.Txn(ctx).Then(ops...).Commit(); err != nil {
+			panic(err)
+		}
+	}
+	syncer := mirror.NewSyncer(c, "mir/", 0)
+	call(t, "mirror base", func() (interface{}, error) {
+		respc, errc := syncer.SyncBase(ctx)
+		pages, keys := 0, 0
+		var last string
+		for r := range respc {
+			pages++
+			keys += len(r.Kvs)
+			if len(r.Kvs) > 0 {
+				last = string(r.Kvs[len(r.Kvs)-1].Key)
+			}
+		}
+		if err := <-errc; err != nil {
+			return nil, err
+		}
+		return []interface{}{pages, keys, last}, nil
+	})
+	upd := syncer.SyncUpdates(wctx)
+	mustPut(c, "mir/new", "1")
+	call(t, "mirror update", func() (interface{}, error) { return events(upd, 1) })
+	// leasing: a client-side cache owning keys through leases and txns
+	lkv, closeLKV, err := leasing.NewKV(c, "lease-pfx/")
+	if err != nil {
+		panic(err)
+	}
+	defer closeLKV()
+	mustPut(c, "lk/a", "1")
+	call(t, "leasing get (acquires)", func() (interface{}, error) { r, err := lkv.Get(ctx, "lk/a"); return okGet(r, err) })
+	call(t, "leasing keys", func() (interface{}, error) {
+		r, err := c.Get(ctx, "lease-pfx/", clientv3.WithPrefix(), clientv3.WithKeysOnly())
+		if err != nil {
+			return nil, err
+		}
+		// the owner's session lease, which the leasing client does not show
+		out := []interface{}{}
+		for _, k := range r.Kvs {
+			out = append(out, []interface{}{string(k.Key), k.CreateRevision, k.Lease != 0})
+		}
+		return out, nil
+	})
+	call(t, "leasing get cached", func() (interface{}, error) { r, err := lkv.Get(ctx, "lk/a"); return okGet(r, err) })
+	call(t, "leasing put owned", func() (interface{}, error) { r, err := lkv.Put(ctx, "lk/a", "2"); return okPut(r, err) })
+	// a second leasing client's write makes the first give the key up
+	// (it marks the lease key revoked and waits for the owner to delete it)
+	lkv2, closeLKV2, err := leasing.NewKV(c, "lease-pfx/")
+	if err != nil {
+		panic(err)
+	}
+	defer closeLKV2()
+	call(t, "second client put rescinds", func() (interface{}, error) { r, err := lkv2.Put(ctx, "lk/a", "3"); return okPut(r, err) })
+	call(t, "lease keys after rescind", func() (interface{}, error) {
+		r, err := c.Get(ctx, "lease-pfx/", clientv3.WithPrefix(), clientv3.WithKeysOnly())
+		return okGet(r, err)
+	})
+	call(t, "leasing get after rescind", func() (interface{}, error) { r, err := lkv.Get(ctx, "lk/a"); return okGet(r, err) })
+	call(t, "leasing txn", func() (interface{}, error) {
+		r, err := lkv.Txn(ctx).If(clientv3.Compare(clientv3.Value("lk/a"), "=", "3")).
+			Then(clientv3.OpPut("lk/b", "x"), clientv3.OpGet("lk/a")).Commit()
+		return okTxn(r, err)
+	})
+	call(t, "leasing delete", func() (interface{}, error) {
+		r, err := lkv.Delete(ctx, "lk/", clientv3.WithPrefix())
+		return okDel(r, err)
+	})
+	call(t, "leasing get deleted", func() (interface{}, error) { r, err := lkv.Get(ctx, "lk/a"); return okGet(r, err) })
+}
+
 // mask replaces lease ids, in decimal and in hex, with stable stand-ins.
 func mask(out []byte, leases []clientv3.LeaseID) []byte {
 	s := string(out)
@@ -1405,6 +1905,12 @@ func main() {
 		scenarioMaintenance(c, t, ep)
 	case "errors":
 		scenarioErrors(c, t)
+	case "cluster":
+		scenarioCluster(c, t)
+	case "auth":
+		scenarioAuth(c, t, ep)
+	case "recipes":
+		scenarioRecipes(c, t)
 	default:
 		fmt.Fprintln(os.Stderr, "unknown scenario", scenario)
 		os.Exit(2)
