@@ -29,6 +29,7 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"go.etcd.io/etcd/clientv3"
 	"go.etcd.io/etcd/clientv3/clientv3util"
@@ -100,15 +101,24 @@ func call(t *transcript, name string, fn func() (interface{}, error)) interface{
 	return v
 }
 
+// text is bytes as a JSON-safe string: quoted when not UTF-8, so that
+// binary keys compare byte for byte.
+func text(b []byte) string {
+	if utf8.Valid(b) {
+		return string(b)
+	}
+	return strconv.Quote(string(b))
+}
+
 func kvOf(k *mvccpb.KeyValue) map[string]interface{} {
 	if k == nil {
 		return nil
 	}
-	v := string(k.Value)
+	v := text(k.Value)
 	if len(v) > 64 { // large values: their length is what matters
 		v = fmt.Sprintf("<%d bytes>", len(k.Value))
 	}
-	return map[string]interface{}{"key": string(k.Key), "value": v, "create": k.CreateRevision,
+	return map[string]interface{}{"key": text(k.Key), "value": v, "create": k.CreateRevision,
 		"mod": k.ModRevision, "version": k.Version, "lease": k.Lease}
 }
 
@@ -1363,6 +1373,21 @@ func scenarioErrors(c *clientv3.Client, t *transcript) {
 		r, err := c.Put(ctx, "e/k", "v", clientv3.WithIgnoreValue())
 		return okPut(r, err)
 	})
+	// responses far larger than a request may be: etcd sends them whole
+	big := strings.Repeat("b", 1000*1000)
+	for i := 0; i < 6; i++ {
+		mustPut(c, fmt.Sprintf("big/%d", i), big)
+	}
+	call(t, "get 6 MB", func() (interface{}, error) { r, err := c.Get(ctx, "big/", clientv3.WithPrefix()); return okGet(r, err) })
+	call(t, "txn 6 MB", func() (interface{}, error) {
+		r, err := c.Txn(ctx).Then(clientv3.OpGet("big/", clientv3.WithPrefix()), clientv3.OpDelete("big/", clientv3.WithPrefix(), clientv3.WithPrevKV())).Commit()
+		return okTxn(r, err)
+	})
+	call(t, "txn over request limit in two puts", func() (interface{}, error) {
+		half := strings.Repeat("h", 800*1024)
+		r, err := c.Txn(ctx).Then(clientv3.OpPut("h1", half), clientv3.OpPut("h2", half)).Commit()
+		return okTxn(r, err)
+	})
 	call(t, "deadline", func() (interface{}, error) {
 		tctx, cancel := context.WithTimeout(ctx, time.Nanosecond)
 		defer cancel()
@@ -1860,6 +1885,176 @@ func scenarioRecipes(c *clientv3.Client, t *transcript) {
 	call(t, "leasing get deleted", func() (interface{}, error) { r, err := lkv.Get(ctx, "lk/a"); return okGet(r, err) })
 }
 
+// scenarioEdges: less travelled corners of KV, Txn, Watch and Lease.
+func scenarioEdges(c *clientv3.Client, t *transcript) {
+	ctx := context.Background()
+	for _, k := range []string{"\x00", "\x00\x01", "a", "a\xff", "a\xff\xff", "b", "\xff", "\xff\xff", "\xfe"} {
+		mustPut(c, k, "v"+k)
+	}
+	mustPut(c, "empty", "")
+	gets := []struct {
+		name string
+		key  string
+		opts []clientv3.OpOption
+	}{
+		{"prefix xff", "\xff", []clientv3.OpOption{clientv3.WithPrefix()}},
+		{"prefix axff", "a\xff", []clientv3.OpOption{clientv3.WithPrefix()}},
+		{"prefix x00", "\x00", []clientv3.OpOption{clientv3.WithPrefix()}},
+		{"from key x00", "\x00", []clientv3.OpOption{clientv3.WithFromKey(), clientv3.WithKeysOnly()}},
+		{"from key xff", "\xff", []clientv3.OpOption{clientv3.WithFromKey()}},
+		{"range to x00 (from key)", "b", []clientv3.OpOption{clientv3.WithRange("\x00")}},
+		{"empty value", "empty", nil},
+		{"sort value desc limit rev", "", []clientv3.OpOption{clientv3.WithFromKey(), clientv3.WithSort(clientv3.SortByValue, clientv3.SortDescend), clientv3.WithLimit(3), clientv3.WithRev(5)}},
+		{"serializable rev", "a", []clientv3.OpOption{clientv3.WithSerializable(), clientv3.WithRev(3)}},
+		{"count only keys only", "a", []clientv3.OpOption{clientv3.WithPrefix(), clientv3.WithCountOnly(), clientv3.WithKeysOnly()}},
+		{"limit negative", "a", []clientv3.OpOption{clientv3.WithPrefix(), clientv3.WithLimit(-1)}},
+		{"min mod over max mod", "a", []clientv3.OpOption{clientv3.WithPrefix(), clientv3.WithMinModRev(5), clientv3.WithMaxModRev(2)}},
+		{"sort none by key limit", "\x00", []clientv3.OpOption{clientv3.WithFromKey(), clientv3.WithSort(clientv3.SortByKey, clientv3.SortNone), clientv3.WithLimit(2)}},
+		{"sort create desc", "\x00", []clientv3.OpOption{clientv3.WithFromKey(), clientv3.WithSort(clientv3.SortByCreateRevision, clientv3.SortDescend), clientv3.WithKeysOnly()}},
+	}
+	for _, g := range gets {
+		g := g
+		call(t, "get "+g.name, func() (interface{}, error) { r, err := c.Get(ctx, g.key, g.opts...); return okGet(r, err) })
+	}
+	call(t, "txn compare prefix lease", func() (interface{}, error) {
+		r, err := c.Txn(ctx).If(clientv3.Compare(clientv3.LeaseValue("a"), "=", 0).WithPrefix()).Commit()
+		return okTxn(r, err)
+	})
+	call(t, "txn compare prefix create", func() (interface{}, error) {
+		r, err := c.Txn(ctx).If(clientv3.Compare(clientv3.CreateRevision("a"), ">", 2).WithPrefix()).Commit()
+		return okTxn(r, err)
+	})
+	call(t, "txn compare range none", func() (interface{}, error) {
+		r, err := c.Txn(ctx).If(clientv3.Compare(clientv3.Value("c"), "=", "x").WithRange("d")).Commit()
+		return okTxn(r, err)
+	})
+	call(t, "txn compare value bytes", func() (interface{}, error) {
+		r, err := c.Txn(ctx).If(clientv3.Compare(clientv3.Value("\xff"), ">", "v\xfe")).Commit()
+		return okTxn(r, err)
+	})
+	call(t, "txn get sorted in txn", func() (interface{}, error) {
+		r, err := c.Txn(ctx).Then(clientv3.OpGet("a", clientv3.WithPrefix(), clientv3.WithSort(clientv3.SortByKey, clientv3.SortDescend), clientv3.WithLimit(2), clientv3.WithCountOnly())).Commit()
+		return okTxn(r, err)
+	})
+	call(t, "txn delete range in nested then put outside", func() (interface{}, error) {
+		r, err := c.Txn(ctx).Then(clientv3.OpTxn(nil, []clientv3.Op{clientv3.OpDelete("x", clientv3.WithPrefix())}, nil), clientv3.OpPut("y", "1")).Commit()
+		return okTxn(r, err)
+	})
+	call(t, "txn nested compare fails inner else only", func() (interface{}, error) {
+		r, err := c.Txn(ctx).Then(clientv3.OpTxn([]clientv3.Cmp{clientv3.Compare(clientv3.Version("nokey"), ">", 0)},
+			[]clientv3.Op{clientv3.OpPut("y", "2")}, []clientv3.Op{clientv3.OpPut("y", "3", clientv3.WithPrevKV())})).Commit()
+		return okTxn(r, err)
+	})
+	call(t, "txn put then get same key", func() (interface{}, error) {
+		r, err := c.Txn(ctx).Then(clientv3.OpPut("z", "1"), clientv3.OpGet("z"), clientv3.OpPut("zz", "2", clientv3.WithPrevKV())).Commit()
+		return okTxn(r, err)
+	})
+	call(t, "txn only reads rev", func() (interface{}, error) {
+		r, err := c.Txn(ctx).Then(clientv3.OpGet("z")).Commit()
+		return okTxn(r, err)
+	})
+	call(t, "delete all from x00", func() (interface{}, error) {
+		r, err := c.Delete(ctx, "\x00", clientv3.WithFromKey())
+		return okDel(r, err)
+	})
+	call(t, "compact current", func() (interface{}, error) {
+		g, err := c.Get(ctx, "z")
+		if err != nil {
+			return nil, err
+		}
+		r, err := c.Compact(ctx, g.Header.Revision)
+		if err != nil {
+			return nil, err
+		}
+		return r.Header.Revision, nil
+	})
+	call(t, "get at compacted current", func() (interface{}, error) {
+		r, err := c.Get(ctx, "z", clientv3.WithRev(1))
+		return okGet(r, err)
+	})
+	// watch edge cases
+	wctx, wcancel := context.WithCancel(ctx)
+	defer wcancel()
+	both := c.Watch(wctx, "w", clientv3.WithFilterPut(), clientv3.WithFilterDelete(), clientv3.WithCreatedNotify())
+	call(t, "watch both filters created", func() (interface{}, error) { return next(both) })
+	all := c.Watch(wctx, "\x00", clientv3.WithFromKey(), clientv3.WithPrevKV(), clientv3.WithCreatedNotify())
+	call(t, "watch all created", func() (interface{}, error) { return next(all) })
+	mustPut(c, "w", "1")
+	mustPut(c, "w", "2")
+	call(t, "delete w", func() (interface{}, error) { r, err := c.Delete(ctx, "w", clientv3.WithPrevKV()); return okDel(r, err) })
+	call(t, "delete w again", func() (interface{}, error) { r, err := c.Delete(ctx, "w"); return okDel(r, err) })
+	call(t, "watch all events", func() (interface{}, error) { return events(all, 3) })
+	call(t, "request progress with watchers", func() (interface{}, error) { return nil, c.RequestProgress(wctx) })
+	call(t, "both filters progress", func() (interface{}, error) { return next(both) })
+	call(t, "watch all progress", func() (interface{}, error) { return next(all) })
+	pctx, pcancel := context.WithCancel(ctx)
+	call(t, "request progress no watchers", func() (interface{}, error) { return nil, c.RequestProgress(pctx) })
+	pw := c.Watch(pctx, "p", clientv3.WithCreatedNotify())
+	call(t, "watch after progress on new stream", func() (interface{}, error) { return next(pw) })
+	pcancel()
+	// a watch that starts at revision 0 and one at the current revision
+	cur := mustPut(c, "r", "1").Header.Revision
+	r0 := c.Watch(wctx, "r", clientv3.WithRev(cur))
+	call(t, "watch at current rev", func() (interface{}, error) { return events(r0, 1) })
+	// a lease's keepalive channel closes when the lease is revoked
+	lr, err := c.Grant(ctx, 3)
+	if err != nil {
+		panic(err)
+	}
+	t.lease(lr.ID)
+	kctx, kcancel := context.WithCancel(ctx)
+	defer kcancel()
+	ka, err := c.KeepAlive(kctx, lr.ID)
+	if err != nil {
+		panic(err)
+	}
+	call(t, "keepalive first", func() (interface{}, error) {
+		r := <-ka
+		return r.TTL, nil
+	})
+	mustPut(c, "lk", "1", clientv3.WithLease(lr.ID))
+	if _, err := c.Revoke(ctx, lr.ID); err != nil {
+		panic(err)
+	}
+	call(t, "keepalive channel after revoke", func() (interface{}, error) {
+		for {
+			select {
+			case r, ok := <-ka:
+				if !ok {
+					return "closed", nil
+				}
+				_ = r
+			case <-time.After(deadline):
+				return nil, errors.New("keepalive channel still open")
+			}
+		}
+	})
+	call(t, "ttl of revoked", func() (interface{}, error) {
+		r, err := c.TimeToLive(ctx, lr.ID, clientv3.WithAttachedKeys())
+		if err != nil {
+			return nil, err
+		}
+		return []interface{}{r.TTL, r.GrantedTTL, len(r.Keys)}, nil
+	})
+	call(t, "leases after revoke", func() (interface{}, error) {
+		r, err := c.Leases(ctx)
+		if err != nil {
+			return nil, err
+		}
+		return len(r.Leases), nil
+	})
+	// an STM whose abort context is done
+	actx, acancel := context.WithCancel(ctx)
+	acancel()
+	call(t, "stm aborted", func() (interface{}, error) {
+		_, err := concurrency.NewSTM(c, func(s concurrency.STM) error {
+			s.Put("stm", "1")
+			return nil
+		}, concurrency.WithAbortContext(actx))
+		return nil, err
+	})
+}
+
 // mask replaces lease ids, in decimal and in hex, with stable stand-ins.
 func mask(out []byte, leases []clientv3.LeaseID) []byte {
 	s := string(out)
@@ -1911,6 +2106,8 @@ func main() {
 		scenarioAuth(c, t, ep)
 	case "recipes":
 		scenarioRecipes(c, t)
+	case "edges":
+		scenarioEdges(c, t)
 	default:
 		fmt.Fprintln(os.Stderr, "unknown scenario", scenario)
 		os.Exit(2)
