@@ -35,7 +35,7 @@ DRIVER_TIMEOUT = 180  # seconds for one whole scenario on a loaded machine
 BUILD_TIMEOUT = 600  # a cold Go build cache compiles grpc and the etcd client
 
 SCENARIOS = ["kv", "txn", "watch", "lease", "lock", "election", "stm", "maintenance", "cluster", "auth", "errors",
-             "recipes"]
+             "recipes", "edges"]
 
 
 def _missing(msg: str) -> None:

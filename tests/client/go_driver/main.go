@@ -1996,6 +1996,21 @@ func scenarioEdges(c *clientv3.Client, t *transcript) {
 	cur := mustPut(c, "r", "1").Header.Revision
 	r0 := c.Watch(wctx, "r", clientv3.WithRev(cur))
 	call(t, "watch at current rev", func() (interface{}, error) { return events(r0, 1) })
+	// prev_kv where the previous version is compacted away, or a tombstone
+	p1 := mustPut(c, "pk", "1").Header.Revision
+	mustPut(c, "pk", "2")
+	if _, err := c.Delete(ctx, "pk"); err != nil {
+		panic(err)
+	}
+	mustPut(c, "pk", "3")
+	p4 := mustPut(c, "pk", "4").Header.Revision
+	if _, err := c.Compact(ctx, p1+1); err != nil {
+		panic(err)
+	}
+	pkw := c.Watch(wctx, "pk", clientv3.WithRev(p1+1), clientv3.WithPrevKV())
+	call(t, "prev_kv across compaction and delete", func() (interface{}, error) { return events(pkw, int(p4-p1)) })
+	pkd := c.Watch(wctx, "pk", clientv3.WithRev(p1+1), clientv3.WithPrevKV(), clientv3.WithFilterPut())
+	call(t, "prev_kv on delete only", func() (interface{}, error) { return events(pkd, 1) })
 	// a lease's keepalive channel closes when the lease is revoked
 	lr, err := c.Grant(ctx, 3)
 	if err != nil {
