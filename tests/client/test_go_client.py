@@ -38,6 +38,36 @@ SCENARIOS = ["kv", "txn", "watch", "lease", "lock", "election", "stm", "maintena
              "recipes", "edges"]
 
 
+# Where petcd knowingly answers unlike the etcd 3.4.23 used as the oracle:
+# (scenario, step) -> (what etcd gives, what petcd gives), both asserted, so
+# that an oracle or a petcd that changed shows. Not a place for a difference
+# to hide: each entry says why petcd is right.
+KNOWN_DIVERGENCES: dict[tuple[str, str], tuple[Any, Any]] = {
+    # etcd 3.4.23 checks a txn's permissions on its compares and its own
+    # requests but not inside a nested txn: a user reads keys outside its
+    # roles through one. An authorisation bypass that etcd's later releases
+    # close (etcd-io/etcd#21677, #21689); petcd checks nested txns as they do.
+    ("auth", "alice txn nested outside"): (
+        {"responses": [{"count": 0, "more": False, "range": []},
+                       {"txn": {"responses": [], "rev": 0, "succeeded": True}}], "rev": 5, "succeeded": True},
+        {"err": {"code": "PermissionDenied", "msg": "etcdserver: permission denied", "type": "rpctypes.EtcdError"}},
+    ),
+}
+
+
+def _apart(scenario: str, steps: list[list[Any]], side: int) -> list[list[Any]]:
+    """The transcript without its known divergences, each asserted to be
+    what it is known to be on this side (0 etcd, 1 petcd)."""
+    kept = []
+    for name, result in steps:
+        known = KNOWN_DIVERGENCES.get((scenario, name))
+        if known is None:
+            kept.append([name, result])
+        else:
+            assert result == known[side], (["etcd", "petcd"][side], name, result)
+    return kept
+
+
 def _missing(msg: str) -> None:
     if os.environ.get("CI") == "true":
         pytest.fail(msg)
@@ -92,6 +122,7 @@ def test_go_client_same_as_etcd(scenario: str, go_driver: Path, tmp_path: Path) 
     finally:
         for s in servers:
             s.stop()
+    petcd_t, etcd_t = _apart(scenario, petcd_t, 1), _apart(scenario, etcd_t, 0)
     if petcd_t != etcd_t:
         diff = difflib.unified_diff([json.dumps(s) for s in etcd_t], [json.dumps(s) for s in petcd_t],
                                     "etcd", "petcd", lineterm="", n=1)

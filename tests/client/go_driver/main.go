@@ -908,6 +908,32 @@ func scenarioLock(c *clientv3.Client, t *transcript) {
 		return string(r.Kvs[0].Value), nil
 	})
 	call(t, "session close", func() (interface{}, error) { return nil, s1.Close() })
+	// an orphaned session (keepalives stopped) expires with its lease: the
+	// waiter behind its lock acquires
+	so, err := concurrency.NewSession(c, concurrency.WithTTL(2))
+	if err != nil {
+		panic(err)
+	}
+	t.lease(so.Lease())
+	sw, err := concurrency.NewSession(c, concurrency.WithTTL(30))
+	if err != nil {
+		panic(err)
+	}
+	t.lease(sw.Lease())
+	mo := concurrency.NewMutex(so, "/orphan/")
+	call(t, "orphan session lock", func() (interface{}, error) { return nil, mo.Lock(ctx) })
+	so.Orphan()
+	call(t, "waiter acquires after expiry", func() (interface{}, error) {
+		tctx, cancel := context.WithTimeout(ctx, deadline)
+		defer cancel()
+		mw := concurrency.NewMutex(sw, "/orphan/")
+		if err := mw.Lock(tctx); err != nil {
+			return nil, err
+		}
+		return mw.Key(), nil
+	})
+	call(t, "orphan unlock after expiry", func() (interface{}, error) { return nil, mo.Unlock(ctx) })
+	_ = sw.Close()
 	// a session's lease revoked from outside: Done closes
 	s3, err := concurrency.NewSession(c, concurrency.WithTTL(30))
 	if err != nil {
@@ -1603,6 +1629,19 @@ func scenarioAuth(c *clientv3.Client, t *transcript, ep string) {
 		_, err := c.RoleGrantPermission(ctx, "nope", "a", "", clientv3.PermissionType(clientv3.PermRead))
 		return err
 	})
+	ok("add user empty password", func() error { _, err := c.UserAdd(ctx, "emptypw", ""); return err })
+	ok("grant perm from key", func() error {
+		_, err := c.RoleGrantPermission(ctx, "r", "t", "\x00", clientv3.PermissionType(clientv3.PermWrite))
+		return err
+	})
+	ok("grant perm empty key", func() error {
+		_, err := c.RoleGrantPermission(ctx, "r", "", "", clientv3.PermissionType(clientv3.PermRead))
+		return err
+	})
+	ok("grant perm overlapping", func() error {
+		_, err := c.RoleGrantPermission(ctx, "r", "p/x", "", clientv3.PermissionType(clientv3.PermRead))
+		return err
+	})
 	ok("add alice", func() error { _, err := c.UserAdd(ctx, "alice", "alicepw"); return err })
 	ok("grant alice", func() error { _, err := c.UserGrantRole(ctx, "alice", "r"); return err })
 	ok("grant alice again", func() error { _, err := c.UserGrantRole(ctx, "alice", "r"); return err })
@@ -1719,6 +1758,53 @@ func scenarioAuth(c *clientv3.Client, t *transcript, ep string) {
 		}
 		t.lease(r.ID)
 		return r.TTL, nil
+	})
+	call(t, "alice put from-key perm", func() (interface{}, error) { r, err := alice.Put(ctx, "zzz", "1"); return okPut(r, err) })
+	call(t, "alice get from-key perm (write only)", func() (interface{}, error) { r, err := alice.Get(ctx, "zzz"); return okGet(r, err) })
+	call(t, "alice get range partly outside", func() (interface{}, error) {
+		r, err := alice.Get(ctx, "p/", clientv3.WithRange("q/"))
+		return okGet(r, err)
+	})
+	call(t, "alice txn nested outside", func() (interface{}, error) {
+		// read-only, so that the two servers' answers (see KNOWN_DIVERGENCES
+		// in test_go_client.py) leave the same state behind
+		r, err := alice.Txn(ctx).Then(clientv3.OpGet("p/a"),
+			clientv3.OpTxn(nil, nil, []clientv3.Op{clientv3.OpGet("q")})).Commit()
+		return okTxn(r, err)
+	})
+	call(t, "alice delete outside prev_kv", func() (interface{}, error) {
+		r, err := alice.Delete(ctx, "p/", clientv3.WithPrefix(), clientv3.WithPrevKV())
+		return okDel(r, err)
+	})
+	call(t, "alice revoke lease on a key outside", func() (interface{}, error) {
+		ra, err := clientv3.New(clientv3.Config{Endpoints: []string{ep}, DialTimeout: 10 * time.Second,
+			Username: "root", Password: "rootpw"})
+		if err != nil {
+			return nil, err
+		}
+		defer ra.Close()
+		lr, err := ra.Grant(ctx, 60)
+		if err != nil {
+			return nil, err
+		}
+		t.lease(lr.ID)
+		if _, err := ra.Put(ctx, "q/leased", "1", clientv3.WithLease(lr.ID)); err != nil {
+			return nil, err
+		}
+		if _, err := alice.TimeToLive(ctx, lr.ID, clientv3.WithAttachedKeys()); err != nil {
+			return "ttl: " + err.Error(), nil
+		}
+		_, err = alice.Revoke(ctx, lr.ID)
+		return nil, err
+	})
+	call(t, "alice put own lease", func() (interface{}, error) {
+		lr, err := alice.Grant(ctx, 60)
+		if err != nil {
+			return nil, err
+		}
+		t.lease(lr.ID)
+		r, err := alice.Put(ctx, "p/l", "1", clientv3.WithLease(lr.ID))
+		return okPut(r, err)
 	})
 	call(t, "alice user list", func() (interface{}, error) { _, err := alice.UserList(ctx); return nil, err })
 	call(t, "alice user get self", func() (interface{}, error) {
