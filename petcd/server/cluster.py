@@ -168,6 +168,10 @@ class ClusterManager:
         # etcd's MemberAdd names no cluster in the id, only the peer URLs and
         # the second: the same URLs added twice within a second collide
         mid = ids.member_id(peer_urls, "", int(time.time()))
+        if mid in ms.removed:
+            # a removed member's id never comes back; etcd answers its
+            # "ID removed" with the gRPC error for a member not found
+            raise ErrMemberNotFound()
         if mid in ms.members:
             raise ErrMemberIDExists()
         if ms.with_peer_url(peer_urls) is not None:
@@ -209,7 +213,11 @@ class ClusterManager:
         if other is not None and other.id != member_id:
             raise ErrPeerURLExists()
         m = ms.members[member_id]
-        updated = Member(member_id, m.name, list(peer_urls), list(m.client_urls), m.is_learner)
+        # etcd 3.4's MemberUpdate proposes raft attributes of the peer URLs
+        # alone, which replace the member's whole: a learner updated is
+        # listed (and counted by the reconfiguration checks) as a voter
+        # from then on, though raft still has it as a learner
+        updated = Member(member_id, m.name, list(peer_urls), list(m.client_urls), is_learner=False)
         await self._propose(ConfChange(ConfChangeType.ConfChangeUpdateNode, member_id, updated.to_json()))
 
     async def member_promote(self, member_id: int) -> None:

@@ -175,7 +175,11 @@ def apply_change(ms: Membership, cc: ConfChange, store: Buckets) -> Member | Non
         updated = ms.members.get(mid)
         if updated is None or not cc.context:
             return None
-        updated.peer_urls = Member.from_json(cc.context).peer_urls
+        # the raft attributes (peer URLs and the learner flag) are replaced
+        # as a whole, as etcd does
+        attrs = Member.from_json(cc.context)
+        updated.peer_urls = attrs.peer_urls
+        updated.is_learner = attrs.is_learner
         store.put(MEMBERS_BUCKET, member_key(mid), updated.to_json())
         return updated
     return None
