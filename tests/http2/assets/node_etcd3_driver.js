@@ -1,0 +1,464 @@
+// Drives a server with the npm `etcd3` client (on @grpc/grpc-js) through the
+// package's public surface the way Node users call it, and prints a JSON
+// transcript: one [step, result] pair per call, where a result is the call's
+// value reduced to plain data or the error it raised (the package's error
+// class and message). The same scenarios run against petcd and real etcd and
+// the transcripts must be equal (tests/http2/test_node_client.py).
+//
+// Values that differ between any two servers by nature are replaced with
+// stable stand-ins: lease ids (etcd draws them from its member id and the
+// clock), member and cluster ids, raft terms, database sizes and URLs.
+//
+// usage: node node_etcd3_driver.js <modules dir> <host:port> <scenario>...
+'use strict';
+const path = require('path');
+const { Etcd3 } = require(path.join(process.argv[2], 'etcd3'));
+
+const endpoint = 'http://' + process.argv[3];
+const DEADLINE_MS = 30000; // any wait below, on a loaded machine
+
+const steps = [];
+const leaseNames = new Map(); // a lease id (decimal or hex) -> "lease#n"
+
+/** The stand-in for a lease id: the same for the same lease in both transcripts. */
+function leaseName(id) {
+  if (id === undefined || id === null) return id;
+  const dec = BigInt(id).toString();
+  if (dec === '0') return '0';
+  if (!leaseNames.has(dec)) leaseNames.set(dec, 'lease#' + (leaseNames.size + 1));
+  return leaseNames.get(dec);
+}
+
+/** A message with lease ids (decimal or hex) replaced by their stand-ins. */
+function scrub(s) {
+  let out = String(s);
+  for (const [dec, name] of leaseNames) {
+    out = out.split(dec).join(name).split(BigInt(dec).toString(16)).join(name);
+  }
+  return out;
+}
+
+function error(e) {
+  return { raised: e && e.constructor ? e.constructor.name : typeof e, message: scrub(e && e.message) };
+}
+
+async function call(name, fn, shape = (v) => v) {
+  try {
+    const v = await fn();
+    steps.push([name, shape(v)]);
+    return v;
+  } catch (e) {
+    steps.push([name, error(e)]);
+    return undefined;
+  }
+}
+
+function note(name, value) {
+  steps.push([name, value]);
+}
+
+function kv(k) {
+  if (!k) return k;
+  return {
+    key: k.key.toString(), value: k.value.toString(), create: k.create_revision, mod: k.mod_revision,
+    version: k.version, lease: leaseName(k.lease),
+  };
+}
+
+function range(r) {
+  return { revision: r.header.revision, count: r.count, more: r.more, kvs: r.kvs.map(kv) };
+}
+
+function txnResult(r) {
+  return {
+    succeeded: r.succeeded, revision: r.header.revision,
+    responses: r.responses.map((op) => {
+      if (op.response_range) return { range: op.response_range.kvs.map(kv), count: op.response_range.count };
+      if (op.response_put) return { put: op.response_put.header.revision, prev: kv(op.response_put.prev_kv) };
+      if (op.response_delete_range) {
+        return { deleted: op.response_delete_range.deleted, prev: op.response_delete_range.prev_kvs.map(kv) };
+      }
+      if (op.response_txn) return { txn: txnResult(op.response_txn) };
+      return { unknown: Object.keys(op) };
+    }),
+  };
+}
+
+/** Resolves when cond() is truthy (polled), rejects after the deadline. */
+async function waitFor(cond, what, ms = DEADLINE_MS) {
+  const end = Date.now() + ms;
+  for (;;) {
+    const v = await cond();
+    if (v) return v;
+    if (Date.now() > end) throw new Error('timed out waiting for ' + what);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
+/** Resolves with the first emission of event on emitter (args as an array). */
+function once(emitter, event, ms = DEADLINE_MS) {
+  return new Promise((resolve, reject) => {
+    const t = setTimeout(() => reject(new Error('timed out waiting for ' + event)), ms);
+    emitter.once(event, (...args) => { clearTimeout(t); resolve(args); });
+  });
+}
+
+async function kvScenario(c) {
+  for (const [k, v] of [['k/a', '1'], ['k/b', '22'], ['k/c', '3'], ['zz', 'out']]) {
+    await call('put ' + k, () => c.put(k).value(v).exec(), (r) => r.header.revision);
+  }
+  await call('put a getPrevious', () => c.put('k/a').value('1b').getPrevious(), kv);
+  await call('put missing getPrevious', () => c.put('k/new').value('n').getPrevious(), kv);
+  await call('put number', () => c.put('k/n').value(42).exec(), (r) => r.header.revision);
+  await call('get string', () => c.get('k/a').string());
+  await call('get number', () => c.get('k/n').number());
+  await call('get missing', () => c.get('nope').string());
+  await call('get buffer', () => c.get('k/b').buffer(), (b) => b && b.toString('hex'));
+  await call('get json bad', () => c.get('k/a').json());
+  await call('exists', () => c.get('k/a').exists());
+  await call('exists missing', () => c.get('nope').exists());
+  await call('get exec', () => c.get('k/a').exec(), range);
+  await call('get at revision 2', () => c.get('k/a').revision(2).string());
+  await call('get at future revision', () => c.get('k/a').revision(1000).string());
+  await call('get serializable', () => c.get('k/a').serializable(true).string());
+  await call('getAll prefix strings', () => c.getAll().prefix('k/').strings());
+  await call('getAll prefix keys', () => c.getAll().prefix('k/').keys());
+  await call('getAll prefix count', () => c.getAll().prefix('k/').count());
+  await call('getAll all count', () => c.getAll().count());
+  await call('getAll limit', () => c.getAll().prefix('k/').limit(2).exec(), range);
+  for (const target of ['Key', 'Version', 'Create', 'Mod', 'Value']) {
+    for (const order of ['Ascend', 'Descend']) {
+      await call(`getAll sort ${target} ${order}`, () => c.getAll().prefix('k/').sort(target, order).keys());
+    }
+  }
+  await call('getAll inRange', () => c.getAll().inRange({ start: 'k/a', end: 'k/c' }).keys());
+  await call('getAll minModRevision', () => c.getAll().prefix('k/').minModRevision(4).keys());
+  await call('getAll maxCreateRevision', () => c.getAll().prefix('k/').maxCreateRevision(2).keys());
+  await call('getAll at revision', () => c.getAll().prefix('k/').revision(3).strings());
+  await call('getAll json', () => c.getAll().prefix('k/n').json());
+  await call('getAll numbers', () => c.getAll().prefix('k/n').numbers());
+  await call('delete key getPrevious', () => c.delete().key('k/c').getPrevious(), (r) => r.map(kv));
+  await call('delete missing exec', () => c.delete().key('k/c').exec(), (r) => [r.header.revision, r.deleted]);
+  await call('delete prefix exec', () => c.delete().prefix('k/').exec(), (r) => [r.header.revision, r.deleted]);
+  await call('getAll after', () => c.getAll().prefix('k/').strings());
+  await call('compact', () => c.kv.compact({ revision: 3, physical: true }), (r) => r.header.revision);
+  await call('get compacted revision', () => c.get('k/a').revision(2).string());
+  await call('compact again', () => c.kv.compact({ revision: 3 }));
+  await call('compact future', () => c.kv.compact({ revision: 1000 }));
+  await call('delete all', () => c.delete().all().exec(), (r) => r.deleted);
+  await call('get empty key', () => c.get('').string());
+}
+
+async function txnScenario(c) {
+  await call('put x', () => c.put('t/x').value('1').exec(), (r) => r.header.revision);
+  await call('put y', () => c.put('t/y').value('2').exec(), (r) => r.header.revision);
+  await call('txn value == then', () => c.if('t/x', 'Value', '==', '1')
+    .then(c.put('t/x').value('2'), c.get('t/y'))
+    .else(c.get('t/x')).commit(), txnResult);
+  await call('txn value == else', () => c.if('t/x', 'Value', '==', '1')
+    .then(c.put('t/x').value('3'))
+    .else(c.get('t/x'), c.delete().key('t/y')).commit(), txnResult);
+  await call('txn and version >', () => c.if('t/x', 'Version', '>', 1).and('t/x', 'Mod', '<', 100)
+    .then(c.getAll().prefix('t/')).commit(), txnResult);
+  await call('txn create == 0', () => c.if('t/new', 'Create', '==', 0)
+    .then(c.put('t/new').value('n')).commit(), txnResult);
+  await call('txn !=', () => c.if('t/new', 'Value', '!=', 'n').then(c.put('t/q').value('q')).else().commit(),
+    txnResult);
+  await call('txn lease ==', () => c.if('t/x', 'Lease', '==', 0).then(c.get('t/x')).commit(), txnResult);
+  await call('txn delete prefix', () => c.if('t/x', 'Value', '==', '2')
+    .then(c.delete().prefix('t/')).commit(), txnResult);
+  await call('txn duplicate put', () => c.if('t/x', 'Create', '==', 0)
+    .then(c.put('t/d').value('1'), c.put('t/d').value('2')).commit(), txnResult);
+  const many = [];
+  for (let i = 0; i < 129; i++) many.push(c.put('t/m' + i).value('v'));
+  await call('txn too many ops', () => c.if('t/x', 'Create', '==', 0).then(...many).commit(), txnResult);
+  await call('txn put to missing lease', () => c.if('t/x', 'Create', '==', 0)
+    .then(c.put('t/l').value('1').lease('123456789')).commit(), txnResult);
+  await call('put to missing lease', () => c.put('t/l').value('1').lease('123456789').exec());
+}
+
+async function leaseScenario(c) {
+  const lease = c.lease(30, { autoKeepAlive: false });
+  await call('grant', () => lease.grant(), leaseName);
+  await call('put with lease', () => lease.put('l/a').value('1').exec(), (r) => r.header.revision);
+  await call('put with c lease', () => c.put('l/b').value('2').lease(lease.grant()).exec(), (r) => r.header.revision);
+  await call('get leased', () => c.get('l/a').exec(), range);
+  await call('keepaliveOnce', () => lease.keepaliveOnce(), (r) => [leaseName(r.ID), r.TTL]);
+  await call('timeToLive keys', async () => c.leaseClient.leaseTimeToLive({ ID: await lease.grant(), keys: true }),
+    (r) => [leaseName(r.ID), r.grantedTTL, r.TTL > 25, r.keys.map(String)]);
+  await call('leases', () => c.leaseClient.leaseLeases({}), (r) => r.leases.map((l) => leaseName(l.ID)));
+  await call('revoke', () => lease.revoke(), () => 'revoked');
+  await call('revoked', () => lease.revoked());
+  await call('keys gone', () => c.getAll().prefix('l/').keys());
+  await call('revoke again raw', async () => c.leaseClient.leaseRevoke({ ID: await lease.grant() }));
+  await call('keepaliveOnce revoked', () => lease.keepaliveOnce(), (r) => [leaseName(r.ID), r.TTL]);
+  await call('timeToLive revoked', async () => c.leaseClient.leaseTimeToLive({ ID: await lease.grant() }),
+    (r) => [leaseName(r.ID), r.grantedTTL, r.TTL]);
+  await call('put with revoked lease', () => lease.put('l/c').value('1').exec());
+  await call('grant duplicate id', async () => c.leaseClient.leaseGrant({ ID: await (async () => {
+    const l = c.lease(30, { autoKeepAlive: false });
+    const id = await l.grant();
+    return id;
+  })(), TTL: 30 }));
+  await call('grant ttl 0', () => new Promise((resolve, reject) => {
+    try { c.lease(0).grant().then(resolve, reject); } catch (e) { reject(e); }
+  }));
+
+  // keepalive events: a lease of 3 s fires a keepalive every second
+  const live = c.lease(3);
+  const events = [];
+  for (const ev of ['keepaliveEstablished', 'keepaliveFired', 'keepaliveSucceeded', 'keepaliveFailed', 'lost']) {
+    live.on(ev, (arg) => events.push(ev === 'keepaliveSucceeded' ? [ev, leaseName(arg.ID), arg.TTL]
+      : ev === 'lost' || ev === 'keepaliveFailed' ? [ev, error(arg)] : [ev]));
+  }
+  await call('live grant', () => live.grant(), leaseName);
+  await call('keepalive succeeded', () => waitFor(() => events.filter((e) => e[0] === 'keepaliveSucceeded').length >= 2,
+    'two keepalives'), () => events.filter((e) => e[0] === 'keepaliveSucceeded').slice(0, 2));
+  // revoked behind the client's back: the next keepalive answers TTL 0 and the lease is lost
+  await call('revoke behind its back', async () => c.leaseClient.leaseRevoke({ ID: await live.grant() }),
+    () => 'revoked');
+  await call('lost', () => waitFor(() => events.find((e) => e[0] === 'lost'), 'the lease to be lost'));
+  await call('revoked after lost', () => live.revoked());
+}
+
+async function lockScenario(c) {
+  const held = c.lock('lk/a').ttl(30);
+  await call('acquire', () => held.acquire(), () => 'acquired');
+  await call('leaseId', () => held.leaseId(), leaseName);
+  await call('lock keys', () => c.getAll().prefix('lk/').count());
+  await call('second acquire', () => c.lock('lk/a').ttl(30).acquire(), () => 'acquired');
+  await call('do under contention', () => c.lock('lk/a').do(async () => 'ran'));
+  await call('release', () => held.release(), () => 'released');
+  await call('release again', () => held.release(), () => 'released');
+  await call('do', () => c.lock('lk/a').do(async () => 'ran'));
+  await call('do throws', () => c.lock('lk/a').do(async () => { throw new Error('inside'); }));
+  await call('do released after throw', () => c.lock('lk/a').do(async () => 'ran again'));
+  // two takers at once: exactly one runs, the other is refused
+  const results = await Promise.all([0, 1].map((i) => c.lock('lk/b').ttl(30).do(
+    () => new Promise((r) => setTimeout(() => r('ran'), 300))).catch((e) => error(e))));
+  note('concurrent do', results.map((r) => (typeof r === 'string' ? r : r.raised)).sort());
+  await call('lock keys after', () => c.getAll().prefix('lk/').count());
+}
+
+async function electionScenario(c) {
+  const election = c.election('el/e', 30);
+  await call('leader none', () => election.leader());
+  const first = election.campaign('candidate-1');
+  await call('elected', () => once(first, 'elected'), () => 'elected');
+  await call('leader', () => election.leader());
+  // The observer starts once there is a leader. Started before, it watches
+  // the election's prefix from the current revision: etcd catches such a
+  // watcher up on a 100 ms timer and hands it every put since in one
+  // response, of which the package takes the last (a later candidate) as
+  // leader; petcd hands it each put as it happens. Which the client sees
+  // depends on etcd's timer, not on behaviour a test can pin down.
+  const observer = await election.observe();
+  const changes = [];
+  observer.on('change', (v) => changes.push(v === undefined ? null : v));
+  await call('observer leader', () => waitFor(() => observer.leader(), 'the observer'));
+  const second = election.campaign('candidate-2');
+  let secondElected = false;
+  second.on('elected', () => { secondElected = true; });
+  await call('second campaign key', () => waitFor(async () => (await c.getAll().prefix('election/el/e/').count()) === 2
+    && 'two keys', 'the second campaign key'));
+  await call('proclaim', () => first.proclaim('candidate-1b'), () => 'proclaimed');
+  await call('leader after proclaim', () => waitFor(async () => (await election.leader()) === 'candidate-1b' && 'yes',
+    'the proclaimed value'));
+  await call('observer sees proclaim', () => waitFor(() => observer.leader() === 'candidate-1b' && observer.leader(),
+    'the observer'));
+  await call('campaign keys', () => c.getAll().prefix('election/el/e/').count());
+  note('second elected before resign', secondElected);
+  await call('resign', () => first.resign(), () => 'resigned');
+  await call('second elected', () => waitFor(() => secondElected, 'the second candidate'));
+  await call('leader after resign', () => election.leader());
+  await call('proclaim after resign', () => first.proclaim('x'));
+  await call('observer sees second', () => waitFor(() => observer.leader() === 'candidate-2' && observer.leader(),
+    'the observer'));
+  await call('resign second', () => second.resign(), () => 'resigned');
+  await call('leader after both', () => waitFor(async () => (await election.leader()) === undefined && 'none',
+    'no leader'));
+  await observer.cancel();
+  note('observer changes', changes);
+}
+
+async function watchScenario(c) {
+  await call('put before', () => c.put('w/a').value('0').exec(), (r) => r.header.revision);
+  const events = [];
+  const prefix = await c.watch().prefix('w/').withPreviousKV().create();
+  note('prefix watcher id', typeof prefix.id);
+  prefix.on('put', (k, prev) => events.push(['put', kv(k), kv(prev)]));
+  prefix.on('delete', (k, prev) => events.push(['delete', kv(k), kv(prev)]));
+  const datas = [];
+  prefix.on('data', (res) => datas.push(res.events.length));
+  const keyEvents = [];
+  const key = await c.watch().key('w/a').only('delete').create();
+  key.on('delete', (k) => keyEvents.push(kv(k)));
+  key.on('put', (k) => keyEvents.push(['unexpected put', kv(k)]));
+  await call('put a', () => c.put('w/a').value('1').exec(), (r) => r.header.revision);
+  await call('put b', () => c.put('w/b').value('2').exec(), (r) => r.header.revision);
+  await call('txn two puts', () => c.if('w/a', 'Create', '>', 0)
+    .then(c.put('w/a').value('3'), c.put('w/c').value('4')).commit(), (r) => r.succeeded);
+  await call('delete a', () => c.delete().key('w/a').exec(), (r) => r.deleted);
+  await call('put outside', () => c.put('x').value('1').exec(), (r) => r.header.revision);
+  await call('prefix events', () => waitFor(() => events.length >= 5 && events, 'five events'));
+  await call('prefix data', () => waitFor(() => datas.length >= 4 && datas, 'four responses'));
+  await call('key events', () => waitFor(() => keyEvents.length >= 1 && keyEvents, 'the delete'));
+  await call('lastRevision', () => prefix.lastRevision());
+  await call('cancel', () => prefix.cancel(), () => 'cancelled');
+  await call('cancel key', () => key.cancel(), () => 'cancelled');
+  await call('put after cancel', () => c.put('w/b').value('9').exec(), (r) => r.header.revision);
+  note('events after cancel', events.length);
+
+  // from a past revision: the history replays
+  const replay = [];
+  const from = await c.watch().key('w/b').startRevision('3').create();
+  from.on('put', (k) => replay.push(kv(k)));
+  await call('replay from revision', () => waitFor(() => replay.length >= 2 && replay, 'the replay'));
+  await from.cancel();
+
+  // from a compacted revision: the watcher is cancelled with an error
+  await call('compact', () => c.kv.compact({ revision: 5 }), (r) => r.header.revision);
+  const compacted = c.watch().key('w/b').startRevision('2').watcher();
+  const outcome = [];
+  compacted.on('error', (e) => outcome.push(['error', error(e)]));
+  compacted.on('end', () => outcome.push(['end']));
+  compacted.on('put', (k) => outcome.push(['put', kv(k)]));
+  compacted.on('connected', (res) => outcome.push(['connected', res.compact_revision, res.canceled]));
+  await call('compacted watch', () => waitFor(() => outcome.find((o) => o[0] === 'error') && outcome,
+    'the compaction error'));
+  compacted.removeAllListeners('error');
+}
+
+async function stmScenario(c) {
+  await call('put counter', () => c.put('s/n').value('0').exec(), (r) => r.header.revision);
+  const add = () => c.stm({ retries: 50 }).transact(async (tx) => {
+    const n = await tx.get('s/n').number();
+    await tx.put('s/n').value(n + 1);
+    return n;
+  });
+  await call('transact', add, (n) => typeof n);
+  await call('counter', () => c.get('s/n').number());
+  // contention: every increment commits, retried through conflicts
+  const rs = await Promise.all(Array.from({ length: 8 }, () => add().then(() => 'ok', (e) => error(e))));
+  note('concurrent transact', rs);
+  await call('counter after', () => c.get('s/n').number());
+  // a write from outside between the read and the commit, no retries: a conflict
+  await call('conflict', () => c.stm({ retries: 0 }).transact(async (tx) => {
+    const n = await tx.get('s/n').number();
+    await c.put('s/n').value(100).exec();
+    await tx.put('s/n').value(n + 1);
+  }));
+  await call('counter after conflict', () => c.get('s/n').number());
+  await call('transact reads missing', () => c.stm().transact(async (tx) => {
+    const v = await tx.get('s/missing').string();
+    await tx.put('s/other').value(String(v));
+    return v;
+  }));
+  // the package's Isolation is a TypeScript const enum: its values, as users' compiled code passes them
+  for (const [name, isolation] of [['Serializable', 1], ['RepeatableReads', 2], ['ReadCommitted', 3]]) {
+    await call('stm ' + name, () => c.stm({ isolation }).transact(async (tx) => {
+      const n = await tx.get('s/n').number();
+      await tx.put('s/m').value(n + 1);
+      return n;
+    }));
+  }
+  await call('delete in stm', () => c.stm().transact(async (tx) => {
+    await tx.delete().key('s/m');
+    return 'deleted';
+  }));
+  await call('keys', () => c.getAll().prefix('s/').strings());
+  await call('revision', () => c.get('s/n').exec(), (r) => r.header.revision);
+}
+
+async function maintenanceScenario(c) {
+  await call('status', () => c.maintenance.status({}), (r) => ({
+    version: r.version, revision: r.header.revision, isLeader: r.leader === r.header.member_id,
+    raftIndexPositive: Number(r.raftIndex) > 0, dbSizePositive: Number(r.dbSize) > 0,
+    errors: r.errors, fields: Object.keys(r).sort(),
+  }));
+  await call('memberList', () => c.cluster.memberList({}), (r) => ({
+    count: r.members.length, names: r.members.map((m) => m.name === '' ? '' : 'named'),
+    learner: r.members.map((m) => m.isLearner), clientURLs: r.members.map((m) => m.clientURLs.length),
+    peerURLs: r.members.map((m) => m.peerURLs.length), fields: Object.keys(r).sort(),
+  }));
+  await call('alarm list', () => c.maintenance.alarm({ action: 'Get', memberID: 0, alarm: 'None' }),
+    (r) => r.alarms);
+  await call('defragment', () => c.maintenance.defragment({}), () => 'ok');
+  await call('member remove unknown', () => c.cluster.memberRemove({ ID: '12345' }));
+  await call('member update unknown', () => c.cluster.memberUpdate({ ID: '12345', peerURLs: ['http://127.0.0.1:1'] }));
+  await call('member add bad url', () => c.cluster.memberAdd({ peerURLs: ['not a url'] }));
+  await call('move leader to unknown', () => c.maintenance.moveLeader({ targetID: '12345' }));
+}
+
+async function authScenario(c) {
+  await call('create root', () => c.user('root').create('rootpw'), (u) => u.name);
+  await call('create root again', () => c.user('root').create('rootpw'), (u) => u.name);
+  await call('grant root role', () => c.user('root').addRole('root'), (u) => u.name);
+  await call('create reader role', () => c.role('reader').create(), (r) => r.name);
+  await call('create reader again', () => c.role('reader').create(), (r) => r.name);
+  await call('grant reader', () => c.role('reader').grant({ permission: 'Read', range: c.range({ prefix: 'pub/' }) }),
+    (r) => r.name);
+  await call('reader permissions', () => c.role('reader').permissions(),
+    (ps) => ps.map((p) => [p.permission, p.range.start.toString(), p.range.end.toString()]));
+  await call('create alice', () => c.user('alice').create('alicepw'), (u) => u.name);
+  await call('alice add missing role', () => c.user('alice').addRole('nope'));
+  await call('alice add reader', () => c.user('alice').addRole('reader'), (u) => u.name);
+  await call('alice roles', () => c.user('alice').roles(), (rs) => rs.map((r) => r.name));
+  await call('remove role not granted', () => c.user('alice').removeRole('root'));
+  await call('delete missing user', () => c.user('bob').delete());
+  await call('getUsers', () => c.getUsers(), (us) => us.map((u) => u.name).sort());
+  await call('getRoles', () => c.getRoles(), (rs) => rs.map((r) => r.name).sort());
+  await call('put pub', () => c.put('pub/a').value('1').exec(), (r) => r.header.revision);
+  await call('auth enable', () => c.auth.authEnable({}), () => 'enabled');
+  await call('no credentials put', () => c.put('pub/b').value('2').exec(), (r) => r.header.revision);
+  const alice = new Etcd3({ hosts: endpoint, auth: { username: 'alice', password: 'alicepw' } });
+  const wrong = new Etcd3({ hosts: endpoint, auth: { username: 'alice', password: 'nope' } });
+  const root = new Etcd3({ hosts: endpoint, auth: { username: 'root', password: 'rootpw' } });
+  try {
+    await call('alice read inside', () => alice.get('pub/a').string());
+    await call('alice read outside', () => alice.get('priv/a').string());
+    await call('alice write inside', () => alice.put('pub/a').value('2').exec(), (r) => r.header.revision);
+    await call('wrong password', () => wrong.get('pub/a').string());
+    await call('root write', () => root.put('priv/a').value('r').exec(), (r) => r.header.revision);
+    await call('alice lock', () => alice.lock('pub/lock').do(async () => 'ran'));
+    await call('root disable', () => root.auth.authDisable({}), () => 'disabled');
+  } finally {
+    alice.close();
+    wrong.close();
+    root.close();
+  }
+  await call('after disable', () => c.get('priv/a').string());
+}
+
+const SCENARIOS = {
+  kv: kvScenario, txn: txnScenario, lease: leaseScenario, lock: lockScenario, election: electionScenario,
+  watch: watchScenario, stm: stmScenario, maintenance: maintenanceScenario, auth: authScenario,
+};
+
+// scenarios run one after another: revisions in the transcripts must not
+// depend on how two scenarios' writes interleave
+async function sequential() {
+  const out = {};
+  for (const name of process.argv.slice(4)) {
+    steps.length = 0;
+    leaseNames.clear();
+    const client = new Etcd3({ hosts: endpoint });
+    try {
+      await SCENARIOS[name](client);
+    } catch (e) {
+      steps.push(['scenario failed', error(e), String(e && e.stack)]);
+    } finally {
+      client.close();
+    }
+    out[name] = steps.slice();
+  }
+  return out;
+}
+
+sequential().then((out) => {
+  process.stdout.write(JSON.stringify(out));
+  process.exit(0);
+}, (err) => {
+  console.error('FAILED: ' + (err && err.stack || err));
+  process.exit(1);
+});
