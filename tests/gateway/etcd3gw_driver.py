@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+import warnings
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
@@ -60,7 +61,7 @@ class Transcript:
         if isinstance(v, list):
             return [self.scrub(x) for x in v]
         if isinstance(v, bytes):
-            v = v.decode()
+            v = v.decode("utf-8", "backslashreplace")
         if isinstance(v, str):
             for raw, stand_in in self.names.items():
                 v = v.replace(raw, stand_in)
@@ -149,6 +150,19 @@ def kv_scenario(c: etcd3gw.Etcd3Client, t: Transcript) -> None:
     t.call("delete_prefix", lambda: c.delete_prefix("k/"))
     t.call("delete_prefix again", lambda: c.delete_prefix("k/"))
     t.call("get_prefix after", lambda: c.get_prefix("k/"), values_meta)
+    t.call("put binary value", lambda: c.put("k/bin", b"\xff\x00\xfe"))
+    t.call("get binary value", lambda: c.get("k/bin"), lambda r: [v.hex() for v in r])
+    t.call("put unicode key", lambda: c.put("k/\u00e9", "\u00fc"))
+    t.call("get unicode key", lambda: c.get("k/\u00e9", metadata=True), values_meta)
+    t.call("put empty value", lambda: c.put("k/empty", ""))
+    t.call("get empty value", lambda: c.get("k/empty", metadata=True), values_meta)
+    with warnings.catch_warnings():  # etcd3gw warns that it passes an unknown argument on as is
+        warnings.simplefilter("ignore", DeprecationWarning)
+        t.call("get unknown argument", lambda: c.get("k/empty", nonsense=1))
+    t.call("delete range_end", lambda: c.delete("k/", range_end="k0", prev_kv=True))
+    t.call("raw range bad sort", lambda: c.post(c.get_url("/kv/range"), json={"key": b64("k"), "sort_order": 7}))
+    t.call("raw range negative limit", lambda: c.post(c.get_url("/kv/range"), json={"key": b64("k"), "limit": -1}))
+    t.call("raw put value not base64", lambda: c.post(c.get_url("/kv/put"), json={"key": b64("k"), "value": "?"}))
     t.call("raw compact", lambda: c.post(c.get_url("/kv/compaction"), json={"revision": 3}))
     t.call("get compacted", lambda: c.get("zz", revision=2))
     t.call("raw compact again", lambda: c.post(c.get_url("/kv/compaction"), json={"revision": 3}))
@@ -187,6 +201,28 @@ def txn_scenario(c: etcd3gw.Etcd3Client, t: Transcript) -> None:
         "compare": [], "success": [{"request_put": {"key": b64(f"t/m{i}"), "value": b64("v")}}
                                    for i in range(129)]}))
     t.call("txn bad json", lambda: c.transaction({"compare": "nope"}))
+    t.call("txn empty", lambda: c.transaction({}))
+    t.call("txn range options", lambda: c.transaction({
+        "compare": [], "success": [
+            {"request_range": {"key": b64("t/"), "range_end": b64("t0"), "limit": 1, "sort_order": "DESCEND",
+                               "sort_target": "KEY"}},
+            {"request_range": {"key": b64("t/"), "range_end": b64("t0"), "keys_only": True}},
+            {"request_range": {"key": b64("t/"), "range_end": b64("t0"), "count_only": True}},
+            {"request_range": {"key": b64("t/none")}},
+            {"request_delete_range": {"key": b64("t/none"), "prev_kv": True}},
+            {"request_put": {"key": b64("t/x"), "value": b64("9"), "prev_kv": True, "ignore_lease": True}}]}))
+    t.call("txn compare range_end", lambda: c.transaction({
+        "compare": [{"key": b64("t/"), "range_end": b64("t0"), "result": "GREATER", "target": "CREATE",
+                     "create_revision": 0}],
+        "success": [{"request_range": {"key": b64("t/x")}}]}))
+    t.call("txn compare lease", lambda: c.transaction({
+        "compare": [{"key": b64("t/x"), "result": "EQUAL", "target": "LEASE", "lease": 0}], "success": []}))
+    t.call("txn compare missing key", lambda: c.transaction({
+        "compare": [{"key": b64("t/none"), "result": "EQUAL", "target": "VALUE", "value": ""}], "success": []}))
+    t.call("txn compare bad target", lambda: c.transaction({
+        "compare": [{"key": b64("t/x"), "result": "EQUAL", "target": "NOPE"}], "success": []}))
+    t.call("txn ignore_value missing", lambda: c.transaction({
+        "compare": [], "success": [{"request_put": {"key": b64("t/none"), "ignore_value": True}}]}))
     t.call("txn missing lease", lambda: c.transaction({
         "compare": [], "success": [{"request_put": {"key": b64("t/l"), "value": b64("1"), "lease": 12345}}]}))
 
@@ -199,7 +235,8 @@ def lease_scenario(c: etcd3gw.Etcd3Client, t: Transcript) -> None:
     t.call("get leased", lambda: c.get("l/a", metadata=True), values_meta)
     t.call("ttl", lambda: lease.ttl(), lambda r: 25 < r <= 30)
     t.call("refresh", lambda: lease.refresh())
-    t.call("keys", lambda: lease.keys())
+    # etcd lists a lease's keys from a Go map, in no fixed order: sorted here
+    t.call("keys", lambda: sorted(lease.keys()))
     t.call("raw leases", lambda: c.post(c.get_url("/lease/leases"), json={}))
     t.call("raw grant duplicate", lambda: c.post(c.get_url("/lease/grant"), json={"TTL": 30, "ID": lease.id}))
     t.call("revoke", lambda: lease.revoke())

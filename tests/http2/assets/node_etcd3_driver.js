@@ -243,8 +243,9 @@ async function leaseScenario(c) {
   await call('put with c lease', () => c.put('l/b').value('2').lease(lease.grant()).exec(), (r) => r.header.revision);
   await call('get leased', () => c.get('l/a').exec(), range);
   await call('keepaliveOnce', () => lease.keepaliveOnce(), (r) => [leaseName(r.ID), r.TTL]);
+  // etcd lists a lease's keys from a Go map, in no fixed order: sorted here
   await call('timeToLive keys', async () => c.leaseClient.leaseTimeToLive({ ID: await lease.grant(), keys: true }),
-    (r) => [leaseName(r.ID), r.grantedTTL, r.TTL > 25, r.keys.map(String)]);
+    (r) => [leaseName(r.ID), r.grantedTTL, r.TTL > 25, r.keys.map(String).sort()]);
   await call('leases', () => c.leaseClient.leaseLeases({}), (r) => r.leases.map((l) => leaseName(l.ID)));
   await call('revoke', () => lease.revoke(), () => 'revoked');
   await call('revoked', () => lease.revoked());
@@ -259,6 +260,19 @@ async function leaseScenario(c) {
     const id = await l.grant();
     return id;
   })(), TTL: 30 }));
+  await call('grant ttl 1 (below the minimum)', async () => {
+    const short = c.lease(1, { autoKeepAlive: false });
+    const id = await short.grant();
+    const ttl = await c.leaseClient.leaseTimeToLive({ ID: id });
+    const ka = await short.keepaliveOnce();
+    await short.revoke();
+    return [ttl.grantedTTL, ka.TTL];
+  });
+  await call('grant too large ttl', () => c.leaseClient.leaseGrant({ TTL: 9000000001 }), (r) => leaseName(r.ID));
+  await call('keepaliveOnce unknown', () => c.lease(30, { autoKeepAlive: false }).keepaliveOnce(),
+    (r) => [r.TTL > 0]);
+  await call('timeToLive unknown', () => c.leaseClient.leaseTimeToLive({ ID: '12345', keys: true }),
+    (r) => [r.ID, r.grantedTTL, r.TTL, r.keys]);
   await call('grant ttl 0', () => new Promise((resolve, reject) => {
     try { c.lease(0).grant().then(resolve, reject); } catch (e) { reject(e); }
   }));
@@ -446,6 +460,18 @@ async function maintenanceScenario(c) {
   await call('member remove unknown', () => c.cluster.memberRemove({ ID: '12345' }));
   await call('member update unknown', () => c.cluster.memberUpdate({ ID: '12345', peerURLs: ['http://127.0.0.1:1'] }));
   await call('member add bad url', () => c.cluster.memberAdd({ peerURLs: ['not a url'] }));
+  const peer = 'http://127.0.0.1:1';
+  const added = await call('add learner', () => c.cluster.memberAdd({ peerURLs: [peer], isLearner: true }),
+    (r) => ({ learner: r.member.isLearner, peerURLs: r.member.peerURLs, members: r.members.length,
+      name: r.member.name }));
+  await call('add learner again', () => c.cluster.memberAdd({ peerURLs: [peer], isLearner: true }));
+  await call('list with learner', () => c.cluster.memberList({}),
+    (r) => r.members.map((m) => [m.isLearner, m.name === '' ? '' : 'named']).sort());
+  if (added) {
+    await call('promote learner not started', () => c.cluster.memberPromote({ ID: added.member.ID }));
+    await call('remove learner', () => c.cluster.memberRemove({ ID: added.member.ID }), (r) => r.members.length);
+  }
+  await call('promote unknown', () => c.cluster.memberPromote({ ID: '12345' }));
   await call('move leader to unknown', () => c.maintenance.moveLeader({ targetID: '12345' }));
 }
 
