@@ -307,8 +307,15 @@ async function lockScenario(c) {
   await call('do throws', () => c.lock('lk/a').do(async () => { throw new Error('inside'); }));
   await call('do released after throw', () => c.lock('lk/a').do(async () => 'ran again'));
   // two takers at once: exactly one runs, the other is refused
-  const results = await Promise.all([0, 1].map((i) => c.lock('lk/b').ttl(30).do(
-    () => new Promise((r) => setTimeout(() => r('ran'), 300))).catch((e) => error(e))));
+  // (the holder keeps the lock until the other has been refused, so that
+  // how fast the second comes does not matter)
+  let refused;
+  const refusal = new Promise((resolve) => {
+    refused = resolve;
+    setTimeout(resolve, DEADLINE_MS); // neither refused: both ran, which the transcript shows
+  });
+  const results = await Promise.all([0, 1].map(() => c.lock('lk/b').ttl(30).do(() => refusal.then(() => 'ran'))
+    .catch((e) => { refused(); return error(e); })));
   note('concurrent do', results.map((r) => (typeof r === 'string' ? r : r.raised)).sort());
   await call('lock keys after', () => c.getAll().prefix('lk/').count());
 }
