@@ -46,7 +46,9 @@ async function call(name, fn, shape = (v) => v) {
   if (process.env.DRIVER_TRACE) console.error("step", name);
   try {
     const v = await fn();
-    steps.push([name, shape(v)]);
+    const shaped = shape(v);
+    // a copy: a list of events goes on growing after the step
+    steps.push([name, shaped === undefined ? null : JSON.parse(JSON.stringify(shaped))]);
     return v;
   } catch (e) {
     steps.push([name, error(e)]);
@@ -55,7 +57,7 @@ async function call(name, fn, shape = (v) => v) {
 }
 
 function note(name, value) {
-  steps.push([name, value]);
+  steps.push([name, value === undefined ? null : JSON.parse(JSON.stringify(value))]);
 }
 
 function kv(k) {
@@ -389,6 +391,17 @@ async function watchScenario(c) {
   await call('put after cancel', () => c.put('w/b').value('9').exec(), (r) => r.header.revision);
   note('events after cancel', events.length);
 
+  // from a future revision: only what comes from there on
+  const future = [];
+  const ahead = await c.watch().key('w/f').startRevision(String(Number(prefix.lastRevision()) + 3)).create();
+  ahead.on('put', (k) => future.push(kv(k)));
+  for (const v of ['1', '2', '3']) {
+    await call('put f ' + v, () => c.put('w/f').value(v).exec(), (r) => r.header.revision);
+  }
+  await call('watch from future revision', () => waitFor(() => future.length >= 2 && future, 'the last two puts'));
+  await ahead.cancel();
+  note('future events', future.length);
+
   // from a past revision: the history replays
   const replay = [];
   const from = await c.watch().key('w/b').startRevision('3').create();
@@ -532,6 +545,32 @@ async function authScenario(c) {
     await call('alice after password change', () => alice.get('pub/a').string());
     await call('root delete root role', () => root.role('root').delete());
     await call('root remove own root role', () => root.user('root').removeRole('root'));
+    // alice's token was issued before these changes to the auth store
+    const bob = new Etcd3({ hosts: endpoint, auth: { username: 'bob', password: 'bobpw' } });
+    try {
+      await call('root create bob', () => root.user('bob').create('bobpw'), (u) => u.name);
+      await call('root grant bob readwrite', async () => {
+        await root.role('writer').create();
+        await root.role('writer').grant({ permission: 'Readwrite', range: root.range({ prefix: 'bob/' }) });
+        return root.user('bob').addRole('writer');
+      }, (u) => u.name);
+      await call('bob write', () => bob.put('bob/a').value('1').exec(), (r) => r.header.revision);
+      await call('root grant bob more', () => root.role('writer').grant({ permission: 'Write',
+        range: root.range({ prefix: 'more/' }) }), (r) => r.name);
+      await call('bob write after grant', () => bob.put('bob/b').value('2').exec(), (r) => r.header.revision);
+      await call('bob txn after grant', () => bob.if('bob/a', 'Value', '==', '1').then(bob.put('more/x').value('x'))
+        .commit(), txnResult);
+      await call('bob read write-only', () => bob.get('more/x').string());
+      await call('root disable enable', async () => {
+        await root.auth.authDisable({});
+        await c.auth.authEnable({});
+        return 'cycled';
+      });
+      await call('bob after cycle', () => bob.get('bob/a').string());
+      await call('root after cycle', () => root.get('bob/a').string());
+    } finally {
+      bob.close();
+    }
     await call('root disable', () => root.auth.authDisable({}), () => 'disabled');
   } finally {
     alice.close();
