@@ -320,6 +320,28 @@ def watch_scenario(c: etcd3gw.Etcd3Client, t: Transcript) -> None:
     # cancel and waits out its timeout
     t.call("compact", lambda: c.post(c.get_url("/kv/compaction"), json={"revision": rev}))
     t.call("watch_once compacted", lambda: c.watch_once("w/a", timeout=SHORT, start_revision=rev - 1))
+    # a burst of writes, each its own response on the watch stream: etcd3gw
+    # reads one JSON object per HTTP chunk, so a server that put two in one
+    # chunk would break it
+    # (from the next revision, so that no write need wait for the watch)
+    start = int(c.status()["header"]["revision"]) + 1
+    burst_events, burst_cancel = c.watch_prefix("burst/", prev_kv=True, start_revision=start)
+    burst: list[Any] = []
+    th5 = threading.Thread(target=lambda: burst.extend(e for e in burst_events), daemon=True)
+    th5.start()
+    try:
+        writers = [threading.Thread(target=lambda i=i: [c.put(f"burst/{i}", str(j)) for j in range(10)])
+                   for i in range(1, 6)]
+        for w in writers:
+            w.start()
+        for w in writers:
+            w.join(DEADLINE)
+        t.call("burst seen", lambda: wait_for(lambda: len(burst) >= 50 and len(burst), "fifty events"))
+    finally:
+        burst_cancel()
+        th5.join(10)
+    t.call("burst thread done", lambda: not th5.is_alive())
+    c.delete_prefix("burst/")
     # watch_once while a writer puts: from the next revision, so that the
     # put is seen whether the watch is in place before it or not
     now = int(c.status()["header"]["revision"])
