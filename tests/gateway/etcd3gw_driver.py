@@ -366,7 +366,20 @@ def maintenance_scenario(c: etcd3gw.Etcd3Client, t: Transcript) -> None:
     t.call("raw unknown path", lambda: c.post(c.get_url("/kv/nope"), json={}))
 
 
-SCENARIOS = {"kv": kv_scenario, "txn": txn_scenario, "lease": lease_scenario, "lock": lock_scenario,
+def large_scenario(c: etcd3gw.Etcd3Client, t: Transcript) -> None:
+    """Values near etcd's limits through the gateway (its loopback gRPC client
+    takes responses of any size)."""
+    mib = 1024 * 1024
+    t.call("put 1 MiB", lambda: c.put("big/a", "x" * mib))
+    t.call("put just over 1.5 MiB", lambda: c.put("big/b", "x" * (3 * mib // 2)))
+    t.call("put over 2 MiB", lambda: c.put("big/c", "x" * (21 * mib // 10)))
+    for k in "fghi":
+        t.call(f"put 1.2 MiB {k}", lambda k=k: c.put(f"big/{k}", "x" * (12 * mib // 10)))
+    t.call("get over 4 MiB", lambda: c.get_prefix("big/"), lambda r: [[len(v), m["key"]] for v, m in r])
+    t.call("delete", lambda: c.delete_prefix("big/"))
+
+
+SCENARIOS = {"kv": kv_scenario, "large": large_scenario, "txn": txn_scenario, "lease": lease_scenario, "lock": lock_scenario,
              "watch": watch_scenario, "maintenance": maintenance_scenario}
 
 
