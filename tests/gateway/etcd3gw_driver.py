@@ -379,8 +379,56 @@ def large_scenario(c: etcd3gw.Etcd3Client, t: Transcript) -> None:
     t.call("delete", lambda: c.delete_prefix("big/"))
 
 
+def auth_scenario(c: etcd3gw.Etcd3Client, t: Transcript) -> None:
+    """etcd3gw has no auth of its own; its users hand it a requests session
+    carrying the token the gateway's /auth/authenticate gave them."""
+    import requests
+
+    def post(path: str, body: dict[str, Any], client: etcd3gw.Etcd3Client = c) -> Any:
+        return client.post(client.get_url(path), json=body)
+
+    t.call("user add root", lambda: post("/auth/user/add", {"name": "root", "password": "rootpw"}))
+    t.call("grant root", lambda: post("/auth/user/grant", {"user": "root", "role": "root"}))
+    t.call("user add alice", lambda: post("/auth/user/add", {"name": "alice", "password": "alicepw"}))
+    t.call("role add", lambda: post("/auth/role/add", {"name": "reader"}))
+    t.call("role grant", lambda: post("/auth/role/grant", {
+        "name": "reader", "perm": {"permType": "READ", "key": b64("pub/"), "range_end": b64("pub0")}}))
+    t.call("grant alice", lambda: post("/auth/user/grant", {"user": "alice", "role": "reader"}))
+    t.call("user list", lambda: post("/auth/user/list", {}))
+    t.call("role get", lambda: post("/auth/role/get", {"role": "reader"}))
+    c.put("pub/a", "1")
+    t.call("enable", lambda: post("/auth/enable", {}))
+    t.call("get without token", lambda: c.get("pub/a"))
+    t.call("authenticate wrong", lambda: post("/auth/authenticate", {"name": "alice", "password": "nope"}))
+    token = c.post(c.get_url("/auth/authenticate"), json={"name": "alice", "password": "alicepw"})["token"]
+    root_token = c.post(c.get_url("/auth/authenticate"), json={"name": "root", "password": "rootpw"})["token"]
+    parts = urlsplit(c.base_url)
+    assert parts.hostname is not None and parts.port is not None
+
+    def client_with(tok: str) -> etcd3gw.Etcd3Client:
+        session = requests.Session()
+        session.headers["Authorization"] = tok
+        return etcd3gw.client(host=parts.hostname, port=parts.port, timeout=DEADLINE, session=session)
+
+    alice, root, bad = client_with(token), client_with(root_token), client_with("not-a-token")
+    t.call("alice get inside", lambda: alice.get("pub/a"))
+    t.call("alice get outside", lambda: alice.get("priv/a"))
+    t.call("alice put inside", lambda: alice.put("pub/a", "2"))
+    t.call("alice txn outside", lambda: alice.transaction({
+        "compare": [], "success": [{"request_range": {"key": b64("priv/a")}}]}))
+    t.call("alice lease", lambda: alice.lease(ttl=30), lambda r: t.name(r.id))
+    t.call("alice lock", lambda: alice.lock("l", ttl=30).acquire())
+    t.call("alice watch_once outside", lambda: alice.watch_once("priv/a", timeout=SHORT))
+    t.call("alice user list", lambda: post("/auth/user/list", {}, alice))
+    t.call("bad token get", lambda: bad.get("pub/a"))
+    t.call("root put", lambda: root.put("priv/a", "r"))
+    t.call("root status", lambda: root.status(), lambda r: r["version"])
+    t.call("root disable", lambda: post("/auth/disable", {}, root))
+    t.call("get after disable", lambda: c.get("priv/a"))
+
+
 SCENARIOS = {"kv": kv_scenario, "large": large_scenario, "txn": txn_scenario, "lease": lease_scenario, "lock": lock_scenario,
-             "watch": watch_scenario, "maintenance": maintenance_scenario}
+             "watch": watch_scenario, "maintenance": maintenance_scenario, "auth": auth_scenario}
 
 
 def run(url: str) -> dict[str, list[list[Any]]]:
