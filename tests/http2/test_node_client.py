@@ -1,8 +1,11 @@
 """A third gRPC implementation against petcd: Node's @grpc/grpc-js through
 the npm ``etcd3`` client (put, get, txn, range, delete, watch, lease, lock,
 election), and the same script against real etcd to show the script itself
-is right. The package is installed with npm on first use into a cache
-directory (``$PETCD_NODE_CACHE``, else ``~/.cache/petcd-node``)."""
+is right; then the package's whole surface (assets/node_etcd3_driver.js)
+against a fresh petcd and a fresh etcd at once, whose transcripts must be
+equal. The package is installed with npm on first use into a cache
+directory (``$PETCD_NODE_CACHE``, else ``~/.cache/petcd-node``). In CI
+(CI=true) a missing node, npm or etcd is a failure, elsewhere a skip."""
 
 from __future__ import annotations
 
