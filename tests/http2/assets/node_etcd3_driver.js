@@ -335,6 +335,22 @@ async function leaseScenario(c) {
     () => 'revoked');
   await call('lost', () => waitFor(() => events.find((e) => e[0] === 'lost'), 'the lease to be lost'));
   await call('revoked after lost', () => live.revoked());
+
+  // a lease left to expire (etcd's minimum TTL, 2 s here): its keys are
+  // deleted, a watcher sees the deletes, the lease is gone
+  const dying = c.lease(2, { autoKeepAlive: false });
+  await call('short grant', () => dying.grant(), leaseName);
+  await call('put on short lease', () => dying.put('l/dying').value('d').exec(), (r) => r.header.revision);
+  const gone = [];
+  const w = await c.watch().key('l/dying').create();
+  w.on('delete', (k) => gone.push(kv(k)));
+  await call('expired: delete seen', () => waitFor(() => gone.length >= 1 && gone, 'the lease to expire'));
+  await w.cancel();
+  await call('expired: key gone', () => c.get('l/dying').string());
+  await call('expired: timeToLive', async () => c.leaseClient.leaseTimeToLive({ ID: await dying.grant() }),
+    (r) => [leaseName(r.ID), r.TTL]);
+  await call('expired: put', () => dying.put('l/dying').value('again').exec());
+  await call('expired: keepaliveOnce', () => dying.keepaliveOnce(), (r) => [leaseName(r.ID), r.TTL]);
 }
 
 async function lockScenario(c) {
