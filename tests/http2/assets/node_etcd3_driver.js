@@ -267,6 +267,22 @@ async function txnScenario(c) {
   await call('txn !=', () => c.if('t/new', 'Value', '!=', 'n').then(c.put('t/q').value('q')).else().commit(),
     txnResult);
   await call('txn lease ==', () => c.if('t/x', 'Lease', '==', 0).then(c.get('t/x')).commit(), txnResult);
+  await call('txn range sort limit inside', () => c.if('t/x', 'Create', '>', 0)
+    .then(c.getAll().prefix('t/').sort('Key', 'Descend').limit(1), c.getAll().prefix('t/').sort('Mod', 'Ascend'))
+    .commit(), txnResult);
+  await call('txn delete missing inside', () => c.if('t/x', 'Create', '>', 0)
+    .then(c.delete().key('t/none')).commit(), txnResult);
+  const tl = c.lease(30, { autoKeepAlive: false });
+  const tlid = await tl.grant();
+  await tl.put('t/leased').value('l').exec();
+  await call('txn lease == id', () => c.if('t/leased', 'Lease', '==', tlid).then(c.get('t/leased')).commit(),
+    txnResult);
+  await call('txn lease != id', () => c.if('t/leased', 'Lease', '!=', tlid).then(c.get('t/leased')).commit(),
+    txnResult);
+  await call('txn mod < on missing key', () => c.if('t/none', 'Mod', '<', 5).then(c.get('t/x')).commit(), txnResult);
+  await call('txn value > bytes', () => c.if('t/x', 'Value', '>', '1').and('t/x', 'Value', '<', '3')
+    .then(c.get('t/x')).commit(), txnResult);
+  await tl.revoke();
   await call('txn delete prefix', () => c.if('t/x', 'Value', '==', '2')
     .then(c.delete().prefix('t/')).commit(), txnResult);
   await call('txn duplicate put', () => c.if('t/x', 'Create', '==', 0)
