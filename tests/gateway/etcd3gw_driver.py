@@ -354,6 +354,12 @@ def watch_scenario(c: etcd3gw.Etcd3Client, t: Transcript) -> None:
     t.note("watch_once live", result)
 
 
+def by_id(members: list[dict[str, Any]]) -> bool:
+    """Whether members are in the order of their IDs (as uint64s)."""
+    ids = [int(m["ID"]) for m in members]
+    return ids == sorted(ids)
+
+
 def maintenance_scenario(c: etcd3gw.Etcd3Client, t: Transcript) -> None:
     t.call("status", c.status, lambda r: {
         "version": r["version"], "revision": r["header"]["revision"],
@@ -364,6 +370,20 @@ def maintenance_scenario(c: etcd3gw.Etcd3Client, t: Transcript) -> None:
     t.call("raw alarm list", lambda: c.post(c.get_url("/maintenance/alarm"), json={"action": "GET"}))
     t.call("raw member remove unknown", lambda: c.post(c.get_url("/cluster/member/remove"), json={"ID": 12345}))
     t.call("raw unknown path", lambda: c.post(c.get_url("/kv/nope"), json={}))
+    added = t.call("raw add learner", lambda: c.post(c.get_url("/cluster/member/add"),
+                                                      json={"peerURLs": ["http://127.0.0.1:1"], "isLearner": True}),
+                   lambda r: {"member": sorted(r["member"]), "learner": r["member"].get("isLearner"),
+                              "members": sorted([sorted(m) for m in r["members"]]),
+                              "by id": by_id(r["members"])})
+    # members come sorted by ID, which each server draws at random: the
+    # order is compared as "sorted by ID", the fields member by member
+    t.call("members with learner", c.members, lambda ms: [sorted([sorted(m) for m in ms]), by_id(ms)])
+    if added:
+        t.call("raw promote learner", lambda: c.post(c.get_url("/cluster/member/promote"),
+                                                     json={"ID": added["member"]["ID"]}))
+        t.call("raw remove learner", lambda: c.post(c.get_url("/cluster/member/remove"),
+                                                    json={"ID": added["member"]["ID"]}),
+               lambda r: [sorted(m) for m in r["members"]])
 
 
 def large_scenario(c: etcd3gw.Etcd3Client, t: Transcript) -> None:
