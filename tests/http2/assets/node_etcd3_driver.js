@@ -464,6 +464,26 @@ async function watchScenario(c) {
   await call('put after cancel', () => c.put('w/b').value('9').exec(), (r) => r.header.revision);
   note('events after cancel', events.length);
 
+  // many watchers created at once on the one stream the package shares:
+  // each created response must answer its own request, in order
+  // (the package's ignore('put') is its only('put'): a NODELETE filter, so
+  // w/m2's watcher sees its put and not its delete)
+  const many = await Promise.all(['m0', 'm1', 'm2', 'm3', 'm4'].map((k) => (k === 'm2'
+    ? c.watch().inRange({ start: 'w/m2', end: 'w/m3' }).ignore('put')
+    : c.watch().key('w/' + k)).create()));
+  const manySeen = many.map(() => []);
+  many.forEach((mw, i) => {
+    mw.on('put', (k) => manySeen[i].push(['put', k.key.toString(), k.value.toString()]));
+    mw.on('delete', (k) => manySeen[i].push(['delete', k.key.toString()]));
+  });
+  note('watch ids distinct', new Set(many.map((mw) => mw.id)).size);
+  for (const k of ['m0', 'm1', 'm2', 'm3', 'm4']) {
+    await call('put ' + k, () => c.put('w/' + k).value(k).exec(), (r) => r.header.revision);
+  }
+  await call('delete m2', () => c.delete().key('w/m2').exec(), (r) => r.deleted);
+  await call('many watchers', () => waitFor(() => manySeen.every((x) => x.length >= 1) && manySeen, 'every watcher'));
+  await Promise.all(many.map((mw) => mw.cancel()));
+
   // from a future revision: only what comes from there on
   const future = [];
   const ahead = await c.watch().key('w/f').startRevision(String(Number(prefix.lastRevision()) + 3)).create();
