@@ -19,12 +19,12 @@ import json
 import threading
 import time
 import warnings
+from base64 import b64encode
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
 
 import etcd3gw
-from etcd3gw import exceptions as exc
 
 DEADLINE = 30.0  # seconds any wait below may take on a loaded machine
 SHORT = 1.0  # seconds a watch_once waits where nothing is to come
@@ -105,8 +105,6 @@ def wait_for(cond: Callable[[], Any], what: str, timeout: float = DEADLINE) -> A
 
 
 def b64(s: str) -> str:
-    from base64 import b64encode
-
     return b64encode(s.encode()).decode()
 
 
@@ -136,6 +134,11 @@ def kv_scenario(c: etcd3gw.Etcd3Client, t: Transcript) -> None:
             t.call(f"get_prefix sort {order} {target}",
                    lambda o=order, tg=target: c.get_prefix("k/", sort_order=o, sort_target=tg),
                    lambda r: [m["key"] for _, m in r])
+    for target in ("version", "create", "mod", "value"):  # no order with a target: etcd sorts ascending
+        t.call(f"get_prefix sort target {target} only", lambda tg=target: c.get_prefix("k/", sort_target=tg),
+               lambda r: [m["key"] for _, m in r])
+    t.call("get_prefix descend only", lambda: c.get_prefix("k/", sort_order="descend"),
+           lambda r: [m["key"] for _, m in r])
     t.call("get_prefix", lambda: c.get_prefix("k/"), values_meta)
     t.call("get_all", lambda: c.get_all(), values_meta)
     t.call("get_all descend", lambda: c.get_all(sort_order="descend"), lambda r: [m["key"] for _, m in r])
@@ -466,5 +469,3 @@ def run(url: str) -> dict[str, list[list[Any]]]:
         out[name] = t.steps
     return out
 
-
-__all__ = ["run", "exc"]
