@@ -68,7 +68,7 @@ def test_the_same_script_against_etcd(tmp_path: Path) -> None:
 # scenarios run against a fresh petcd and a fresh etcd at once, and the
 # transcripts must be equal.
 DRIVER = Path(__file__).parent / "assets" / "node_etcd3_driver.js"
-SCENARIOS = ["kv", "large", "namespace", "alarm", "txn", "lease", "lock", "election", "watch", "stm", "maintenance", "auth"]
+SCENARIOS = ["kv", "large", "keepalive", "namespace", "alarm", "txn", "lease", "lock", "election", "watch", "stm", "maintenance", "auth"]
 
 
 def run_driver(endpoint: str, scenarios: list[str]) -> dict[str, list[list[Any]]]:
