@@ -403,7 +403,9 @@ def from_obj(obj: Any, msg: M) -> M:
             continue  # unknown fields are ignored, as etcd's gateway does
         if fd.is_repeated:
             if not isinstance(value, list):
-                raise _mismatch(value, "[]" + _go_type(fd))
+                # Go's jsonpb reads every repeated field (of messages, strings,
+                # enums alike) into a []json.RawMessage before its elements
+                raise _mismatch(value, "[]json.RawMessage")
             target = getattr(msg, fd.name)
             for item in value:
                 if fd.type == _F.TYPE_MESSAGE:

@@ -4,6 +4,7 @@ gateway prints it, and its reading rules."""
 from __future__ import annotations
 
 import pytest
+from google.protobuf.message import Message
 
 from petcd.api import jsonpb
 from petcd.proto import kv_pb2, rpc_pb2
@@ -68,6 +69,20 @@ def test_refusals_in_gos_words(body: bytes, message: str) -> None:
     with pytest.raises(jsonpb.JsonError) as exc:
         jsonpb.parse(body, rpc_pb2.RangeRequest())
     assert str(exc.value) == message
+
+
+@pytest.mark.parametrize(("body", "msg", "kind"), [
+    (b'{"compare":"nope"}', rpc_pb2.TxnRequest(), "string"),
+    (b'{"success":{"request_put":{}}}', rpc_pb2.TxnRequest(), "object"),
+    (b'{"peerURLs":"http://a:1"}', rpc_pb2.MemberAddRequest(), "string"),
+    (b'{"create_request":{"filters":1}}', rpc_pb2.WatchRequest(), "number"),
+])
+def test_a_repeated_field_not_an_array(body: bytes, msg: Message, kind: str) -> None:
+    """Go's jsonpb reads any repeated field into a []json.RawMessage first,
+    whatever its elements (etcd's gateway, seen through etcd3gw's transaction)."""
+    with pytest.raises(jsonpb.JsonError) as exc:
+        jsonpb.parse(body, msg)
+    assert str(exc.value) == f"json: cannot unmarshal {kind} into Go value of type []json.RawMessage"
 
 
 def test_object_stream() -> None:
