@@ -15,19 +15,17 @@ client source or etcd is a failure, elsewhere a skip.
 
 from __future__ import annotations
 
-import difflib
 import json
 import os
 import shutil
 import subprocess
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from petcd.testing.harness import Server, etcd_server, petcd_server, require_binary
+from tests.on_both import on_both, transcript_diff
 
 HERE = Path(__file__).parent
 GOCODE = Path("/usr/share/gocode")
@@ -109,28 +107,12 @@ def run_driver(driver: Path, endpoint: str, scenario: str) -> list[list[Any]]:
     return steps
 
 
-def _start(kind: str, tmp: Path) -> Server:
-    d = tmp / kind
-    d.mkdir()
-    return (petcd_server(d) if kind == "petcd" else etcd_server(d)).start()
-
-
 @pytest.mark.parametrize("scenario", SCENARIOS)
 def test_go_client_same_as_etcd(scenario: str, go_driver: Path, tmp_path: Path) -> None:
-    require_binary("etcd")
-    servers: list[Server] = []
-    try:
-        with ThreadPoolExecutor(2) as pool:
-            servers = list(pool.map(lambda k: _start(k, tmp_path), ["petcd", "etcd"]))
-            petcd_t, etcd_t = pool.map(lambda s: run_driver(go_driver, s.endpoint, scenario), servers)
-    finally:
-        for s in servers:
-            s.stop()
+    petcd_t, etcd_t = on_both(tmp_path, lambda s: run_driver(go_driver, s.endpoint, scenario))
     petcd_t, etcd_t = _apart(scenario, petcd_t, 1), _apart(scenario, etcd_t, 0)
     if petcd_t != etcd_t:
-        diff = difflib.unified_diff([json.dumps(s) for s in etcd_t], [json.dumps(s) for s in petcd_t],
-                                    "etcd", "petcd", lineterm="", n=1)
-        pytest.fail(f"Go client {scenario}: petcd differs from etcd\n" + "\n".join(diff))
+        pytest.fail(f"Go client {scenario}: petcd differs from etcd\n" + transcript_diff(etcd_t, petcd_t))
     t = {name: result for name, result in petcd_t}
     # beyond equality, what users rely on (so an oracle that changed would show)
     if scenario == "lock":

@@ -14,18 +14,16 @@ In CI (CI=true) a missing client or etcd is a failure, elsewhere a skip.
 
 from __future__ import annotations
 
-import difflib
 import json
 import os
 import subprocess
 import sys
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from petcd.testing.harness import Server, etcd_server, petcd_server, require_binary
+from tests.on_both import on_both, start, transcript_diff
 
 HERE = Path(__file__).parent
 DRIVER_TIMEOUT = 300  # seconds for one whole scenario on a loaded machine
@@ -60,29 +58,13 @@ def run_driver(client: str, endpoint: str, scenario: str) -> list[list[Any]]:
     return steps
 
 
-def _start(kind: str, tmp: Path) -> Server:
-    d = tmp / kind
-    d.mkdir()
-    return (petcd_server(d) if kind == "petcd" else etcd_server(d)).start()
-
-
 def differential(client: str, scenario: str, tmp: Path) -> list[list[Any]]:
     """Run the scenario against a fresh petcd and a fresh etcd at once; the
     transcripts must be equal. Returns petcd's."""
     require_client(client)
-    require_binary("etcd")
-    servers: list[Server] = []
-    try:
-        with ThreadPoolExecutor(2) as pool:
-            servers = list(pool.map(lambda k: _start(k, tmp), ["petcd", "etcd"]))
-            petcd_t, etcd_t = pool.map(lambda s: run_driver(client, s.endpoint, scenario), servers)
-    finally:
-        for s in servers:
-            s.stop()
+    petcd_t, etcd_t = on_both(tmp, lambda s: run_driver(client, s.endpoint, scenario))
     if petcd_t != etcd_t:
-        diff = difflib.unified_diff([json.dumps(s) for s in etcd_t], [json.dumps(s) for s in petcd_t],
-                                    "etcd", "petcd", lineterm="", n=1)
-        pytest.fail(f"{client} {scenario}: petcd differs from etcd\n" + "\n".join(diff))
+        pytest.fail(f"{client} {scenario}: petcd differs from etcd\n" + transcript_diff(etcd_t, petcd_t))
     return petcd_t
 
 
@@ -161,7 +143,7 @@ def test_client_against_petcd_alone(client: str, tmp_path: Path) -> None:
     """Where etcd is not installed (and not in CI) petcd is still exercised:
     the lock scenario's contention and hand-over, asserted outright."""
     require_client(client)
-    s = _start("petcd", tmp_path)
+    s = start("petcd", tmp_path)
     try:
         t = steps_of(run_driver(client, s.endpoint, "lock"))
     finally:
@@ -182,15 +164,7 @@ def test_etcd3_membership_change_without_quorum_times_out(tmp_path: Path) -> Non
     ends the call with DEADLINE_EXCEEDED. What this asserts of both: an
     answer from the timeout family, never a hang or a refusal."""
     require_client("etcd3")
-    require_binary("etcd")
-    servers: list[Server] = []
-    try:
-        with ThreadPoolExecutor(2) as pool:
-            servers = list(pool.map(lambda k: _start(k, tmp_path), ["petcd", "etcd"]))
-            transcripts = list(pool.map(lambda s: run_driver("etcd3", s.endpoint, "quorum_lost"), servers))
-    finally:
-        for s in servers:
-            s.stop()
+    transcripts = on_both(tmp_path, lambda s: run_driver("etcd3", s.endpoint, "quorum_lost"))
     timeouts = {("ConnectionFailedError", "UNAVAILABLE", "etcdserver: request timed out"),
                 ("ConnectionFailedError", "UNAVAILABLE",
                  "etcdserver: request timed out, possibly due to previous leader failure"),

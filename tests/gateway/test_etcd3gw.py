@@ -5,19 +5,17 @@ transcripts must be equal."""
 
 from __future__ import annotations
 
-import difflib
-import json
 import threading
 from base64 import b64encode
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 import etcd3gw  # the test extra's
 
-from petcd.testing.harness import Server, etcd_server, petcd_server, require_binary, wait_for
+from petcd.testing.harness import wait_for
 from tests.gateway import etcd3gw_driver
+from tests.on_both import on_both, transcript_diff
 
 
 def _client(url: str) -> etcd3gw.Etcd3Client:
@@ -102,28 +100,9 @@ def test_watch(petcd_gw: str) -> None:
 def test_etcd3gw_same_as_etcd(tmp_path: Path) -> None:
     """etcd3gw's whole surface (etcd3gw_driver.py) against a fresh petcd and a
     fresh etcd at once: the transcripts must be equal."""
-    require_binary("etcd")
-    servers: list[Server] = []
-
-    def start(kind: str) -> Server:
-        d = tmp_path / kind
-        d.mkdir()
-        return (petcd_server(d) if kind == "petcd" else etcd_server(d)).start()
-
-    try:
-        with ThreadPoolExecutor(2) as pool:
-            servers = list(pool.map(start, ["petcd", "etcd"]))
-            petcd_t, etcd_t = pool.map(lambda s: etcd3gw_driver.run(s.client_url), servers)
-    finally:
-        for s in servers:
-            s.stop()
-    failures = []
-    for scenario in etcd3gw_driver.SCENARIOS:
-        if petcd_t[scenario] != etcd_t[scenario]:
-            diff = difflib.unified_diff([json.dumps(s) for s in etcd_t[scenario]],
-                                        [json.dumps(s) for s in petcd_t[scenario]], "etcd", "petcd",
-                                        lineterm="", n=1)
-            failures.append(f"{scenario}:\n" + "\n".join(diff))
+    petcd_t, etcd_t = on_both(tmp_path, lambda s: etcd3gw_driver.run(s.client_url))
+    failures = [f"{scenario}:\n" + transcript_diff(etcd_t[scenario], petcd_t[scenario])
+                for scenario in etcd3gw_driver.SCENARIOS if petcd_t[scenario] != etcd_t[scenario]]
     assert not failures, "etcd3gw: petcd differs from etcd\n" + "\n\n".join(failures)
     t = {name: dict((step, r) for step, r in steps) for name, steps in petcd_t.items()}
     # beyond equality, what etcd3gw's users rely on (so an oracle that changed would show)

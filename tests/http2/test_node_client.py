@@ -9,15 +9,14 @@ directory (``$PETCD_NODE_CACHE``, else ``~/.cache/petcd-node``). In CI
 
 from __future__ import annotations
 
-import difflib
 import json
 import os
 import subprocess
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from petcd.testing.harness import Server, etcd_server, petcd_server, require_binary
+from petcd.testing.harness import etcd_server, petcd_server, require_binary
+from tests.on_both import on_both, transcript_diff
 
 SCRIPT = Path(__file__).parent / "assets" / "node_etcd3.js"
 ETCD3_VERSION = "1.1.2"
@@ -84,27 +83,9 @@ def test_etcd3_node_client_same_as_etcd(tmp_path: Path) -> None:
     require_binary("etcd")
     modules = node_modules()  # installed once, before the two drivers race for it
     assert modules.exists()
-    servers: list[Server] = []
-
-    def start(kind: str) -> Server:
-        d = tmp_path / kind
-        d.mkdir()
-        return (petcd_server(d) if kind == "petcd" else etcd_server(d)).start()
-
-    try:
-        with ThreadPoolExecutor(2) as pool:
-            servers = list(pool.map(start, ["petcd", "etcd"]))
-            petcd_t, etcd_t = pool.map(lambda s: run_driver(s.endpoint, SCENARIOS), servers)
-    finally:
-        for s in servers:
-            s.stop()
-    failures = []
-    for scenario in SCENARIOS:
-        if petcd_t[scenario] != etcd_t[scenario]:
-            diff = difflib.unified_diff([json.dumps(s) for s in etcd_t[scenario]],
-                                        [json.dumps(s) for s in petcd_t[scenario]], "etcd", "petcd",
-                                        lineterm="", n=1)
-            failures.append(f"{scenario}:\n" + "\n".join(diff))
+    petcd_t, etcd_t = on_both(tmp_path, lambda s: run_driver(s.endpoint, SCENARIOS))
+    failures = [f"{scenario}:\n" + transcript_diff(etcd_t[scenario], petcd_t[scenario])
+                for scenario in SCENARIOS if petcd_t[scenario] != etcd_t[scenario]]
     assert not failures, "npm etcd3: petcd differs from etcd\n" + "\n\n".join(failures)
     t = {name: dict((step, r) for step, r in steps) for name, steps in petcd_t.items()}
     # beyond equality, what Node users rely on (so an oracle that changed would show)
