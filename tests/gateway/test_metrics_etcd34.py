@@ -99,7 +99,10 @@ def test_read_index_slow_then_failed() -> None:
     goes unanswered past the retry interval (slow), and once the follower
     has lost the leader a read's round is refused by raft (failed)."""
     with tempfile.TemporaryDirectory(prefix="petcd-readindex-") as tmp:
-        ms = petcd_cluster(Path(tmp), 2)
+        # a long election timeout: the read must reach the follower and wait
+        # out a retry while it still knows the leader (a loaded CI machine
+        # once took longer than the default second to get it there)
+        ms = petcd_cluster(Path(tmp), 2, extra=["--election-timeout", "3000"])
         try:
             follower, lead = _follower_and_leader(ms)
             assert lead.proc is not None
